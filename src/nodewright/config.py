@@ -1,0 +1,105 @@
+"""Settings: ``NODEWRIGHT_*`` environment variables, an optional TOML config file, defaults.
+
+Precedence (highest first): explicit keyword arguments, environment variables, the config file named
+by ``NODEWRIGHT_CONFIG_FILE`` (or ``<data_dir>/nodewright.toml`` when it exists), built-in defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATA_DIR = Path(".nodewright")
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("NODEWRIGHT_CONFIG_FILE")
+    if explicit:
+        return Path(explicit)
+    data_dir = Path(os.environ.get("NODEWRIGHT_DATA_DIR", str(DEFAULT_DATA_DIR)))
+    candidate = data_dir / "nodewright.toml"
+    return candidate if candidate.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Secrets are ``SecretStr`` so they never render."""
+
+    model_config = SettingsConfigDict(env_prefix="NODEWRIGHT_", extra="forbid", validate_default=True)
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str | None = None
+    secret_keys: SecretStr | None = Field(
+        default=None, description="Comma-separated Fernet keys; the first encrypts, all decrypt."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8400, ge=0, le=65535)
+    public_url: str | None = None
+    session_max_age_seconds: int = Field(default=12 * 3600, gt=0)
+    cookie_secure: bool = False
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    log_level: str = "INFO"
+    # Feature-gate defaults; the stored gate value (PUT /api/gates) wins once set.
+    gate_provider_create: bool = True
+    # Job engine.
+    embedded_workers: int = Field(default=2, ge=0, le=64)
+    worker_mode: str = Field(default="thread", pattern="^(thread|process)$")
+    job_lease_seconds: float = Field(default=30.0, gt=0)
+    job_poll_interval: float = Field(default=1.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _non_empty_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'nodewright.db').resolve()}"
+
+    def ensure_data_dir(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self.data_dir
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings; a config-file or environment error surfaces as ``ConfigError``."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+class ConfigError(Exception):
+    """A configuration problem the operator must fix; the message is safe to print."""

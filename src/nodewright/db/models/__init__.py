@@ -1,0 +1,8 @@
+"""All ORM models; importing this package registers every table on ``Base.metadata``."""
+
+from nodewright.db.models.audit import AuditEvent
+from nodewright.db.models.auth import ApiToken, User, WebSession
+from nodewright.db.models.meta import AppMeta
+from nodewright.db.models.secrets import StoredSecret
+
+__all__ = ["ApiToken", "AppMeta", "AuditEvent", "StoredSecret", "User", "WebSession"]

@@ -1,0 +1,39 @@
+"""Knobs of the simulator.
+
+Real Hetzner takes ~10 s to boot a server; tests and the demo want fractions of a second, so every
+duration is configurable. The rate-limit defaults are the real ones.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SimConfig:
+    create_duration: float = 1.0
+    start_duration: float = 1.0
+    stop_duration: float = 0.5
+    delete_duration: float = 0.5
+    rate_limit_capacity: int = 3600
+    rate_limit_refill_per_second: float = 1.0
+    ssh_address_range: str = "127.77.0.0/16"
+    ssh_port: int = 22
+    ssh_nodes: bool = True
+    sshd_path: str = "/usr/sbin/sshd"
+    node_root: str | None = None
+    max_servers_per_project: int | None = None
+    tick_interval: float = 0.05
+    request_log_size: int = 10_000
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        net = ipaddress.ip_network(self.ssh_address_range, strict=False)
+        if not net.subnet_of(ipaddress.ip_network("127.0.0.0/8")):  # type: ignore[arg-type]
+            raise ValueError("ssh_address_range must lie within 127.0.0.0/8 (nodes live on loopback)")
+        for name in ("create_duration", "start_duration", "stop_duration", "delete_duration"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.rate_limit_capacity < 1 or self.rate_limit_refill_per_second <= 0:
+            raise ValueError("rate limit capacity and refill must be positive")

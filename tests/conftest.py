@@ -1,0 +1,77 @@
+"""Shared fixtures. ``db_url`` runs a test on SQLite and, when NODEWRIGHT_TEST_POSTGRES_URL is set,
+again on PostgreSQL, each time on its own freshly migrated database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nodewright.db.database import Database
+from tests.support.databases import (
+    PostgresTemplates,
+    build_sqlite_template,
+    clone_sqlite,
+    postgres_admin_url,
+)
+from tests.support.system import in_ci
+
+DB_KINDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_sqlite_template(tmp_path_factory.mktemp("sqlite-template"))
+
+
+@pytest.fixture(scope="session")
+def postgres_templates() -> Iterator[PostgresTemplates | None]:
+    admin = postgres_admin_url()
+    if admin is None:
+        yield None
+        return
+    templates = PostgresTemplates(admin)
+    templates.create_template()
+    try:
+        yield templates
+    finally:
+        templates.close()
+
+
+@pytest.fixture(params=DB_KINDS)
+def db_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    if kind == "postgresql" and postgres_admin_url() is None:
+        if in_ci():
+            pytest.fail("NODEWRIGHT_TEST_POSTGRES_URL must be set in CI")
+        pytest.skip("PostgreSQL run needs NODEWRIGHT_TEST_POSTGRES_URL")
+    return kind
+
+
+@pytest.fixture
+def db_url(
+    db_kind: str,
+    tmp_path: Path,
+    sqlite_template: Path,
+    postgres_templates: PostgresTemplates | None,
+) -> Iterator[str]:
+    """URL of an isolated database migrated to head."""
+    if db_kind == "sqlite":
+        yield clone_sqlite(sqlite_template, tmp_path)
+        return
+    assert postgres_templates is not None
+    name, url = postgres_templates.clone()
+    try:
+        yield url
+    finally:
+        postgres_templates.drop(name)
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[Database]:
+    db = Database(db_url)
+    try:
+        yield db
+    finally:
+        db.dispose()
