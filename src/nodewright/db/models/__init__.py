@@ -2,7 +2,19 @@
 
 from nodewright.db.models.audit import AuditEvent
 from nodewright.db.models.auth import ApiToken, User, WebSession
+from nodewright.db.models.jobs import Job, JobEvent, JobStep, WorkerRecord
 from nodewright.db.models.meta import AppMeta
 from nodewright.db.models.secrets import StoredSecret
 
-__all__ = ["ApiToken", "AppMeta", "AuditEvent", "StoredSecret", "User", "WebSession"]
+__all__ = [
+    "ApiToken",
+    "AppMeta",
+    "AuditEvent",
+    "Job",
+    "JobEvent",
+    "JobStep",
+    "StoredSecret",
+    "User",
+    "WebSession",
+    "WorkerRecord",
+]
