@@ -1,0 +1,414 @@
+"""Simulated nodes: one real OpenSSH ``sshd`` per running server, isolated from the host.
+
+Each node is ``unshare --pid --fork --kill-child --mount --uts`` around a tiny shell script that lays
+copy-on-write overlays over the writable system paths, sets the hostname and execs ``sshd -D``. The
+sshd is therefore pid 1 of its own pid namespace: killing it takes every login session with it, and
+the overlays vanish with the mount namespace. No Python process per node: 100 nodes are 200 small
+processes.
+
+Files the host must read (logs) and the overlay layers live under a root directory outside the
+overlaid paths (``/run`` by default), owned by the supervisor and removed when it shuts down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+log = logging.getLogger(__name__)
+
+OVERLAID = ("/etc", "/root", "/home", "/var", "/usr", "/opt", "/srv", "/tmp")  # noqa: S108
+NodeState = Literal["absent", "booting", "ready", "failed", "stopped", "gone"]
+Desired = Literal["running", "stopped", "gone"]
+BOOT_TIMEOUT = 15.0
+
+
+@dataclass
+class NodeSpec:
+    server_id: int
+    address: str
+    hostname: str
+    authorized_keys: list[str]
+    host_keys: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+
+@dataclass
+class Node:
+    spec: NodeSpec
+    directory: Path
+    state: NodeState = "absent"
+    desired: Desired = "running"
+    process: subprocess.Popen[bytes] | None = None
+    boot_seconds: float | None = None
+    error: str | None = None
+
+
+def _generate_host_key() -> tuple[str, str]:
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private, public.decode()
+
+
+def _public_from_private(private: str) -> str | None:
+    try:
+        key = serialization.load_ssh_private_key(private.encode(), password=None)
+    except (ValueError, TypeError):
+        return None
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+
+
+def default_root() -> Path:
+    """A directory outside every overlaid path, so the host sees what nodes write there."""
+    for base in ("/run", "/dev/shm"):  # noqa: S108
+        if os.access(base, os.W_OK):
+            return Path(tempfile.mkdtemp(prefix="nodewright-sim-", dir=base))
+    return Path(tempfile.mkdtemp(prefix="nodewright-sim-"))
+
+
+def probe_isolation(sshd_path: str) -> str | None:
+    """Return why simulated nodes cannot run here, or None when they can."""
+    if os.geteuid() != 0:
+        return "simulated SSH nodes need root (mount/UTS/pid namespaces and overlay mounts)"
+    if not os.access(sshd_path, os.X_OK):
+        return f"sshd not found at {sshd_path} (install openssh-server)"
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return "unshare(1) not found (install util-linux)"
+    base = "/run" if os.access("/run", os.W_OK) else None
+    probe = Path(tempfile.mkdtemp(prefix="nodewright-sim-probe-", dir=base))
+    try:
+        for sub in ("lower", "upper", "work", "merged"):
+            (probe / sub).mkdir()
+        script = (
+            f"mount -t overlay overlay -o lowerdir={probe}/lower,upperdir={probe}/upper,"
+            f"workdir={probe}/work {probe}/merged && hostname nodewright-probe"
+        )
+        result = subprocess.run(
+            [unshare, "--pid", "--fork", "--kill-child", "--mount", "--uts", "--propagation", "private",
+             "/bin/sh", "-c", script],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            detail = result.stderr.decode(errors="replace").strip()
+            return f"cannot create isolated nodes (namespaces/overlayfs unavailable): {detail}"
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"cannot create isolated nodes: {exc}"
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    return None
+
+
+class NodeSupervisor:
+    """Starts and stops node sshds off the request path, on its own worker threads.
+
+    The API state only ever *asks* (boot/stop/destroy) and *reads* a node's state, never waits, so
+    a slow sshd start cannot stall the HTTP server.
+    """
+
+    def __init__(
+        self,
+        sshd_path: str = "/usr/sbin/sshd",
+        port: int = 22,
+        root: Path | None = None,
+        workers: int = 4,
+    ) -> None:
+        self.sshd_path = sshd_path
+        self.port = port
+        self.root = root if root is not None else default_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._nodes: dict[int, Node] = {}
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[int | None] = queue.Queue()
+        self._dirty: set[int] = set()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"sim-node-{i}", daemon=True) for i in range(workers)
+        ]
+        self._busy: set[int] = set()
+        for thread in self._threads:
+            thread.start()
+
+    # -- requests from the API state (never block) ------------------------------------------
+    def boot(self, spec: NodeSpec) -> None:
+        with self._lock:
+            node = self._nodes.get(spec.server_id)
+            if node is None or node.state == "gone":
+                node = Node(spec, self.root / f"node-{spec.server_id}")
+                self._nodes[spec.server_id] = node
+            node.spec = spec
+            node.desired = "running"
+            if node.state != "ready":
+                node.state = "booting"
+        self._queue.put(spec.server_id)
+
+    def stop(self, server_id: int) -> None:
+        self._want(server_id, "stopped")
+
+    def destroy(self, server_id: int) -> None:
+        self._want(server_id, "gone")
+
+    def _want(self, server_id: int, desired: Desired) -> None:
+        with self._lock:
+            node = self._nodes.get(server_id)
+            if node is None:
+                return
+            node.desired = desired
+        self._queue.put(server_id)
+
+    def state(self, server_id: int) -> NodeState:
+        """The node's actual state; ``absent`` for servers that never had a node."""
+        with self._lock:
+            node = self._nodes.get(server_id)
+            return node.state if node else "absent"
+
+    def info(self, server_id: int) -> dict[str, object]:
+        with self._lock:
+            node = self._nodes.get(server_id)
+            if node is None:
+                return {"state": "absent"}
+            return {
+                "state": node.state,
+                "pid": node.process.pid if node.process and node.process.poll() is None else None,
+                "boot_seconds": node.boot_seconds,
+                "error": node.error,
+                "directory": str(node.directory),
+            }
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [n.process.pid for n in self._nodes.values() if n.process and n.process.poll() is None]
+
+    # -- workers ------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            server_id = self._queue.get()
+            if server_id is None:
+                return
+            with self._lock:
+                if server_id in self._busy:
+                    # Another worker owns this node and loops until it matches the latest wish.
+                    self._dirty.add(server_id)
+                    continue
+                self._busy.add(server_id)
+            while True:
+                try:
+                    self._reconcile(server_id)
+                except Exception as exc:  # a broken node must not take the supervisor down
+                    log.exception("simulated node %s failed", server_id)
+                    with self._lock:
+                        node = self._nodes.get(server_id)
+                        if node is not None and node.desired == "running":
+                            node.state = "failed"
+                            node.error = str(exc)
+                with self._lock:
+                    if server_id in self._dirty:
+                        self._dirty.discard(server_id)
+                        continue
+                    self._busy.discard(server_id)
+                    break
+
+    def _reconcile(self, server_id: int) -> None:
+        with self._lock:
+            node = self._nodes.get(server_id)
+            if node is None:
+                return
+            desired = node.desired
+            alive = node.process is not None and node.process.poll() is None
+        if desired == "running":
+            if alive:
+                with self._lock:
+                    if node.state == "booting":
+                        node.state = "ready"
+                return
+            self._boot(node)
+        else:
+            self._kill(node, desired)
+
+    def _boot(self, node: Node) -> None:
+        with self._lock:
+            spec = node.spec
+            node.state = "booting"
+        started = time.monotonic()
+        script = self._prepare(node.directory, spec)
+        logfile = open(node.directory / "sshd.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            process = subprocess.Popen(
+                ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts",
+                 "--propagation", "private", "--mount-proc", "/bin/sh", str(script)],
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=logfile,
+                start_new_session=True,
+                close_fds=True,
+            )  # fmt: skip
+        finally:
+            logfile.close()
+        with self._lock:
+            node.process = process
+        ready = self._wait_listening(spec.address, process, node)
+        with self._lock:
+            if ready:
+                node.state = "ready"
+                node.boot_seconds = time.monotonic() - started
+                node.error = None
+                return
+            node.state = "failed"
+            error = self._tail_log(node.directory)
+            node.error = error
+            node.process = None
+        log.warning("simulated node %s did not start: %s", spec.server_id, error)
+        self._terminate(process)
+
+    def _wait_listening(self, address: str, process: subprocess.Popen[bytes], node: Node) -> bool:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while time.monotonic() < deadline:
+            if process.poll() is not None or node.desired != "running":
+                return process.poll() is None
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.settimeout(0.5)
+                if sock.connect_ex((address, self.port)) == 0:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    @staticmethod
+    def _tail_log(directory: Path) -> str:
+        try:
+            return (directory / "sshd.log").read_text(errors="replace")[-500:].strip() or "sshd exited"
+        except OSError:
+            return "sshd exited"
+
+    def _prepare(self, directory: Path, spec: NodeSpec) -> Path:
+        """Write the node's sshd config, keys and start script; layers persist across power cycles."""
+        directory.mkdir(parents=True, exist_ok=True)
+        keys_dir = directory / "keys"
+        keys_dir.mkdir(exist_ok=True)
+        host_keys = dict(spec.host_keys)
+        existing = sorted(keys_dir.glob("ssh_host_*_key"))
+        if not host_keys and existing:
+            host_key_paths = existing
+        else:
+            for old in existing:
+                old.unlink()
+            if not host_keys:
+                generated = _generate_host_key()
+                host_keys = {"ed25519": (generated[0], generated[1])}
+            host_key_paths = []
+            for kind, (private, maybe_public) in host_keys.items():
+                path = keys_dir / f"ssh_host_{kind}_key"
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(private if private.endswith("\n") else private + "\n")
+                pub = maybe_public or _public_from_private(private)
+                if pub:
+                    (keys_dir / f"ssh_host_{kind}_key.pub").write_text(pub.strip() + "\n")
+                host_key_paths.append(path)
+        authorized = directory / "authorized_keys"
+        authorized.write_text("".join(k.strip() + "\n" for k in spec.authorized_keys))
+        authorized.chmod(0o600)
+        config = directory / "sshd_config"
+        lines = [
+            f"ListenAddress {spec.address}:{self.port}",
+            *(f"HostKey {p}" for p in host_key_paths),
+            "PidFile none",
+            f"AuthorizedKeysFile {authorized}",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "StrictModes no",
+            "PermitRootLogin prohibit-password",
+            "UseDNS no",
+            "PrintMotd no",
+            "MaxStartups 50:30:100",
+            "AcceptEnv LANG LC_*",
+            "Subsystem sftp /usr/lib/openssh/sftp-server",
+        ]
+        config.write_text("\n".join(lines) + "\n")
+        layers = directory / "layers"
+        mounts = []
+        for target in OVERLAID:
+            if not os.path.isdir(target):
+                continue
+            upper = layers / target.strip("/") / "upper"
+            work = layers / target.strip("/") / "work"
+            upper.mkdir(parents=True, exist_ok=True)
+            work.mkdir(parents=True, exist_ok=True)
+            mounts.append(
+                f"mount -t overlay overlay -o lowerdir={target},upperdir={upper},workdir={work} {target}"
+            )
+        hostname = spec.hostname.replace("'", "")
+        script = directory / "start.sh"
+        script.write_text(
+            "set -e\n"
+            + "\n".join(mounts)
+            + f"\nhostname '{hostname}'\n"
+            + f"echo '{hostname}' > /etc/hostname\n"
+            + "mkdir -p /run/sshd\n"
+            + f"exec {self.sshd_path} -D -e -f {config}\n"
+        )
+        return script
+
+    def _kill(self, node: Node, final: Desired) -> None:
+        with self._lock:
+            process = node.process
+            node.process = None
+        if process is not None:
+            self._terminate(process)
+        if final == "gone":
+            shutil.rmtree(node.directory, ignore_errors=True)
+        with self._lock:
+            node.state = "gone" if final == "gone" else "stopped"
+
+    @staticmethod
+    def _terminate(process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the group: unshare and its child, sshd, which is pid 1 of the node's namespace,
+        so the kernel kills every session in the node with it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            log.error("simulated node process %s did not die", process.pid)
+
+    def shutdown(self) -> None:
+        """Kill every node and remove the root directory; safe to call more than once."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=BOOT_TIMEOUT + 5)
+        with self._lock:
+            nodes = list(self._nodes.values())
+            processes = [n.process for n in nodes if n.process is not None]
+            for node in nodes:
+                node.process = None
+                node.state = "gone"
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+        for process in processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
