@@ -1,0 +1,156 @@
+"""Users and API tokens over HTTP (admin), and ``GET /api/me`` for any caller."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter, Path, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from nodewright.api.deps import Admin, DatabaseDep, Viewer
+from nodewright.api.problems import PROBLEM_RESPONSES, ProblemError, field_problem, not_found
+from nodewright.db.models import ApiToken
+from nodewright.security import accounts, api_tokens, audit
+from nodewright.security.roles import Role
+
+router = APIRouter(prefix="/api", tags=["accounts"], responses=PROBLEM_RESPONSES)
+
+
+class Me(BaseModel):
+    actor: str
+    username: str | None
+    role: str
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    role: Role
+    disabled: bool
+    created_at: dt.datetime
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=64)
+    role: Role
+    password: str = Field(min_length=12, max_length=1024)
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    username: str
+    prefix: str
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64)
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The token itself. Shown only in this response; store it now.")
+
+
+@router.get("/me", summary="Who is calling")
+def me(caller: Viewer) -> Me:
+    return Me(actor=caller.actor, username=caller.username, role=caller.role)
+
+
+@router.get("/users", summary="List users")
+def list_users(_caller: Admin, database: DatabaseDep) -> list[UserOut]:
+    from sqlalchemy import select
+
+    from nodewright.db.models import User
+
+    with database.session() as session:
+        return [
+            UserOut(
+                id=u.id, username=u.username, role=Role(u.role), disabled=u.disabled, created_at=u.created_at
+            )
+            for u in session.scalars(select(User).order_by(User.id))
+        ]
+
+
+@router.post("/users", status_code=status.HTTP_201_CREATED, summary="Create a user")
+def create_user(body: UserCreate, caller: Admin, database: DatabaseDep) -> UserOut:
+    try:
+        with database.session(write=True) as session:
+            user = accounts.create_user(session, body.username, body.password, body.role)
+            audit.record(
+                session,
+                actor=caller.actor,
+                action="user.create",
+                target=f"user:{user.username}",
+                outcome="ok",
+                detail={"role": user.role},
+            )
+            out = UserOut(
+                id=user.id,
+                username=user.username,
+                role=Role(user.role),
+                disabled=user.disabled,
+                created_at=user.created_at,
+            )
+    except accounts.AccountError as exc:
+        status_code = 409 if "already exists" in exc.message else 422
+        if status_code == 409:
+            raise ProblemError(409, "conflict", "User exists", exc.message) from None
+        raise field_problem(exc.field, exc.message) from None
+    return out
+
+
+def _token_out(token: ApiToken, username: str) -> TokenOut:
+    return TokenOut(
+        id=token.id,
+        name=token.name,
+        username=username,
+        prefix=token.prefix,
+        created_at=token.created_at,
+        last_used_at=token.last_used_at,
+        revoked_at=token.revoked_at,
+    )
+
+
+@router.get("/tokens", summary="List API tokens (never the tokens themselves)")
+def list_tokens(_caller: Admin, database: DatabaseDep) -> list[TokenOut]:
+    with database.session() as session:
+        return [_token_out(t, t.user.username) for t in api_tokens.list_tokens(session)]
+
+
+@router.post("/tokens", status_code=status.HTTP_201_CREATED, summary="Create an API token")
+def create_token(body: TokenCreate, caller: Admin, database: DatabaseDep) -> TokenCreated:
+    with database.session(write=True) as session:
+        user = accounts.get_user(session, body.username)
+        if user is None:
+            raise field_problem("username", f"no user named {body.username!r}")
+        try:
+            token, plaintext = api_tokens.create_token(session, user, body.name)
+        except accounts.AccountError as exc:
+            raise field_problem(exc.field, exc.message) from None
+        audit.record(
+            session,
+            actor=caller.actor,
+            action="token.create",
+            target=f"token:{token.id}",
+            outcome="ok",
+            detail={"user": user.username, "name": token.name},
+        )
+        return TokenCreated(**_token_out(token, user.username).model_dump(), token=plaintext)
+
+
+@router.delete("/tokens/{token_id}", summary="Revoke an API token")
+def revoke_token(caller: Admin, database: DatabaseDep, token_id: int = Path(ge=1)) -> TokenOut:
+    with database.session(write=True) as session:
+        token = api_tokens.revoke_token(session, token_id)
+        if token is None:
+            raise not_found("Token", token_id)
+        audit.record(
+            session, actor=caller.actor, action="token.revoke", target=f"token:{token.id}", outcome="ok"
+        )
+        return _token_out(token, token.user.username)

@@ -1,0 +1,55 @@
+"""``GET /api/audit``: the audit log, newest first (admin only)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from nodewright.api.deps import Admin, DatabaseDep
+from nodewright.api.problems import PROBLEM_RESPONSES
+from nodewright.security import audit
+
+router = APIRouter(prefix="/api/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: dt.datetime
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+    next_before_id: int | None
+
+
+@router.get("", summary="List audit events, newest first")
+def list_audit(
+    _caller: Admin,
+    database: DatabaseDep,
+    limit: int = Query(100, ge=1, le=500),
+    before_id: int | None = Query(None, ge=1),
+    action: str | None = Query(None, max_length=64),
+) -> AuditPage:
+    with database.session() as session:
+        rows = audit.list_events(session, limit=limit, before_id=before_id, action=action)
+        items = [
+            AuditEntry(
+                id=r.id,
+                at=r.at,
+                actor=r.actor,
+                action=r.action,
+                target=r.target,
+                outcome=r.outcome,
+                detail=r.detail,
+            )
+            for r in rows
+        ]
+    return AuditPage(items=items, next_before_id=items[-1].id if len(items) == limit else None)

@@ -1,0 +1,115 @@
+"""FastAPI dependencies: the app context, the database, and the caller with a role check.
+
+API calls authenticate with ``Authorization: Bearer <api token>``. The dashboard's own scripts may
+call the API with the session cookie; for any method that changes state they must then also send the
+session's CSRF token in ``X-CSRF-Token``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from nodewright.api.problems import ProblemError
+from nodewright.context import AppContext
+from nodewright.db.database import Database
+from nodewright.security import api_tokens, web_sessions
+from nodewright.security.roles import Role
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    actor: str
+    role: str
+    user_id: int | None
+    username: str | None = None
+    via: str = "token"  # "token" or "session"
+
+
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+def get_database(request: Request) -> Database:
+    return get_context(request).database
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+
+
+def _unauthenticated(detail: str) -> ProblemError:
+    return ProblemError(
+        401,
+        "unauthenticated",
+        "Authentication required",
+        detail,
+        hint="Send Authorization: Bearer <token>; create one with `nodewright tokens create`.",
+        headers={"WWW-Authenticate": 'Bearer realm="nodewright"'},
+    )
+
+
+def authenticate(request: Request) -> Principal:
+    ctx = get_context(request)
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise _unauthenticated("The Authorization header must be 'Bearer <token>'.")
+        with ctx.database.session() as session:
+            found = api_tokens.resolve_token(session, value.strip())
+            if found is None:
+                raise _unauthenticated("The API token is unknown, revoked or malformed.")
+            token, token_user = found
+            api_tokens.touch(session, token)
+            return Principal(
+                f"user:{token_user.username}/token:{token.name}",
+                token_user.role,
+                token_user.id,
+                token_user.username,
+            )
+    cookie = request.cookies.get(web_sessions.SESSION_COOKIE)
+    if cookie:
+        session_id = ctx.signer.unsign(cookie)
+        if session_id is not None:
+            with ctx.database.session() as session:
+                user = web_sessions.resolve_session(session, session_id)
+            if user is not None:
+                if request.method not in SAFE_METHODS:
+                    sent = request.headers.get("x-csrf-token", "")
+                    if not hmac.compare_digest(sent, ctx.signer.csrf_for(session_id)):
+                        raise ProblemError(
+                            403,
+                            "csrf_failed",
+                            "CSRF check failed",
+                            "A session-authenticated request that changes state needs X-CSRF-Token.",
+                        )
+                return Principal(f"user:{user.username}", user.role, user.id, user.username, via="session")
+    raise _unauthenticated("No credentials were sent.")
+
+
+def _require(role: Role) -> object:
+    def dependency(request: Request) -> Principal:
+        principal = authenticate(request)
+        if not Role(principal.role).allows(role):
+            raise ProblemError(
+                403,
+                "forbidden",
+                "Forbidden",
+                f"This needs the {role.value} role; the caller has {principal.role}.",
+                hint="Ask an admin for a token of a user with that role.",
+            )
+        return principal
+
+    return dependency
+
+
+Viewer = Annotated[Principal, Depends(_require(Role.viewer))]
+Operator = Annotated[Principal, Depends(_require(Role.operator))]
+Admin = Annotated[Principal, Depends(_require(Role.admin))]

@@ -1,0 +1,119 @@
+"""FastAPI app factory: API routers, dashboard pages, problem handlers, embedded workers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from nodewright import __version__
+from nodewright.api import accounts as accounts_api
+from nodewright.api import audit as audit_api
+from nodewright.api import health
+from nodewright.api.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from nodewright.api.problems import install_problem_handlers
+from nodewright.config import Settings
+from nodewright.context import AppContext
+from nodewright.dashboard import home, login
+from nodewright.dashboard.rendering import LoginRequired, PageError, current_user, render
+
+log = logging.getLogger(__name__)
+
+
+def _start_workers(ctx: AppContext) -> Any:
+    """Start the embedded job workers, when the job engine is present and workers are wanted."""
+    if ctx.settings.embedded_workers <= 0:
+        return None
+    import importlib
+
+    try:
+        worker_module = importlib.import_module("nodewright.jobs.worker")
+    except ImportError:
+        return None
+    pool = worker_module.WorkerPool(
+        ctx.database, ctx.settings, concurrency=ctx.settings.embedded_workers, mode=ctx.settings.worker_mode
+    )
+    pool.start()
+    return pool
+
+
+def create_app(settings: Settings, *, ctx: AppContext | None = None, start_workers: bool = True) -> FastAPI:
+    """Build the app. Raises ``SecretKeyError`` when the secret keys do not fit the database."""
+    context = ctx or AppContext.open(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        pool = _start_workers(context) if start_workers else None
+        try:
+            yield
+        finally:
+            if pool is not None:
+                pool.stop()
+            if ctx is None:
+                context.close()
+
+    app = FastAPI(
+        title="nodewright",
+        version=__version__,
+        description="Control plane for server fleets: providers, nodes and the jobs that change them.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.ctx = context
+    install_problem_handlers(app)
+    _install_page_handlers(app)
+
+    app.include_router(health.router)
+    app.include_router(accounts_api.router)
+    app.include_router(audit_api.router)
+    _include_optional_routers(app)
+    app.include_router(login.router)
+    app.include_router(home.router)
+    app.mount(
+        "/static",
+        StaticFiles(directory=str(resources.files("nodewright.dashboard") / "static")),
+        name="static",
+    )
+
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _include_optional_routers(app: FastAPI) -> None:
+    """Routers of domains built in their own modules (jobs, providers, nodes)."""
+    import importlib
+
+    for module_name in ("nodewright.api.jobs",):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        app.include_router(module.router)
+
+
+def _install_page_handlers(app: FastAPI) -> None:
+    def login_required(_request: Request, _exc: Exception) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    def page_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PageError)
+        return render(
+            request,
+            "error.html",
+            status_code=exc.status,
+            title=exc.title,
+            message=exc.message,
+            user=current_user(request),
+        )
+
+    app.add_exception_handler(LoginRequired, login_required)
+    app.add_exception_handler(PageError, page_error)

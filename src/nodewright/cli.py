@@ -1,0 +1,381 @@
+"""The ``nodewright`` command. Thin: each command calls a service, and every error the operator can
+fix becomes a one-line message and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy.exc import OperationalError
+
+from nodewright.config import ConfigError, Settings, load_settings
+from nodewright.security.accounts import AccountError
+from nodewright.security.secretbox import SecretKeyError
+
+app = typer.Typer(
+    name="nodewright",
+    help="Control plane for server fleets: acquire nodes from cloud providers, provision and watch them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+users_app = typer.Typer(help="Dashboard and API users.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+secrets_app = typer.Typer(help="Encryption keys for secrets at rest.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(secrets_app, name="secrets")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def friendly_errors(func: F) -> F:
+    """Turn the errors an operator can fix into a message and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, SecretKeyError) as exc:
+            fail(str(exc))
+        except AccountError as exc:
+            fail(f"{exc.field}: {exc.message}")
+        except OperationalError as exc:
+            reason = (str(exc.orig).strip().splitlines() or ["unknown"])[0]
+            fail(f"database unavailable: {exc.orig.__class__.__name__}: {reason}")
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _migrate(settings: Settings) -> None:
+    from nodewright.db import migrate
+    from nodewright.db.engine import make_engine
+
+    settings.ensure_data_dir()
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+# --- serve / demo ----------------------------------------------------------------------------------
+
+
+def _run_server(settings: Settings, *, banner: str) -> None:
+    import uvicorn
+
+    from nodewright.app import create_app
+    from nodewright.context import AppContext
+    from nodewright.logging_setup import configure_logging, uvicorn_log_config
+    from nodewright.security.accounts import bootstrap_admin
+
+    configure_logging(settings.log_level)
+    _migrate(settings)
+    ctx = AppContext.open(settings)
+    with ctx.database.session(write=True) as session:
+        bootstrap = bootstrap_admin(session)
+    url = settings.public_url or f"http://{settings.host}:{settings.port}"
+    typer.echo(f"{banner}: {url}")
+    if bootstrap is not None:
+        typer.echo(f"First start: sign in as '{bootstrap.username}' with password: {bootstrap.password}")
+        typer.echo("This password is shown once. Reset it with `nodewright users reset-password admin`.")
+    else:
+        typer.echo("Sign in with an existing user (`nodewright users reset-password NAME` if forgotten).")
+    sys.stdout.flush()
+    application = create_app(settings, ctx=ctx)
+    try:
+        uvicorn.run(
+            application,
+            host=settings.host,
+            port=settings.port,
+            log_config=uvicorn_log_config(settings.log_level),
+            proxy_headers=False,
+        )
+    finally:
+        ctx.close()
+
+
+@app.command()
+@friendly_errors
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Embedded job workers.", min=0)] = None,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Run no embedded job worker.")] = False,
+) -> None:
+    """Run the API and dashboard (migrates the database first)."""
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if workers is not None:
+        overrides["embedded_workers"] = workers
+    if no_worker:
+        overrides["embedded_workers"] = 0
+    settings = load_settings(**overrides)
+    _run_server(settings, banner="nodewright is listening on")
+
+
+@app.command()
+@friendly_errors
+def demo(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8400,
+) -> None:
+    """Run nodewright on its embedded defaults (SQLite in the data directory, embedded worker)."""
+    settings = load_settings(host=host, port=port)
+    _run_server(settings, banner="nodewright demo is running at")
+
+
+# --- db ----------------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+@friendly_errors
+def db_upgrade() -> None:
+    """Apply every pending migration (safe to run from several machines at once)."""
+    from nodewright.db import migrate
+    from nodewright.db.engine import make_engine
+
+    settings = _settings()
+    _migrate(settings)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        typer.echo(f"database at revision {migrate.current_revision(engine)}")
+    finally:
+        engine.dispose()
+
+
+@db_app.command("current")
+@friendly_errors
+def db_current() -> None:
+    """Print the schema revision of the database and of the code."""
+    from nodewright.db import migrate
+    from nodewright.db.engine import make_engine
+
+    engine = make_engine(_settings().resolved_database_url)
+    try:
+        typer.echo(
+            f"database: {migrate.current_revision(engine) or 'empty'}; code: {migrate.head_revision()}"
+        )
+    finally:
+        engine.dispose()
+
+
+# --- users and tokens ------------------------------------------------------------------------------------
+
+
+def _read_password() -> tuple[str, bool]:
+    """The password from stdin when one is piped in, else a generated one (second value True)."""
+    from nodewright.security.passwords import generate_password
+
+    if not sys.stdin.isatty():
+        piped = sys.stdin.readline().rstrip("\r\n")
+        if piped:
+            return piped, False
+    return generate_password(), True
+
+
+def _context() -> Any:
+    from nodewright.context import AppContext
+
+    settings = _settings()
+    _migrate(settings)
+    return AppContext.open(settings)
+
+
+@users_app.command("create")
+@friendly_errors
+def users_create(
+    username: Annotated[str, typer.Option(help="Login name.")],
+    role: Annotated[str, typer.Option(help="viewer, operator or admin.")] = "viewer",
+) -> None:
+    """Create a user. The password is read from stdin, or generated and printed once."""
+    from nodewright.security import accounts, audit
+
+    password, generated = _read_password()
+    ctx = _context()
+    try:
+        with ctx.database.session(write=True) as session:
+            user = accounts.create_user(session, username, password, role)
+            audit.record(
+                session,
+                actor="cli",
+                action="user.create",
+                target=f"user:{user.username}",
+                outcome="ok",
+                detail={"role": user.role},
+            )
+    finally:
+        ctx.close()
+    typer.echo(f"created user {username!r} with role {role}")
+    if generated:
+        typer.echo(f"password: {password}")
+
+
+@users_app.command("reset-password")
+@friendly_errors
+def users_reset_password(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
+    """Set a new password (from stdin, or generated and printed) and end the user's sessions."""
+    from sqlalchemy import delete
+
+    from nodewright.db.models import WebSession
+    from nodewright.security import accounts, audit
+    from nodewright.security.passwords import hash_password
+
+    password, generated = _read_password()
+    accounts.validate_password(password)
+    ctx = _context()
+    try:
+        with ctx.database.session(write=True) as session:
+            user = accounts.get_user(session, username)
+            if user is None:
+                fail(f"no user named {username!r}")
+                return
+            user.password_hash = hash_password(password)
+            session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+            audit.record(
+                session, actor="cli", action="user.reset_password", target=f"user:{username}", outcome="ok"
+            )
+    finally:
+        ctx.close()
+    typer.echo(f"password of {username!r} changed; their sessions were ended")
+    if generated:
+        typer.echo(f"password: {password}")
+
+
+@tokens_app.command("create")
+@friendly_errors
+def tokens_create(
+    user: Annotated[str, typer.Option("--user", help="User the token acts as.")],
+    name: Annotated[str, typer.Option(help="Label to recognise the token by.")],
+) -> None:
+    """Create an API token; it is printed once, alone on the last line."""
+    from nodewright.security import accounts, api_tokens, audit
+
+    ctx = _context()
+    try:
+        with ctx.database.session(write=True) as session:
+            owner = accounts.get_user(session, user)
+            if owner is None:
+                fail(f"no user named {user!r}")
+                return
+            token, plaintext = api_tokens.create_token(session, owner, name)
+            audit.record(
+                session,
+                actor="cli",
+                action="token.create",
+                target=f"token:{token.id}",
+                outcome="ok",
+                detail={"user": owner.username, "name": token.name},
+            )
+    finally:
+        ctx.close()
+    typer.echo(f"token {name!r} for {user!r} (shown once, store it now):")
+    typer.echo(plaintext)
+
+
+@tokens_app.command("revoke")
+@friendly_errors
+def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see GET /api/tokens).")]) -> None:
+    """Revoke an API token."""
+    from nodewright.security import api_tokens, audit
+
+    ctx = _context()
+    try:
+        with ctx.database.session(write=True) as session:
+            if api_tokens.revoke_token(session, token_id) is None:
+                fail(f"no token with id {token_id}")
+            audit.record(
+                session, actor="cli", action="token.revoke", target=f"token:{token_id}", outcome="ok"
+            )
+    finally:
+        ctx.close()
+    typer.echo(f"token {token_id} revoked")
+
+
+# --- secrets ---------------------------------------------------------------------------------------
+
+
+@secrets_app.command("rotate")
+@friendly_errors
+def secrets_rotate() -> None:
+    """Re-encrypt every stored secret under a new primary key; old keys keep decrypting."""
+    from nodewright.db.database import Database
+    from nodewright.security.secretbox import rotate_keys
+
+    settings = _settings()
+    _migrate(settings)
+    database = Database(settings.resolved_database_url)
+    try:
+        count, ring = rotate_keys(settings, database)
+        from nodewright.security import audit
+
+        with database.session(write=True) as session:
+            audit.record(
+                session,
+                actor="cli",
+                action="secrets.rotate",
+                target="secret-keys",
+                outcome="ok",
+                detail={"reencrypted": count, "keys": len(ring.keys)},
+            )
+    finally:
+        database.dispose()
+    if ring.from_file:
+        typer.echo(f"new primary key added to {ring.source}; {count} secret(s) re-encrypted")
+    else:
+        typer.echo(f"{count} secret(s) re-encrypted under the first key of NODEWRIGHT_SECRET_KEYS")
+
+
+@secrets_app.command("generate-key")
+def secrets_generate_key() -> None:
+    """Print a new random key for NODEWRIGHT_SECRET_KEYS."""
+    from nodewright.security.secretbox import generate_key
+
+    typer.echo(generate_key())
+
+
+def _register_optional_commands() -> None:
+    """Commands whose implementation lives with its domain (job worker, simulator)."""
+    import importlib
+
+    for module_name, attr, name in (
+        ("nodewright.jobs.cli", "worker_command", "worker"),
+        ("nodewright.sim.cli", "sim_command", "sim"),
+    ):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        command = getattr(module, attr, None)
+        if command is not None:
+            app.command(name)(command)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

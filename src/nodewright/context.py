@@ -1,0 +1,36 @@
+"""What a running app (or CLI command) holds: settings, database, secret box, cookie signer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nodewright.config import Settings
+from nodewright.db.database import Database
+from nodewright.security.secretbox import SecretBox, load_key_ring
+from nodewright.security.web_sessions import SessionSigner, load_signing_key
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    database: Database
+    box: SecretBox
+    signer: SessionSigner
+
+    @classmethod
+    def open(cls, settings: Settings, *, create_keys: bool = True) -> AppContext:
+        """Open the database and the key ring; raise ``SecretKeyError`` when the keys do not fit."""
+        settings.ensure_data_dir()
+        database = Database(settings.resolved_database_url)
+        try:
+            box = SecretBox(load_key_ring(settings, create=create_keys))
+            box.verify_or_initialise(database)
+            with database.session(write=True) as session:
+                signing_key = load_signing_key(session, box)
+        except BaseException:
+            database.dispose()
+            raise
+        return cls(settings, database, box, SessionSigner(signing_key, settings.session_max_age_seconds))
+
+    def close(self) -> None:
+        self.database.dispose()

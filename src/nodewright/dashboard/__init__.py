@@ -1,0 +1,1 @@
+"""Server-rendered dashboard: login, and pages for each domain. No JavaScript build step."""

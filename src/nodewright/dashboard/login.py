@@ -1,0 +1,99 @@
+"""Login and logout. The login form carries a double-submit CSRF token since no session exists yet."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from nodewright.context import AppContext
+from nodewright.dashboard.rendering import PageError, checked_form, current_user, render, require_user
+from nodewright.security import accounts, audit, web_sessions
+
+router = APIRouter(include_in_schema=False)
+
+
+def _ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+def _login_page(request: Request, error: str | None = None, status_code: int = 200) -> Response:
+    ctx = _ctx(request)
+    token, cookie = ctx.signer.new_login_csrf()
+    response = render(
+        request, "login.html", status_code=status_code, csrf_token=token, error=error, user=None
+    )
+    response.set_cookie(
+        web_sessions.LOGIN_CSRF_COOKIE,
+        cookie,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        secure=ctx.settings.cookie_secure,
+        path="/login",
+    )
+    return response
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request) -> Response:
+    if current_user(request) is not None:
+        return RedirectResponse("/", status_code=303)
+    return _login_page(request)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    ctx = _ctx(request)
+    form = await request.form()
+    token = form.get("csrf_token")
+    if not ctx.signer.check_login_csrf(
+        token if isinstance(token, str) else None, request.cookies.get(web_sessions.LOGIN_CSRF_COOKIE)
+    ):
+        raise PageError(
+            403, "Form expired", "The login form's CSRF token is missing or wrong. Reload and retry."
+        )
+    username = str(form.get("username") or "").strip()
+    password = str(form.get("password") or "")
+    with ctx.database.session(write=True) as session:
+        user = accounts.authenticate(session, username, password)
+        if user is None:
+            audit.record(
+                session,
+                actor=f"anonymous:{username[:64]}",
+                action="login",
+                target="dashboard",
+                outcome="denied",
+            )
+        else:
+            session_id = web_sessions.start_session(session, user, ctx.settings.session_max_age_seconds)
+            audit.record(
+                session, actor=f"user:{user.username}", action="login", target="dashboard", outcome="ok"
+            )
+    if user is None:
+        return _login_page(request, "Unknown user or wrong password.", status_code=401)
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        web_sessions.SESSION_COOKIE,
+        ctx.signer.sign(session_id),
+        max_age=ctx.settings.session_max_age_seconds,
+        httponly=True,
+        samesite="lax",
+        secure=ctx.settings.cookie_secure,
+        path="/",
+    )
+    response.delete_cookie(web_sessions.LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    ctx = _ctx(request)
+    user = require_user(request)
+    await checked_form(request, user)
+    with ctx.database.session(write=True) as session:
+        web_sessions.end_session(session, user.session_id)
+        audit.record(session, actor=user.actor, action="logout", target="dashboard", outcome="ok")
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(web_sessions.SESSION_COOKIE, path="/")
+    return response

@@ -1,0 +1,98 @@
+"""Templates, the signed-in user of a page, and CSRF checks for dashboard forms."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from nodewright.context import AppContext
+from nodewright.db.models import User
+from nodewright.security import web_sessions
+from nodewright.security.roles import Role
+
+templates = Jinja2Templates(directory=str(resources.files("nodewright.dashboard") / "templates"))
+
+
+class LoginRequired(Exception):
+    """Raised by page dependencies; the app turns it into a redirect to /login."""
+
+
+class PageError(Exception):
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PageUser:
+    id: int
+    username: str
+    role: Role
+    session_id: str
+    csrf_token: str
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.username}"
+
+    def can(self, role: Role) -> bool:
+        return self.role.allows(role)
+
+    @property
+    def can_admin(self) -> bool:
+        return self.can(Role.admin)
+
+
+def _ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+def current_user(request: Request) -> PageUser | None:
+    ctx = _ctx(request)
+    cookie = request.cookies.get(web_sessions.SESSION_COOKIE)
+    if not cookie:
+        return None
+    session_id = ctx.signer.unsign(cookie)
+    if session_id is None:
+        return None
+    with ctx.database.session() as session:
+        user: User | None = web_sessions.resolve_session(session, session_id)
+        if user is None:
+            return None
+        return PageUser(user.id, user.username, Role(user.role), session_id, ctx.signer.csrf_for(session_id))
+
+
+def require_user(request: Request) -> PageUser:
+    user = current_user(request)
+    if user is None:
+        raise LoginRequired
+    return user
+
+
+def require_page_role(user: PageUser, role: Role) -> None:
+    if not user.can(role):
+        raise PageError(
+            403, "Forbidden", f"This page needs the {role.value} role; you have {user.role.value}."
+        )
+
+
+async def checked_form(request: Request, user: PageUser) -> dict[str, str]:
+    """The posted form, after checking its CSRF token against the session's."""
+    form = await request.form()
+    sent = form.get("csrf_token")
+    if not isinstance(sent, str) or not hmac.compare_digest(sent, user.csrf_token):
+        raise PageError(403, "Form expired", "The form's CSRF token is missing or wrong. Reload and retry.")
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, context, status_code=status_code)

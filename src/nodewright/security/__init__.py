@@ -1,0 +1,1 @@
+"""Security: secrets at rest, redaction, passwords, API tokens, sessions, CSRF, roles, audit."""

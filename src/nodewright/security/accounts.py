@@ -1,0 +1,84 @@
+"""Users: creation, authentication, the first-start bootstrap admin."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from nodewright.db.models import User
+from nodewright.security.passwords import (
+    MIN_PASSWORD_LENGTH,
+    generate_password,
+    hash_password,
+    verify_password,
+)
+from nodewright.security.roles import Role
+
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+BOOTSTRAP_USERNAME = "admin"
+
+
+class AccountError(ValueError):
+    """Bad input for an account operation; ``field`` names what is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def validate_username(username: str) -> str:
+    if not USERNAME_RE.match(username):
+        raise AccountError("username", "must be 1-64 characters: lower-case letters, digits, '.', '_' or '-'")
+    return username
+
+
+def validate_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+    return password
+
+
+def create_user(session: Session, username: str, password: str, role: Role | str) -> User:
+    validate_username(username)
+    validate_password(password)
+    try:
+        role = Role(role)
+    except ValueError:
+        raise AccountError("role", f"must be one of {', '.join(r.value for r in Role)}") from None
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise AccountError("username", f"user {username!r} already exists")
+    user = User(username=username, password_hash=hash_password(password), role=role.value)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def authenticate(session: Session, username: str, password: str) -> User | None:
+    user = session.scalar(select(User).where(User.username == username))
+    ok = verify_password(user.password_hash if user else None, password)
+    if user is None or not ok or user.disabled:
+        return None
+    return user
+
+
+def get_user(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    username: str
+    password: str
+
+
+def bootstrap_admin(session: Session) -> Bootstrap | None:
+    """Create ``admin`` with a generated password when no user exists yet; else do nothing."""
+    if session.scalar(select(func.count()).select_from(User)):
+        return None
+    password = generate_password()
+    create_user(session, BOOTSTRAP_USERNAME, password, Role.admin)
+    return Bootstrap(BOOTSTRAP_USERNAME, password)

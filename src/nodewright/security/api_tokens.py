@@ -1,0 +1,66 @@
+"""API tokens: shown once at creation, stored hashed, revocable, last use recorded."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from nodewright.db.models import ApiToken, User
+from nodewright.security.accounts import AccountError
+from nodewright.security.hashing import token_hash
+
+TOKEN_PREFIX = "nwt_"  # noqa: S105 (a marker, not a credential)
+# Writing last_used_at on every request would turn every read into a write; minute precision is enough.
+LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
+
+
+def create_token(session: Session, user: User, name: str) -> tuple[ApiToken, str]:
+    name = name.strip()
+    if not name or len(name) > 64:
+        raise AccountError("name", "must be 1-64 characters")
+    plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(user_id=user.id, name=name, token_hash=token_hash(plaintext), prefix=plaintext[:12])
+    session.add(token)
+    session.flush()
+    return token, plaintext
+
+
+def resolve_token(session: Session, plaintext: str) -> tuple[ApiToken, User] | None:
+    if not plaintext.startswith(TOKEN_PREFIX):
+        return None
+    row = session.execute(
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == token_hash(plaintext))
+    ).first()
+    if row is None:
+        return None
+    token, user = row.tuple()
+    if token.revoked_at is not None or user.disabled:
+        return None
+    return token, user
+
+
+def touch(session: Session, token: ApiToken) -> None:
+    now = dt.datetime.now(dt.UTC)
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
+        session.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
+
+
+def revoke_token(session: Session, token_id: int) -> ApiToken | None:
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        return None
+    if token.revoked_at is None:
+        token.revoked_at = dt.datetime.now(dt.UTC)
+    return token
+
+
+def list_tokens(session: Session, user_id: int | None = None) -> list[ApiToken]:
+    query = select(ApiToken).order_by(ApiToken.id)
+    if user_id is not None:
+        query = query.where(ApiToken.user_id == user_id)
+    return list(session.scalars(query))

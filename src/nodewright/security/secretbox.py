@@ -1,0 +1,195 @@
+"""Encryption at rest with a key ring (MultiFernet): the first key encrypts, every key decrypts.
+
+Keys come from ``NODEWRIGHT_SECRET_KEYS`` (comma-separated) or from ``<data_dir>/secret.keys``, which
+is created with mode 0600 on first start. A check value stored in the database proves at start-up
+that the ring can decrypt what is stored, so a wrong key stops the process with a clear message
+instead of failing later on the first provider call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nodewright.config import Settings
+from nodewright.db.database import Database
+from nodewright.db.models import AppMeta, StoredSecret
+from nodewright.security.redaction import register_secret
+from nodewright.security.secret import Secret
+
+KEY_FILE_NAME = "secret.keys"
+CHECK_KEY = "secret_key_check"
+CHECK_PLAINTEXT = "nodewright-key-check-v1"
+
+
+class SecretKeyError(Exception):
+    """The key ring is missing, malformed or cannot decrypt stored secrets; message is safe to print."""
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    keys: tuple[str, ...]
+    source: str  # "env" or the key file path
+
+    @property
+    def from_file(self) -> bool:
+        return self.source != "env"
+
+
+def _parse_keys(raw: str, source: str) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in raw.replace("\n", ",").split(",") if k.strip())
+    if not keys:
+        raise SecretKeyError(f"no secret keys found in {source}")
+    for index, key in enumerate(keys, start=1):
+        try:
+            Fernet(key.encode())
+        except (ValueError, TypeError):
+            raise SecretKeyError(
+                f"secret key #{index} in {source} is not a valid Fernet key "
+                "(32 url-safe base64-encoded bytes; make one with `nodewright secrets generate-key`)"
+            ) from None
+    for key in keys:
+        register_secret(key)
+    return keys
+
+
+def key_file_path(settings: Settings) -> Path:
+    return settings.data_dir / KEY_FILE_NAME
+
+
+def load_key_ring(settings: Settings, *, create: bool) -> KeyRing:
+    if settings.secret_keys is not None:
+        return KeyRing(_parse_keys(settings.secret_keys.get_secret_value(), "NODEWRIGHT_SECRET_KEYS"), "env")
+    path = key_file_path(settings)
+    if not path.exists():
+        if not create:
+            raise SecretKeyError(
+                f"no secret key: set NODEWRIGHT_SECRET_KEYS or provide {path} (created on first `serve`)"
+            )
+        settings.ensure_data_dir()
+        write_key_file(path, (Fernet.generate_key().decode(),))
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise SecretKeyError(f"{path} is readable by others (mode {mode:o}); run: chmod 600 {path}")
+    return KeyRing(_parse_keys(path.read_text(), str(path)), str(path))
+
+
+def write_key_file(path: Path, keys: tuple[str, ...]) -> None:
+    """Write atomically with 0600 from the first byte (never a moment world-readable)."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(keys) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class SecretBox:
+    def __init__(self, ring: KeyRing) -> None:
+        self.ring = ring
+        self._fernet = MultiFernet([Fernet(k.encode()) for k in ring.keys])
+
+    def encrypt(self, plaintext: str | Secret) -> str:
+        value = plaintext.reveal() if isinstance(plaintext, Secret) else plaintext
+        return self._fernet.encrypt(value.encode()).decode()
+
+    def decrypt(self, ciphertext: str) -> Secret:
+        try:
+            return Secret(self._fernet.decrypt(ciphertext.encode()).decode())
+        except InvalidToken:
+            raise SecretKeyError(
+                "a stored secret cannot be decrypted with the configured keys "
+                "(wrong NODEWRIGHT_SECRET_KEYS or secret.keys?)"
+            ) from None
+
+    def rotate_ciphertext(self, ciphertext: str) -> str:
+        try:
+            return self._fernet.rotate(ciphertext.encode()).decode()
+        except InvalidToken:
+            raise SecretKeyError("a stored secret cannot be decrypted with any configured key") from None
+
+    # --- stored secrets -------------------------------------------------------------------------
+
+    def store(self, session: Session, purpose: str, plaintext: str | Secret) -> StoredSecret:
+        row = StoredSecret(purpose=purpose, ciphertext=self.encrypt(plaintext))
+        session.add(row)
+        session.flush()
+        return row
+
+    def load(self, session: Session, secret_id: int) -> Secret:
+        row = session.get(StoredSecret, secret_id)
+        if row is None:
+            raise KeyError(f"secret {secret_id} not found")
+        return self.decrypt(row.ciphertext)
+
+    def replace(self, session: Session, secret_id: int, plaintext: str | Secret) -> None:
+        row = session.get(StoredSecret, secret_id)
+        if row is None:
+            raise KeyError(f"secret {secret_id} not found")
+        row.ciphertext = self.encrypt(plaintext)
+        row.rotated_at = dt.datetime.now(dt.UTC)
+
+    # --- start-up check and rotation ------------------------------------------------------------
+
+    def verify_or_initialise(self, database: Database) -> None:
+        """Store a check value on first use; afterwards prove the ring still decrypts it."""
+        with database.session(write=True) as session:
+            row = session.get(AppMeta, CHECK_KEY)
+            if row is None:
+                session.add(AppMeta(key=CHECK_KEY, value=self.encrypt(CHECK_PLAINTEXT)))
+                return
+            try:
+                ok = self._fernet.decrypt(row.value.encode()).decode() == CHECK_PLAINTEXT
+            except InvalidToken:
+                ok = False
+            if not ok:
+                raise SecretKeyError(
+                    "the configured secret keys do not match this database: none of them decrypts the "
+                    f"stored check value (keys from {self.ring.source}). Restore the right key; stored "
+                    "secrets cannot be read without it."
+                )
+
+    def reencrypt_all(self, database: Database) -> int:
+        """Re-encrypt every stored secret (and the check value) under the primary key."""
+        count = 0
+        with database.session(write=True) as session:
+            now = dt.datetime.now(dt.UTC)
+            for row in session.scalars(select(StoredSecret)):
+                row.ciphertext = self.rotate_ciphertext(row.ciphertext)
+                row.rotated_at = now
+                count += 1
+            check = session.get(AppMeta, CHECK_KEY)
+            if check is not None:
+                check.value = self.rotate_ciphertext(check.value)
+        return count
+
+
+def rotate_keys(settings: Settings, database: Database) -> tuple[int, KeyRing]:
+    """Add a new primary key (key file) and re-encrypt every stored secret under it.
+
+    With keys from the environment nodewright cannot edit them: the operator prepends the new key to
+    ``NODEWRIGHT_SECRET_KEYS`` and runs this to re-encrypt under it, then may drop the old key.
+    """
+    ring = load_key_ring(settings, create=False)
+    SecretBox(ring).verify_or_initialise(database)
+    if ring.from_file:
+        new_ring = KeyRing((Fernet.generate_key().decode(), *ring.keys), ring.source)
+        for key in new_ring.keys:
+            register_secret(key)
+        # The file first: a crash after this line leaves old ciphertexts that the old key still opens;
+        # the reverse order could leave ciphertexts whose key exists nowhere.
+        write_key_file(Path(ring.source), new_ring.keys)
+        return SecretBox(new_ring).reencrypt_all(database), new_ring
+    return SecretBox(ring).reencrypt_all(database), ring
+
+
+def generate_key() -> str:
+    return Fernet.generate_key().decode()
