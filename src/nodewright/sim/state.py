@@ -302,7 +302,9 @@ class SimState:
 
     def _boot(self, server: Server) -> None:
         if self.nodes is not None and self.node_spec_factory is not None:
-            self.nodes.boot(self.node_spec_factory(server))
+            spec = self.node_spec_factory(server)
+            if spec is not None:
+                self.nodes.boot(spec)
 
     def _gate_open(self, action: Action) -> bool:
         """Actions that stand for node work end only when the node has caught up, so that a server
@@ -859,6 +861,13 @@ class SimState:
             self.server_limits.clear()
             self.requests.clear()
             self.changed = True
+
+    def resume_nodes(self) -> None:
+        """After loading persisted state, bring back the nodes of servers that are running."""
+        with self.lock:
+            for server in self.servers.values():
+                if server.status == "running":
+                    self._boot(server)
 
     def record(self, entry: RequestRecord) -> None:
         self.requests.append(entry)

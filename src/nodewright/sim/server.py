@@ -1,0 +1,123 @@
+"""Serving the simulator in-process: what tests, benchmarks and ``nodewright demo`` embed.
+
+uvicorn runs in a background thread so that callers keep control of their own thread;
+``stop()`` is the single place that guarantees nothing is left running (HTTP, ticker, every sshd).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+import uvicorn
+
+from nodewright.sim.app import create_app
+from nodewright.sim.config import SimConfig
+from nodewright.sim.nodes import NodeSupervisor, probe_isolation
+from nodewright.sim.runtime import SimRuntime
+
+log = logging.getLogger(__name__)
+
+
+class SimServer:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssh_nodes: bool | None = None,
+        state_file: Path | str | None = None,
+        config: SimConfig | None = None,
+    ) -> None:
+        """``ssh_nodes=None`` means: run SSH nodes if this process may, else say why and go on."""
+        self.host = host
+        self.port = port
+        self.config = config if config is not None else SimConfig()
+        self.requested_ssh_nodes = self.config.ssh_nodes if ssh_nodes is None else ssh_nodes
+        self.auto_ssh_nodes = ssh_nodes is None
+        self.state_file = Path(state_file) if state_file is not None else None
+        self.runtime: SimRuntime | None = None
+        self.ssh_nodes_reason: str | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("SimServer is not started")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + "/v1"
+
+    @property
+    def ssh_nodes(self) -> bool:
+        return self.runtime is not None and self.runtime.nodes is not None
+
+    def start(self) -> SimServer:
+        nodes: NodeSupervisor | None = None
+        if self.requested_ssh_nodes:
+            self.ssh_nodes_reason = probe_isolation(self.config.sshd_path)
+            if self.ssh_nodes_reason is None:
+                root = Path(self.config.node_root) if self.config.node_root else None
+                nodes = NodeSupervisor(self.config.sshd_path, self.config.ssh_port, root)
+            else:
+                log.warning("simulator runs without SSH nodes: %s", self.ssh_nodes_reason)
+        else:
+            self.ssh_nodes_reason = "SSH nodes disabled by configuration"
+        self.runtime = SimRuntime(
+            self.config, nodes, self.ssh_nodes_reason if nodes is None else None, self.state_file
+        )
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            self.runtime.stop()
+            raise
+        self.port = sock.getsockname()[1]
+        uv_config = uvicorn.Config(
+            create_app(self.runtime),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
+        self._server = uvicorn.Server(uv_config)
+        self.runtime.start()
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="sim-http", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("simulator HTTP server did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self.runtime is not None:
+            self.runtime.stop()
+
+    def __enter__(self) -> SimServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
