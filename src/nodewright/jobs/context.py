@@ -1,0 +1,197 @@
+"""The handler API: named checkpointed steps, events, and cancellation.
+
+A handler is written as a sequence of ``ctx.step(name, fn)`` calls. A step whose output was
+checkpointed by an earlier attempt is not run again: its stored output is returned, so an attempt that
+resumes after a crash reads back the server id or action id it must continue with. Each step begins
+with a fenced write (its "started" event) that doubles as the cancellation check, and ends with a
+fenced checkpoint before the next step may start. Steps run at least once: a step interrupted before
+its checkpoint runs again, so every step must be idempotent (look up before create).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import select
+
+from nodewright.db.database import Database
+from nodewright.db.models.jobs import JobStep
+from nodewright.db.types import utcnow
+from nodewright.jobs.claim import ClaimedJob
+from nodewright.jobs.errors import DEADLINE_EXCEEDED, JobCanceled, JobError
+from nodewright.jobs.events import append_event, jsonable
+from nodewright.jobs.fencing import Fence, fenced_touch
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+class Flag(Protocol):
+    """``threading.Event`` in thread mode, ``multiprocessing.Event`` in a job child process."""
+
+    def is_set(self) -> bool: ...
+
+    def set(self) -> None: ...
+
+
+def load_steps(database: Database, job_id: int) -> dict[str, Any]:
+    with database.session() as session:
+        rows = session.execute(select(JobStep.name, JobStep.output).where(JobStep.job_id == job_id)).all()
+    return {name: (output or {}).get("value") for name, output in rows}
+
+
+class JobContext:
+    def __init__(
+        self,
+        database: Database,
+        claimed: ClaimedJob,
+        *,
+        cancel_flag: Flag,
+        lost_flag: Flag | None = None,
+        timeout_seconds: float | None = None,
+    ) -> None:
+        self._database = database
+        self._claimed = claimed
+        self._cancel_flag = cancel_flag
+        self._lost_flag = lost_flag
+        self._deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
+        self._steps = load_steps(database, claimed.id)
+        self.logger = logging.getLogger(f"nodewright.jobs.{claimed.kind}")
+
+    @property
+    def database(self) -> Database:
+        """For handlers that update their own rows (a node's state) in their own transactions."""
+        return self._database
+
+    @property
+    def job_id(self) -> int:
+        return self._claimed.id
+
+    @property
+    def kind(self) -> str:
+        return self._claimed.kind
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return self._claimed.args
+
+    @property
+    def attempt(self) -> int:
+        return self._claimed.attempt
+
+    @property
+    def max_attempts(self) -> int:
+        return self._claimed.max_attempts
+
+    @property
+    def resource_key(self) -> str | None:
+        return self._claimed.resource_key
+
+    @property
+    def fence(self) -> Fence:
+        return self._claimed.fence
+
+    @property
+    def completed_steps(self) -> dict[str, Any]:
+        """Outputs of the steps already checkpointed (by this or an earlier attempt)."""
+        return dict(self._steps)
+
+    @property
+    def canceled(self) -> bool:
+        """True once the job should stop: cancel requested, lease lost, or deadline passed.
+
+        Cheap (no database round trip), so it suits ``cancel_callback=lambda: ctx.canceled`` of a
+        subprocess runner; the worker's monitor keeps the flag fresh.
+        """
+        if self._cancel_flag.is_set():
+            return True
+        if self._lost_flag is not None and self._lost_flag.is_set():
+            return True
+        return self._deadline is not None and time.monotonic() > self._deadline
+
+    def check_canceled(self) -> None:
+        """Raise ``JobCanceled`` (or ``LeaseLost`` / a deadline ``JobError``) if the job must stop.
+
+        Asks the database, so it also notices a cancel before the monitor does.
+        """
+        self._check_deadline()
+        if self._cancel_flag.is_set():
+            raise JobCanceled(f"job {self.job_id} was canceled")
+        with self._database.session(write=True) as session:
+            touch = fenced_touch(session, self.fence)
+        if touch.cancel_requested:
+            self._cancel_flag.set()
+            raise JobCanceled(f"job {self.job_id} was canceled")
+
+    def _check_deadline(self) -> None:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise JobError(DEADLINE_EXCEEDED, f"job {self.kind} exceeded its time limit", retryable=False)
+
+    def step(self, name: str, fn: Callable[[], T]) -> T:
+        """Run ``fn`` once across all attempts; return its (JSON) output, stored before returning."""
+        if name in self._steps:
+            output: T = self._steps[name]
+            return output
+        self._check_deadline()
+        if self._cancel_flag.is_set():
+            raise JobCanceled(f"job {self.job_id} was canceled")
+        started = utcnow()
+        with self._database.session(write=True) as session:
+            touch = fenced_touch(session, self.fence)
+            if touch.cancel_requested:
+                self._cancel_flag.set()
+            else:
+                append_event(
+                    session,
+                    self.job_id,
+                    type="step",
+                    message=f"step {name} started",
+                    data={"step": name, "status": "started"},
+                    attempt=self.attempt,
+                    fence=self.fence,
+                )
+        if touch.cancel_requested:
+            raise JobCanceled(f"job {self.job_id} was canceled")
+        value = jsonable(fn())
+        with self._database.session(write=True) as session:
+            fenced_touch(session, self.fence)
+            session.add(
+                JobStep(
+                    job_id=self.job_id,
+                    name=name,
+                    attempt=self.attempt,
+                    output={"value": value},
+                    started_at=started,
+                    completed_at=utcnow(),
+                )
+            )
+            append_event(
+                session,
+                self.job_id,
+                type="step",
+                message=f"step {name} completed",
+                data={"step": name, "status": "completed"},
+                attempt=self.attempt,
+                fence=self.fence,
+            )
+        self._steps[name] = value
+        result: T = value
+        return result
+
+    def log(self, message: str, level: str = "info", **data: Any) -> int:
+        """Append an event to the job's log (redacted); returns its sequence number."""
+        with self._database.session(write=True) as session:
+            return append_event(
+                session,
+                self.job_id,
+                type="log",
+                message=message,
+                level=level,
+                data=data,
+                attempt=self.attempt,
+                fence=self.fence,
+            )

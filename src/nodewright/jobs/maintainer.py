@@ -1,0 +1,147 @@
+"""Sweeps every worker pool runs periodically: expired leases, periodic jobs, stale worker rows.
+
+Every sweep is safe to run concurrently on many workers: each change is a conditional update (it
+applies only if the row is still in the state the sweep saw) and periodic enqueue relies on the
+dedup partial unique index, so no leader election is needed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from sqlalchemy import delete, select, update
+
+from nodewright.db.database import Database
+from nodewright.db.models.jobs import Job, WorkerRecord
+from nodewright.db.types import utcnow
+from nodewright.jobs.enqueue import enqueue, find_pending_by_dedup
+from nodewright.jobs.errors import WORKER_LOST, JobError
+from nodewright.jobs.events import append_event
+from nodewright.jobs.notify import notify_on_commit
+from nodewright.jobs.registry import Registry
+from nodewright.jobs.states import HOLDING, JobState
+
+log = logging.getLogger(__name__)
+
+
+def requeue_expired(database: Database) -> list[int]:
+    """Jobs whose lease ran out go back to ``queued`` (the next claim is attempt + 1).
+
+    A job out of attempts fails with ``worker_lost``; a job being canceled becomes ``canceled``.
+    Returns the ids that changed.
+    """
+    changed: list[int] = []
+    with database.session() as session:  # cheap read first: most sweeps find nothing
+        if (
+            session.execute(
+                select(Job.id).where(Job.state.in_(HOLDING), Job.lease_expires_at < utcnow()).limit(1)
+            ).first()
+            is None
+        ):
+            return changed
+    with database.session(write=True) as session:
+        now = utcnow()
+        expired = session.execute(
+            select(Job.id, Job.state, Job.attempt, Job.max_attempts, Job.lease_owner).where(
+                Job.state.in_(HOLDING), Job.lease_expires_at < now
+            )
+        ).all()
+        for job_id, state, attempt, max_attempts, owner in expired:
+            values: dict[str, object] = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+            if state == JobState.CANCELING.value:
+                values.update(state=JobState.CANCELED.value, finished_at=now)
+                message = "canceled (the worker stopped responding)"
+            elif attempt >= max_attempts:
+                error = JobError(
+                    WORKER_LOST,
+                    f"the worker running attempt {attempt} stopped responding and no attempts remain",
+                    retryable=False,
+                )
+                values.update(state=JobState.FAILED.value, finished_at=now, error=error.to_dict())
+                message = f"failed: {WORKER_LOST}"
+            else:
+                values.update(state=JobState.QUEUED.value)
+                message = f"lease of attempt {attempt} expired (worker {owner}); requeued"
+            row = session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.attempt == attempt,
+                    Job.state.in_(HOLDING),
+                    Job.lease_expires_at < now,
+                )
+                .values(values)
+                .returning(Job.id)
+                .execution_options(synchronize_session=False)
+            ).one_or_none()
+            if row is None:
+                continue
+            append_event(
+                session,
+                job_id,
+                type="state",
+                level="warning",
+                message=message,
+                data={"state": values["state"]},
+                attempt=attempt,
+            )
+            changed.append(job_id)
+        if changed:
+            notify_on_commit(session)
+    if changed:
+        log.warning("requeued or closed jobs with expired leases: %s", changed)
+    return changed
+
+
+def enqueue_periodic(database: Database, registry: Registry) -> list[int]:
+    """Make sure each periodic kind has exactly one pending instance, due one interval after the last."""
+    created: list[int] = []
+    for schedule in registry.schedules():
+        with database.session() as session:
+            if find_pending_by_dedup(session, schedule.dedup_key) is not None:
+                continue
+        with database.session(write=True) as session:
+            if find_pending_by_dedup(session, schedule.dedup_key) is not None:
+                continue
+            last = session.execute(
+                select(Job.created_at, Job.finished_at)
+                .where(Job.dedup_key == schedule.dedup_key)
+                .order_by(Job.id.desc())
+                .limit(1)
+            ).one_or_none()
+            now = utcnow()
+            if last is None:
+                run_after = now
+            else:
+                anchor = last.finished_at or last.created_at
+                run_after = max(now, anchor + dt.timedelta(seconds=schedule.interval_seconds))
+            job = enqueue(
+                session,
+                schedule.kind,
+                dict(schedule.args),
+                resource_key=schedule.dedup_key,
+                dedup_key=schedule.dedup_key,
+                priority=schedule.priority,
+                run_after=run_after,
+                created_by="periodic",
+                registry=registry,
+            )
+            created.append(job.id)
+    return created
+
+
+def prune_workers(database: Database, stale_after_seconds: float) -> int:
+    """Forget worker rows whose heartbeat stopped (their jobs are recovered by lease expiry)."""
+    cutoff = utcnow() - dt.timedelta(seconds=stale_after_seconds)
+    with database.session(write=True) as session:
+        result = session.execute(
+            delete(WorkerRecord).where(WorkerRecord.heartbeat_at < cutoff).returning(WorkerRecord.id)
+        )
+        return len(result.all())
+
+
+def run_maintenance(database: Database, registry: Registry, lease_seconds: float) -> None:
+    requeue_expired(database)
+    enqueue_periodic(database, registry)
+    prune_workers(database, stale_after_seconds=max(60.0, lease_seconds * 4))

@@ -1,0 +1,121 @@
+"""Run one claimed attempt: call the handler, classify how it ended, write the outcome (fenced)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from nodewright.db.database import Database
+from nodewright.jobs import completion
+from nodewright.jobs.claim import ClaimedJob
+from nodewright.jobs.context import Flag, JobContext
+from nodewright.jobs.errors import UNKNOWN_KIND, JobCanceled, JobError, LeaseLost, internal_error
+from nodewright.jobs.registry import JobKind, load_handler
+
+log = logging.getLogger(__name__)
+
+
+def run_claimed(
+    database: Database,
+    claimed: ClaimedJob,
+    spec: JobKind | None,
+    *,
+    cancel_flag: Flag,
+    lost_flag: Flag | None = None,
+) -> str:
+    """Run the attempt to its end; return the outcome (a state name, or ``lost``)."""
+    try:
+        if spec is None:
+            error = JobError(UNKNOWN_KIND, f"no handler for job kind {claimed.kind!r}", retryable=False)
+            return completion.finish_failed(database, claimed, error, None)
+        try:
+            ctx = JobContext(
+                database,
+                claimed,
+                cancel_flag=cancel_flag,
+                lost_flag=lost_flag,
+                timeout_seconds=spec.timeout_seconds,
+            )
+            result = spec.handler(ctx)
+        except LeaseLost:
+            raise
+        except JobCanceled:
+            completion.finish_canceled(database, claimed)
+            return "canceled"
+        except JobError as exc:
+            return completion.finish_failed(database, claimed, exc, spec)
+        except Exception:
+            # The traceback goes to the server log (redacted by RedactingFilter); the job gets a code.
+            log.exception("job %s (%s) attempt %s raised", claimed.id, claimed.kind, claimed.attempt)
+            return completion.finish_failed(database, claimed, internal_error(), spec)
+        completion.finish_succeeded(database, claimed, result)
+        return "succeeded"
+    except LeaseLost:
+        log.warning("job %s attempt %s lost its lease; stopped without writing", claimed.id, claimed.attempt)
+        return "lost"
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """What a job child process needs to rebuild the handler spec (picklable)."""
+
+    kind: str
+    handler_path: str
+    max_attempts: int
+    timeout_seconds: float | None
+    backoff_base: float
+    backoff_cap: float
+
+    @classmethod
+    def of(cls, spec: JobKind) -> ChildSpec:
+        return cls(
+            spec.name,
+            spec.handler_path,
+            spec.max_attempts,
+            spec.timeout_seconds,
+            spec.backoff_base,
+            spec.backoff_cap,
+        )
+
+    def to_kind(self) -> JobKind:
+        return JobKind(
+            self.kind,
+            load_handler(self.handler_path),
+            self.max_attempts,
+            self.timeout_seconds,
+            self.backoff_base,
+            self.backoff_cap,
+        )
+
+
+def child_main(database_url: str, claimed: ClaimedJob, child: ChildSpec, cancel_event: Any) -> None:
+    """Entry point of a job child process (process mode, pulpcore style).
+
+    The parent keeps the lease alive and kills this process if the lease is lost or it overruns; a
+    cancel request sets ``cancel_event``, which ``ctx.canceled`` reads.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    logging.basicConfig(level=logging.INFO)
+    database = Database(database_url)
+    try:
+        run_claimed(database, claimed, child.to_kind(), cancel_flag=cancel_event)
+    finally:
+        database.dispose()
+
+
+def spawn_context() -> Any:
+    """Children start fresh (spawn): forking a threaded process with open connections is unsafe."""
+    return multiprocessing.get_context("spawn")
+
+
+def kill_process(pid: int | None) -> None:
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,151 @@
+"""Job handlers used by the job-engine tests, importable by worker subprocesses and job children.
+
+They record what they do in small tables created by :func:`create_test_tables`, in the test's own
+database, so assertions read facts from the database rather than from shared Python state.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from nodewright.db.database import Database
+from nodewright.jobs.context import JobContext
+from nodewright.jobs.errors import JobError
+from nodewright.jobs.registry import Registry
+
+REGISTRY = Registry()
+
+TEST_TABLES = (
+    "CREATE TABLE IF NOT EXISTS test_job_runs ("
+    " job_id INTEGER NOT NULL, attempt INTEGER NOT NULL, resource_key VARCHAR(64),"
+    " pid INTEGER NOT NULL, started DOUBLE PRECISION NOT NULL, ended DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS test_step_runs ("
+    " job_id INTEGER NOT NULL, step VARCHAR(64) NOT NULL, attempt INTEGER NOT NULL, pid INTEGER NOT NULL)",
+)
+
+
+def create_test_tables(database: Database) -> None:
+    with database.session(write=True) as session:
+        for ddl in TEST_TABLES:
+            session.execute(text(ddl))
+
+
+def _record_step(ctx: JobContext, step: str) -> None:
+    with ctx.database.session(write=True) as session:
+        session.execute(
+            text("INSERT INTO test_step_runs (job_id, step, attempt, pid) VALUES (:j, :s, :a, :p)"),
+            {"j": ctx.job_id, "s": step, "a": ctx.attempt, "p": os.getpid()},
+        )
+
+
+@REGISTRY.handler("test.noop")
+def noop(ctx: JobContext) -> dict[str, Any]:
+    return {"ok": True}
+
+
+@REGISTRY.handler("test.record")
+def record(ctx: JobContext) -> dict[str, Any]:
+    """Records its run interval; the test checks exactly-once and no overlap per resource."""
+    started = time.time()
+    time.sleep(float(ctx.args.get("sleep", 0.002)))
+    ended = time.time()
+    with ctx.database.session(write=True) as session:
+        session.execute(
+            text(
+                "INSERT INTO test_job_runs (job_id, attempt, resource_key, pid, started, ended)"
+                " VALUES (:j, :a, :r, :p, :s, :e)"
+            ),
+            {
+                "j": ctx.job_id,
+                "a": ctx.attempt,
+                "r": ctx.resource_key,
+                "p": os.getpid(),
+                "s": started,
+                "e": ended,
+            },
+        )
+    return {"pid": os.getpid()}
+
+
+@REGISTRY.handler("test.steps", max_attempts=3)
+def steps(ctx: JobContext) -> dict[str, Any]:
+    """Two checkpointed steps. With ``block_attempt`` it hangs in step two on that attempt after
+    touching ``marker``, so a test can kill or freeze the worker mid-step."""
+
+    def one() -> dict[str, Any]:
+        _record_step(ctx, "one")
+        return {"server_id": 1000 + ctx.job_id, "attempt": ctx.attempt}
+
+    def two() -> dict[str, Any]:
+        _record_step(ctx, "two")
+        if ctx.args.get("block_attempt") == ctx.attempt:
+            Path(ctx.args["marker"]).write_text(str(os.getpid()))
+            deadline = time.monotonic() + float(ctx.args.get("block_seconds", 60))
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+        return {"action_id": 7, "attempt": ctx.attempt}
+
+    first = ctx.step("one", one)
+    ctx.log("between steps", server_id=first["server_id"])
+    second = ctx.step("two", two)
+    return {"one": first, "two": second}
+
+
+@REGISTRY.handler("test.fail", max_attempts=3, backoff_base=0.05, backoff_cap=0.2)
+def fail(ctx: JobContext) -> None:
+    raise JobError(
+        ctx.args.get("code", "provider_unavailable"),
+        ctx.args.get("message", "the provider is down"),
+        retryable=bool(ctx.args.get("retryable", True)),
+        retry_after=ctx.args.get("retry_after"),
+        hint=ctx.args.get("hint"),
+    )
+
+
+@REGISTRY.handler("test.flaky", max_attempts=4, backoff_base=0.05, backoff_cap=0.1)
+def flaky(ctx: JobContext) -> dict[str, Any]:
+    """Fails retryably until attempt ``succeed_on``."""
+    if ctx.attempt < int(ctx.args.get("succeed_on", 2)):
+        raise JobError("provider_busy", "locked", retryable=True)
+    return {"attempt": ctx.attempt}
+
+
+@REGISTRY.handler("test.crash")
+def crash(ctx: JobContext) -> None:
+    raise RuntimeError(f"unexpected failure with {ctx.args.get('secret', 'nothing')}")
+
+
+@REGISTRY.handler("test.wait_cancel")
+def wait_cancel(ctx: JobContext) -> None:
+    """Runs until canceled, checking at every poll as a handler polling an action would."""
+    Path(ctx.args["marker"]).write_text(str(os.getpid()))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ctx.check_canceled()
+        time.sleep(0.05)
+
+
+@REGISTRY.handler("test.tick")
+def tick(ctx: JobContext) -> None:
+    started = time.time()
+    time.sleep(0.05)
+    with ctx.database.session(write=True) as session:
+        session.execute(
+            text(
+                "INSERT INTO test_job_runs (job_id, attempt, resource_key, pid, started, ended)"
+                " VALUES (:j, :a, :r, :p, :s, :e)"
+            ),
+            {
+                "j": ctx.job_id,
+                "a": ctx.attempt,
+                "r": "tick",
+                "p": os.getpid(),
+                "s": started,
+                "e": time.time(),
+            },
+        )
