@@ -1,0 +1,230 @@
+"""Every operation the simulator implements answers, on success and on error, what the official
+OpenAPI document of the Hetzner Cloud API describes, checked by a real OpenAPI validator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from openapi_core import OpenAPI
+from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
+
+from nodewright.sim.server import SimServer
+from tests.fixtures.sim import random_token, sim, sim_server  # noqa: F401
+
+SPEC = Path("/work/shared/reference/hetzner-cloud-openapi.json")
+PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGnTGBbBWHhQFvu2DRhR+0/l8dAvJHfZb0bkk0R+DUhn test@example"
+OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBqDz9nZ2HCaa8Ja0TQSXQqS3ARljSfvYQZGwBc7VBk3 other@example"
+
+
+def _load_spec() -> dict[str, Any]:
+    if not SPEC.exists():
+        pytest.skip(f"OpenAPI document not found at {SPEC}")
+    document: dict[str, Any] = json.loads(SPEC.read_text())
+    # The document writes status ranges as "4xx"/"5xx"; OpenAPI (and openapi-core) spell them
+    # "4XX"/"5XX". Renaming the keys changes no schema.
+    for item in document["paths"].values():
+        for operation in item.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                responses = operation["responses"]
+                for key in [k for k in responses if k.endswith("xx")]:
+                    responses[key[0] + "XX"] = responses.pop(key)
+    document["servers"] = [
+        {"url": "http://127.0.0.1:{port}/v1", "variables": {"port": {"default": "80"}}},
+        *document.get("servers", []),
+    ]
+    return document
+
+
+@pytest.fixture(scope="session")
+def openapi() -> OpenAPI:
+    return OpenAPI.from_dict(_load_spec())
+
+
+class Api:
+    """Calls the simulator and validates every answer against the document."""
+
+    def __init__(self, sim: SimServer, spec: OpenAPI, token: str) -> None:
+        self.base = sim.base_url
+        self.spec = spec
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.checked: list[tuple[str, str, int]] = []
+
+    def call(self, method: str, path: str, expect: int, **kwargs: Any) -> requests.Response:
+        response = self.session.request(method, self.base + "/v1" + path, **kwargs)
+        assert response.status_code == expect, (method, path, response.status_code, response.text)
+        for header in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "X-Correlation-Id"):
+            assert header in response.headers, header
+        if response.status_code != 204:
+            assert response.headers["Content-Type"] == "application/json"
+        self.spec.validate_response(RequestsOpenAPIRequest(response.request), RequestsOpenAPIResponse(response))
+        self.checked.append((method, path, response.status_code))
+        return response
+
+    def error(self, method: str, path: str, expect: int, code: str, **kwargs: Any) -> dict[str, Any]:
+        body: dict[str, Any] = self.call(method, path, expect, **kwargs).json()
+        assert body["error"]["code"] == code, body
+        return body["error"]
+
+    def control(self, path: str, **kwargs: Any) -> requests.Response:
+        response = requests.post(self.base + "/_sim" + path, timeout=10, **kwargs)
+        response.raise_for_status()
+        return response
+
+
+@pytest.fixture
+def api(sim: SimServer, openapi: OpenAPI) -> Iterator[Api]:  # noqa: F811
+    client = Api(sim, openapi, random_token())
+    yield client
+    client.session.close()
+
+
+def _create(api: Api, name: str = "web-1", **extra: Any) -> dict[str, Any]:
+    body = {"name": name, "server_type": "cx22", "image": "ubuntu-24.04", "location": "fsn1", **extra}
+    result: dict[str, Any] = api.call("POST", "/servers", 201, json=body).json()
+    return result
+
+
+def test_server_lifecycle_success_responses(api: Api) -> None:
+    created = _create(api, labels={"role": "web"})
+    assert set(created) == {"server", "action", "next_actions", "root_password"}
+    assert created["root_password"]
+    server_id = created["server"]["id"]
+    api.call("GET", f"/servers/{server_id}", 200)
+    listing = api.call("GET", "/servers", 200, params={"label_selector": "role=web", "sort": "name:desc"}).json()
+    assert set(listing["meta"]["pagination"]) == {
+        "page",
+        "per_page",
+        "previous_page",
+        "next_page",
+        "last_page",
+        "total_entries",
+    }
+    api.call("GET", "/servers", 200, params={"name": "web-1", "status": ["initializing", "running"]})
+    api.call("PUT", f"/servers/{server_id}", 200, json={"name": "web-2", "labels": {"role": "db"}})
+    actions = api.call("GET", f"/servers/{server_id}/actions", 200).json()["actions"]
+    api.call("GET", f"/servers/{server_id}/actions/{actions[0]['id']}", 200)
+    ids = [created["action"]["id"], created["next_actions"][0]["id"]]
+    api.call("GET", "/actions", 200, params={"id": ids, "page": 1, "sort": ["status", "id"]})
+    api.call("GET", f"/actions/{ids[0]}", 200)
+    api.control("/config", json={"create_duration": 0, "start_duration": 0, "stop_duration": 0})
+    _wait_unlocked(api, server_id)
+    api.call("POST", f"/servers/{server_id}/actions/poweroff", 201)
+    _wait_unlocked(api, server_id)
+    api.call("POST", f"/servers/{server_id}/actions/poweron", 201)
+    _wait_unlocked(api, server_id)
+    api.call("DELETE", f"/servers/{server_id}", 200)
+    api.error("GET", f"/servers/{server_id}", 404, "not_found")
+
+
+def _wait_unlocked(api: Api, server_id: int) -> None:
+    for _ in range(500):
+        if not api.session.get(f"{api.base}/v1/servers/{server_id}").json()["server"]["locked"]:
+            return
+        import time
+
+        time.sleep(0.01)
+    raise AssertionError("server stayed locked")
+
+
+def test_server_error_responses(api: Api) -> None:
+    error = api.error("POST", "/servers", 422, "invalid_input", json={"name": "bad_name!", "server_type": "cx22"})
+    assert {f["name"] for f in error["details"]["fields"]} >= {"name", "image"}
+    api.error("POST", "/servers", 422, "invalid_input", json={"name": "a", "server_type": "cx22",
+              "image": "ubuntu-24.04", "user_data": "x" * (32 * 1024 + 1)})  # fmt: skip
+    api.error("POST", "/servers", 422, "invalid_input",
+              json={"name": "a", "server_type": "cax11", "image": 161547269})  # fmt: skip
+    api.error("POST", "/servers", 422, "invalid_input",
+              json={"name": "a", "server_type": "cx22", "image": "ubuntu-24.04", "location": "ash"})  # fmt: skip
+    api.error("POST", "/servers", 412, "resource_unavailable",
+              json={"name": "a", "server_type": "cpx11", "image": "ubuntu-24.04", "location": "sin"})  # fmt: skip
+    api.error("POST", "/servers", 400, "json_error", data=b"{nope", headers={"Content-Type": "application/json"})
+    created = _create(api)
+    api.error("POST", "/servers", 409, "uniqueness_error",
+              json={"name": "web-1", "server_type": "cx22", "image": "ubuntu-24.04"})  # fmt: skip
+    api.control("/config", json={"create_duration": 60})
+    locked = _create(api, "web-2")["server"]["id"]
+    api.error("DELETE", f"/servers/{locked}", 423, "locked")
+    api.error("POST", f"/servers/{locked}/actions/poweroff", 423, "locked")
+    api.error("PUT", f"/servers/{created['server']['id']}", 422, "invalid_input", json={"labels": {"-bad": "x"}})
+    api.error("PUT", "/servers/999", 404, "not_found", json={"name": "x"})
+    api.error("DELETE", "/servers/999", 404, "not_found")
+    api.error("GET", "/servers/999/actions", 404, "not_found")
+    api.error("POST", "/servers/999/actions/poweron", 404, "not_found")
+    api.error("GET", "/servers", 422, "invalid_input", params={"label_selector": "a in (b"})
+    api.error("GET", "/actions", 422, "invalid_input")
+    api.error("GET", "/actions/1", 404, "not_found")
+    api.control("/limits", json={"max_servers": 2})
+    error = api.error("POST", "/servers", 403, "resource_limit_exceeded",
+                      json={"name": "web-3", "server_type": "cx22", "image": "ubuntu-24.04"})  # fmt: skip
+    assert error["details"]["limits"]
+    api.control("/limits", json={"max_servers": None})
+    api.control("/capacity", json={"location": "nbg1"})
+    api.error("POST", "/servers", 412, "resource_unavailable",
+              json={"name": "web-3", "server_type": "cx22", "image": "ubuntu-24.04", "location": "nbg1"})  # fmt: skip
+
+
+def test_catalog_responses(api: Api) -> None:
+    types = api.call("GET", "/server_types", 200).json()["server_types"]
+    api.call("GET", "/server_types", 200, params={"name": "cx22"})
+    api.call("GET", f"/server_types/{types[0]['id']}", 200)
+    api.error("GET", "/server_types/999999", 404, "not_found")
+    api.call("GET", "/locations", 200, params={"sort": "name:desc"})
+    api.call("GET", "/locations/1", 200)
+    api.error("GET", "/locations/999", 404, "not_found")
+    images = api.call("GET", "/images", 200, params={"architecture": "arm", "type": "system"}).json()["images"]
+    assert images and all(i["architecture"] == "arm" for i in images)
+    api.call("GET", "/images", 200, params={"include_deprecated": "true", "name": "ubuntu-20.04"})
+    api.call("GET", f"/images/{images[0]['id']}", 200)
+    api.error("GET", "/images/1", 404, "not_found")
+    api.call("GET", "/pricing", 200)
+    api.error("GET", "/datacenters", 410, "deprecated_api_endpoint")
+
+
+def test_ssh_key_responses(api: Api) -> None:
+    key = api.call("POST", "/ssh_keys", 201, json={"name": "k1", "public_key": PUBLIC_KEY}).json()["ssh_key"]
+    api.error("POST", "/ssh_keys", 409, "uniqueness_error", json={"name": "k1", "public_key": OTHER_KEY})
+    api.error("POST", "/ssh_keys", 409, "uniqueness_error", json={"name": "k2", "public_key": PUBLIC_KEY})
+    api.error("POST", "/ssh_keys", 422, "invalid_input", json={"name": "k2", "public_key": "ssh-rsa nope"})
+    api.call("GET", "/ssh_keys", 200, params={"fingerprint": key["fingerprint"], "label_selector": "!x"})
+    api.call("GET", f"/ssh_keys/{key['id']}", 200)
+    api.call("PUT", f"/ssh_keys/{key['id']}", 200, json={"name": "k9", "labels": {"a": "b"}})
+    api.error("PUT", f"/ssh_keys/{key['id']}", 422, "invalid_input", json={"labels": {"a": "-"}})
+    api.call("DELETE", f"/ssh_keys/{key['id']}", 204)
+    api.error("GET", f"/ssh_keys/{key['id']}", 404, "not_found")
+    api.error("DELETE", f"/ssh_keys/{key['id']}", 404, "not_found")
+
+
+def test_token_and_rate_limit_errors(api: Api, openapi: OpenAPI) -> None:
+    readonly = random_token()
+    api.control("/tokens", json={"token": readonly, "mode": "read_only"})
+    api.session.headers["Authorization"] = f"Bearer {readonly}"
+    api.call("GET", "/servers", 200)
+    api.error("POST", "/ssh_keys", 401, "token_readonly", json={"name": "k", "public_key": PUBLIC_KEY})
+    revoked = random_token()
+    api.control("/tokens", json={"token": revoked, "mode": "revoked"})
+    api.session.headers["Authorization"] = f"Bearer {revoked}"
+    api.error("GET", "/servers", 401, "unauthorized")
+    api.session.headers["Authorization"] = "Bearer short"
+    api.error("GET", "/servers", 401, "unauthorized")
+    api.session.headers["Authorization"] = f"Bearer {random_token()}"
+    api.control("/config", json={"rate_limit_capacity": 2, "rate_limit_refill_per_second": 0.001})
+    api.call("GET", "/locations", 200)
+    api.call("GET", "/locations", 200)
+    error = api.error("GET", "/locations", 429, "rate_limit_exceeded")
+    assert error["message"] == "limit of 2 requests per hour reached"
+
+
+def test_injected_errors_keep_the_envelope(api: Api) -> None:
+    api.control("/faults", json={"kind": "error", "method": "GET", "path": "/v1/servers", "code": "unavailable"})
+    api.error("GET", "/servers", 503, "unavailable")
+    api.control("/faults", json={"kind": "error", "path": "/v1/servers", "code": "timeout", "nth": 2})
+    api.call("GET", "/servers", 200)
+    api.error("GET", "/servers", 504, "timeout")
+    api.control("/faults", json={"kind": "error", "path": "/v1/servers", "code": "conflict"})
+    api.error("POST", "/servers", 409, "conflict", json={})
