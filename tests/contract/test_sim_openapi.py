@@ -4,6 +4,7 @@ OpenAPI document of the Hetzner Cloud API describes, checked by a real OpenAPI v
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,8 @@ def openapi() -> OpenAPI:
 class Api:
     """Calls the simulator and validates every answer against the document."""
 
-    def __init__(self, sim: SimServer, spec: OpenAPI, token: str) -> None:
-        self.base = sim.base_url
+    def __init__(self, server: SimServer, spec: OpenAPI, token: str) -> None:
+        self.base = server.base_url
         self.spec = spec
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
@@ -62,7 +63,8 @@ class Api:
             assert header in response.headers, header
         if response.status_code != 204:
             assert response.headers["Content-Type"] == "application/json"
-        self.spec.validate_response(RequestsOpenAPIRequest(response.request), RequestsOpenAPIResponse(response))
+        request = RequestsOpenAPIRequest(response.request)
+        self.spec.validate_response(request, RequestsOpenAPIResponse(response))
         self.checked.append((method, path, response.status_code))
         return response
 
@@ -84,6 +86,10 @@ def api(sim: SimServer, openapi: OpenAPI) -> Iterator[Api]:  # noqa: F811
     client.session.close()
 
 
+def _body(name: str = "a", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "server_type": "cx22", "image": "ubuntu-24.04", **extra}
+
+
 def _create(api: Api, name: str = "web-1", **extra: Any) -> dict[str, Any]:
     body = {"name": name, "server_type": "cx22", "image": "ubuntu-24.04", "location": "fsn1", **extra}
     result: dict[str, Any] = api.call("POST", "/servers", 201, json=body).json()
@@ -96,7 +102,8 @@ def test_server_lifecycle_success_responses(api: Api) -> None:
     assert created["root_password"]
     server_id = created["server"]["id"]
     api.call("GET", f"/servers/{server_id}", 200)
-    listing = api.call("GET", "/servers", 200, params={"label_selector": "role=web", "sort": "name:desc"}).json()
+    params = {"label_selector": "role=web", "sort": "name:desc"}
+    listing = api.call("GET", "/servers", 200, params=params).json()
     assert set(listing["meta"]["pagination"]) == {
         "page",
         "per_page",
@@ -126,32 +133,52 @@ def _wait_unlocked(api: Api, server_id: int) -> None:
     for _ in range(500):
         if not api.session.get(f"{api.base}/v1/servers/{server_id}").json()["server"]["locked"]:
             return
-        import time
-
         time.sleep(0.01)
     raise AssertionError("server stayed locked")
 
 
 def test_server_error_responses(api: Api) -> None:
-    error = api.error("POST", "/servers", 422, "invalid_input", json={"name": "bad_name!", "server_type": "cx22"})
-    assert {f["name"] for f in error["details"]["fields"]} >= {"name", "image"}
-    api.error("POST", "/servers", 422, "invalid_input", json={"name": "a", "server_type": "cx22",
-              "image": "ubuntu-24.04", "user_data": "x" * (32 * 1024 + 1)})  # fmt: skip
-    api.error("POST", "/servers", 422, "invalid_input",
-              json={"name": "a", "server_type": "cax11", "image": 161547269})  # fmt: skip
-    api.error("POST", "/servers", 422, "invalid_input",
-              json={"name": "a", "server_type": "cx22", "image": "ubuntu-24.04", "location": "ash"})  # fmt: skip
-    api.error("POST", "/servers", 412, "resource_unavailable",
-              json={"name": "a", "server_type": "cpx11", "image": "ubuntu-24.04", "location": "sin"})  # fmt: skip
-    api.error("POST", "/servers", 400, "json_error", data=b"{nope", headers={"Content-Type": "application/json"})
+    error = api.error("POST", "/servers", 422, "invalid_input", json={"name": "bad_name!", "image": ""})
+    assert {f["name"] for f in error["details"]["fields"]} >= {"name", "image", "server_type"}
+    api.error(
+        "POST",
+        "/servers",
+        422,
+        "invalid_input",
+        json={
+            "name": "a",
+            "server_type": "cx22",
+            "image": "ubuntu-24.04",
+            "user_data": "x" * (32 * 1024 + 1),
+        },
+    )
+    api.error(
+        "POST",
+        "/servers",
+        422,
+        "invalid_input",
+        json={"name": "a", "server_type": "cax11", "image": 161547269},
+    )
+    api.error("POST", "/servers", 422, "invalid_input", json=_body(location="ash"))
+    api.error(
+        "POST", "/servers", 412, "resource_unavailable", json=_body(server_type="cpx11", location="sin")
+    )
+    headers = {"Content-Type": "application/json"}
+    api.error("POST", "/servers", 400, "json_error", data=b"{nope", headers=headers)
     created = _create(api)
-    api.error("POST", "/servers", 409, "uniqueness_error",
-              json={"name": "web-1", "server_type": "cx22", "image": "ubuntu-24.04"})  # fmt: skip
+    api.error(
+        "POST",
+        "/servers",
+        409,
+        "uniqueness_error",
+        json={"name": "web-1", "server_type": "cx22", "image": "ubuntu-24.04"},
+    )
     api.control("/config", json={"create_duration": 60})
     locked = _create(api, "web-2")["server"]["id"]
     api.error("DELETE", f"/servers/{locked}", 423, "locked")
     api.error("POST", f"/servers/{locked}/actions/poweroff", 423, "locked")
-    api.error("PUT", f"/servers/{created['server']['id']}", 422, "invalid_input", json={"labels": {"-bad": "x"}})
+    bad_labels = {"labels": {"-bad": "x"}}
+    api.error("PUT", f"/servers/{created['server']['id']}", 422, "invalid_input", json=bad_labels)
     api.error("PUT", "/servers/999", 404, "not_found", json={"name": "x"})
     api.error("DELETE", "/servers/999", 404, "not_found")
     api.error("GET", "/servers/999/actions", 404, "not_found")
@@ -160,13 +187,17 @@ def test_server_error_responses(api: Api) -> None:
     api.error("GET", "/actions", 422, "invalid_input")
     api.error("GET", "/actions/1", 404, "not_found")
     api.control("/limits", json={"max_servers": 2})
-    error = api.error("POST", "/servers", 403, "resource_limit_exceeded",
-                      json={"name": "web-3", "server_type": "cx22", "image": "ubuntu-24.04"})  # fmt: skip
+    error = api.error(
+        "POST",
+        "/servers",
+        403,
+        "resource_limit_exceeded",
+        json={"name": "web-3", "server_type": "cx22", "image": "ubuntu-24.04"},
+    )
     assert error["details"]["limits"]
     api.control("/limits", json={"max_servers": None})
     api.control("/capacity", json={"location": "nbg1"})
-    api.error("POST", "/servers", 412, "resource_unavailable",
-              json={"name": "web-3", "server_type": "cx22", "image": "ubuntu-24.04", "location": "nbg1"})  # fmt: skip
+    api.error("POST", "/servers", 412, "resource_unavailable", json=_body("web-3", location="nbg1"))
 
 
 def test_catalog_responses(api: Api) -> None:
@@ -177,7 +208,8 @@ def test_catalog_responses(api: Api) -> None:
     api.call("GET", "/locations", 200, params={"sort": "name:desc"})
     api.call("GET", "/locations/1", 200)
     api.error("GET", "/locations/999", 404, "not_found")
-    images = api.call("GET", "/images", 200, params={"architecture": "arm", "type": "system"}).json()["images"]
+    params = {"architecture": "arm", "type": "system"}
+    images = api.call("GET", "/images", 200, params=params).json()["images"]
     assert images and all(i["architecture"] == "arm" for i in images)
     api.call("GET", "/images", 200, params={"include_deprecated": "true", "name": "ubuntu-20.04"})
     api.call("GET", f"/images/{images[0]['id']}", 200)
@@ -221,7 +253,8 @@ def test_token_and_rate_limit_errors(api: Api, openapi: OpenAPI) -> None:
 
 
 def test_injected_errors_keep_the_envelope(api: Api) -> None:
-    api.control("/faults", json={"kind": "error", "method": "GET", "path": "/v1/servers", "code": "unavailable"})
+    fault = {"kind": "error", "method": "GET", "path": "/v1/servers", "code": "unavailable"}
+    api.control("/faults", json=fault)
     api.error("GET", "/servers", 503, "unavailable")
     api.control("/faults", json={"kind": "error", "path": "/v1/servers", "code": "timeout", "nth": 2})
     api.call("GET", "/servers", 200)
