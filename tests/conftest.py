@@ -7,8 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from nodewright.app import create_app
+from nodewright.config import Settings
+from nodewright.context import AppContext
 from nodewright.db.database import Database
+from nodewright.security.roles import Role
+from tests.support.apps import RoleUser, create_role_users, make_settings
 from tests.support.databases import (
     PostgresTemplates,
     build_sqlite_template,
@@ -75,3 +81,34 @@ def database(db_url: str) -> Iterator[Database]:
         yield db
     finally:
         db.dispose()
+
+
+# --- the app --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return make_settings(db_url, tmp_path / "data")
+
+
+@pytest.fixture
+def app_context(settings: Settings) -> Iterator[AppContext]:
+    ctx = AppContext.open(settings)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+@pytest.fixture
+def role_users(app_context: AppContext) -> dict[Role, RoleUser]:
+    """One user per role, each with an API token (``.headers`` gives the Authorization header)."""
+    return create_role_users(app_context)
+
+
+@pytest.fixture
+def client(settings: Settings, app_context: AppContext) -> Iterator[TestClient]:
+    """A TestClient on the real app (no embedded workers) over the test database."""
+    app = create_app(settings, ctx=app_context, start_workers=False)
+    with TestClient(app, base_url="http://testserver") as test_client:
+        yield test_client

@@ -50,27 +50,35 @@ class BodyLimitMiddleware:
                     await self._reject(send)
                     return
         received = 0
-        response_started = False
+        exceeded = False
+        replaced = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
+        async def guarded_send(message: Message) -> None:
+            # The app may turn our exception into a response of its own (a 400 "error parsing the
+            # body"); whatever it answers once the limit is crossed is replaced by the 413.
+            nonlocal replaced
+            if exceeded:
+                if not replaced:
+                    replaced = True
+                    await self._reject(send)
+                return
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
-            if not response_started:
+            if not replaced:
+                replaced = True
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:

@@ -38,7 +38,7 @@ def resolve_token(session: Session, plaintext: str) -> tuple[ApiToken, User] | N
     ).first()
     if row is None:
         return None
-    token, user = row.tuple()
+    token, user = row[0], row[1]
     if token.revoked_at is not None or user.disabled:
         return None
     return token, user

@@ -27,6 +27,9 @@ from nodewright.security.secret import Secret
 KEY_FILE_NAME = "secret.keys"
 CHECK_KEY = "secret_key_check"
 CHECK_PLAINTEXT = "nodewright-key-check-v1"
+SESSION_KEY_META = "session_signing_key"
+# app_meta rows whose value is ciphertext; rotation re-encrypts them with the stored secrets.
+ENCRYPTED_META_KEYS = (CHECK_KEY, SESSION_KEY_META)
 
 
 class SecretKeyError(Exception):
@@ -158,7 +161,7 @@ class SecretBox:
                 )
 
     def reencrypt_all(self, database: Database) -> int:
-        """Re-encrypt every stored secret (and the check value) under the primary key."""
+        """Re-encrypt every stored secret and encrypted app_meta value under the primary key."""
         count = 0
         with database.session(write=True) as session:
             now = dt.datetime.now(dt.UTC)
@@ -166,9 +169,8 @@ class SecretBox:
                 row.ciphertext = self.rotate_ciphertext(row.ciphertext)
                 row.rotated_at = now
                 count += 1
-            check = session.get(AppMeta, CHECK_KEY)
-            if check is not None:
-                check.value = self.rotate_ciphertext(check.value)
+            for meta in session.scalars(select(AppMeta).where(AppMeta.key.in_(ENCRYPTED_META_KEYS))):
+                meta.value = self.rotate_ciphertext(meta.value)
         return count
 
 

@@ -19,19 +19,18 @@ from sqlalchemy.orm import Session
 
 from nodewright.db.models import AppMeta, User, WebSession
 from nodewright.security.hashing import token_hash
-from nodewright.security.secretbox import SecretBox
+from nodewright.security.secretbox import SESSION_KEY_META, SecretBox
 
 SESSION_COOKIE = "nw_session"
 LOGIN_CSRF_COOKIE = "nw_login_csrf"
-SIGNING_KEY_META = "session_signing_key"
 
 
 def load_signing_key(session: Session, box: SecretBox) -> str:
     """The cookie-signing key: random, shared by every process through the database, encrypted."""
-    row = session.get(AppMeta, SIGNING_KEY_META)
+    row = session.get(AppMeta, SESSION_KEY_META)
     if row is None:
         key = secrets.token_urlsafe(32)
-        session.add(AppMeta(key=SIGNING_KEY_META, value=box.encrypt(key)))
+        session.add(AppMeta(key=SESSION_KEY_META, value=box.encrypt(key)))
         session.flush()
         return key
     return box.decrypt(row.value).reveal()
@@ -94,7 +93,7 @@ def resolve_session(session: Session, session_id: str) -> User | None:
     ).first()
     if row is None:
         return None
-    web_session, user = row.tuple()
+    web_session, user = row[0], row[1]
     if web_session.expires_at <= dt.datetime.now(dt.UTC) or user.disabled:
         return None
     return user

@@ -1,0 +1,148 @@
+"""Every /api route: no credentials -> 401, a role too low -> 403, the right role -> 2xx.
+
+``CASES`` must list every route the app serves under /api; ``test_every_api_route_is_covered`` fails
+when a new route is added without its row here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from nodewright.context import AppContext
+from nodewright.security import accounts, api_tokens
+from nodewright.security.roles import Role
+from tests.support.apps import RoleUser
+
+_names = itertools.count()
+
+Prepared = tuple[str, dict[str, Any] | None]
+
+
+def _static(path: str, body: dict[str, Any] | None = None) -> Callable[[AppContext], Prepared]:
+    return lambda _ctx: (path, body)
+
+
+def _new_user_body(_ctx: AppContext) -> Prepared:
+    return "/api/users", {"username": f"u{next(_names)}", "role": "viewer", "password": "long enough pw 1"}
+
+
+def _new_token_body(_ctx: AppContext) -> Prepared:
+    return "/api/tokens", {"username": "viewer-user", "name": f"t{next(_names)}"}
+
+
+def _token_to_revoke(ctx: AppContext) -> Prepared:
+    with ctx.database.session(write=True) as session:
+        user = accounts.get_user(session, "viewer-user")
+        assert user is not None
+        token, _ = api_tokens.create_token(session, user, f"r{next(_names)}")
+        return f"/api/tokens/{token.id}", None
+
+
+def _job_id(ctx: AppContext) -> int:
+    from nodewright.jobs.enqueue import enqueue
+
+    with ctx.database.session(write=True) as session:
+        job = enqueue(session, "noop", {}, resource_key=f"node:{next(_names)}")
+        session.flush()
+        return int(job.id)
+
+
+def _job_path(suffix: str = "") -> Callable[[AppContext], Prepared]:
+    return lambda ctx: (f"/api/jobs/{_job_id(ctx)}{suffix}", None)
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    route: str  # the route's path template, as FastAPI knows it
+    role: Role
+    prepare: Callable[[AppContext], Prepared] = field(repr=False)
+
+
+CASES = [
+    Case("GET", "/api/me", Role.viewer, _static("/api/me")),
+    Case("GET", "/api/users", Role.admin, _static("/api/users")),
+    Case("POST", "/api/users", Role.admin, _new_user_body),
+    Case("GET", "/api/tokens", Role.admin, _static("/api/tokens")),
+    Case("POST", "/api/tokens", Role.admin, _new_token_body),
+    Case("DELETE", "/api/tokens/{token_id}", Role.admin, _token_to_revoke),
+    Case("GET", "/api/audit", Role.admin, _static("/api/audit")),
+    Case("GET", "/api/jobs", Role.viewer, _static("/api/jobs")),
+    Case("GET", "/api/jobs/{job_id}", Role.viewer, _job_path()),
+    Case("GET", "/api/jobs/{job_id}/events", Role.viewer, _job_path("/events")),
+    Case("POST", "/api/jobs/{job_id}/cancel", Role.operator, _job_path("/cancel")),
+]
+
+_BELOW = {Role.operator: Role.viewer, Role.admin: Role.operator}
+
+
+def _call(client: TestClient, case: Case, ctx: AppContext, headers: dict[str, str]) -> int:
+    path, body = case.prepare(ctx)
+    response = client.request(case.method, path, json=body, headers=headers)
+    if response.status_code >= 400:
+        assert response.headers["content-type"].startswith("application/problem+json"), response.text
+    return response.status_code
+
+
+def test_every_api_route_is_covered(client: TestClient) -> None:
+    paths = client.app.openapi()["paths"]  # type: ignore[attr-defined]
+    served = {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if path.startswith("/api/")
+        for method in operations
+    }
+    listed = {(c.method, c.route) for c in CASES}
+    assert served <= listed, f"routes without an auth-matrix row: {sorted(served - listed)}"
+    assert listed <= served, f"rows for routes the app does not serve: {sorted(listed - served)}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method} {c.route}")
+def test_route_auth(
+    case: Case, client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
+    assert _call(client, case, app_context, {}) == 401
+    assert _call(client, case, app_context, {"Authorization": "Bearer nwt_not-a-real-token"}) == 401
+    if case.role in _BELOW:
+        assert _call(client, case, app_context, role_users[_BELOW[case.role]].headers) == 403
+    status = _call(client, case, app_context, role_users[case.role].headers)
+    assert 200 <= status < 300, f"{case.role.value} got {status}"
+    if case.role is not Role.admin:
+        assert 200 <= _call(client, case, app_context, role_users[Role.admin].headers) < 300
+
+
+def test_revoked_token_is_refused(client: TestClient, app_context: AppContext,
+                                  role_users: dict[Role, RoleUser]) -> None:
+    viewer = role_users[Role.viewer]
+    assert client.get("/api/me", headers=viewer.headers).status_code == 200
+    with app_context.database.session(write=True) as session:
+        for token in api_tokens.list_tokens(session):
+            if token.name == "viewer-token":
+                api_tokens.revoke_token(session, token.id)
+    response = client.get("/api/me", headers=viewer.headers)
+    assert response.status_code == 401
+    assert response.json()["code"] == "unauthenticated"
+
+
+def test_last_used_time_is_kept(client: TestClient, app_context: AppContext,
+                                role_users: dict[Role, RoleUser]) -> None:
+    assert client.get("/api/me", headers=role_users[Role.viewer].headers).status_code == 200
+    listed = client.get("/api/tokens", headers=role_users[Role.admin].headers).json()
+    by_name = {t["name"]: t for t in listed}
+    assert by_name["viewer-token"]["last_used_at"] is not None
+    assert "token" not in by_name["viewer-token"]  # the token itself is never listed
+
+
+def test_public_service_endpoints(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert "python_info" in metrics.text or "process_" in metrics.text or "# HELP" in metrics.text

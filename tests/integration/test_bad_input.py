@@ -1,0 +1,112 @@
+"""Bad input gets a 4xx problem response that names what is wrong, and writes nothing."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from nodewright.context import AppContext
+from nodewright.db.models import User
+from nodewright.security.roles import Role
+from tests.support.apps import RoleUser
+
+
+def _user_count(ctx: AppContext) -> int:
+    with ctx.database.session() as session:
+        return int(session.scalar(select(func.count()).select_from(User)) or 0)
+
+
+def _problem(response: object, status: int, code: str) -> dict[str, object]:
+    from httpx import Response
+
+    assert isinstance(response, Response)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, object] = response.json()
+    assert body["status"] == status and body["code"] == code
+    assert "Traceback" not in response.text
+    return body
+
+
+def test_malformed_json(client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]) -> None:
+    before = _user_count(app_context)
+    response = client.post(
+        "/api/users",
+        content=b'{"username": "x",',
+        headers={**role_users[Role.admin].headers, "content-type": "application/json"},
+    )
+    _problem(response, 400, "malformed_json")
+    assert _user_count(app_context) == before
+
+
+def test_wrong_type_names_the_field(client: TestClient, app_context: AppContext,
+                                    role_users: dict[Role, RoleUser]) -> None:
+    before = _user_count(app_context)
+    response = client.post(
+        "/api/users", json={"username": 42, "role": "viewer", "password": "long enough pw 1"},
+        headers=role_users[Role.admin].headers,
+    )
+    body = _problem(response, 422, "invalid_request")
+    assert {"field": "username", "message": "Input should be a valid string"} in body["errors"]  # type: ignore[operator]
+    assert "username" in str(body["detail"])
+    assert _user_count(app_context) == before
+
+
+def test_unknown_field_is_refused(client: TestClient, app_context: AppContext,
+                                  role_users: dict[Role, RoleUser]) -> None:
+    before = _user_count(app_context)
+    response = client.post(
+        "/api/users",
+        json={"username": "newbie", "role": "viewer", "password": "long enough pw 1", "is_root": True},
+        headers=role_users[Role.admin].headers,
+    )
+    body = _problem(response, 422, "invalid_request")
+    assert {"field": "is_root", "message": "unknown field"} in body["errors"]  # type: ignore[operator]
+    assert _user_count(app_context) == before
+
+
+def test_bad_enum_and_domain_rule(client: TestClient, app_context: AppContext,
+                                  role_users: dict[Role, RoleUser]) -> None:
+    admin = role_users[Role.admin].headers
+    body = _problem(client.post("/api/users", json={"username": "a", "role": "root", "password": "x" * 12},
+                                headers=admin), 422, "invalid_request")
+    assert body["errors"][0]["field"] == "role"  # type: ignore[index]
+    body = _problem(client.post("/api/users", json={"username": "Bad Name", "role": "viewer",
+                                                    "password": "x" * 12}, headers=admin), 422, "invalid_request")
+    assert body["errors"][0]["field"] == "username"  # type: ignore[index]
+    _problem(client.post("/api/users", json={"username": "viewer-user", "role": "viewer", "password": "x" * 12},
+                         headers=admin), 409, "conflict")
+
+
+def test_oversize_body(client: TestClient, role_users: dict[Role, RoleUser], settings: object) -> None:
+    big = b'{"username": "' + b"a" * 2_000_000 + b'"}'
+    response = client.post(
+        "/api/users", content=big,
+        headers={**role_users[Role.admin].headers, "content-type": "application/json"},
+    )
+    body = _problem(response, 413, "body_too_large")
+    assert "bytes" in str(body["detail"])
+
+
+def test_oversize_chunked_body_without_length(client: TestClient, role_users: dict[Role, RoleUser]) -> None:
+    def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(40):
+            yield b"a" * 65536
+
+    response = client.post(
+        "/api/users", content=chunks(),
+        headers={**role_users[Role.admin].headers, "content-type": "application/json"},
+    )
+    _problem(response, 413, "body_too_large")
+
+
+def test_unknown_route_and_method(client: TestClient) -> None:
+    _problem(client.get("/api/does-not-exist"), 404, "not_found")
+    _problem(client.put("/healthz"), 405, "method_not_allowed")
+
+
+def test_bad_path_parameter(client: TestClient, role_users: dict[Role, RoleUser]) -> None:
+    body = _problem(client.delete("/api/tokens/abc", headers=role_users[Role.admin].headers), 422,
+                    "invalid_request")
+    assert body["errors"][0]["field"] == "token_id"  # type: ignore[index]
+    _problem(client.delete("/api/tokens/99999", headers=role_users[Role.admin].headers), 404, "not_found")

@@ -1,0 +1,107 @@
+"""The ``nodewright`` command as an operator runs it: a real subprocess, its own data directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from fastapi.testclient import TestClient
+
+from nodewright.app import create_app
+from nodewright.config import Settings
+
+NODEWRIGHT = [sys.executable, "-m", "nodewright.cli"]
+
+
+def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*NODEWRIGHT, *args], input=stdin, capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+@pytest.fixture
+def cli_env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NODEWRIGHT_")}
+    env["NODEWRIGHT_DATA_DIR"] = str(tmp_path / "data")
+    env["NODEWRIGHT_DATABASE_URL"] = db_url
+    return env
+
+
+def test_users_and_tokens_commands(cli_env: dict[str, str]) -> None:
+    created = run(["users", "create", "--username", "ops", "--role", "operator"], cli_env)
+    assert created.returncode == 0, created.stderr
+    assert "password: " in created.stdout  # generated and printed once
+
+    piped = run(["users", "create", "--username", "reader", "--role", "viewer"], cli_env,
+                stdin="a long piped password\n")
+    assert piped.returncode == 0, piped.stderr
+    assert "password:" not in piped.stdout
+
+    token = run(["tokens", "create", "--user", "ops", "--name", "laptop"], cli_env)
+    assert token.returncode == 0, token.stderr
+    plaintext = token.stdout.strip().splitlines()[-1]
+    assert plaintext.startswith("nwt_")
+
+    settings = Settings(data_dir=Path(cli_env["NODEWRIGHT_DATA_DIR"]), database_url=cli_env["NODEWRIGHT_DATABASE_URL"])
+    with TestClient(create_app(settings, start_workers=False)) as client:
+        me = client.get("/api/me", headers={"Authorization": f"Bearer {plaintext}"})
+        assert me.status_code == 200 and me.json() == {"actor": "user:ops/token:laptop", "username": "ops",
+                                                        "role": "operator"}
+
+
+def test_bad_input_gives_message_and_exit_code(cli_env: dict[str, str]) -> None:
+    bad_role = run(["users", "create", "--username", "x", "--role", "root"], cli_env)
+    assert bad_role.returncode == 2
+    assert "role: must be one of viewer, operator, admin" in bad_role.stderr
+    assert "Traceback" not in bad_role.stderr
+
+    short = run(["users", "create", "--username", "y"], cli_env, stdin="short\n")
+    assert short.returncode == 2 and "password: must be at least 12 characters" in short.stderr
+
+    no_user = run(["tokens", "create", "--user", "ghost", "--name", "n"], cli_env)
+    assert no_user.returncode == 2 and "no user named 'ghost'" in no_user.stderr
+
+
+def test_wrong_secret_key_stops_with_clear_message(cli_env: dict[str, str]) -> None:
+    assert run(["users", "create", "--username", "ops"], cli_env).returncode == 0
+    wrong = {**cli_env, "NODEWRIGHT_SECRET_KEYS": Fernet.generate_key().decode()}
+    result = run(["users", "create", "--username", "ops2"], wrong)
+    assert result.returncode == 2
+    assert "do not match this database" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert wrong["NODEWRIGHT_SECRET_KEYS"] not in result.stderr + result.stdout
+
+
+def test_secrets_rotate_command(cli_env: dict[str, str]) -> None:
+    assert run(["users", "create", "--username", "ops"], cli_env).returncode == 0
+    keyfile = Path(cli_env["NODEWRIGHT_DATA_DIR"]) / "secret.keys"
+    before = keyfile.read_text().split()
+    result = run(["secrets", "rotate"], cli_env)
+    assert result.returncode == 0, result.stderr
+    after = keyfile.read_text().split()
+    assert len(after) == len(before) + 1 and after[1:] == before
+    assert all(key not in result.stdout for key in after)
+    # Still starts and reads its stored secrets (the session-signing key) after rotation.
+    assert run(["users", "create", "--username", "ops3"], cli_env).returncode == 0
+
+
+def test_bad_database_url_is_a_message(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NODEWRIGHT_")}
+    env["NODEWRIGHT_DATA_DIR"] = str(tmp_path)
+    env["NODEWRIGHT_DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/none"
+    result = run(["db", "upgrade"], env)
+    assert result.returncode == 2
+    assert "database unavailable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_db_upgrade_and_current(cli_env: dict[str, str]) -> None:
+    up = run(["db", "upgrade"], cli_env)
+    assert up.returncode == 0, up.stderr
+    current = run(["db", "current"], cli_env)
+    assert current.returncode == 0
+    revision = up.stdout.strip().split()[-1]
+    assert f"database: {revision}; code: {revision}" in current.stdout

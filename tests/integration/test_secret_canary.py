@@ -1,0 +1,70 @@
+"""A canary secret goes in through every input path; it must come out of no output path.
+
+Output paths covered: API responses, dashboard pages, the audit log, log records (captured at the
+root logger), problem responses, and the database in plaintext. Each later feature that adds an
+output path adds it here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+
+from nodewright.context import AppContext
+from nodewright.security.redaction import RedactingFilter, install_logging_filter
+from nodewright.security.roles import Role
+from tests.integration.test_dashboard_auth import login
+from tests.support.apps import RoleUser
+from tests.support.canary import database_dump
+
+CANARY = "nodewright-canary-5b1d7e0c9a8f4e2d-DO-NOT-LEAK"
+
+
+def test_canary_never_leaks(client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser],
+                            caplog: pytest.LogCaptureFixture) -> None:
+    admin = role_users[Role.admin]
+    outputs: list[str] = []
+    install_logging_filter(logging.getLogger())  # as configure_logging does in every entry point
+    caplog.handler.addFilter(RedactingFilter())
+    with caplog.at_level(logging.DEBUG):
+        # Input path 1: a stored secret (provider tokens and SSH keys take this path).
+        with app_context.database.session(write=True) as session:
+            secret_id = app_context.box.store(session, "provider_token", CANARY).id
+        with app_context.database.session() as session:
+            assert app_context.box.load(session, secret_id).reveal() == CANARY
+        logging.getLogger("nodewright.test").info("loaded secret %s", app_context.box)
+
+        # Input path 2: an API token, shown exactly once at creation.
+        created = client.post("/api/tokens", json={"username": "viewer-user", "name": "canary"},
+                              headers=admin.headers)
+        assert created.status_code == 201
+        api_token = created.json()["token"]
+        assert client.get("/api/me", headers={"Authorization": f"Bearer {api_token}"}).status_code == 200
+
+        # Input path 3: a password, and secrets sent where they do not belong (echo attempts).
+        outputs.append(client.post("/api/users", json={"username": "canary-user", "role": "viewer",
+                                                       "password": CANARY}, headers=admin.headers).text)
+        outputs.append(client.post("/api/users", json={"username": CANARY, "role": "viewer",
+                                                       "password": "long enough pw 1"},
+                                   headers=admin.headers).text)
+        outputs.append(client.post("/api/users", json={"username": "u", "role": "viewer", "password": CANARY,
+                                                       "extra": CANARY}, headers=admin.headers).text)
+        outputs.append(client.get("/api/me", headers={"Authorization": f"Bearer {CANARY}"}).text)
+        outputs.append(client.get(f"/api/nope/{CANARY}").text)
+
+        for path in ("/api/users", "/api/tokens", "/api/audit?limit=500", "/api/me", "/metrics", "/readyz"):
+            response = client.get(path, headers=admin.headers)
+            assert response.status_code == 200
+            outputs.append(response.text)
+        login(client, "admin-user")
+        for page in ("/", "/tokens"):
+            outputs.append(client.get(page).text)
+
+    everything = "\n".join(outputs)
+    db_text = database_dump(app_context.database)
+    for name, secret in (("stored secret", CANARY), ("API token", api_token)):
+        assert secret not in everything, f"{name} in an API response or page"
+        assert secret not in caplog.text, f"{name} in a log record"
+        assert secret not in db_text, f"{name} in the database in plaintext"

@@ -1,0 +1,137 @@
+"""Secrets at rest: round trip, rotation, wrong and malformed keys, key-file permissions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
+from sqlalchemy import select, text
+
+from nodewright.config import Settings
+from nodewright.db.database import Database
+from nodewright.db.models import StoredSecret
+from nodewright.security.secretbox import (
+    SecretBox,
+    SecretKeyError,
+    key_file_path,
+    load_key_ring,
+    rotate_keys,
+)
+from nodewright.context import AppContext
+
+CANARY = "hcloud-token-canary-0123456789abcdef0123456789abcdef"
+
+
+def _file_settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=db_url)
+
+
+def test_round_trip_stores_only_ciphertext(db_url: str, tmp_path: Path) -> None:
+    settings = _file_settings(db_url, tmp_path)
+    ctx = AppContext.open(settings)
+    try:
+        with ctx.database.session(write=True) as session:
+            secret_id = ctx.box.store(session, "provider_token", CANARY).id
+        with ctx.database.session() as session:
+            assert ctx.box.load(session, secret_id).reveal() == CANARY
+            raw = session.execute(text("SELECT ciphertext FROM stored_secrets")).scalars().all()
+        assert raw and all(CANARY not in value for value in raw)
+    finally:
+        ctx.close()
+
+
+def test_key_file_created_with_0600(db_url: str, tmp_path: Path) -> None:
+    settings = _file_settings(db_url, tmp_path)
+    AppContext.open(settings).close()
+    path = key_file_path(settings)
+    assert path.exists()
+    assert (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_world_readable_key_file_is_refused(db_url: str, tmp_path: Path) -> None:
+    settings = _file_settings(db_url, tmp_path)
+    AppContext.open(settings).close()
+    os.chmod(key_file_path(settings), 0o644)
+    with pytest.raises(SecretKeyError, match="chmod 600"):
+        AppContext.open(settings)
+
+
+def test_rotation_with_key_file(db_url: str, tmp_path: Path) -> None:
+    settings = _file_settings(db_url, tmp_path)
+    ctx = AppContext.open(settings)
+    with ctx.database.session(write=True) as session:
+        ids = [ctx.box.store(session, "provider_token", f"{CANARY}-{i}").id for i in range(3)]
+        before = {r.id: r.ciphertext for r in session.scalars(select(StoredSecret))}
+    old_keys = load_key_ring(settings, create=False).keys
+    ctx.close()
+
+    count, ring = rotate_keys(settings, Database(settings.resolved_database_url))
+    assert count == 3
+    assert len(ring.keys) == len(old_keys) + 1
+    assert ring.keys[1:] == old_keys  # old keys kept: they still decrypt
+    assert load_key_ring(settings, create=False).keys == ring.keys
+
+    # The new primary alone decrypts every rotated secret: nothing still needs an old key.
+    primary_only = SecretBox(type(ring)((ring.keys[0],), "test"))
+    database = Database(settings.resolved_database_url)
+    try:
+        with database.session() as session:
+            rows = {r.id: r for r in session.scalars(select(StoredSecret))}
+            for i, secret_id in enumerate(ids):
+                assert rows[secret_id].ciphertext != before[secret_id]
+                assert primary_only.decrypt(rows[secret_id].ciphertext).reveal() == f"{CANARY}-{i}"
+                assert rows[secret_id].rotated_at is not None
+    finally:
+        database.dispose()
+    # And the app still starts with the rotated ring.
+    AppContext.open(settings).close()
+
+
+def test_rotation_with_environment_keys(db_url: str, tmp_path: Path) -> None:
+    old = Fernet.generate_key().decode()
+    settings = Settings(data_dir=tmp_path / "d", database_url=db_url, secret_keys=SecretStr(old))
+    ctx = AppContext.open(settings)
+    with ctx.database.session(write=True) as session:
+        secret_id = ctx.box.store(session, "provider_token", CANARY).id
+    ctx.close()
+    new = Fernet.generate_key().decode()
+    rotated = Settings(data_dir=tmp_path / "d", database_url=db_url, secret_keys=SecretStr(f"{new},{old}"))
+    database = Database(db_url)
+    try:
+        count, _ring = rotate_keys(rotated, database)
+        assert count == 1
+        with database.session() as session:
+            row = session.get(StoredSecret, secret_id)
+            assert row is not None
+            assert SecretBox(type(_ring)((new,), "test")).decrypt(row.ciphertext).reveal() == CANARY
+    finally:
+        database.dispose()
+    # The old key can now be dropped.
+    only_new = Settings(data_dir=tmp_path / "d", database_url=db_url, secret_keys=SecretStr(new))
+    AppContext.open(only_new).close()
+
+
+def test_wrong_key_stops_startup_with_clear_message(db_url: str, tmp_path: Path) -> None:
+    first = Settings(
+        data_dir=tmp_path / "d", database_url=db_url, secret_keys=SecretStr(Fernet.generate_key().decode())
+    )
+    AppContext.open(first).close()
+    wrong = Settings(
+        data_dir=tmp_path / "d", database_url=db_url, secret_keys=SecretStr(Fernet.generate_key().decode())
+    )
+    with pytest.raises(SecretKeyError, match="do not match this database"):
+        AppContext.open(wrong)
+
+
+def test_malformed_key_is_named(db_url: str, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "d", database_url=db_url, secret_keys=SecretStr("not-a-key"))
+    with pytest.raises(SecretKeyError, match="key #1 in NODEWRIGHT_SECRET_KEYS is not a valid Fernet key"):
+        AppContext.open(settings)
+
+
+def test_missing_key_file_without_create(db_url: str, tmp_path: Path) -> None:
+    with pytest.raises(SecretKeyError, match="no secret key"):
+        load_key_ring(_file_settings(db_url, tmp_path), create=False)

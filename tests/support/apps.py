@@ -1,0 +1,48 @@
+"""Building the real app against a test database, and users with tokens for each role."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
+
+from nodewright.config import Settings
+from nodewright.context import AppContext
+from nodewright.security import accounts, api_tokens
+from nodewright.security.roles import Role
+
+TEST_PASSWORD = "correct horse battery staple"
+
+
+def make_settings(db_url: str, data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "database_url": db_url,
+        "secret_keys": SecretStr(Fernet.generate_key().decode()),
+        "embedded_workers": 0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RoleUser:
+    username: str
+    role: Role
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def create_role_users(ctx: AppContext) -> dict[Role, RoleUser]:
+    users: dict[Role, RoleUser] = {}
+    with ctx.database.session(write=True) as session:
+        for role in Role:
+            user = accounts.create_user(session, f"{role.value}-user", TEST_PASSWORD, role)
+            _token, plaintext = api_tokens.create_token(session, user, f"{role.value}-token")
+            users[role] = RoleUser(user.username, role, plaintext)
+    return users
