@@ -18,9 +18,14 @@ from tests.support.apps import RoleUser
 
 def test_mutations_are_audited(client: TestClient, role_users: dict[Role, RoleUser]) -> None:
     admin = role_users[Role.admin].headers
-    client.post("/api/users", json={"username": "audited", "role": "viewer", "password": "long enough pw 1"},
-                headers=admin)
-    token_id = client.post("/api/tokens", json={"username": "audited", "name": "t"}, headers=admin).json()["id"]
+    client.post(
+        "/api/users",
+        json={"username": "audited", "role": "viewer", "password": "long enough pw 1"},
+        headers=admin,
+    )
+    token_id = client.post("/api/tokens", json={"username": "audited", "name": "t"}, headers=admin).json()[
+        "id"
+    ]
     client.delete(f"/api/tokens/{token_id}", headers=admin)
     items = client.get("/api/audit", headers=admin).json()["items"]
     actions = [(i["action"], i["target"], i["outcome"]) for i in items]

@@ -117,8 +117,9 @@ def test_route_auth(
         assert 200 <= _call(client, case, app_context, role_users[Role.admin].headers) < 300
 
 
-def test_revoked_token_is_refused(client: TestClient, app_context: AppContext,
-                                  role_users: dict[Role, RoleUser]) -> None:
+def test_revoked_token_is_refused(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
     viewer = role_users[Role.viewer]
     assert client.get("/api/me", headers=viewer.headers).status_code == 200
     with app_context.database.session(write=True) as session:
@@ -130,8 +131,9 @@ def test_revoked_token_is_refused(client: TestClient, app_context: AppContext,
     assert response.json()["code"] == "unauthenticated"
 
 
-def test_last_used_time_is_kept(client: TestClient, app_context: AppContext,
-                                role_users: dict[Role, RoleUser]) -> None:
+def test_last_used_time_is_kept(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
     assert client.get("/api/me", headers=role_users[Role.viewer].headers).status_code == 200
     listed = client.get("/api/tokens", headers=role_users[Role.admin].headers).json()
     by_name = {t["name"]: t for t in listed}

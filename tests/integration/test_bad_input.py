@@ -28,7 +28,9 @@ def _problem(response: object, status: int, code: str) -> dict[str, object]:
     return body
 
 
-def test_malformed_json(client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]) -> None:
+def test_malformed_json(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
     before = _user_count(app_context)
     response = client.post(
         "/api/users",
@@ -39,11 +41,13 @@ def test_malformed_json(client: TestClient, app_context: AppContext, role_users:
     assert _user_count(app_context) == before
 
 
-def test_wrong_type_names_the_field(client: TestClient, app_context: AppContext,
-                                    role_users: dict[Role, RoleUser]) -> None:
+def test_wrong_type_names_the_field(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
     before = _user_count(app_context)
     response = client.post(
-        "/api/users", json={"username": 42, "role": "viewer", "password": "long enough pw 1"},
+        "/api/users",
+        json={"username": 42, "role": "viewer", "password": "long enough pw 1"},
         headers=role_users[Role.admin].headers,
     )
     body = _problem(response, 422, "invalid_request")
@@ -52,8 +56,9 @@ def test_wrong_type_names_the_field(client: TestClient, app_context: AppContext,
     assert _user_count(app_context) == before
 
 
-def test_unknown_field_is_refused(client: TestClient, app_context: AppContext,
-                                  role_users: dict[Role, RoleUser]) -> None:
+def test_unknown_field_is_refused(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
     before = _user_count(app_context)
     response = client.post(
         "/api/users",
@@ -65,23 +70,42 @@ def test_unknown_field_is_refused(client: TestClient, app_context: AppContext,
     assert _user_count(app_context) == before
 
 
-def test_bad_enum_and_domain_rule(client: TestClient, app_context: AppContext,
-                                  role_users: dict[Role, RoleUser]) -> None:
+def test_bad_enum_and_domain_rule(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
     admin = role_users[Role.admin].headers
-    body = _problem(client.post("/api/users", json={"username": "a", "role": "root", "password": "x" * 12},
-                                headers=admin), 422, "invalid_request")
+    body = _problem(
+        client.post(
+            "/api/users", json={"username": "a", "role": "root", "password": "x" * 12}, headers=admin
+        ),
+        422,
+        "invalid_request",
+    )
     assert body["errors"][0]["field"] == "role"  # type: ignore[index]
-    body = _problem(client.post("/api/users", json={"username": "Bad Name", "role": "viewer",
-                                                    "password": "x" * 12}, headers=admin), 422, "invalid_request")
+    body = _problem(
+        client.post(
+            "/api/users", json={"username": "Bad Name", "role": "viewer", "password": "x" * 12}, headers=admin
+        ),
+        422,
+        "invalid_request",
+    )
     assert body["errors"][0]["field"] == "username"  # type: ignore[index]
-    _problem(client.post("/api/users", json={"username": "viewer-user", "role": "viewer", "password": "x" * 12},
-                         headers=admin), 409, "conflict")
+    _problem(
+        client.post(
+            "/api/users",
+            json={"username": "viewer-user", "role": "viewer", "password": "x" * 12},
+            headers=admin,
+        ),
+        409,
+        "conflict",
+    )
 
 
 def test_oversize_body(client: TestClient, role_users: dict[Role, RoleUser], settings: object) -> None:
     big = b'{"username": "' + b"a" * 2_000_000 + b'"}'
     response = client.post(
-        "/api/users", content=big,
+        "/api/users",
+        content=big,
         headers={**role_users[Role.admin].headers, "content-type": "application/json"},
     )
     body = _problem(response, 413, "body_too_large")
@@ -94,7 +118,8 @@ def test_oversize_chunked_body_without_length(client: TestClient, role_users: di
             yield b"a" * 65536
 
     response = client.post(
-        "/api/users", content=chunks(),
+        "/api/users",
+        content=chunks(),
         headers={**role_users[Role.admin].headers, "content-type": "application/json"},
     )
     _problem(response, 413, "body_too_large")
@@ -106,7 +131,8 @@ def test_unknown_route_and_method(client: TestClient) -> None:
 
 
 def test_bad_path_parameter(client: TestClient, role_users: dict[Role, RoleUser]) -> None:
-    body = _problem(client.delete("/api/tokens/abc", headers=role_users[Role.admin].headers), 422,
-                    "invalid_request")
+    body = _problem(
+        client.delete("/api/tokens/abc", headers=role_users[Role.admin].headers), 422, "invalid_request"
+    )
     assert body["errors"][0]["field"] == "token_id"  # type: ignore[index]
     _problem(client.delete("/api/tokens/99999", headers=role_users[Role.admin].headers), 404, "not_found")

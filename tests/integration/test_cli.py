@@ -36,8 +36,11 @@ def test_users_and_tokens_commands(cli_env: dict[str, str]) -> None:
     assert created.returncode == 0, created.stderr
     assert "password: " in created.stdout  # generated and printed once
 
-    piped = run(["users", "create", "--username", "reader", "--role", "viewer"], cli_env,
-                stdin="a long piped password\n")
+    piped = run(
+        ["users", "create", "--username", "reader", "--role", "viewer"],
+        cli_env,
+        stdin="a long piped password\n",
+    )
     assert piped.returncode == 0, piped.stderr
     assert "password:" not in piped.stdout
 
@@ -46,11 +49,16 @@ def test_users_and_tokens_commands(cli_env: dict[str, str]) -> None:
     plaintext = token.stdout.strip().splitlines()[-1]
     assert plaintext.startswith("nwt_")
 
-    settings = Settings(data_dir=Path(cli_env["NODEWRIGHT_DATA_DIR"]), database_url=cli_env["NODEWRIGHT_DATABASE_URL"])
+    settings = Settings(
+        data_dir=Path(cli_env["NODEWRIGHT_DATA_DIR"]), database_url=cli_env["NODEWRIGHT_DATABASE_URL"]
+    )
     with TestClient(create_app(settings, start_workers=False)) as client:
         me = client.get("/api/me", headers={"Authorization": f"Bearer {plaintext}"})
-        assert me.status_code == 200 and me.json() == {"actor": "user:ops/token:laptop", "username": "ops",
-                                                        "role": "operator"}
+        assert me.status_code == 200 and me.json() == {
+            "actor": "user:ops/token:laptop",
+            "username": "ops",
+            "role": "operator",
+        }
 
 
 def test_bad_input_gives_message_and_exit_code(cli_env: dict[str, str]) -> None:

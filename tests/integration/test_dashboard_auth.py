@@ -25,8 +25,11 @@ def _csrf(html: str) -> str:
 def login(client: TestClient, username: str, password: str = TEST_PASSWORD) -> str:
     """Sign in through the form; returns the CSRF token of the new session."""
     token = _csrf(client.get("/login").text)
-    response = client.post("/login", data={"username": username, "password": password, "csrf_token": token},
-                           follow_redirects=False)
+    response = client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": token},
+        follow_redirects=False,
+    )
     assert response.status_code == 303, response.text
     return _csrf(client.get("/").text)
 
@@ -39,8 +42,11 @@ def test_pages_redirect_to_login(client: TestClient) -> None:
 
 def test_login_sets_hardened_cookie(client: TestClient, role_users: dict[Role, RoleUser]) -> None:
     token = _csrf(client.get("/login").text)
-    response = client.post("/login", data={"username": "viewer-user", "password": TEST_PASSWORD,
-                                           "csrf_token": token}, follow_redirects=False)
+    response = client.post(
+        "/login",
+        data={"username": "viewer-user", "password": TEST_PASSWORD, "csrf_token": token},
+        follow_redirects=False,
+    )
     assert response.status_code == 303
     cookie = next(h for h in response.headers.get_list("set-cookie") if h.startswith("nw_session="))
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
@@ -49,26 +55,34 @@ def test_login_sets_hardened_cookie(client: TestClient, role_users: dict[Role, R
 
 def test_login_without_csrf_is_refused(client: TestClient, role_users: dict[Role, RoleUser]) -> None:
     client.get("/login")
-    response = client.post("/login", data={"username": "viewer-user", "password": TEST_PASSWORD},
-                           follow_redirects=False)
+    response = client.post(
+        "/login", data={"username": "viewer-user", "password": TEST_PASSWORD}, follow_redirects=False
+    )
     assert response.status_code == 403
     assert "nw_session" not in response.headers.get("set-cookie", "")
 
 
-def test_wrong_password(client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]) -> None:
+def test_wrong_password(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
     token = _csrf(client.get("/login").text)
-    response = client.post("/login", data={"username": "viewer-user", "password": "nope nope nope",
-                                           "csrf_token": token})
+    response = client.post(
+        "/login", data={"username": "viewer-user", "password": "nope nope nope", "csrf_token": token}
+    )
     assert response.status_code == 401
     assert "Unknown user or wrong password" in response.text
     with app_context.database.session() as session:
-        denied = session.scalar(select(func.count()).select_from(AuditEvent).where(
-            AuditEvent.action == "login", AuditEvent.outcome == "denied"))
+        denied = session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.action == "login", AuditEvent.outcome == "denied")
+        )
     assert denied == 1
 
 
-def test_form_post_without_csrf_is_refused(client: TestClient, app_context: AppContext,
-                                           role_users: dict[Role, RoleUser]) -> None:
+def test_form_post_without_csrf_is_refused(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
     login(client, "admin-user")
     with app_context.database.session() as session:
         before = session.scalar(select(func.count()).select_from(ApiToken))
@@ -81,7 +95,9 @@ def test_form_post_without_csrf_is_refused(client: TestClient, app_context: AppC
     assert client.post("/logout", data={}, follow_redirects=False).status_code == 403
 
 
-def test_token_page_creates_shows_once_and_revokes(client: TestClient, role_users: dict[Role, RoleUser]) -> None:
+def test_token_page_creates_shows_once_and_revokes(
+    client: TestClient, role_users: dict[Role, RoleUser]
+) -> None:
     csrf = login(client, "admin-user")
     page = client.post("/tokens", data={"name": "from-page", "csrf_token": csrf})
     assert page.status_code == 200
@@ -103,8 +119,9 @@ def test_viewer_cannot_open_admin_page(client: TestClient, role_users: dict[Role
     assert client.post("/tokens", data={"name": "x", "csrf_token": csrf}).status_code == 403
 
 
-def test_session_cookie_on_api_needs_csrf_header_for_writes(client: TestClient,
-                                                           role_users: dict[Role, RoleUser]) -> None:
+def test_session_cookie_on_api_needs_csrf_header_for_writes(
+    client: TestClient, role_users: dict[Role, RoleUser]
+) -> None:
     csrf = login(client, "admin-user")
     assert client.get("/api/me").json()["username"] == "admin-user"
     body = {"username": "viewer-user", "name": "via-cookie"}

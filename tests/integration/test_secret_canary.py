@@ -22,8 +22,12 @@ from tests.support.canary import database_dump
 CANARY = "nodewright-canary-5b1d7e0c9a8f4e2d-DO-NOT-LEAK"
 
 
-def test_canary_never_leaks(client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser],
-                            caplog: pytest.LogCaptureFixture) -> None:
+def test_canary_never_leaks(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     admin = role_users[Role.admin]
     outputs: list[str] = []
     install_logging_filter(logging.getLogger())  # as configure_logging does in every entry point
@@ -37,20 +41,35 @@ def test_canary_never_leaks(client: TestClient, app_context: AppContext, role_us
         logging.getLogger("nodewright.test").info("loaded secret %s", app_context.box)
 
         # Input path 2: an API token, shown exactly once at creation.
-        created = client.post("/api/tokens", json={"username": "viewer-user", "name": "canary"},
-                              headers=admin.headers)
+        created = client.post(
+            "/api/tokens", json={"username": "viewer-user", "name": "canary"}, headers=admin.headers
+        )
         assert created.status_code == 201
         api_token = created.json()["token"]
         assert client.get("/api/me", headers={"Authorization": f"Bearer {api_token}"}).status_code == 200
 
         # Input path 3: a password, and secrets sent where they do not belong (echo attempts).
-        outputs.append(client.post("/api/users", json={"username": "canary-user", "role": "viewer",
-                                                       "password": CANARY}, headers=admin.headers).text)
-        outputs.append(client.post("/api/users", json={"username": CANARY, "role": "viewer",
-                                                       "password": "long enough pw 1"},
-                                   headers=admin.headers).text)
-        outputs.append(client.post("/api/users", json={"username": "u", "role": "viewer", "password": CANARY,
-                                                       "extra": CANARY}, headers=admin.headers).text)
+        outputs.append(
+            client.post(
+                "/api/users",
+                json={"username": "canary-user", "role": "viewer", "password": CANARY},
+                headers=admin.headers,
+            ).text
+        )
+        outputs.append(
+            client.post(
+                "/api/users",
+                json={"username": CANARY, "role": "viewer", "password": "long enough pw 1"},
+                headers=admin.headers,
+            ).text
+        )
+        outputs.append(
+            client.post(
+                "/api/users",
+                json={"username": "u", "role": "viewer", "password": CANARY, "extra": CANARY},
+                headers=admin.headers,
+            ).text
+        )
         outputs.append(client.get("/api/me", headers={"Authorization": f"Bearer {CANARY}"}).text)
         outputs.append(client.get(f"/api/nope/{CANARY}").text)
 

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from sqlalchemy import select, text
 
 from nodewright.config import Settings
+from nodewright.context import AppContext
 from nodewright.db.database import Database
 from nodewright.db.models import StoredSecret
 from nodewright.security.secretbox import (
@@ -20,7 +21,6 @@ from nodewright.security.secretbox import (
     load_key_ring,
     rotate_keys,
 )
-from nodewright.context import AppContext
 
 CANARY = "hcloud-token-canary-0123456789abcdef0123456789abcdef"
 

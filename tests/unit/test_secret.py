@@ -72,7 +72,7 @@ def test_logging_filter_scrubs_message_args_and_traceback(caplog: pytest.LogCapt
     try:
         with caplog.at_level(logging.INFO, logger=logger.name):
             logger.info("token is %s", CANARY)
-            logger.info(f"inline {CANARY}")  # noqa: G004
+            logger.info(f"inline {CANARY}")
             logger.info("secret object %s", Secret(CANARY))
             try:
                 raise RuntimeError(f"failed with {CANARY}")
