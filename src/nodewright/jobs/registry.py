@@ -125,3 +125,26 @@ def load_handler(path: str) -> Handler:
         raise TypeError(f"{path} is not callable")
     handler: Handler = target
     return handler
+
+
+# Modules whose import registers the product's handlers into ``registry``; a worker imports them all
+# before it claims anything, so every process knows every kind. Missing ones are skipped (a domain
+# package that is not built yet).
+HANDLER_MODULES: tuple[str, ...] = (
+    "nodewright.jobs.builtin",
+    "nodewright.nodes.jobs",
+    "nodewright.nodes.handlers",
+)
+
+
+def load_handler_modules(modules: tuple[str, ...] = HANDLER_MODULES) -> list[str]:
+    loaded = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise
+            continue
+        loaded.append(name)
+    return loaded

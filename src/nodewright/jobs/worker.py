@@ -38,7 +38,7 @@ from nodewright.jobs.errors import DEADLINE_EXCEEDED, WORKER_LOST, JobError, Lea
 from nodewright.jobs.fencing import fenced_touch
 from nodewright.jobs.maintainer import enqueue_periodic, prune_workers, requeue_expired
 from nodewright.jobs.notify import PostgresListener, Wakeup, subscribe_local
-from nodewright.jobs.registry import Registry
+from nodewright.jobs.registry import Registry, load_handler_modules
 from nodewright.jobs.registry import registry as default_registry
 from nodewright.jobs.runner import ChildSpec, child_main, run_claimed, spawn_context
 
@@ -119,6 +119,8 @@ class WorkerPool:
         if self._started:
             return
         self._started = True
+        if self.registry is default_registry:
+            load_handler_modules()
         subscribe_local(self._wakeup)
         self._write_worker_row()
         if self._listen and not self._db.is_sqlite:

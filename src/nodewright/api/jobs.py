@@ -1,0 +1,303 @@
+"""``/api/jobs``: list, inspect, follow (JSON pages or Server-Sent Events) and cancel jobs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from nodewright.api.deps import DatabaseDep, Operator, Viewer
+from nodewright.api.problems import PROBLEM_RESPONSES, ProblemError, _doc
+from nodewright.db.database import Database
+from nodewright.db.models.jobs import Job, JobEvent, JobStep
+from nodewright.jobs import service
+from nodewright.jobs.states import ALL_STATES, TERMINAL
+from nodewright.security import audit
+from nodewright.security.redaction import redact
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
+
+SSE_MEDIA_TYPE = "text/event-stream"
+SSE_POLL_SECONDS = 0.25
+SSE_KEEPALIVE_SECONDS = 15.0
+
+JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Job id")]
+
+
+class JobErrorOut(BaseModel):
+    code: str
+    message: str
+    retryable: bool = False
+    hint: str | None = None
+    retry_after: float | None = None
+
+
+class StepOut(BaseModel):
+    name: str
+    attempt: int
+    output: Any = None
+    started_at: dt.datetime
+    completed_at: dt.datetime
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    state: str
+    args: dict[str, Any]
+    resource_key: str | None
+    dedup_key: str | None
+    priority: int
+    run_after: dt.datetime
+    attempt: int
+    max_attempts: int
+    lease_owner: str | None
+    lease_expires_at: dt.datetime | None
+    cancel_requested_at: dt.datetime | None
+    error: JobErrorOut | None
+    result: dict[str, Any] | None
+    created_by: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class JobDetail(JobOut):
+    steps: list[StepOut]
+
+
+class JobPageOut(BaseModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class EventOut(BaseModel):
+    seq: int
+    at: dt.datetime
+    type: str
+    level: str
+    message: str
+    data: dict[str, Any]
+    attempt: int
+
+
+class EventPageOut(BaseModel):
+    items: list[EventOut]
+    next_after: int
+    job_state: str
+    finished: bool
+
+
+def _job_fields(job: Job) -> dict[str, Any]:
+    error = job.error if isinstance(job.error, dict) else None
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "args": redact(job.args or {}),
+        "resource_key": job.resource_key,
+        "dedup_key": job.dedup_key,
+        "priority": job.priority,
+        "run_after": job.run_after,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "lease_owner": job.lease_owner,
+        "lease_expires_at": job.lease_expires_at,
+        "cancel_requested_at": job.cancel_requested_at,
+        "error": JobErrorOut(**redact(error)) if error else None,
+        "result": redact(job.result) if isinstance(job.result, dict) else None,
+        "created_by": job.created_by,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }
+
+
+def _step_out(step: JobStep) -> StepOut:
+    return StepOut(
+        name=step.name,
+        attempt=step.attempt,
+        output=redact((step.output or {}).get("value")),
+        started_at=step.started_at,
+        completed_at=step.completed_at,
+    )
+
+
+def _event_out(event: JobEvent) -> EventOut:
+    return EventOut(
+        seq=event.seq,
+        at=event.at,
+        type=event.type,
+        level=event.level,
+        message=event.message,
+        data=event.data or {},
+        attempt=event.attempt,
+    )
+
+
+def _not_found(job_id: int) -> ProblemError:
+    return ProblemError(404, "not_found", "Job not found", f"There is no job {job_id}.")
+
+
+@router.get("", summary="List jobs, newest first")
+def list_jobs(
+    _caller: Viewer,
+    database: DatabaseDep,
+    state: Annotated[list[str] | None, Query(description=f"Filter by state: {', '.join(ALL_STATES)}")] = None,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
+    resource_key: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> JobPageOut:
+    unknown = sorted(set(state or ()) - set(ALL_STATES))
+    if unknown:
+        raise ProblemError(
+            422,
+            "invalid_state",
+            "Unknown job state",
+            f"Unknown state(s): {', '.join(unknown)}.",
+            hint=f"Use one of: {', '.join(ALL_STATES)}.",
+        )
+    with database.session() as session:
+        page = service.list_jobs(
+            session, states=state, kind=kind, resource_key=resource_key, limit=limit, offset=offset
+        )
+        items = [JobOut(**_job_fields(job)) for job in page.items]
+    return JobPageOut(items=items, total=page.total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", summary="One job with its completed steps")
+def get_job(job_id: JobId, _caller: Viewer, database: DatabaseDep) -> JobDetail:
+    with database.session() as session:
+        try:
+            job = service.get_job(session, job_id)
+        except service.JobNotFound:
+            raise _not_found(job_id) from None
+        steps = [_step_out(step) for step in service.list_steps(session, job_id)]
+        return JobDetail(**_job_fields(job), steps=steps)
+
+
+def _parse_last_event_id(value: str | None) -> int | None:
+    if value is None or not value.strip():
+        return None
+    if not value.strip().isdigit():
+        raise ProblemError(400, "invalid_last_event_id", "Invalid Last-Event-ID", "It must be an event seq.")
+    return int(value.strip())
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="Job events after a sequence number (JSON), or a live Server-Sent Events stream",
+    description=(
+        "With `Accept: text/event-stream` the response is an SSE stream (`id` = seq, `event` = type, "
+        "`data` = the event as JSON) starting after `Last-Event-ID` (or `after`); it ends once the job "
+        "is finished and every event was sent."
+    ),
+    responses={200: {"content": {SSE_MEDIA_TYPE: {"schema": {"type": "string"}}}}},
+)
+def job_events(
+    job_id: JobId,
+    request: Request,
+    _caller: Viewer,
+    database: DatabaseDep,
+    after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+) -> Any:
+    resume = _parse_last_event_id(last_event_id)
+    start = resume if resume is not None else after
+    with database.session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise _not_found(job_id)
+        if SSE_MEDIA_TYPE in request.headers.get("accept", ""):
+            return StreamingResponse(
+                event_stream(database, job_id, start),
+                media_type=SSE_MEDIA_TYPE,
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        state = job.state
+        events = [_event_out(e) for e in service.list_events(session, job_id, after=start, limit=limit)]
+    next_after = events[-1].seq if events else start
+    return EventPageOut(
+        items=events,
+        next_after=next_after,
+        job_state=state,
+        finished=state in TERMINAL and len(events) < limit,
+    )
+
+
+def event_stream(
+    database: Database,
+    job_id: int,
+    after: int,
+    *,
+    poll_seconds: float = SSE_POLL_SECONDS,
+    keepalive_seconds: float = SSE_KEEPALIVE_SECONDS,
+) -> Iterator[str]:
+    """SSE frames for the job's events after ``after``; a short-lived session per poll.
+
+    The job's state is read *before* its events in each poll: the final state change commits together
+    with its event, so once a terminal state is seen, the events read next include the last one.
+    """
+    last = after
+    last_sent = time.monotonic()
+    yield "retry: 2000\n\n"
+    while True:
+        with database.session() as session:
+            job = session.get(Job, job_id)
+            state = job.state if job is not None else None
+            batch = [_event_out(e) for e in service.list_events(session, job_id, after=last, limit=500)]
+        for event in batch:
+            payload = json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
+            yield f"id: {event.seq}\nevent: {event.type}\ndata: {payload}\n\n"
+            last = event.seq
+            last_sent = time.monotonic()
+        if batch:
+            continue
+        if state is None or state in TERMINAL:
+            return
+        if time.monotonic() - last_sent >= keepalive_seconds:
+            yield ": keep-alive\n\n"
+            last_sent = time.monotonic()
+        time.sleep(poll_seconds)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    summary="Cancel a job: at once if waiting, at its next step boundary if running",
+    responses={409: _doc("The job already finished")},
+)
+def cancel_job(job_id: JobId, caller: Operator, database: DatabaseDep) -> JobOut:
+    target = f"job:{job_id}"
+    try:
+        with database.session(write=True) as session:
+            job = service.request_cancel(session, job_id, actor=caller.actor)
+            audit.record(
+                session,
+                actor=caller.actor,
+                action="job.cancel",
+                target=target,
+                outcome="ok",
+                detail={"state": job.state},
+            )
+            return JobOut(**_job_fields(job))
+    except service.JobNotFound:
+        raise _not_found(job_id) from None
+    except service.JobAlreadyFinished as exc:
+        raise ProblemError(
+            409,
+            "job_finished",
+            "Job already finished",
+            f"Job {job_id} is already {exc.job.state}; there is nothing to cancel.",
+        ) from None
