@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as parameters)
 """Every operation the simulator implements answers, on success and on error, what the official
 OpenAPI document of the Hetzner Cloud API describes, checked by a real OpenAPI validator."""
 
@@ -80,7 +81,7 @@ class Api:
 
 
 @pytest.fixture
-def api(sim: SimServer, openapi: OpenAPI) -> Iterator[Api]:  # noqa: F811
+def api(sim: SimServer, openapi: OpenAPI) -> Iterator[Api]:
     client = Api(sim, openapi, random_token())
     yield client
     client.session.close()

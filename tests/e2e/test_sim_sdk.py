@@ -1,0 +1,262 @@
+# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as parameters)
+"""The official hcloud Python SDK drives the simulator end to end, including every error class
+that the product has to handle (reproduced with the simulator's fault injection)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hcloud
+import httpx
+import pytest
+from hcloud.actions import ActionFailedException
+from hcloud.images import Image
+from hcloud.locations import Location
+from hcloud.server_types import ServerType
+from hcloud.servers import BoundServer
+from hcloud.ssh_keys import SSHKey
+
+from nodewright.sim.server import SimServer
+from tests.fixtures.sim import (  # noqa: F401
+    hcloud_client,
+    random_token,
+    sim,
+    sim_control,
+    sim_server,
+    sim_token,
+)
+
+PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGnTGBbBWHhQFvu2DRhR+0/l8dAvJHfZb0bkk0R+DUhn test@example"
+
+
+def fast_retries(client: hcloud.Client) -> hcloud.Client:
+    """The SDK backs off 1-16 s between retries; tests only care that it retries."""
+    client._client._retry_interval_func = lambda _retries: 0.01
+    return client
+
+
+def create(client: hcloud.Client, name: str, **kwargs: Any) -> Any:
+    return client.servers.create(
+        name,
+        server_type=ServerType(name="cx22"),
+        image=Image(name="ubuntu-24.04"),
+        **kwargs,
+    )
+
+
+def wait_all(result: Any) -> None:
+    result.action.wait_until_finished()
+    for action in result.next_actions:
+        action.wait_until_finished()
+
+
+def test_full_scenario(hcloud_client: hcloud.Client) -> None:
+    key = hcloud_client.ssh_keys.create(name="ops", public_key=PUBLIC_KEY, labels={"team": "ops"})
+    assert hcloud_client.ssh_keys.get_by_fingerprint(key.fingerprint).id == key.id
+    result = create(
+        hcloud_client,
+        "web-1",
+        ssh_keys=[SSHKey(name="ops")],
+        location=Location(name="nbg1"),
+        labels={"managed-by": "nodewright", "role": "web"},
+    )
+    assert result.root_password is None
+    assert result.server.status == "initializing"
+    assert [a.command for a in [result.action, *result.next_actions]] == ["create_server", "start_server"]
+    wait_all(result)
+    create(
+        hcloud_client, "db-1", labels={"managed-by": "nodewright", "role": "db"}
+    ).action.wait_until_finished()
+    server = hcloud_client.servers.get_by_id(result.server.id)
+    assert server.status == "running"
+    assert server.public_net.ipv4.ip.startswith("127.")
+    assert server.location.name == "nbg1"
+    assert server.server_type.name == "cx22"
+    assert server.image.name == "ubuntu-24.04"
+    assert [s.name for s in hcloud_client.servers.get_all(label_selector="role==web")] == ["web-1"]
+    selected = hcloud_client.servers.get_all(label_selector="managed-by=nodewright,role in (db, web)")
+    assert sorted(s.name for s in selected) == ["db-1", "web-1"]
+    assert [s.name for s in hcloud_client.servers.get_all(label_selector="role notin (web)")] == ["db-1"]
+    assert hcloud_client.servers.get_by_name("web-1").id == server.id
+    server = server.update(labels={"role": "web", "stage": "prod"})
+    assert server.labels == {"role": "web", "stage": "prod"}
+    server.power_off().wait_until_finished()
+    assert hcloud_client.servers.get_by_id(server.id).status == "off"
+    server.power_on().wait_until_finished()
+    assert hcloud_client.servers.get_by_id(server.id).status == "running"
+    actions = hcloud_client.servers.get_actions_list(server).actions
+    assert {a.command for a in actions} >= {"create_server", "start_server", "stop_server"}
+    server.delete().wait_until_finished()
+    with pytest.raises(hcloud.APIException) as excinfo:
+        hcloud_client.servers.get_by_id(server.id)
+    assert excinfo.value.code == "not_found"
+    assert [s.name for s in hcloud_client.servers.get_all()] == ["db-1"]
+
+
+def test_catalog(hcloud_client: hcloud.Client) -> None:
+    types = {t.name: t for t in hcloud_client.server_types.get_all()}
+    assert {"cx22", "cpx11", "cax11", "ccx13"} <= set(types)
+    assert types["cax11"].architecture == "arm"
+    assert all(loc.deprecation is not None for loc in types["cx11"].locations)
+    cpx11_sin = next(loc for loc in types["cpx11"].locations if loc.location.name == "sin")
+    assert cpx11_sin.available is False
+    assert {loc.name for loc in hcloud_client.locations.get_all()} == {
+        "fsn1",
+        "nbg1",
+        "hel1",
+        "ash",
+        "hil",
+        "sin",
+    }
+    arm = hcloud_client.images.get_all(architecture=["arm"])
+    assert arm and all(i.architecture == "arm" for i in arm)
+    assert not [i for i in hcloud_client.images.get_all() if i.name == "ubuntu-20.04"]
+    deprecated = hcloud_client.images.get_all(name="ubuntu-20.04", include_deprecated=True)
+    assert deprecated and deprecated[0].deprecation is not None
+    assert hcloud_client.images.get_by_name_and_architecture("debian-12", "arm").architecture == "arm"
+
+
+def test_arm_server_gets_the_arm_image(hcloud_client: hcloud.Client) -> None:
+    result = hcloud_client.servers.create(
+        "arm-1", server_type=ServerType(name="cax11"), image=Image(name="debian-12")
+    )
+    assert result.server.image.architecture == "arm"
+    assert result.root_password
+
+
+def _api_error(call: Any) -> hcloud.APIException:
+    with pytest.raises(hcloud.APIException) as excinfo:
+        call()
+    return excinfo.value
+
+
+def test_client_errors(hcloud_client: hcloud.Client, sim: SimServer, sim_control: httpx.Client) -> None:
+    create(hcloud_client, "web-1").action.wait_until_finished()
+    error = _api_error(lambda: create(hcloud_client, "web-1"))
+    assert error.code == "uniqueness_error"
+    assert error.correlation_id
+    error = _api_error(lambda: create(hcloud_client, "not a hostname", labels={"bad key!": "x"}))
+    assert error.code == "invalid_input"
+    assert {f["name"] for f in error.details["fields"]} == {"name", "labels"}
+    error = _api_error(lambda: hcloud_client.servers.create("x", server_type=ServerType(name="cx22"),
+                                                             image=Image(name="ubuntu-24.04"),
+                                                             user_data="#" * 40000))  # fmt: skip
+    assert error.code == "invalid_input"
+    assert _api_error(lambda: hcloud_client.servers.get_by_id(1)).code == "not_found"
+    assert _api_error(lambda: hcloud_client.servers.get_all(label_selector="a=(")).code == "invalid_input"
+    sim_control.post("/config", json={"create_duration": 60})
+    busy = create(hcloud_client, "busy-1").server
+    assert _api_error(lambda: hcloud_client.servers.delete(busy)).code == "locked"
+    sim_control.post("/limits", json={"max_servers": 2})
+    error = _api_error(lambda: create(hcloud_client, "web-3"))
+    assert error.code == "resource_limit_exceeded"
+    assert error.details["limits"]
+    sim_control.post("/limits", json={"max_servers": None})
+    sim_control.post("/capacity", json={"server_type": "cx22", "location": "fsn1"})
+    error = _api_error(lambda: create(hcloud_client, "web-3", location=Location(name="fsn1")))
+    assert error.code == "resource_unavailable"
+    assert create(hcloud_client, "web-3", location=Location(name="hel1")).server.location.name == "hel1"
+
+
+def test_token_errors(sim: SimServer, sim_control: httpx.Client) -> None:
+    readonly, revoked = random_token(), random_token()
+    sim_control.post("/tokens", json={"token": readonly, "mode": "read_only"}).raise_for_status()
+    sim_control.post("/tokens", json={"token": revoked, "mode": "revoked"}).raise_for_status()
+    ro = hcloud.Client(token=readonly, api_endpoint=sim.api_url)
+    assert ro.servers.get_all() == []
+    assert _api_error(lambda: create(ro, "x")).code == "token_readonly"
+    gone = hcloud.Client(token=revoked, api_endpoint=sim.api_url)
+    assert _api_error(gone.servers.get_all).code == "unauthorized"
+    assert _api_error(hcloud.Client(token="x" * 10, api_endpoint=sim.api_url).locations.get_all).code == (
+        "unauthorized"
+    )
+
+
+def test_projects_are_isolated(sim: SimServer, sim_control: httpx.Client) -> None:
+    a, b, b2 = random_token(), random_token(), random_token()
+    sim_control.post("/tokens", json={"token": b, "project": "shared"})
+    sim_control.post("/tokens", json={"token": b2, "project": "shared"})
+    ca, cb, cb2 = (hcloud.Client(token=t, api_endpoint=sim.api_url) for t in (a, b, b2))
+    create(ca, "same-name")
+    create(cb, "same-name")
+    assert [s.name for s in cb2.servers.get_all()] == ["same-name"]
+    assert len(ca.servers.get_all()) == 1
+
+
+def test_retried_errors(hcloud_client: hcloud.Client, sim_control: httpx.Client) -> None:
+    client = fast_retries(hcloud_client)
+    for fault in (
+        {
+            "kind": "error",
+            "code": "rate_limit_exceeded",
+            "message": "limit of 3600 requests per hour reached",
+        },
+        {"kind": "error", "code": "conflict"},
+        {"kind": "non_json", "status": 502},
+        {"kind": "non_json", "status": 504},
+        {"kind": "error", "code": "timeout"},
+        {"kind": "slow", "delay": 0.2},
+    ):
+        sim_control.post("/faults", json={"method": "GET", "path": "/v1/locations", "count": 2, **fault})
+        assert len(client.locations.get_all()) == 6
+    sim_control.post("/config", json={"rate_limit_capacity": 3, "rate_limit_refill_per_second": 0.001})
+    error = _api_error(lambda: [client.locations.get_all() for _ in range(4)])
+    assert error.code == "rate_limit_exceeded"
+    log = sim_control.get("/requests").json()["requests"]
+    assert sum(1 for r in log if r["error_code"] == "rate_limit_exceeded") >= 6
+
+
+def test_non_retried_server_errors(hcloud_client: hcloud.Client, sim_control: httpx.Client) -> None:
+    sim_control.post("/faults", json={"kind": "non_json", "status": 503, "path": "/v1/servers"})
+    assert _api_error(hcloud_client.servers.get_all).code == 503
+    sim_control.post("/faults", json={"kind": "error", "code": "server_error", "path": "/v1/servers"})
+    assert _api_error(hcloud_client.servers.get_all).code == "server_error"
+
+
+def test_lost_create_response_is_adoptable(hcloud_client: hcloud.Client, sim_control: httpx.Client) -> None:
+    """The create takes effect, its answer is lost, the SDK retries the POST and meets its own server."""
+    client = fast_retries(hcloud_client)
+    sim_control.post("/faults", json={"kind": "lost_response", "method": "POST", "path": "/v1/servers"})
+    error = _api_error(lambda: create(client, "node-1", labels={"owner": "me"}))
+    assert error.code == "uniqueness_error"
+    adopted = client.servers.get_all(label_selector="owner=me")
+    assert [s.name for s in adopted] == ["node-1"]
+
+
+def test_failed_create_action_leaves_the_server(
+    hcloud_client: hcloud.Client, sim_control: httpx.Client
+) -> None:
+    sim_control.post("/faults", json={"kind": "action_error", "method": "POST", "path": "/v1/servers"})
+    result = create(hcloud_client, "broken-1")
+    with pytest.raises(ActionFailedException) as excinfo:
+        result.action.wait_until_finished()
+    assert excinfo.value.action.error["code"] == "unknown_error"
+    server = hcloud_client.servers.get_by_name("broken-1")
+    assert isinstance(server, BoundServer)
+    assert server.status == "off"
+    server.delete().wait_until_finished()
+
+
+def test_server_left_off(hcloud_client: hcloud.Client, sim_control: httpx.Client) -> None:
+    sim_control.post("/faults", json={"kind": "left_off", "method": "POST", "path": "/v1/servers"})
+    result = create(hcloud_client, "sleepy-1")
+    wait_all(result)
+    server = hcloud_client.servers.get_by_id(result.server.id)
+    assert server.status == "off"
+    server.power_on().wait_until_finished()
+    assert hcloud_client.servers.get_by_id(server.id).status == "running"
+
+
+def test_out_of_band_changes(hcloud_client: hcloud.Client, sim_control: httpx.Client) -> None:
+    wait_all(create(hcloud_client, "victim-1"))
+    wait_all(create(hcloud_client, "victim-2"))
+    listed = {s["name"]: s for s in sim_control.get("/servers").json()["servers"]}
+    assert listed["victim-1"]["status"] == "running"
+    assert listed["victim-1"]["ssh"]["host"].startswith("127.")
+    sim_control.post(f"/servers/{listed['victim-1']['id']}/poweroff").raise_for_status()
+    assert hcloud_client.servers.get_by_name("victim-1").status == "off"
+    sim_control.delete(f"/servers/{listed['victim-2']['id']}").raise_for_status()
+    assert hcloud_client.servers.get_by_name("victim-2") is None
+    log = sim_control.get("/requests").json()["requests"]
+    assert log and {"method", "path", "status", "error_code", "correlation_id", "time"} <= set(log[0])
+    assert all("token" not in str(entry).lower() for entry in log)
