@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from nodewright.api.deps import Admin, DatabaseDep, Viewer
-from nodewright.api.problems import PROBLEM_RESPONSES, ProblemError, field_problem, not_found
+from nodewright.api.problems import PROBLEM_RESPONSES, ProblemError, field_problem, not_found, problem_doc
 from nodewright.db.models import ApiToken
 from nodewright.security import accounts, api_tokens, audit
 from nodewright.security.roles import Role
@@ -30,9 +30,13 @@ class UserOut(BaseModel):
     created_at: dt.datetime
 
 
+USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$"
+
+
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    username: str = Field(min_length=1, max_length=64)
+    username: str = Field(min_length=1, max_length=64, pattern=USERNAME_PATTERN)
     role: Role
     password: str = Field(min_length=12, max_length=1024)
 
@@ -49,8 +53,8 @@ class TokenOut(BaseModel):
 
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    username: str = Field(min_length=1, max_length=64)
-    name: str = Field(min_length=1, max_length=64)
+    username: str = Field(min_length=1, max_length=64, pattern=USERNAME_PATTERN)
+    name: str = Field(min_length=1, max_length=64, pattern=TOKEN_NAME_PATTERN)
 
 
 class TokenCreated(TokenOut):
@@ -77,7 +81,12 @@ def list_users(_caller: Admin, database: DatabaseDep) -> list[UserOut]:
         ]
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED, summary="Create a user")
+@router.post(
+    "/users",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a user",
+    responses={409: problem_doc("A user with that name exists")},
+)
 def create_user(body: UserCreate, caller: Admin, database: DatabaseDep) -> UserOut:
     try:
         with database.session(write=True) as session:

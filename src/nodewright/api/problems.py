@@ -91,17 +91,17 @@ def _problem_content() -> dict[str, Any]:
     return {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
-def _doc(description: str) -> dict[str, Any]:
+def problem_doc(description: str) -> dict[str, Any]:
     return {"model": Problem, "description": description, "content": _problem_content()}
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _doc("Malformed request (for instance invalid JSON)"),
-    401: _doc("Missing or invalid credentials"),
-    403: _doc("The caller's role does not allow this"),
-    404: _doc("No such resource"),
-    413: _doc("Request body too large"),
-    422: _doc("Invalid input; `errors` names each field"),
+    400: problem_doc("Malformed request (for instance invalid JSON)"),
+    401: problem_doc("Missing or invalid credentials"),
+    403: problem_doc("The caller's role does not allow this"),
+    404: problem_doc("No such resource"),
+    413: problem_doc("Request body too large"),
+    422: problem_doc("Invalid input; `errors` names each field"),
 }
 
 
