@@ -31,7 +31,7 @@ class UserOut(BaseModel):
 
 
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
-TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$"
+TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$"  # noqa: S105 (a pattern, not a credential)
 
 
 class UserCreate(BaseModel):
