@@ -1,0 +1,197 @@
+# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as parameters)
+"""Simulated servers are real SSH hosts: reachable with the registered key, presenting the host
+key injected through cloud-init, isolated from the host, and gone without a trace when deleted."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import hcloud
+import httpx
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hcloud.images import Image
+from hcloud.server_types import ServerType
+from hcloud.ssh_keys import SSHKey
+
+from nodewright.sim.server import SimServer
+from tests.fixtures.sim import fast_config, random_token, ssh_keypair, ssh_sim_server  # noqa: F401
+from tests.support.system import require_binary, require_root
+
+
+@pytest.fixture
+def node_sim(ssh_sim_server: SimServer) -> SimServer:
+    httpx.post(ssh_sim_server.base_url + "/_sim/reset").raise_for_status()
+    return ssh_sim_server
+
+
+@pytest.fixture
+def client(node_sim: SimServer) -> hcloud.Client:
+    return hcloud.Client(token=random_token(), api_endpoint=node_sim.api_url, poll_interval=0.02)
+
+
+def host_keypair() -> tuple[str, str]:
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private, public.decode()
+
+
+def sim_server_entry(sim: SimServer, server_id: int) -> dict[str, Any]:
+    entries = httpx.get(sim.base_url + "/_sim/servers").json()["servers"]
+    entry: dict[str, Any] = next(e for e in entries if e["id"] == server_id)
+    return entry
+
+
+def ssh(key: Path, known_hosts: Path, host: str, command: str) -> subprocess.CompletedProcess[str]:
+    binary = require_binary("ssh")
+    return subprocess.run(
+        [binary, "-i", str(key), "-o", "StrictHostKeyChecking=yes",
+         "-o", f"UserKnownHostsFile={known_hosts}", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+         "-o", "ConnectTimeout=10", f"root@{host}", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+
+
+def node_processes(marker: str) -> list[int]:
+    """Pids whose command line mentions ``marker`` (a node's private directory)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def create_node(client: hcloud.Client, name: str, public_key: str, user_data: str | None = None) -> Any:
+    key = client.ssh_keys.create(name=f"key-{name}", public_key=public_key)
+    result = client.servers.create(
+        name,
+        server_type=ServerType(name="cx22"),
+        image=Image(name="ubuntu-24.04"),
+        ssh_keys=[SSHKey(id=key.id)],
+        user_data=user_data,
+    )
+    result.action.wait_until_finished()
+    for action in result.next_actions:
+        action.wait_until_finished()
+    return client.servers.get_by_id(result.server.id)
+
+
+def test_ssh_into_node_with_pinned_host_key(
+    client: hcloud.Client, node_sim: SimServer, ssh_keypair: tuple[Path, str], tmp_path: Path
+) -> None:
+    key_path, public_key = ssh_keypair
+    other = tmp_path / "other"
+    subprocess.run(
+        [require_binary("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True
+    )
+    host_private, host_public = host_keypair()
+    user_data = "#cloud-config\n" + yaml.safe_dump(
+        {
+            "hostname": "node-a",
+            "ssh_keys": {"ed25519_private": host_private, "ed25519_public": host_public},
+            "ssh_authorized_keys": [(tmp_path / "other.pub").read_text().strip()],
+        }
+    )
+    server = create_node(client, "web-1", public_key, user_data)
+    assert server.status == "running"
+    address = server.public_net.ipv4.ip
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"{address} {host_public}\n")
+
+    marker = f"nodewright-{secrets.token_hex(4)}"
+    result = ssh(key_path, known_hosts, address,
+                 f"hostname; id -u; python3 -c 'print(6*7)'; echo {marker} > /root/{marker}; "
+                 f"touch /etc/{marker}; cat /root/{marker}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["node-a", "0", "42", marker]
+    assert not Path(f"/root/{marker}").exists()
+    assert not Path(f"/etc/{marker}").exists()
+
+    assert ssh(other, known_hosts, address, "true").returncode == 0  # cloud-init authorized key
+    stranger = tmp_path / "stranger"
+    subprocess.run(
+        [require_binary("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True
+    )
+    assert ssh(stranger, known_hosts, address, "true").returncode != 0
+
+    wrong_hosts = tmp_path / "wrong_hosts"
+    wrong_hosts.write_text(f"{address} {host_keypair()[1]}\n")
+    refused = ssh(key_path, wrong_hosts, address, "true")
+    assert refused.returncode != 0
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in refused.stderr
+
+
+def test_power_cycle_keeps_the_disk_and_delete_leaves_nothing(
+    client: hcloud.Client, node_sim: SimServer, ssh_keypair: tuple[Path, str], tmp_path: Path
+) -> None:
+    key_path, public_key = ssh_keypair
+    server = create_node(client, "db-1", public_key)
+    entry = sim_server_entry(node_sim, server.id)
+    assert entry["hostname"] == "db-1"
+    node_dir = entry["ssh"]["node"]["directory"]
+    assert node_processes(node_dir)
+    address = server.public_net.ipv4.ip
+    known_hosts = tmp_path / "known_hosts"
+    scan = subprocess.run([require_binary("ssh-keyscan"), "-t", "ed25519", address],
+                          capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    known_hosts.write_text(scan.stdout)
+
+    session = subprocess.Popen(
+        [require_binary("ssh"), "-i", str(key_path), "-o", "StrictHostKeyChecking=yes",
+         "-o", f"UserKnownHostsFile={known_hosts}", "-o", "BatchMode=yes", f"root@{address}",
+         "echo kept > /var/kept && hostname && sleep 600"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert session.stdout is not None
+        assert session.stdout.readline().strip() == "db-1"
+        server.power_off().wait_until_finished()
+        assert client.servers.get_by_id(server.id).status == "off"
+        assert not node_processes(node_dir)  # the open session died with its node
+        session.wait(timeout=30)
+    finally:
+        if session.poll() is None:
+            session.kill()
+            session.wait()
+    server.power_on().wait_until_finished()
+    result = ssh(key_path, known_hosts, address, "cat /var/kept; hostname")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["kept", "db-1"]
+    assert not Path("/var/kept").exists()
+
+    server.delete().wait_until_finished()
+    assert not node_processes(node_dir)
+    assert not Path(node_dir).exists()
+
+
+def test_stopping_the_simulator_leaves_no_process(ssh_keypair: tuple[Path, str]) -> None:
+    require_root()
+    require_binary("sshd", "/usr/sbin/sshd")
+    with SimServer(ssh_nodes=True, config=fast_config()) as sim:
+        if not sim.ssh_nodes:
+            pytest.skip(f"no SSH nodes: {sim.ssh_nodes_reason}")
+        c = hcloud.Client(token=random_token(), api_endpoint=sim.api_url, poll_interval=0.02)
+        server = create_node(c, "tmp-1", ssh_keypair[1])
+        root = httpx.get(sim.base_url + "/_sim/status").json()["node_root"]
+        assert sim_server_entry(sim, server.id)["ssh"]["node"]["state"] == "ready"
+        assert node_processes(root)
+    assert not node_processes(root)
+    assert not os.path.exists(root)
