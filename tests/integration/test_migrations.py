@@ -51,3 +51,29 @@ def test_models_match_migrations(database: object) -> None:
     with database.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
+
+
+def test_concurrent_upgrades_serialise(empty_url: str) -> None:
+    """Several processes starting at once (serve on several machines) migrate exactly once."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from nodewright.db import migrate\n"
+        "from nodewright.db.engine import make_engine\n"
+        "engine = make_engine(sys.argv[1])\n"
+        "migrate.upgrade(engine)\n"
+        "print(migrate.current_revision(engine))\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, empty_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    head = migrate.head_revision()
+    for proc, (out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err
+        assert out.strip() == head
