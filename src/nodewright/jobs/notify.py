@@ -71,11 +71,9 @@ def notify_on_commit(session: Session) -> None:
             sess.info.pop(_SESSION_FLAG, None)
             notify_local()
 
-        def _after_rollback(sess: Session) -> None:
-            sess.info.pop(_SESSION_FLAG, None)
-
+        # After a rollback the listener simply stays armed: at worst a later commit on this session
+        # wakes workers that find nothing new, which is harmless.
         event.listen(session, "after_commit", _after_commit, once=True)
-        event.listen(session, "after_soft_rollback", _after_rollback, once=True)
 
 
 def libpq_url(database_url: str) -> str:

@@ -1,0 +1,193 @@
+"""How attempts end: success, retries with backoff into run_after, max attempts, terminal errors,
+internal errors, cancel of queued and running jobs, and redaction of events."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from nodewright.db.database import Database
+from nodewright.db.models.jobs import JobEvent
+from nodewright.db.types import utcnow
+from nodewright.jobs import service
+from nodewright.jobs.enqueue import enqueue
+from nodewright.jobs.runner import run_claimed
+from nodewright.jobs.states import JobState
+from nodewright.jobs.worker import WorkerPool
+from nodewright.security.redaction import register_secret
+from tests.support.job_handlers import REGISTRY, create_test_tables
+from tests.support.jobs import claim, job_row, make_due, run_next, wait_for_state, wait_until
+
+
+@pytest.fixture
+def db(database: Database) -> Database:
+    create_test_tables(database)
+    return database
+
+
+@pytest.fixture
+def pool(db: Database) -> Iterator[WorkerPool]:
+    workers = WorkerPool(db, concurrency=2, registry=REGISTRY, lease_seconds=2.0, poll_interval=0.1)
+    workers.start()
+    try:
+        yield workers
+    finally:
+        workers.stop(timeout=5.0)
+
+
+def _events(db: Database, job_id: int) -> list[JobEvent]:
+    with db.session() as session:
+        return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)))
+
+
+def _enqueue(db: Database, kind: str, args: dict[str, object] | None = None, **kw: object) -> int:
+    with db.session() as session:
+        return enqueue(session, kind, args or {}, registry=REGISTRY, **kw).id  # type: ignore[arg-type]
+
+
+def test_success_records_result_steps_and_a_dense_event_log(db: Database) -> None:
+    job_id = _enqueue(db, "test.steps")
+    assert run_next(db) == "succeeded"
+    job = job_row(db, job_id)
+    assert job.state == JobState.SUCCEEDED
+    assert job.result == {
+        "one": {"server_id": 1000 + job_id, "attempt": 1},
+        "two": {"action_id": 7, "attempt": 1},
+    }
+    assert job.finished_at is not None and job.lease_expires_at is None
+    events = _events(db, job_id)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    messages = [e.message for e in events]
+    assert messages[0] == "queued"
+    assert "step one completed" in messages and "between steps" in messages
+    assert messages[-1] == "succeeded"
+
+
+def test_retryable_error_backs_off_into_run_after_honouring_retry_after(db: Database) -> None:
+    job_id = _enqueue(db, "test.fail", {"code": "rate_limited", "retry_after": 3600})
+    before = utcnow()
+    assert run_next(db) == JobState.RETRY_WAIT
+    job = job_row(db, job_id)
+    assert job.state == JobState.RETRY_WAIT
+    assert job.error is not None and job.error["code"] == "rate_limited" and job.error["retryable"] is True
+    assert (job.run_after - before).total_seconds() >= 3600
+    assert claim(db) is None  # not due yet
+
+    make_due(db, job_id)
+    assert run_next(db) == JobState.RETRY_WAIT
+    assert job_row(db, job_id).attempt == 2
+    make_due(db, job_id)
+    assert run_next(db) == JobState.FAILED  # max_attempts=3 for test.fail
+    job = job_row(db, job_id)
+    assert job.attempt == 3 and job.state == JobState.FAILED
+    assert job.error is not None and job.error["code"] == "rate_limited"
+
+
+def test_backoff_without_retry_after_follows_the_kind_schedule(db: Database) -> None:
+    job_id = _enqueue(db, "test.fail", {"code": "provider_unavailable"})
+    run_next(db)
+    job = job_row(db, job_id)
+    delay = (job.run_after - job.updated_at).total_seconds()
+    # test.fail: base 0.05 s, cap 0.2 s, jitter 25 %.
+    assert 0.05 * 0.75 - 0.001 <= delay <= 0.05 * 1.25 + 0.001
+
+
+def test_terminal_error_fails_at_once_with_code_and_hint(db: Database) -> None:
+    job_id = _enqueue(
+        db, "test.fail", {"code": "quota_exceeded", "retryable": False, "hint": "raise the project limit"}
+    )
+    assert run_next(db) == JobState.FAILED
+    job = job_row(db, job_id)
+    assert job.attempt == 1
+    assert job.error == {
+        "code": "quota_exceeded",
+        "message": "the provider is down",
+        "retryable": False,
+        "hint": "raise the project limit",
+        "retry_after": None,
+    }
+
+
+def test_unexpected_exception_becomes_internal_error_without_details(db: Database) -> None:
+    secret = "s3cr3t-token-value-123456"
+    register_secret(secret)
+    job_id = _enqueue(db, "test.crash", {"secret": secret}, max_attempts=1)
+    assert run_next(db) == JobState.FAILED
+    job = job_row(db, job_id)
+    assert job.error is not None and job.error["code"] == "internal_error"
+    assert "Traceback" not in job.error["message"] and secret not in job.error["message"]
+    assert all(secret not in (e.message + str(e.data)) for e in _events(db, job_id))
+
+
+def test_events_are_redacted_before_they_are_stored(db: Database) -> None:
+    secret = "hcloud-token-abcdefghijklmnop"
+    register_secret(secret)
+    job_id = _enqueue(db, "test.noop")
+    claimed = claim(db)
+    assert claimed is not None
+    from nodewright.jobs.context import JobContext
+
+    ctx = JobContext(db, claimed, cancel_flag=threading.Event())
+    ctx.log(f"token is {secret}", level="warning", token=secret, nested={"list": [secret]})
+    logged = _events(db, job_id)[-1]
+    assert secret not in logged.message and "[REDACTED]" in logged.message
+    assert logged.data == {"token": "[REDACTED]", "nested": {"list": ["[REDACTED]"]}}
+    assert logged.level == "warning"
+
+
+def test_flaky_job_succeeds_on_a_later_attempt_through_a_worker_pool(db: Database, pool: WorkerPool) -> None:
+    job_id = _enqueue(db, "test.flaky", {"succeed_on": 3})
+    job = wait_for_state(db, job_id, JobState.SUCCEEDED, JobState.FAILED)
+    assert job.state == JobState.SUCCEEDED
+    assert job.attempt == 3 and job.result == {"attempt": 3}
+
+
+def test_cancel_of_a_queued_job_is_immediate(db: Database) -> None:
+    job_id = _enqueue(db, "test.noop")
+    with db.session(write=True) as session:
+        job = service.request_cancel(session, job_id, actor="user:alice")
+        assert job.state == JobState.CANCELED
+    assert claim(db) is None
+    with pytest.raises(service.JobAlreadyFinished), db.session(write=True) as session:
+        service.request_cancel(session, job_id)
+    assert "canceled by user:alice" in [e.message for e in _events(db, job_id)]
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_cancel_of_a_running_job_stops_it_at_its_next_check(db: Database, tmp_path: Path, mode: str) -> None:
+    marker = tmp_path / "running"
+    workers = WorkerPool(
+        db, concurrency=1, mode=mode, registry=REGISTRY, lease_seconds=2.0, poll_interval=0.1
+    )
+    workers.start()
+    try:
+        job_id = _enqueue(db, "test.wait_cancel", {"marker": str(marker)})
+        wait_until(marker.exists, what="the handler to start")
+        with db.session(write=True) as session:
+            assert service.request_cancel(session, job_id, actor="user:bob").state == JobState.CANCELING
+        job = wait_for_state(db, job_id, JobState.CANCELED, JobState.SUCCEEDED, JobState.FAILED)
+        assert job.state == JobState.CANCELED
+        assert job.cancel_requested_at is not None and job.finished_at is not None
+        messages = [e.message for e in _events(db, job_id)]
+        assert "cancel requested by user:bob" in messages and messages[-1] == "canceled"
+    finally:
+        workers.stop(timeout=5.0)
+
+
+def test_a_stale_attempt_cannot_finish_a_job_it_lost(db: Database) -> None:
+    """run_claimed with a fence that no longer matches writes nothing and reports the loss."""
+    job_id = _enqueue(db, "test.noop")
+    claimed = claim(db, "old-owner")
+    assert claimed is not None
+    with db.session(write=True) as session:
+        job = service.get_job(session, job_id)
+        job.lease_owner = "new-owner"
+        job.attempt = 2
+    outcome = run_claimed(db, claimed, REGISTRY.get("test.noop"), cancel_flag=threading.Event())
+    assert outcome == "lost"
+    job = job_row(db, job_id)
+    assert job.state == JobState.RUNNING and job.lease_owner == "new-owner" and job.result is None
