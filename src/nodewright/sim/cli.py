@@ -1,0 +1,78 @@
+"""``nodewright sim``: run the Hetzner Cloud API simulator in the foreground.
+
+A plain function with typer annotations, so the product's CLI can mount it (``app.command("sim")``)
+and ``python -m nodewright.sim`` can run it on its own.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from nodewright.sim.config import SimConfig
+from nodewright.sim.server import SimServer
+
+
+def sim_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8480,
+    ssh_nodes: Annotated[
+        bool, typer.Option("--ssh-nodes/--no-ssh-nodes", help="Run a real sshd per running server.")
+    ] = True,
+    state_file: Annotated[
+        Path | None, typer.Option(help="Keep the simulated cloud in this JSON file across restarts.")
+    ] = None,
+    create_duration: Annotated[float, typer.Option(help="Seconds a create_server action takes.")] = 1.0,
+    start_duration: Annotated[float, typer.Option(help="Seconds a start_server action takes.")] = 1.0,
+    stop_duration: Annotated[float, typer.Option(help="Seconds a stop_server action takes.")] = 0.5,
+    delete_duration: Annotated[float, typer.Option(help="Seconds a delete_server action takes.")] = 0.5,
+    rate_limit: Annotated[int, typer.Option(help="Rate-limit bucket capacity per project.")] = 3600,
+    rate_refill: Annotated[float, typer.Option(help="Requests per second added back to the bucket.")] = 1.0,
+    ssh_range: Annotated[str, typer.Option(help="Loopback range for server IPv4s.")] = "127.77.0.0/16",
+    ssh_port: Annotated[int, typer.Option(help="Port every simulated node's sshd listens on.")] = 22,
+) -> None:
+    """Run a local Hetzner Cloud API simulator whose servers are real SSH hosts."""
+    try:
+        config = SimConfig(
+            create_duration=create_duration,
+            start_duration=start_duration,
+            stop_duration=stop_duration,
+            delete_duration=delete_duration,
+            rate_limit_capacity=rate_limit,
+            rate_limit_refill_per_second=rate_refill,
+            ssh_address_range=ssh_range,
+            ssh_port=ssh_port,
+            ssh_nodes=ssh_nodes,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    server = SimServer(host=host, port=port, ssh_nodes=ssh_nodes, state_file=state_file, config=config)
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            server.start()
+        except OSError as exc:
+            print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        print(f"{server.base_url}/v1", flush=True)
+        if server.ssh_nodes:
+            print(f"SSH nodes: on ({ssh_range}, port {ssh_port})", file=sys.stderr, flush=True)
+        else:
+            print(f"SSH nodes: off ({server.ssh_nodes_reason})", file=sys.stderr, flush=True)
+        stop.wait()
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
