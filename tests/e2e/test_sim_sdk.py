@@ -4,6 +4,8 @@ that the product has to handle (reproduced with the simulator's fault injection)
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import hcloud
@@ -18,6 +20,7 @@ from hcloud.ssh_keys import SSHKey
 
 from nodewright.sim.server import SimServer
 from tests.fixtures.sim import (  # noqa: F401
+    fast_config,
     hcloud_client,
     random_token,
     sim,
@@ -260,3 +263,35 @@ def test_out_of_band_changes(hcloud_client: hcloud.Client, sim_control: httpx.Cl
     log = sim_control.get("/requests").json()["requests"]
     assert log and {"method", "path", "status", "error_code", "correlation_id", "time"} <= set(log[0])
     assert all("token" not in str(entry).lower() for entry in log)
+
+
+def test_state_file_survives_a_restart(tmp_path: Path) -> None:
+    state_file = tmp_path / "sim-state.json"
+    token = random_token()
+    with SimServer(ssh_nodes=False, state_file=state_file, config=fast_config()) as first:
+        client = hcloud.Client(token=token, api_endpoint=first.api_url, poll_interval=0.02)
+        client.ssh_keys.create(name="k", public_key=PUBLIC_KEY)
+        wait_all(create(client, "keeper-1", labels={"keep": "yes"}))
+    assert token not in state_file.read_text()
+    with SimServer(ssh_nodes=False, state_file=state_file, config=fast_config()) as second:
+        client = hcloud.Client(token=token, api_endpoint=second.api_url, poll_interval=0.02)
+        [server] = client.servers.get_all(label_selector="keep=yes")
+        assert (server.name, server.status) == ("keeper-1", "running")
+        assert client.ssh_keys.get_by_name("k") is not None
+        assert create(client, "keeper-2").server.id > server.id
+
+
+def test_concurrent_clients_get_unique_servers(sim: SimServer) -> None:
+    token = random_token()
+
+    def worker(index: int) -> list[int]:
+        client = hcloud.Client(token=token, api_endpoint=sim.api_url, poll_interval=0.02)
+        return [create(client, f"c-{index}-{n}").server.id for n in range(5)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = [i for batch in pool.map(worker, range(8)) for i in batch]
+    assert len(set(ids)) == 40
+    client = hcloud.Client(token=token, api_endpoint=sim.api_url)
+    servers = client.servers.get_all()
+    assert len(servers) == 40
+    assert len({s.public_net.ipv4.ip for s in servers}) == 40
