@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from nodewright.api.deps import DatabaseDep, Operator, Viewer
-from nodewright.api.problems import PROBLEM_RESPONSES, ProblemError, _doc
+from nodewright.api.problems import PROBLEM_RESPONSES, ProblemError, problem_doc
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import Job, JobEvent, JobStep
 from nodewright.jobs import service
@@ -276,7 +276,7 @@ def event_stream(
 @router.post(
     "/{job_id}/cancel",
     summary="Cancel a job: at once if waiting, at its next step boundary if running",
-    responses={409: _doc("The job already finished")},
+    responses={409: problem_doc("The job already finished")},
 )
 def cancel_job(job_id: JobId, caller: Operator, database: DatabaseDep) -> JobOut:
     target = f"job:{job_id}"
