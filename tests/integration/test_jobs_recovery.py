@@ -1,0 +1,185 @@
+"""Leases, fencing and checkpoints in one process: expiry requeue, resume from the last completed
+step, a stale attempt's writes refused, hand-back at shutdown, and the periodic singleton."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+
+from nodewright.db.database import Database
+from nodewright.db.models.jobs import JobStep
+from nodewright.jobs.context import JobContext
+from nodewright.jobs.enqueue import enqueue
+from nodewright.jobs.errors import LeaseLost
+from nodewright.jobs.maintainer import enqueue_periodic, requeue_expired
+from nodewright.jobs.registry import Registry
+from nodewright.jobs.runner import run_claimed
+from nodewright.jobs.states import JobState
+from nodewright.jobs.worker import WorkerPool
+from tests.support.job_handlers import REGISTRY, create_test_tables, tick
+from tests.support.jobs import claim, job_row, wait_for_state, wait_until
+
+
+@pytest.fixture
+def db(database: Database) -> Database:
+    create_test_tables(database)
+    return database
+
+
+def _expire_lease(db: Database, job_id: int) -> None:
+    with db.session(write=True) as session:
+        session.execute(
+            text("UPDATE jobs SET lease_expires_at = :t WHERE id = :id"),
+            {
+                "t": "2000-01-01 00:00:00.000000" if db.is_sqlite else "2000-01-01T00:00:00+00:00",
+                "id": job_id,
+            },
+        )
+
+
+def _step_runs(db: Database, job_id: int) -> list[tuple[str, int]]:
+    with db.session() as session:
+        rows = session.execute(
+            text("SELECT step, attempt FROM test_step_runs WHERE job_id = :j ORDER BY step, attempt"),
+            {"j": job_id},
+        ).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+def test_expired_lease_is_requeued_and_resumes_from_the_checkpoint_while_the_stale_attempt_is_fenced(
+    db: Database,
+) -> None:
+    with db.session() as session:
+        job_id = enqueue(session, "test.steps", {}, registry=REGISTRY).id
+
+    # Attempt 1 checkpoints step one, then "hangs" (we simply stop driving it) and its lease runs out.
+    first = claim(db, "worker-a")
+    assert first is not None and first.attempt == 1
+    stale = JobContext(db, first, cancel_flag=threading.Event())
+    one = stale.step("one", lambda: {"server_id": 4242})
+    assert one == {"server_id": 4242}
+    _expire_lease(db, job_id)
+    assert requeue_expired(db) == [job_id]
+    job = job_row(db, job_id)
+    assert job.state == JobState.QUEUED and job.lease_owner is None and job.attempt == 1
+
+    # Attempt 2 (another worker) reads step one back instead of redoing it, then runs step two.
+    second = claim(db, "worker-b")
+    assert second is not None and second.attempt == 2
+    assert run_claimed(db, second, REGISTRY.get("test.steps"), cancel_flag=threading.Event()) == "succeeded"
+    job = job_row(db, job_id)
+    assert job.state == JobState.SUCCEEDED
+    assert job.result is not None and job.result["one"] == {"server_id": 4242}
+    assert job.result["two"]["attempt"] == 2
+    assert _step_runs(db, job_id) == [("two", 2)]  # step one's function never ran again
+
+    # The stale attempt wakes up: every kind of write it tries is refused.
+    with pytest.raises(LeaseLost):
+        stale.step("two", lambda: {"late": True})
+    with pytest.raises(LeaseLost):
+        stale.log("late log line")
+    with pytest.raises(LeaseLost):
+        stale.check_canceled()
+    assert run_claimed(db, first, REGISTRY.get("test.steps"), cancel_flag=threading.Event()) == "lost"
+    with db.session() as session:
+        steps = session.execute(select(JobStep.name, JobStep.attempt).where(JobStep.job_id == job_id)).all()
+    assert sorted((s[0], s[1]) for s in steps) == [("one", 1), ("two", 2)]
+    assert job_row(db, job_id).result == job.result
+
+
+def test_expired_lease_on_the_last_attempt_fails_with_worker_lost(db: Database) -> None:
+    with db.session() as session:
+        job_id = enqueue(session, "test.noop", {}, max_attempts=1).id
+    assert claim(db) is not None
+    _expire_lease(db, job_id)
+    requeue_expired(db)
+    job = job_row(db, job_id)
+    assert job.state == JobState.FAILED
+    assert job.error is not None and job.error["code"] == "worker_lost"
+
+
+def test_stop_hands_unfinished_jobs_back_and_fences_the_handler(db: Database, tmp_path: Path) -> None:
+    marker = tmp_path / "in-step-two"
+    pool = WorkerPool(db, concurrency=1, registry=REGISTRY, lease_seconds=5.0, poll_interval=0.1)
+    pool.start()
+    with db.session() as session:
+        job_id = enqueue(
+            session,
+            "test.steps",
+            {"block_attempt": 1, "marker": str(marker), "block_seconds": 1.5},
+            registry=REGISTRY,
+        ).id
+    try:
+        wait_until(marker.exists, what="the handler to reach step two")
+    finally:
+        pool.stop(timeout=0.1)
+    job = job_row(db, job_id)
+    assert job.state == JobState.QUEUED and job.lease_owner is None
+    # The handler thread finishes its step after the hand-back: its checkpoint is refused.
+    wait_until(lambda: ("two", 1) in _step_runs(db, job_id), what="the zombie step to run")
+    wait_until(
+        lambda: not any(t.is_alive() for t in pool._executors),
+        what="the zombie handler thread to reach its refused checkpoint and end",
+    )
+    with db.session() as session:
+        names = session.execute(select(JobStep.name).where(JobStep.job_id == job_id)).scalars().all()
+    assert list(names) == ["one"]
+    assert job_row(db, job_id).state == JobState.QUEUED
+
+
+def test_periodic_job_has_one_instance_at_a_time_across_workers(db: Database) -> None:
+    registry = Registry()
+    registry.register("test.tick", tick)
+    registry.periodic("test.tick", interval_seconds=0.2)
+    # Several maintainers racing to enqueue the same schedule produce one pending job.
+    created = {job_id for _ in range(5) for job_id in enqueue_periodic(db, registry)}
+    assert len(created) == 1
+    pools = [
+        WorkerPool(db, concurrency=2, registry=registry, lease_seconds=2.0, poll_interval=0.05)
+        for _ in range(3)
+    ]
+    for pool in pools:
+        pool.start()
+    try:
+        wait_until(lambda: _count_runs(db) >= 5, timeout=60, what="five periodic runs")
+    finally:
+        for pool in pools:
+            pool.stop(timeout=5.0)
+    with db.session() as session:
+        runs = session.execute(
+            text("SELECT job_id, started, ended FROM test_job_runs ORDER BY started")
+        ).all()
+        pending = session.execute(
+            text("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running', 'retry_wait')")
+        ).scalar_one()
+    assert pending <= 1
+    job_ids = [r[0] for r in runs]
+    assert len(job_ids) == len(set(job_ids))  # each instance ran once
+    for earlier, later in itertools.pairwise(runs):
+        assert earlier[2] <= later[1], "two periodic instances overlapped"
+
+
+def _count_runs(db: Database) -> int:
+    with db.session() as session:
+        return int(session.execute(text("SELECT count(*) FROM test_job_runs")).scalar_one())
+
+
+def test_worker_pool_runs_to_completion_and_records_its_heartbeat(db: Database) -> None:
+    pool = WorkerPool(db, concurrency=2, registry=REGISTRY, lease_seconds=2.0, poll_interval=0.1)
+    pool.start()
+    try:
+        with db.session() as session:
+            ids = [enqueue(session, "test.noop", {}, resource_key=f"r{i % 2}").id for i in range(10)]
+        for job_id in ids:
+            wait_for_state(db, job_id, JobState.SUCCEEDED)
+        with db.session() as session:
+            workers = session.execute(text("SELECT id FROM workers")).scalars().all()
+        assert pool.worker_id in workers
+    finally:
+        pool.stop(timeout=5.0)
+    with db.session() as session:
+        assert session.execute(text("SELECT count(*) FROM workers")).scalar_one() == 0
