@@ -384,8 +384,18 @@ class NodeSupervisor:
 
     @staticmethod
     def _terminate(process: subprocess.Popen[bytes]) -> None:
-        """SIGKILL the group: unshare and its child, sshd, which is pid 1 of the node's namespace,
-        so the kernel kills every session in the node with it."""
+        """Kill the node's pid-namespace init (its sshd) first: the kernel then kills every
+        process of the node, the init reaps them, and unshare reaps the init and exits, so no
+        orphan or zombie is left for the host to collect. The group kill is the fallback."""
+        try:
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        except OSError:
+            children = []
+        for child in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                os.kill(int(child), signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         try:
@@ -406,9 +416,5 @@ class NodeSupervisor:
                 node.process = None
                 node.state = "gone"
         for process in processes:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-        for process in processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=10)
+            self._terminate(process)
         shutil.rmtree(self.root, ignore_errors=True)
