@@ -1,0 +1,61 @@
+"""Settings precedence: keyword > environment > config file > default; errors name the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nodewright.config import ConfigError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("NODEWRIGHT_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings()
+    assert settings.port == 8400
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path / '.nodewright' / 'nodewright.db'}"
+
+
+def test_config_file_then_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "nw.toml"
+    config.write_text('port = 9000\nhost = "0.0.0.0"\nembedded_workers = 3\n')
+    monkeypatch.setenv("NODEWRIGHT_CONFIG_FILE", str(config))
+    settings = load_settings()
+    assert (settings.port, settings.host, settings.embedded_workers) == (9000, "0.0.0.0", 3)
+    monkeypatch.setenv("NODEWRIGHT_PORT", "9100")
+    assert load_settings().port == 9100
+    assert load_settings(port=9200).port == 9200
+
+
+def test_data_dir_config_file_is_found(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "nodewright.toml").write_text("port = 9300\n")
+    monkeypatch.setenv("NODEWRIGHT_DATA_DIR", str(data))
+    settings = load_settings()
+    assert settings.port == 9300
+    assert settings.resolved_database_url.endswith("data/nodewright.db")
+
+
+def test_invalid_value_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NODEWRIGHT_PORT", "not-a-port")
+    with pytest.raises(ConfigError, match="port"):
+        load_settings()
+    monkeypatch.setenv("NODEWRIGHT_PORT", "70000")
+    with pytest.raises(ConfigError, match="port: Input should be less than or equal to 65535"):
+        load_settings()
+
+
+def test_secret_keys_do_not_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NODEWRIGHT_SECRET_KEYS", "k" * 44)
+    settings = load_settings()
+    assert "k" * 44 not in repr(settings) and "k" * 44 not in settings.model_dump_json()
