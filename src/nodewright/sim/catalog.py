@@ -8,6 +8,7 @@ like the real API so that cost previews exercise the same parsing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from decimal import Decimal
 from typing import Any
 
@@ -83,6 +84,12 @@ class ServerType:
         return location in self.locations and location not in self.unavailable_in and self.deprecation is None
 
     def to_json(self) -> dict[str, Any]:
+        """Rendered once: the catalog is immutable and servers embed it in every answer.
+        Callers must treat the result as read-only."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> dict[str, Any]:
         dep = self.deprecation.to_json() if self.deprecation else None
         return {
             "id": self.id,
@@ -154,6 +161,11 @@ class Image:
     labels: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """Rendered once, read-only, like :meth:`ServerType.to_json`."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> dict[str, Any]:
         deprecation = (
             {"announced": self.deprecated, "unavailable_after": self.deprecated} if self.deprecated else None
         )
