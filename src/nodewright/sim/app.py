@@ -245,7 +245,23 @@ def make_api_endpoint(rt: SimRuntime) -> Callable[[Request], Awaitable[Response]
         headers = {"X-Correlation-Id": correlation}
         project: str | None = None
         decision = rt.limiter.peek()
-        error_code: str | None = None
+
+        def finish(response: Response, error_code: str | None) -> Response:
+            rt.state.record(
+                RequestRecord(
+                    time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    method=method,
+                    path=path,
+                    query=request.url.query,
+                    status=response.status_code,
+                    error_code=error_code,
+                    correlation_id=correlation,
+                    project=project,
+                    duration_ms=round((time.monotonic() - started) * 1000, 3),
+                )
+            )
+            return response
+
         try:
             faults = rt.faults.fire(method, path)
             for fault in faults:
@@ -254,24 +270,11 @@ def make_api_endpoint(rt: SimRuntime) -> Callable[[Request], Awaitable[Response]
             for fault in faults:
                 if fault.kind == "non_json":
                     headers.update(_rate_headers(decision))
-                    error_code = f"http_{fault.error_status()}"
-                    return _record(
-                        rt,
-                        started,
-                        method,
-                        path,
-                        _non_json(fault.error_status(), headers),
-                        error_code,
-                        project,
-                        correlation,
-                    )
+                    status = fault.error_status()
+                    return finish(_non_json(status, headers), f"http_{status}")
                 if fault.kind == "error":
-                    raise ApiError(
-                        fault.code or "server_error",
-                        fault.error_body()["error"]["message"],
-                        fault.details,
-                        fault.error_status(),
-                    )
+                    message = fault.error_body()["error"]["message"]
+                    raise ApiError(fault.code or "server_error", message, fault.details, fault.error_status())
             project, mode = _authenticate(rt, request)
             if mode == "read_only" and method in WRITE_METHODS:
                 raise ApiError("token_readonly", "token is read-only")
@@ -281,51 +284,21 @@ def make_api_endpoint(rt: SimRuntime) -> Callable[[Request], Awaitable[Response]
             route, raw_params = _match(method, path.removeprefix("/v1"))
             call = Call(project, _int_params(raw_params), _query(request), await _body(request), faults)
             status, body = route.handler(rt, call)
+            headers.update(_rate_headers(decision))
             for fault in faults:
                 if fault.kind == "lost_response":
+                    # The operation took effect; the client only sees what a proxy says on timeout.
                     if fault.delay:
                         await asyncio.sleep(fault.delay)
-                    headers.update(_rate_headers(decision))
-                    error_code = "lost_response"
-                    response = _non_json(fault.status or 504, headers)
-                    return _record(rt, started, method, path, response, error_code, project, correlation)
-            headers.update(_rate_headers(decision))
-            return _record(
-                rt, started, method, path, _json(status, body, headers), None, project, correlation
-            )
+                    return finish(_non_json(fault.status or 504, headers), "lost_response")
+            return finish(_json(status, body, headers), None)
         except ApiError as exc:
             headers.update(_rate_headers(decision))
             if exc.code == "rate_limit_exceeded":
                 headers["RateLimit-Remaining"] = "0"
-            response = _json(exc.status, exc.body(), headers)
-            return _record(rt, started, method, path, response, exc.code, project, correlation)
+            return finish(_json(exc.status, exc.body(), headers), exc.code)
 
     return api
-
-
-def _record(
-    rt: SimRuntime,
-    started: float,
-    method: str,
-    path: str,
-    response: Response,
-    error_code: str | None,
-    project: str | None,
-    correlation: str,
-) -> Response:
-    rt.state.record(
-        RequestRecord(
-            time=datetime.now(UTC).isoformat(timespec="milliseconds"),
-            method=method,
-            path=path,
-            status=response.status_code,
-            error_code=error_code,
-            correlation_id=correlation,
-            project=project,
-            duration_ms=round((time.monotonic() - started) * 1000, 3),
-        )
-    )
-    return response
 
 
 def _authenticate(rt: SimRuntime, request: Request) -> tuple[str, str]:

@@ -8,8 +8,8 @@ like the real API so that cost previews exercise the same parsing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 VAT = Decimal("0.19")

@@ -163,6 +163,7 @@ class RequestRecord:
     time: str
     method: str
     path: str
+    query: str
     status: int
     error_code: str | None
     correlation_id: str
