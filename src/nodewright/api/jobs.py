@@ -299,5 +299,5 @@ def cancel_job(job_id: JobId, caller: Operator, database: DatabaseDep) -> JobOut
             409,
             "job_finished",
             "Job already finished",
-            f"Job {job_id} is already {exc.job.state}; there is nothing to cancel.",
+            f"Job {job_id} is already {exc.state}; there is nothing to cancel.",
         ) from None

@@ -18,12 +18,13 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import select
 
 from nodewright.db.database import Database
-from nodewright.db.models.jobs import JobStep
+from nodewright.db.models.jobs import Job, JobStep
 from nodewright.db.types import utcnow
 from nodewright.jobs.claim import ClaimedJob
-from nodewright.jobs.errors import DEADLINE_EXCEEDED, JobCanceled, JobError
+from nodewright.jobs.errors import DEADLINE_EXCEEDED, JobCanceled, JobError, LeaseLost
 from nodewright.jobs.events import append_event, jsonable
 from nodewright.jobs.fencing import Fence, fenced_touch
+from nodewright.jobs.states import HOLDING
 
 T = TypeVar("T")
 
@@ -121,9 +122,19 @@ class JobContext:
         self._check_deadline()
         if self._cancel_flag.is_set():
             raise JobCanceled(f"job {self.job_id} was canceled")
-        with self._database.session(write=True) as session:
-            touch = fenced_touch(session, self.fence)
-        if touch.cancel_requested:
+        # A read, not a fenced write: handlers call this in tight polling loops, and on SQLite every
+        # write takes the database-wide lock. Ownership is still verified; writes stay fenced.
+        with self._database.session() as session:
+            row = session.execute(
+                select(Job.lease_owner, Job.attempt, Job.state, Job.cancel_requested_at).where(
+                    Job.id == self.job_id
+                )
+            ).one_or_none()
+        if row is None or row.lease_owner != self.fence.owner or row.attempt != self.attempt:
+            raise LeaseLost(f"job {self.job_id} attempt {self.attempt} is no longer ours")
+        if row.state not in HOLDING:
+            raise LeaseLost(f"job {self.job_id} is {row.state}")
+        if row.cancel_requested_at is not None:
             self._cancel_flag.set()
             raise JobCanceled(f"job {self.job_id} was canceled")
 

@@ -23,7 +23,8 @@ class JobAlreadyFinished(Exception):
 
     def __init__(self, job: Job) -> None:
         super().__init__(f"job {job.id} already {job.state}")
-        self.job = job
+        self.job_id = job.id
+        self.state = job.state
 
 
 @dataclass(frozen=True)
