@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,9 @@ from pydantic import SecretStr
 
 from nodewright.config import Settings
 from nodewright.context import AppContext
-from nodewright.security import accounts, api_tokens
+from nodewright.db.models import User
+from nodewright.security import api_tokens
+from nodewright.security.passwords import hash_password
 from nodewright.security.roles import Role
 
 TEST_PASSWORD = "correct horse battery staple"
@@ -38,11 +41,19 @@ class RoleUser:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+@functools.cache
+def _test_password_hash() -> str:
+    # argon2 is deliberately slow (~0.2 s); hashing once per run keeps three users per test cheap.
+    return hash_password(TEST_PASSWORD)
+
+
 def create_role_users(ctx: AppContext) -> dict[Role, RoleUser]:
     users: dict[Role, RoleUser] = {}
     with ctx.database.session(write=True) as session:
         for role in Role:
-            user = accounts.create_user(session, f"{role.value}-user", TEST_PASSWORD, role)
+            user = User(username=f"{role.value}-user", password_hash=_test_password_hash(), role=role.value)
+            session.add(user)
+            session.flush()
             _token, plaintext = api_tokens.create_token(session, user, f"{role.value}-token")
             users[role] = RoleUser(user.username, role, plaintext)
     return users
