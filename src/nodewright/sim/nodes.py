@@ -12,6 +12,7 @@ overlaid paths (``/run`` by default), owned by the supervisor and removed when i
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -23,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -87,6 +89,21 @@ def default_root() -> Path:
     return Path(tempfile.mkdtemp(prefix="nodewright-sim-"))
 
 
+def probe_port(address: str, port: int) -> str | None:
+    """Nodes share the host's network: a host sshd on ``0.0.0.0:22`` takes port 22 on every
+    loopback address too, and every node would fail to listen."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            return (
+                f"cannot listen on {address}:{port} ({exc.strerror}); is a host sshd listening on "
+                f"0.0.0.0:{port}? Bind it to specific addresses or choose another ssh_port"
+            )
+    return None
+
+
 def probe_isolation(sshd_path: str) -> str | None:
     """Return why simulated nodes cannot run here, or None when they can."""
     if os.geteuid() != 0:
@@ -122,6 +139,17 @@ def probe_isolation(sshd_path: str) -> str | None:
     return None
 
 
+_LIVE: weakref.WeakSet[NodeSupervisor] = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    """Safety net for interpreters that exit without ``SimServer.stop()``: nodes run in their own
+    sessions and would otherwise outlive us."""
+    for supervisor in list(_LIVE):
+        supervisor.shutdown()
+
+
 class NodeSupervisor:
     """Starts and stops node sshds off the request path, on its own worker threads.
 
@@ -150,6 +178,7 @@ class NodeSupervisor:
         self._busy: set[int] = set()
         for thread in self._threads:
             thread.start()
+        _LIVE.add(self)
 
     # -- requests from the API state (never block) ------------------------------------------
     def boot(self, spec: NodeSpec) -> None:
@@ -405,6 +434,7 @@ class NodeSupervisor:
 
     def shutdown(self) -> None:
         """Kill every node and remove the root directory; safe to call more than once."""
+        _LIVE.discard(self)
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
