@@ -15,6 +15,7 @@ import requests
 from openapi_core import OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 
+from nodewright.sim.app import ROUTES, ApiRoute
 from nodewright.sim.server import SimServer
 from tests.fixtures.sim import random_token, sim, sim_server  # noqa: F401
 
@@ -262,3 +263,24 @@ def test_injected_errors_keep_the_envelope(api: Api) -> None:
     api.error("GET", "/servers", 504, "timeout")
     api.control("/faults", json={"kind": "error", "path": "/v1/servers", "code": "conflict"})
     api.error("POST", "/servers", 409, "conflict", json={})
+
+
+def _concrete(pattern: str) -> str:
+    path = pattern.strip("^$").replace("(?P<id>[^/]+)", "999999").replace("(?P<action_id>[^/]+)", "999998")
+    return path
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.operation}")
+def test_every_operation_answers_errors_by_the_document(api: Api, route: ApiRoute) -> None:
+    """Unauthenticated (401), injected server error (500 with the envelope) and, for operations
+    on a resource, an unknown id (404): each validated against the operation's error responses."""
+    path = _concrete(route.pattern.pattern)
+    body = {} if route.method in {"POST", "PUT"} else None
+    token = api.session.headers.pop("Authorization")
+    api.error(route.method, path, 401, "unauthorized", json=body)
+    api.session.headers["Authorization"] = token
+    fault = {"kind": "error", "method": route.method, "path": "/v1" + path, "code": "server_error"}
+    api.control("/faults", json=fault)
+    api.error(route.method, path, 500, "server_error", json=body)
+    if "999999" in path and route.operation not in {"get_datacenter"}:
+        api.error(route.method, path, 404, "not_found", json=body)
