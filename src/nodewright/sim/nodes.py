@@ -435,6 +435,9 @@ class NodeSupervisor:
     def shutdown(self) -> None:
         """Kill every node and remove the root directory; safe to call more than once."""
         _LIVE.discard(self)
+        with self._lock:
+            for node in self._nodes.values():
+                node.desired = "gone"  # in-flight boots stop waiting; queued work turns into kills
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
