@@ -4,6 +4,7 @@ that the product has to handle (reproduced with the simulator's fault injection)
 
 from __future__ import annotations
 
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -295,3 +296,22 @@ def test_concurrent_clients_get_unique_servers(sim: SimServer) -> None:
     servers = client.servers.get_all()
     assert len(servers) == 40
     assert len({s.public_net.ipv4.ip for s in servers}) == 40
+
+
+def test_runs_without_ssh_nodes_and_says_why() -> None:
+    """Where nodes cannot run (here: their port is taken on 0.0.0.0), the API still works."""
+    with socket.socket() as blocker:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker.bind(("0.0.0.0", 0))
+        blocker.listen()
+        config = fast_config()
+        config.ssh_port = blocker.getsockname()[1]
+        with SimServer(ssh_nodes=True, config=config) as sim:
+            assert not sim.ssh_nodes
+            assert sim.ssh_nodes_reason
+            status = httpx.get(sim.base_url + "/_sim/status").json()
+            assert status["ssh_nodes"] is False and status["ssh_nodes_reason"] == sim.ssh_nodes_reason
+            client = hcloud.Client(token=random_token(), api_endpoint=sim.api_url, poll_interval=0.02)
+            result = create(client, "plain-1")
+            wait_all(result)
+            assert client.servers.get_by_id(result.server.id).status == "running"
