@@ -19,6 +19,7 @@ from hcloud.server_types import ServerType
 from hcloud.servers import BoundServer
 from hcloud.ssh_keys import SSHKey
 
+from nodewright.sim.errors import STATUS_BY_CODE
 from nodewright.sim.server import SimServer
 from tests.fixtures.sim import (  # noqa: F401
     fast_config,
@@ -315,3 +316,19 @@ def test_runs_without_ssh_nodes_and_says_why() -> None:
             result = create(client, "plain-1")
             wait_all(result)
             assert client.servers.get_by_id(result.server.id).status == "running"
+
+
+RETRIED_BY_SDK = {"rate_limit_exceeded", "conflict", "bad_gateway", "timeout"}
+
+
+@pytest.mark.parametrize("code", sorted(set(STATUS_BY_CODE) - RETRIED_BY_SDK))
+def test_every_error_code_reaches_the_sdk_with_its_status(
+    hcloud_client: hcloud.Client, sim_control: httpx.Client, code: str
+) -> None:
+    sim_control.post("/faults", json={"kind": "error", "code": code, "path": "/v1/server_types"})
+    with pytest.raises(hcloud.APIException) as excinfo:
+        hcloud_client.server_types.get_all()
+    assert excinfo.value.code == code
+    [entry] = [r for r in sim_control.get("/requests").json()["requests"] if r["error_code"] == code]
+    assert entry["status"] == STATUS_BY_CODE[code]
+    assert entry["correlation_id"] == excinfo.value.correlation_id
