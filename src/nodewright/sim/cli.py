@@ -6,7 +6,9 @@ and ``python -m nodewright.sim`` can run it on its own.
 
 from __future__ import annotations
 
+import ipaddress
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -67,6 +69,13 @@ def sim_command(
             print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
             raise typer.Exit(2) from None
         print(f"{server.base_url}/v1", flush=True)
+        if not ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
+            print(
+                f"warning: the control API ({server.base_url}/_sim) needs no token; "
+                "listen on a loopback address unless the network is trusted",
+                file=sys.stderr,
+                flush=True,
+            )
         if server.ssh_nodes:
             print(f"SSH nodes: on ({ssh_range}, port {ssh_port})", file=sys.stderr, flush=True)
         else:
