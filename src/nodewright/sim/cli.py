@@ -21,6 +21,16 @@ from nodewright.sim.config import SimConfig
 from nodewright.sim.server import SimServer
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        except OSError:
+            return False
+
+
 def sim_command(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8480,
@@ -69,7 +79,7 @@ def sim_command(
             print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
             raise typer.Exit(2) from None
         print(f"{server.base_url}/v1", flush=True)
-        if not ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
+        if not _is_loopback(host):
             print(
                 f"warning: the control API ({server.base_url}/_sim) needs no token; "
                 "listen on a loopback address unless the network is trusted",
