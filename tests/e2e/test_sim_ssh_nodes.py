@@ -117,13 +117,19 @@ def test_ssh_into_node_with_pinned_host_key(
     known_hosts.write_text(f"{address} {host_public}\n")
 
     marker = f"nodewright-{secrets.token_hex(4)}"
-    result = ssh(key_path, known_hosts, address,
-                 f"hostname; id -u; python3 -c 'print(6*7)'; echo {marker} > /root/{marker}; "
-                 f"touch /etc/{marker}; cat /root/{marker}")  # fmt: skip
+    node_root = httpx.get(node_sim.base_url + "/_sim/status").json()["node_root"]
+    command = (
+        f"hostname; id -u; python3 -c 'print(6*7)'; echo {marker} > /root/{marker}; touch /etc/{marker}; "
+        f"mkdir /{marker}; touch /run/{marker} /usr/local/{marker} /var/tmp/{marker}; cat /root/{marker}; "
+        f"ls {node_root} 2>/dev/null | wc -l; ls /etc/ssh | grep -c ssh_host_; "
+        "grep -c ssh- /root/.ssh/authorized_keys"
+    )
+    result = ssh(key_path, known_hosts, address, command)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["node-a", "0", "42", marker]
-    assert not Path(f"/root/{marker}").exists()
-    assert not Path(f"/etc/{marker}").exists()
+    assert result.stdout.split() == ["node-a", "0", "42", marker, "0", "2", "2"]
+    for written in (f"/root/{marker}", f"/etc/{marker}", f"/{marker}", f"/run/{marker}",
+                    f"/usr/local/{marker}", f"/var/tmp/{marker}"):  # fmt: skip
+        assert not Path(written).exists(), written
 
     assert ssh(other, known_hosts, address, "true").returncode == 0  # cloud-init authorized key
     stranger = tmp_path / "stranger"

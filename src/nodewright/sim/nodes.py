@@ -20,6 +20,7 @@ import queue
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
@@ -34,7 +35,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
-OVERLAID = ("/etc", "/root", "/home", "/var", "/usr", "/opt", "/srv", "/tmp")  # noqa: S108
 NodeState = Literal["absent", "booting", "ready", "failed", "stopped", "gone"]
 Desired = Literal["running", "stopped", "gone"]
 BOOT_TIMEOUT = 15.0
@@ -81,6 +81,28 @@ def _public_from_private(private: str) -> str | None:
     )
 
 
+def _mkdirs(base: Path, relative: str, mode: int) -> Path:
+    path = base / relative
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(mode)
+    return path
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, mode)
+
+
+def _is_whiteout(path: Path) -> bool:
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISCHR(info.st_mode) and info.st_rdev == 0
+
+
 def default_root() -> Path:
     """A directory outside every overlaid path, so the host sees what nodes write there."""
     for base in ("/run", "/dev/shm"):  # noqa: S108
@@ -113,14 +135,15 @@ def probe_isolation(sshd_path: str) -> str | None:
     unshare = shutil.which("unshare")
     if unshare is None:
         return "unshare(1) not found (install util-linux)"
-    base = "/run" if os.access("/run", os.W_OK) else None
-    probe = Path(tempfile.mkdtemp(prefix="nodewright-sim-probe-", dir=base))
+    probe = default_root()
     try:
-        for sub in ("lower", "upper", "work", "merged"):
+        for sub in ("upper", "work", "merged"):
             (probe / sub).mkdir()
-        script = (
-            f"mount -t overlay overlay -o lowerdir={probe}/lower,upperdir={probe}/upper,"
-            f"workdir={probe}/work {probe}/merged && hostname nodewright-probe"
+        merged = probe / "merged"
+        script = (  # the same steps a node takes, ending in a chroot instead of sshd
+            f"mount -t overlay overlay -o lowerdir=/,upperdir={probe}/upper,workdir={probe}/work {merged}"
+            f" && mount -t proc proc {merged}/proc && mount --rbind /dev {merged}/dev"
+            f" && mount -t tmpfs tmpfs {merged}/run && hostname nodewright-probe && chroot {merged} /bin/true"
         )
         result = subprocess.run(
             [unshare, "--pid", "--fork", "--kill-child", "--mount", "--uts", "--propagation", "private",
@@ -286,7 +309,7 @@ class NodeSupervisor:
         try:
             process = subprocess.Popen(
                 ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts",
-                 "--propagation", "private", "--mount-proc", "/bin/sh", str(script)],
+                 "--propagation", "private", "/bin/sh", str(script)],
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=logfile,
@@ -331,43 +354,49 @@ class NodeSupervisor:
             return "sshd exited"
 
     def _prepare(self, directory: Path, spec: NodeSpec) -> Path:
-        """Write the node's sshd config, keys and start script; layers persist across power cycles."""
-        directory.mkdir(parents=True, exist_ok=True)
-        keys_dir = directory / "keys"
-        keys_dir.mkdir(exist_ok=True)
+        """Lay the node's own files into its upper layer, as cloud-init would have left them on a
+        fresh server (sshd config and host keys in /etc/ssh, root's authorized_keys, /etc/hostname),
+        and write the start script. The layer persists across power cycles until deletion."""
+        upper = directory / "upper"
+        for sub in ("upper", "work", "merged"):
+            (directory / sub).mkdir(parents=True, exist_ok=True)
+        etc_ssh = _mkdirs(upper, "etc/ssh", 0o755)
+        ssh_dir = _mkdirs(upper, "root/.ssh", 0o700)
+        (upper / "root").chmod(0o700)
         host_keys = dict(spec.host_keys)
-        existing = sorted(keys_dir.glob("ssh_host_*_key"))
+        existing = sorted(etc_ssh.glob("ssh_host_*_key"))
+        existing = [p for p in existing if not _is_whiteout(p)]
         if not host_keys and existing:
-            host_key_paths = existing
+            key_paths = [f"/etc/ssh/{p.name}" for p in existing]
         else:
+            if not host_keys:
+                private, public = _generate_host_key()
+                host_keys = {"ed25519": (private, public)}
             for old in existing:
                 old.unlink()
-            if not host_keys:
-                generated = _generate_host_key()
-                host_keys = {"ed25519": (generated[0], generated[1])}
-            host_key_paths = []
-            for kind, (private, maybe_public) in host_keys.items():
-                path = keys_dir / f"ssh_host_{kind}_key"
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(private if private.endswith("\n") else private + "\n")
-                pub = maybe_public or _public_from_private(private)
+            key_paths = []
+            for kind, (private_key, maybe_public) in host_keys.items():
+                path = etc_ssh / f"ssh_host_{kind}_key"
+                _write(path, private_key if private_key.endswith("\n") else private_key + "\n", 0o600)
+                pub = maybe_public or _public_from_private(private_key)
                 if pub:
-                    (keys_dir / f"ssh_host_{kind}_key.pub").write_text(pub.strip() + "\n")
-                host_key_paths.append(path)
-        authorized = directory / "authorized_keys"
-        authorized.write_text("".join(k.strip() + "\n" for k in spec.authorized_keys))
-        authorized.chmod(0o600)
-        config = directory / "sshd_config"
-        lines = [
+                    _write(etc_ssh / f"ssh_host_{kind}_key.pub", pub.strip() + "\n", 0o644)
+                key_paths.append(f"/etc/ssh/{path.name}")
+        # Hide the host's own host keys from the node: overlay whiteouts are 0/0 character devices.
+        for host_key in Path("/etc/ssh").glob("ssh_host_*"):
+            shadow = etc_ssh / host_key.name
+            if not shadow.exists() and not _is_whiteout(shadow):
+                os.mknod(shadow, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+        _write(ssh_dir / "authorized_keys", "".join(k.strip() + "\n" for k in spec.authorized_keys), 0o600)
+        _write(upper / "etc" / "hostname", spec.hostname + "\n", 0o644)
+        config = [
             f"ListenAddress {spec.address}:{self.port}",
-            *(f"HostKey {p}" for p in host_key_paths),
+            *(f"HostKey {p}" for p in key_paths),
             "PidFile none",
-            f"AuthorizedKeysFile {authorized}",
+            "AuthorizedKeysFile .ssh/authorized_keys",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
             "UsePAM no",
-            "StrictModes no",
             "PermitRootLogin prohibit-password",
             "UseDNS no",
             "PrintMotd no",
@@ -375,28 +404,22 @@ class NodeSupervisor:
             "AcceptEnv LANG LC_*",
             "Subsystem sftp /usr/lib/openssh/sftp-server",
         ]
-        config.write_text("\n".join(lines) + "\n")
-        layers = directory / "layers"
-        mounts = []
-        for target in OVERLAID:
-            if not os.path.isdir(target):
-                continue
-            upper = layers / target.strip("/") / "upper"
-            work = layers / target.strip("/") / "work"
-            upper.mkdir(parents=True, exist_ok=True)
-            work.mkdir(parents=True, exist_ok=True)
-            mounts.append(
-                f"mount -t overlay overlay -o lowerdir={target},upperdir={upper},workdir={work} {target}"
-            )
+        _write(etc_ssh / "sshd_config", "\n".join(config) + "\n", 0o644)
+        merged = directory / "merged"
         hostname = spec.hostname.replace("'", "")
         script = directory / "start.sh"
         script.write_text(
             "set -e\n"
-            + "\n".join(mounts)
-            + f"\nhostname '{hostname}'\n"
-            + f"echo '{hostname}' > /etc/hostname\n"
-            + "mkdir -p /run/sshd\n"
-            + f"exec {self.sshd_path} -D -e -f {config}\n"
+            f"mount -t overlay overlay -o lowerdir=/,upperdir={upper},workdir={directory / 'work'} {merged}\n"
+            f"mount -t proc proc {merged}/proc\n"
+            f"mount --rbind /dev {merged}/dev\n"
+            f"mount -t tmpfs -o mode=1777 tmpfs {merged}/dev/shm\n"  # noqa: S108
+            f"mount --rbind /sys {merged}/sys\n"
+            # A fresh /run, as after boot; it also hides every node's layers from the node.
+            f"mount -t tmpfs -o mode=0755 tmpfs {merged}/run\n"
+            f"mkdir -p {merged}/run/sshd\n"
+            f"hostname '{hostname}'\n"
+            f"exec chroot {merged} {self.sshd_path} -D -e -f /etc/ssh/sshd_config\n"
         )
         return script
 
