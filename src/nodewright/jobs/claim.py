@@ -17,18 +17,67 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import bindparam, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
 
 from nodewright.db.database import Database
-from nodewright.db.models.jobs import Job
 from nodewright.db.types import utcnow
-from nodewright.jobs.events import append_event
-from nodewright.jobs.fencing import Fence
+from nodewright.jobs.connections import Connections, as_connections
+from nodewright.jobs.events import insert_event
+from nodewright.jobs.fencing import JOBS, Fence
 from nodewright.jobs.states import CLAIMABLE, HOLDING, JobState
 
 MAX_CLAIM_RACES = 8
+
+
+def _claim_statement(for_update: bool) -> Any:
+    """Built once per dialect; the kinds list is an expanding bind parameter."""
+    candidate = JOBS.alias("candidate")
+    holder = JOBS.alias("holder")
+    resource_busy = exists().where(
+        holder.c.resource_key == candidate.c.resource_key, holder.c.state.in_(HOLDING)
+    )
+    pick = (
+        select(candidate.c.id)
+        .where(
+            candidate.c.state.in_(CLAIMABLE),
+            candidate.c.run_after <= bindparam("now", type_=JOBS.c.run_after.type),
+            candidate.c.kind.in_(bindparam("kinds", expanding=True)),
+            or_(candidate.c.resource_key.is_(None), ~resource_busy),
+        )
+        .order_by(candidate.c.priority.desc(), candidate.c.id)
+        .limit(1)
+    )
+    if for_update:
+        pick = pick.with_for_update(skip_locked=True, of=candidate)
+    return (
+        update(JOBS)
+        .where(JOBS.c.id == pick.scalar_subquery())
+        .values(
+            state=JobState.RUNNING.value,
+            lease_owner=bindparam("owner"),
+            attempt=JOBS.c.attempt + 1,
+            lease_expires_at=bindparam("expires", type_=JOBS.c.lease_expires_at.type),
+            started_at=bindparam("now", type_=JOBS.c.started_at.type),
+            updated_at=bindparam("now", type_=JOBS.c.updated_at.type),
+            event_seq=JOBS.c.event_seq + 1,
+        )
+        .returning(
+            JOBS.c.id,
+            JOBS.c.kind,
+            JOBS.c.args,
+            JOBS.c.attempt,
+            JOBS.c.max_attempts,
+            JOBS.c.resource_key,
+            JOBS.c.created_at,
+            JOBS.c.run_after,
+            JOBS.c.event_seq,
+        )
+    )
+
+
+_CLAIM_SQLITE = _claim_statement(for_update=False)
+_CLAIM_POSTGRES = _claim_statement(for_update=True)
 
 
 @dataclass(frozen=True)
@@ -56,64 +105,35 @@ class ClaimedJob:
 
 
 def claim_next(
-    database: Database, owner: str, kinds: Sequence[str], lease_seconds: float
+    database: Database | Connections, owner: str, kinds: Sequence[str], lease_seconds: float
 ) -> ClaimedJob | None:
     """Claim one job of ``kinds`` for ``owner``, or return None when nothing is runnable."""
     if not kinds:
         return None
+    connections = as_connections(database)
     for _ in range(MAX_CLAIM_RACES):
         try:
-            return _claim_once(database, owner, list(kinds), lease_seconds)
+            return _claim_once(connections, owner, list(kinds), lease_seconds)
         except IntegrityError:
             continue  # lost a same-resource race to another worker; pick again
     return None
 
 
-def _claim_once(database: Database, owner: str, kinds: list[str], lease_seconds: float) -> ClaimedJob | None:
-    with database.session(write=True) as session:
+def _claim_once(
+    connections: Connections, owner: str, kinds: list[str], lease_seconds: float
+) -> ClaimedJob | None:
+    statement = _CLAIM_SQLITE if connections.is_sqlite else _CLAIM_POSTGRES
+    with connections.begin(write=True) as conn:
         now = utcnow()
-        candidate = aliased(Job)
-        holder = aliased(Job)
-        resource_busy = exists().where(
-            holder.resource_key == candidate.resource_key, holder.state.in_(HOLDING)
-        )
-        pick = (
-            select(candidate.id)
-            .where(
-                candidate.state.in_(CLAIMABLE),
-                candidate.run_after <= now,
-                candidate.kind.in_(kinds),
-                or_(candidate.resource_key.is_(None), ~resource_busy),
-            )
-            .order_by(candidate.priority.desc(), candidate.id)
-            .limit(1)
-        )
-        if not database.is_sqlite:
-            pick = pick.with_for_update(skip_locked=True, of=candidate)
-        stmt = (
-            update(Job)
-            .where(Job.id == pick.scalar_subquery())
-            .values(
-                state=JobState.RUNNING.value,
-                lease_owner=owner,
-                attempt=Job.attempt + 1,
-                lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
-                started_at=now,
-                updated_at=now,
-            )
-            .returning(
-                Job.id,
-                Job.kind,
-                Job.args,
-                Job.attempt,
-                Job.max_attempts,
-                Job.resource_key,
-                Job.created_at,
-                Job.run_after,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        row = session.execute(stmt).one_or_none()
+        row = conn.execute(
+            statement,
+            {
+                "now": now,
+                "owner": owner,
+                "kinds": kinds,
+                "expires": now + dt.timedelta(seconds=lease_seconds),
+            },
+        ).one_or_none()
         if row is None:
             return None
         claimed = ClaimedJob(
@@ -128,9 +148,10 @@ def _claim_once(database: Database, owner: str, kinds: list[str], lease_seconds:
             run_after=row.run_after,
             started_at=now,
         )
-        append_event(
-            session,
+        insert_event(
+            conn,
             claimed.id,
+            row.event_seq,
             type="state",
             message=f"running (attempt {claimed.attempt} of {claimed.max_attempts})",
             data={"state": JobState.RUNNING.value, "worker": owner},

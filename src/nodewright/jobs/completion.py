@@ -1,121 +1,144 @@
-"""Final writes of an attempt: success, retry, failure, cancel, hand-back. All fenced."""
+"""Final writes of an attempt: success, retry, failure, cancel, hand-back. All fenced.
+
+Each is one transaction of two statements: the fenced update (which also takes the next event
+number) and the event insert; PostgreSQL workers elsewhere are woken by ``pg_notify`` in the same
+transaction, since a finished job may unblock the next one of its resource.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import update
-from sqlalchemy.orm import Session
+from sqlalchemy import JSON, bindparam, null, text
+from sqlalchemy import Connection as SAConnection
 
 from nodewright.db.database import Database
-from nodewright.db.models.jobs import Job
 from nodewright.db.types import utcnow
 from nodewright.jobs import metrics
 from nodewright.jobs.backoff import next_run_after
 from nodewright.jobs.claim import ClaimedJob
+from nodewright.jobs.connections import Connections, as_connections
 from nodewright.jobs.errors import JobError
-from nodewright.jobs.events import append_event, jsonable
-from nodewright.jobs.fencing import Fence, fenced_touch
-from nodewright.jobs.notify import notify_on_commit
+from nodewright.jobs.events import insert_event, jsonable
+from nodewright.jobs.fencing import JOBS, fenced_update, run_fenced
+from nodewright.jobs.notify import CHANNEL, notify_local
 from nodewright.jobs.registry import JobKind
-from nodewright.jobs.states import HOLDING, JobState
+from nodewright.jobs.states import JobState
 from nodewright.security.redaction import redact
 
+_NOTIFY = text("SELECT pg_notify(:channel, '')")
 
-def _fenced_update(session: Session, fence: Fence, values: dict[str, Any]) -> None:
-    from nodewright.jobs.errors import LeaseLost
 
-    stmt = (
-        update(Job)
-        .where(
-            Job.id == fence.job_id,
-            Job.lease_owner == fence.owner,
-            Job.attempt == fence.attempt,
-            Job.state.in_(HOLDING),
-        )
-        .values(values)
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    )
-    if session.execute(stmt).one_or_none() is None:
-        raise LeaseLost(f"job {fence.job_id} attempt {fence.attempt} is no longer ours")
+def _final(state: str, **extra: Any) -> Any:
+    values: dict[str, Any] = {
+        "state": state,
+        "updated_at": bindparam("now", type_=JOBS.c.updated_at.type),
+        "lease_expires_at": None,
+        "event_seq": JOBS.c.event_seq + 1,
+    }
+    values.update(extra)
+    return fenced_update(values)
+
+
+_NOW = JOBS.c.finished_at.type
+_SUCCEEDED = _final(
+    JobState.SUCCEEDED.value,
+    result=bindparam("result", type_=JSON(none_as_null=True)),
+    error=null(),
+    finished_at=bindparam("now", type_=_NOW),
+)
+_CANCELED = _final(JobState.CANCELED.value, finished_at=bindparam("now", type_=_NOW))
+_FAILED = _final(
+    JobState.FAILED.value,
+    error=bindparam("error", type_=JSON()),
+    finished_at=bindparam("now", type_=_NOW),
+)
+_CANCELED_WITH_ERROR = _final(
+    JobState.CANCELED.value,
+    error=bindparam("error", type_=JSON()),
+    finished_at=bindparam("now", type_=_NOW),
+)
+_RETRY = _final(
+    JobState.RETRY_WAIT.value,
+    error=bindparam("error", type_=JSON()),
+    run_after=bindparam("run_after", type_=JOBS.c.run_after.type),
+)
+_HAND_BACK = _final(JobState.QUEUED.value, lease_owner=None)
+_HAND_BACK_CANCELED = _final(
+    JobState.CANCELED.value, lease_owner=None, finished_at=bindparam("now", type_=_NOW)
+)
+_PEEK_CANCEL = fenced_update({"updated_at": bindparam("now", type_=JOBS.c.updated_at.type)})
+
+
+def _wake(conn: SAConnection, connections: Connections) -> None:
+    if not connections.is_sqlite:
+        conn.execute(_NOTIFY, {"channel": CHANNEL})
 
 
 def _run_seconds(claimed: ClaimedJob, now: dt.datetime) -> float:
     return max(0.0, (now - claimed.started_at).total_seconds())
 
 
-def finish_succeeded(database: Database, claimed: ClaimedJob, result: Any) -> None:
+def finish_succeeded(source: Database | Connections, claimed: ClaimedJob, result: Any) -> None:
+    connections = as_connections(source)
     now = utcnow()
     value = jsonable(result) if result is not None else None
     if value is not None and not isinstance(value, dict):
         value = {"value": value}
-    with database.session(write=True) as session:
-        _fenced_update(
-            session,
-            claimed.fence,
-            {
-                "state": JobState.SUCCEEDED.value,
-                "result": redact(value),
-                "error": None,
-                "finished_at": now,
-                "updated_at": now,
-                "lease_expires_at": None,
-            },
-        )
-        append_event(
-            session,
+    with connections.begin(write=True) as conn:
+        touch = run_fenced(conn, _SUCCEEDED, claimed.fence, {"now": now, "result": redact(value)})
+        insert_event(
+            conn,
             claimed.id,
+            touch.event_seq,
             type="state",
             message="succeeded",
             data={"state": JobState.SUCCEEDED.value},
             attempt=claimed.attempt,
         )
-        notify_on_commit(session)
+        _wake(conn, connections)
+    notify_local()
     metrics.RUN_TIME.labels(kind=claimed.kind, outcome="succeeded").observe(_run_seconds(claimed, now))
 
 
-def finish_canceled(database: Database, claimed: ClaimedJob, message: str = "canceled") -> None:
+def finish_canceled(source: Database | Connections, claimed: ClaimedJob, message: str = "canceled") -> None:
+    connections = as_connections(source)
     now = utcnow()
-    with database.session(write=True) as session:
-        _fenced_update(
-            session,
-            claimed.fence,
-            {
-                "state": JobState.CANCELED.value,
-                "finished_at": now,
-                "updated_at": now,
-                "lease_expires_at": None,
-            },
-        )
-        append_event(
-            session,
+    with connections.begin(write=True) as conn:
+        touch = run_fenced(conn, _CANCELED, claimed.fence, {"now": now})
+        insert_event(
+            conn,
             claimed.id,
+            touch.event_seq,
             type="state",
             message=message,
             data={"state": JobState.CANCELED.value},
             attempt=claimed.attempt,
         )
-        notify_on_commit(session)
+        _wake(conn, connections)
+    notify_local()
     metrics.RUN_TIME.labels(kind=claimed.kind, outcome="canceled").observe(_run_seconds(claimed, now))
 
 
-def finish_failed(database: Database, claimed: ClaimedJob, error: JobError, spec: JobKind | None) -> str:
+def finish_failed(
+    source: Database | Connections, claimed: ClaimedJob, error: JobError, spec: JobKind | None
+) -> str:
     """Record a failed attempt: ``retry_wait`` while it is retryable and attempts remain, else ``failed``.
 
     A job whose cancel was requested is canceled instead of retried. Returns the new state.
     """
+    connections = as_connections(source)
     now = utcnow()
     error_json = redact(error.to_dict())
-    with database.session(write=True) as session:
-        touch = fenced_touch(session, claimed.fence)
-        if touch.cancel_requested:
-            state = JobState.CANCELED.value
-            values: dict[str, Any] = {"state": state, "error": error_json, "finished_at": now}
+    with connections.begin(write=True) as conn:
+        peek = run_fenced(conn, _PEEK_CANCEL, claimed.fence, {"now": now})
+        params: dict[str, Any] = {"now": now, "error": error_json}
+        if peek.cancel_requested:
+            state, statement = JobState.CANCELED.value, _CANCELED_WITH_ERROR
             message = f"canceled after error {error.code}"
         elif error.retryable and claimed.attempt < claimed.max_attempts:
-            state = JobState.RETRY_WAIT.value
+            state, statement = JobState.RETRY_WAIT.value, _RETRY
             run_after = next_run_after(
                 now,
                 claimed.attempt,
@@ -123,51 +146,47 @@ def finish_failed(database: Database, claimed: ClaimedJob, error: JobError, spec
                 cap=spec.backoff_cap if spec else 600.0,
                 retry_after=error.retry_after,
             )
-            values = {"state": state, "error": error_json, "run_after": run_after}
+            params["run_after"] = run_after
             message = f"attempt {claimed.attempt} failed ({error.code}); retrying at {run_after.isoformat()}"
         else:
-            state = JobState.FAILED.value
-            values = {"state": state, "error": error_json, "finished_at": now}
+            state, statement = JobState.FAILED.value, _FAILED
             message = f"failed: {error.code}"
-        values.update(updated_at=now, lease_expires_at=None)
-        _fenced_update(session, claimed.fence, values)
-        append_event(
-            session,
+        touch = run_fenced(conn, statement, claimed.fence, params)
+        insert_event(
+            conn,
             claimed.id,
+            touch.event_seq,
             type="state",
             level="error" if state == JobState.FAILED.value else "warning",
             message=message,
             data={"state": state, "error": error_json},
             attempt=claimed.attempt,
         )
-        notify_on_commit(session)
+        _wake(conn, connections)
+    notify_local()
     metrics.FAILURES.labels(kind=claimed.kind, code=error.code).inc()
     metrics.RUN_TIME.labels(kind=claimed.kind, outcome=state).observe(_run_seconds(claimed, now))
     return state
 
 
-def hand_back(database: Database, claimed: ClaimedJob, reason: str) -> None:
+def hand_back(source: Database | Connections, claimed: ClaimedJob, reason: str) -> None:
     """Give a running job back to the queue (shutdown timeout); a canceling one becomes canceled."""
+    connections = as_connections(source)
     now = utcnow()
-    with database.session(write=True) as session:
-        touch = fenced_touch(session, claimed.fence)
-        state = JobState.CANCELED.value if touch.cancel_requested else JobState.QUEUED.value
-        values: dict[str, Any] = {
-            "state": state,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "updated_at": now,
-        }
-        if state == JobState.CANCELED.value:
-            values["finished_at"] = now
-        _fenced_update(session, claimed.fence, values)
-        append_event(
-            session,
+    with connections.begin(write=True) as conn:
+        peek = run_fenced(conn, _PEEK_CANCEL, claimed.fence, {"now": now})
+        canceled = peek.cancel_requested
+        state = JobState.CANCELED.value if canceled else JobState.QUEUED.value
+        touch = run_fenced(conn, _HAND_BACK_CANCELED if canceled else _HAND_BACK, claimed.fence, {"now": now})
+        insert_event(
+            conn,
             claimed.id,
+            touch.event_seq,
             type="state",
             level="warning",
             message=f"{state}: {reason}",
             data={"state": state},
             attempt=claimed.attempt,
         )
-        notify_on_commit(session)
+        _wake(conn, connections)
+    notify_local()

@@ -60,7 +60,8 @@ class JobContext:
         self._cancel_flag = cancel_flag
         self._lost_flag = lost_flag
         self._deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
-        self._steps = load_steps(database, claimed.id)
+        # A first attempt has no checkpoints yet: skip the query (it is on every job's path).
+        self._steps: dict[str, Any] = load_steps(database, claimed.id) if claimed.attempt > 1 else {}
         self.logger = logging.getLogger(f"nodewright.jobs.{claimed.kind}")
 
     @property

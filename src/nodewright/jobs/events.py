@@ -5,15 +5,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, bindparam, insert, update
 
-from nodewright.db.models.jobs import Job, JobEvent
+from nodewright.db.models.jobs import JobEvent
 from nodewright.db.types import utcnow
-from nodewright.jobs.fencing import Fence, fenced_touch
+from nodewright.jobs.fencing import JOBS, Executor, Fence, fenced_touch
 from nodewright.security.redaction import redact
 
 LEVELS = ("debug", "info", "warning", "error")
+EVENTS: Table = JobEvent.__table__  # type: ignore[assignment]
+
+_BUMP = (
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("job_id"))
+    .values(event_seq=JOBS.c.event_seq + 1)
+    .returning(JOBS.c.event_seq)
+)
+_INSERT = insert(EVENTS)
 
 
 def jsonable(value: Any) -> Any:
@@ -21,8 +29,35 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def insert_event(
+    executor: Executor,
+    job_id: int,
+    seq: int,
+    *,
+    type: str,
+    message: str = "",
+    level: str = "info",
+    data: dict[str, Any] | None = None,
+    attempt: int = 0,
+) -> None:
+    """Insert an event whose ``seq`` the caller already took from the job row."""
+    executor.execute(
+        _INSERT,
+        {
+            "job_id": job_id,
+            "seq": seq,
+            "at": utcnow(),
+            "type": type,
+            "level": level if level in LEVELS else "info",
+            "message": str(redact(message)),
+            "data": redact(jsonable(data)) if data else {},
+            "attempt": attempt,
+        },
+    )
+
+
 def append_event(
-    session: Session,
+    executor: Executor,
     job_id: int,
     *,
     type: str,
@@ -37,30 +72,9 @@ def append_event(
     With ``fence`` the write is refused (``LeaseLost``) unless the caller still holds the lease.
     Without it (enqueue, cancel, maintainer) the job row is bumped unconditionally.
     """
-    if level not in LEVELS:
-        level = "info"
     if fence is not None:
-        seq = fenced_touch(session, fence, bump_seq=True).event_seq
+        seq = fenced_touch(executor, fence, bump_seq=True).event_seq
     else:
-        stmt = (
-            update(Job)
-            .where(Job.id == job_id)
-            .values(event_seq=Job.event_seq + 1)
-            .returning(Job.event_seq)
-            .execution_options(synchronize_session=False)
-        )
-        seq = int(session.execute(stmt).scalar_one())
-    session.add(
-        JobEvent(
-            job_id=job_id,
-            seq=seq,
-            at=utcnow(),
-            type=type,
-            level=level,
-            message=str(redact(message)),
-            data=redact(jsonable(data or {})),
-            attempt=attempt,
-        )
-    )
-    session.flush()
+        seq = int(executor.execute(_BUMP, {"job_id": job_id}).scalar_one())
+    insert_event(executor, job_id, seq, type=type, message=message, level=level, data=data, attempt=attempt)
     return seq

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Connection, Table, bindparam, update
 from sqlalchemy.orm import Session
 
 from nodewright.db.models.jobs import Job
 from nodewright.db.types import utcnow
 from nodewright.jobs.errors import LeaseLost
 from nodewright.jobs.states import HOLDING
+
+Executor = Connection | Session
+JOBS: Table = Job.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,39 @@ class Touch:
     cancel_requested: bool
 
 
+def fenced_update(values: dict[str, Any]) -> Any:
+    """``UPDATE jobs SET <values> WHERE <fence>`` returning the event seq and the cancel request."""
+    return (
+        update(JOBS)
+        .where(
+            JOBS.c.id == bindparam("f_id"),
+            JOBS.c.lease_owner == bindparam("f_owner"),
+            JOBS.c.attempt == bindparam("f_attempt"),
+            JOBS.c.state.in_(HOLDING),
+        )
+        .values(values)
+        .returning(JOBS.c.event_seq, JOBS.c.cancel_requested_at)
+    )
+
+
+def fence_params(fence: Fence) -> dict[str, Any]:
+    return {"f_id": fence.job_id, "f_owner": fence.owner, "f_attempt": fence.attempt}
+
+
+_TOUCH = fenced_update({"updated_at": bindparam("now")})
+_TOUCH_SEQ = fenced_update({"updated_at": bindparam("now"), "event_seq": JOBS.c.event_seq + 1})
+_RENEW = fenced_update({"updated_at": bindparam("now"), "lease_expires_at": bindparam("expires")})
+
+
+def run_fenced(executor: Executor, statement: Any, fence: Fence, params: dict[str, Any]) -> Touch:
+    row = executor.execute(statement, {**fence_params(fence), **params}).one_or_none()
+    if row is None:
+        raise LeaseLost(f"job {fence.job_id} attempt {fence.attempt} is no longer held by {fence.owner}")
+    return Touch(event_seq=int(row[0]), cancel_requested=row[1] is not None)
+
+
 def fenced_touch(
-    session: Session,
+    executor: Executor,
     fence: Fence,
     *,
     bump_seq: bool = False,
@@ -42,24 +77,10 @@ def fenced_touch(
     now: dt.datetime | None = None,
 ) -> Touch:
     """Assert ownership (raising ``LeaseLost``), optionally taking the next event number or renewing."""
-    values: dict[str, object] = {"updated_at": now or utcnow()}
-    if bump_seq:
-        values["event_seq"] = Job.event_seq + 1
+    params: dict[str, Any] = {"now": now or utcnow()}
     if lease_expires_at is not None:
-        values["lease_expires_at"] = lease_expires_at
-    stmt = (
-        update(Job)
-        .where(
-            Job.id == fence.job_id,
-            Job.lease_owner == fence.owner,
-            Job.attempt == fence.attempt,
-            Job.state.in_(HOLDING),
-        )
-        .values(values)
-        .returning(Job.event_seq, Job.cancel_requested_at)
-        .execution_options(synchronize_session=False)
-    )
-    row = session.execute(stmt).one_or_none()
-    if row is None:
-        raise LeaseLost(f"job {fence.job_id} attempt {fence.attempt} is no longer held by {fence.owner}")
-    return Touch(event_seq=int(row[0]), cancel_requested=row[1] is not None)
+        if bump_seq:
+            raise ValueError("renew and bump separately")
+        params["expires"] = lease_expires_at
+        return run_fenced(executor, _RENEW, fence, params)
+    return run_fenced(executor, _TOUCH_SEQ if bump_seq else _TOUCH, fence, params)

@@ -13,6 +13,7 @@ from typing import Any
 from nodewright.db.database import Database
 from nodewright.jobs import completion
 from nodewright.jobs.claim import ClaimedJob
+from nodewright.jobs.connections import Connections
 from nodewright.jobs.context import Flag, JobContext
 from nodewright.jobs.errors import UNKNOWN_KIND, JobCanceled, JobError, LeaseLost, internal_error
 from nodewright.jobs.registry import JobKind, load_handler
@@ -27,12 +28,18 @@ def run_claimed(
     *,
     cancel_flag: Flag,
     lost_flag: Flag | None = None,
+    connections: Connections | None = None,
 ) -> str:
-    """Run the attempt to its end; return the outcome (a state name, or ``lost``)."""
+    """Run the attempt to its end; return the outcome (a state name, or ``lost``).
+
+    ``connections`` (the worker's long-lived ones) carries the final write; without it a fresh
+    connection is used.
+    """
+    done: Database | Connections = connections or database
     try:
         if spec is None:
             error = JobError(UNKNOWN_KIND, f"no handler for job kind {claimed.kind!r}", retryable=False)
-            return completion.finish_failed(database, claimed, error, None)
+            return completion.finish_failed(done, claimed, error, None)
         try:
             ctx = JobContext(
                 database,
@@ -45,15 +52,15 @@ def run_claimed(
         except LeaseLost:
             raise
         except JobCanceled:
-            completion.finish_canceled(database, claimed)
+            completion.finish_canceled(done, claimed)
             return "canceled"
         except JobError as exc:
-            return completion.finish_failed(database, claimed, exc, spec)
+            return completion.finish_failed(done, claimed, exc, spec)
         except Exception:
             # The traceback goes to the server log (redacted by RedactingFilter); the job gets a code.
             log.exception("job %s (%s) attempt %s raised", claimed.id, claimed.kind, claimed.attempt)
-            return completion.finish_failed(database, claimed, internal_error(), spec)
-        completion.finish_succeeded(database, claimed, result)
+            return completion.finish_failed(done, claimed, internal_error(), spec)
+        completion.finish_succeeded(done, claimed, result)
         return "succeeded"
     except LeaseLost:
         log.warning("job %s attempt %s lost its lease; stopped without writing", claimed.id, claimed.attempt)

@@ -34,6 +34,7 @@ from nodewright.db.models.jobs import Job, WorkerRecord
 from nodewright.db.types import utcnow
 from nodewright.jobs import completion, metrics
 from nodewright.jobs.claim import ClaimedJob, claim_next
+from nodewright.jobs.connections import Connections
 from nodewright.jobs.errors import DEADLINE_EXCEEDED, WORKER_LOST, JobError, LeaseLost
 from nodewright.jobs.fencing import fenced_touch
 from nodewright.jobs.maintainer import enqueue_periodic, prune_workers, requeue_expired
@@ -92,6 +93,8 @@ class WorkerPool:
         self.worker_id = worker_id or make_worker_id()
         self._maintenance = maintenance
         self._listen = listen
+        self._connections = Connections(self._db)
+        self._kinds: list[str] = []
         self._wakeup = Wakeup()
         self._stopping = threading.Event()
         self._monitor_stop = threading.Event()
@@ -121,6 +124,7 @@ class WorkerPool:
         self._started = True
         if self.registry is default_registry:
             load_handler_modules()
+        self._kinds = self.registry.kinds()
         subscribe_local(self._wakeup)
         self._write_worker_row()
         if self._listen and not self._db.is_sqlite:
@@ -153,7 +157,9 @@ class WorkerPool:
                 running.process.kill()
                 running.process.join(PROCESS_KILL_GRACE_SECONDS)
             try:
-                completion.hand_back(self._db, running.claimed, "worker shut down before the job finished")
+                completion.hand_back(
+                    self._connections, running.claimed, "worker shut down before the job finished"
+                )
             except LeaseLost:
                 pass
             except Exception:
@@ -171,6 +177,7 @@ class WorkerPool:
                 session.execute(delete(WorkerRecord).where(WorkerRecord.id == self.worker_id))
         except Exception:
             log.warning("could not remove worker row %s", self.worker_id, exc_info=True)
+        self._connections.close()
         if self._owns_db:
             self._db.dispose()
         self._started = False
@@ -200,7 +207,7 @@ class WorkerPool:
         while not self._stopping.is_set():
             generation = self._wakeup.generation
             try:
-                claimed = claim_next(self._db, self.worker_id, self.registry.kinds(), self.lease_seconds)
+                claimed = claim_next(self._connections, self.worker_id, self._kinds, self.lease_seconds)
             except Exception:
                 log.exception("claiming a job failed; retrying after the poll interval")
                 self._stopping.wait(self.poll_interval)
@@ -228,6 +235,7 @@ class WorkerPool:
                 self.registry.get(claimed.kind),
                 cancel_flag=running.cancel,
                 lost_flag=running.lost,
+                connections=self._connections,
             )
         finally:
             with self._lock:
@@ -275,7 +283,7 @@ class WorkerPool:
                 return
             # LeaseLost: the child recorded the outcome before dying, or the job was taken over.
             with contextlib.suppress(LeaseLost):
-                completion.finish_failed(self._db, claimed, error, spec)
+                completion.finish_failed(self._connections, claimed, error, spec)
         finally:
             with self._lock:
                 self._active.pop(claimed.id, None)

@@ -1,0 +1,82 @@
+"""Transactions for the engine's hot path: Core statements on long-lived per-thread connections.
+
+Claiming and finishing run for every job, so they skip the ORM and do not open a connection per
+transaction: on SQLite (NullPool) that would reconnect, replay the PRAGMAs and checkpoint the WAL on
+every close; on PostgreSQL it would pay the pool's pre-ping. Each thread keeps its own connection;
+a connection that fails is dropped and replaced on next use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from nodewright.db.database import Database
+
+
+class Connections:
+    def __init__(self, database: Database, *, reuse: bool = True) -> None:
+        self.database = database
+        self.is_sqlite = database.is_sqlite
+        self._reuse = reuse
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[Connection] = []
+
+    def _connection(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self.database.engine.connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def _discard(self, conn: Connection) -> None:
+        self._local.conn = None
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        try:
+            conn.invalidate()
+            conn.close()
+        except Exception:  # noqa: S110  (already broken; nothing more to do)
+            pass
+
+    @contextmanager
+    def begin(self, *, write: bool = False) -> Iterator[Connection]:
+        """A transaction that commits on success; ``write`` takes SQLite's write lock at BEGIN."""
+        if not self._reuse:
+            with self.database.engine.connect() as conn:
+                if self.is_sqlite:
+                    conn.execution_options(sqlite_begin="IMMEDIATE" if write else "DEFERRED")
+                with conn.begin():
+                    yield conn
+            return
+        conn = self._connection()
+        if self.is_sqlite:
+            conn.execution_options(sqlite_begin="IMMEDIATE" if write else "DEFERRED")
+        try:
+            with conn.begin():
+                yield conn
+        except DBAPIError as exc:
+            # An integrity error (a lost claim race) leaves the connection fine; a broken one is replaced.
+            if exc.connection_invalidated or isinstance(exc, OperationalError):
+                self._discard(conn)
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+def as_connections(source: Database | Connections) -> Connections:
+    return source if isinstance(source, Connections) else Connections(source, reuse=False)
