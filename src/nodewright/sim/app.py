@@ -240,7 +240,7 @@ def make_api_endpoint(rt: SimRuntime) -> Callable[[Request], Awaitable[Response]
     async def api(request: Request) -> Response:
         started = time.monotonic()
         method = request.method
-        path = request.url.path
+        path: str = request.scope["path"]
         correlation = secrets.token_hex(8)
         headers = {"X-Correlation-Id": correlation}
         project: str | None = None
@@ -252,7 +252,7 @@ def make_api_endpoint(rt: SimRuntime) -> Callable[[Request], Awaitable[Response]
                     time=datetime.now(UTC).isoformat(timespec="milliseconds"),
                     method=method,
                     path=path,
-                    query=request.url.query,
+                    query=request.scope["query_string"].decode("latin-1"),
                     status=response.status_code,
                     error_code=error_code,
                     correlation_id=correlation,
@@ -335,9 +335,9 @@ async def _body(request: Request) -> Any:
 def create_app(rt: SimRuntime) -> Starlette:
     api = make_api_endpoint(rt)
     methods = ["GET", "POST", "PUT", "DELETE", "PATCH"]
-    routes = [
-        *control_routes(rt),
+    routes = [  # /v1 first: it takes almost all the traffic
         Route("/v1/{rest:path}", api, methods=methods),
         Route("/v1", api, methods=methods),
+        *control_routes(rt),
     ]
     return Starlette(routes=routes)
