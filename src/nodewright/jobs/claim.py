@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from nodewright.db.database import Database
 from nodewright.db.types import utcnow
+from nodewright.jobs import fastpath
 from nodewright.jobs.connections import Connections, as_connections
 from nodewright.jobs.events import insert_event
 from nodewright.jobs.fencing import JOBS, Fence
@@ -77,7 +78,6 @@ def _claim_statement(for_update: bool) -> Any:
 
 
 _CLAIM_SQLITE = _claim_statement(for_update=False)
-_CLAIM_POSTGRES = _claim_statement(for_update=True)
 
 
 @dataclass(frozen=True)
@@ -122,32 +122,22 @@ def claim_next(
 def _claim_once(
     connections: Connections, owner: str, kinds: list[str], lease_seconds: float
 ) -> ClaimedJob | None:
-    statement = _CLAIM_SQLITE if connections.is_sqlite else _CLAIM_POSTGRES
+    now = utcnow()
+    params = {
+        "now": now,
+        "owner": owner,
+        "kinds": kinds,
+        "expires": now + dt.timedelta(seconds=lease_seconds),
+    }
+    if not connections.is_sqlite:
+        with connections.single() as conn:
+            row = conn.execute(fastpath.CLAIM, params).one_or_none()
+        return None if row is None else _claimed(row, owner, now)
     with connections.begin(write=True) as conn:
-        now = utcnow()
-        row = conn.execute(
-            statement,
-            {
-                "now": now,
-                "owner": owner,
-                "kinds": kinds,
-                "expires": now + dt.timedelta(seconds=lease_seconds),
-            },
-        ).one_or_none()
+        row = conn.execute(_CLAIM_SQLITE, params).one_or_none()
         if row is None:
             return None
-        claimed = ClaimedJob(
-            id=row.id,
-            kind=row.kind,
-            args=dict(row.args or {}),
-            attempt=row.attempt,
-            max_attempts=row.max_attempts,
-            resource_key=row.resource_key,
-            owner=owner,
-            created_at=row.created_at,
-            run_after=row.run_after,
-            started_at=now,
-        )
+        claimed = _claimed(row, owner, now)
         insert_event(
             conn,
             claimed.id,
@@ -158,3 +148,18 @@ def _claim_once(
             attempt=claimed.attempt,
         )
         return claimed
+
+
+def _claimed(row: Any, owner: str, now: dt.datetime) -> ClaimedJob:
+    return ClaimedJob(
+        id=row.id,
+        kind=row.kind,
+        args=dict(row.args or {}),
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        resource_key=row.resource_key,
+        owner=owner,
+        created_at=row.created_at,
+        run_after=row.run_after,
+        started_at=now,
+    )

@@ -8,6 +8,7 @@ transaction, since a finished job may unblock the next one of its resource.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from sqlalchemy import JSON, bindparam, null, text
@@ -15,13 +16,13 @@ from sqlalchemy import Connection as SAConnection
 
 from nodewright.db.database import Database
 from nodewright.db.types import utcnow
-from nodewright.jobs import metrics
+from nodewright.jobs import fastpath, metrics
 from nodewright.jobs.backoff import next_run_after
 from nodewright.jobs.claim import ClaimedJob
 from nodewright.jobs.connections import Connections, as_connections
-from nodewright.jobs.errors import JobError
+from nodewright.jobs.errors import JobError, LeaseLost
 from nodewright.jobs.events import insert_event, jsonable
-from nodewright.jobs.fencing import JOBS, fenced_update, run_fenced
+from nodewright.jobs.fencing import JOBS, fence_params, fenced_update, run_fenced
 from nodewright.jobs.notify import CHANNEL, notify_local
 from nodewright.jobs.registry import JobKind
 from nodewright.jobs.states import JobState
@@ -86,6 +87,21 @@ def finish_succeeded(source: Database | Connections, claimed: ClaimedJob, result
     value = jsonable(result) if result is not None else None
     if value is not None and not isinstance(value, dict):
         value = {"value": value}
+    if not connections.is_sqlite:
+        with connections.single() as conn:
+            row = conn.execute(
+                fastpath.SUCCEED,
+                {
+                    **fence_params(claimed.fence),
+                    "now": now,
+                    "result": None if value is None else json.dumps(redact(value)),
+                },
+            ).one_or_none()
+        if row is None:
+            raise LeaseLost(f"job {claimed.id} attempt {claimed.attempt} is no longer ours")
+        notify_local()
+        metrics.RUN_TIME.labels(kind=claimed.kind, outcome="succeeded").observe(_run_seconds(claimed, now))
+        return
     with connections.begin(write=True) as conn:
         touch = run_fenced(conn, _SUCCEEDED, claimed.fence, {"now": now, "result": redact(value)})
         insert_event(

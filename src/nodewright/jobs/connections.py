@@ -28,17 +28,21 @@ class Connections:
         self._lock = threading.Lock()
         self._all: list[Connection] = []
 
-    def _connection(self) -> Connection:
-        conn: Connection | None = getattr(self._local, "conn", None)
+    def _connection(self, slot: str = "conn") -> Connection:
+        conn: Connection | None = getattr(self._local, slot, None)
         if conn is None or conn.closed or conn.invalidated:
             conn = self.database.engine.connect()
-            self._local.conn = conn
+            if slot == "auto":
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+            setattr(self._local, slot, conn)
             with self._lock:
                 self._all.append(conn)
         return conn
 
     def _discard(self, conn: Connection) -> None:
-        self._local.conn = None
+        for slot in ("conn", "auto"):
+            if getattr(self._local, slot, None) is conn:
+                setattr(self._local, slot, None)
         with self._lock:
             if conn in self._all:
                 self._all.remove(conn)
@@ -66,6 +70,27 @@ class Connections:
                 yield conn
         except DBAPIError as exc:
             # An integrity error (a lost claim race) leaves the connection fine; a broken one is replaced.
+            if exc.connection_invalidated or isinstance(exc, OperationalError):
+                self._discard(conn)
+            raise
+
+    @contextmanager
+    def single(self) -> Iterator[Connection]:
+        """PostgreSQL only: an autocommit connection for one self-contained atomic statement (a
+        data-modifying CTE), which saves the BEGIN and COMMIT round trips of the hot path."""
+        if self.is_sqlite:
+            raise RuntimeError("single-statement mode is for PostgreSQL")
+        if not self._reuse:
+            with self.database.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                with conn.begin():
+                    yield conn
+            return
+        conn = self._connection("auto")
+        try:
+            with conn.begin():
+                yield conn
+        except DBAPIError as exc:
             if exc.connection_invalidated or isinstance(exc, OperationalError):
                 self._discard(conn)
             raise
