@@ -332,3 +332,9 @@ def test_every_error_code_reaches_the_sdk_with_its_status(
     [entry] = [r for r in sim_control.get("/requests").json()["requests"] if r["error_code"] == code]
     assert entry["status"] == STATUS_BY_CODE[code]
     assert entry["correlation_id"] == excinfo.value.correlation_id
+
+
+def test_anonymous_requests_are_rate_limited_too(sim: SimServer, sim_control: httpx.Client) -> None:
+    sim_control.post("/config", json={"rate_limit_capacity": 2, "rate_limit_refill_per_second": 0.001})
+    answers = [httpx.get(sim.api_url + "/servers").json()["error"]["code"] for _ in range(3)]
+    assert answers == ["unauthorized", "unauthorized", "rate_limit_exceeded"]

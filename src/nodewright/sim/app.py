@@ -275,7 +275,17 @@ def make_api_endpoint(rt: SimRuntime) -> Callable[[Request], Awaitable[Response]
                 if fault.kind == "error":
                     message = fault.error_body()["error"]["message"]
                     raise ApiError(fault.code or "server_error", message, fault.details, fault.error_status())
-            project, mode = _authenticate(rt, request)
+            try:
+                project, mode = _authenticate(rt, request)
+            except ApiError:
+                # The real API limits anonymous requests too; they share a bucket per client address.
+                client = request.client.host if request.client else "unknown"
+                decision = rt.limiter.take("anonymous:" + client)
+                if not decision.allowed:
+                    raise ApiError(
+                        "rate_limit_exceeded", f"limit of {decision.limit} requests per hour reached"
+                    ) from None
+                raise
             if mode == "read_only" and method in WRITE_METHODS:
                 raise ApiError("token_readonly", "token is read-only")
             decision = rt.limiter.take(project)
