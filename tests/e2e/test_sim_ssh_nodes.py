@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +202,31 @@ def test_stopping_the_simulator_leaves_no_process(ssh_keypair: tuple[Path, str])
         assert node_processes(root)
     assert not node_processes(root)
     assert not os.path.exists(root)
+
+
+def test_ansible_can_manage_a_node_without_touching_the_host(
+    client: hcloud.Client, node_sim: SimServer, ssh_keypair: tuple[Path, str], tmp_path: Path
+) -> None:
+    ansible = Path(sys.executable).parent / "ansible"
+    if not ansible.exists():
+        pytest.skip("ansible-core is not installed in this environment")
+    key_path, public_key = ssh_keypair
+    server = create_node(client, "ansible-1", public_key)
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text(
+        f"node ansible_host={server.public_net.ipv4.ip} ansible_user=root "
+        f"ansible_python_interpreter=/usr/bin/python3 ansible_ssh_private_key_file={key_path} "
+        "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'\n"
+    )
+    marker = f"/etc/nodewright-ansible-{secrets.token_hex(4)}"
+    result = subprocess.run(
+        [str(ansible), "-i", str(inventory), "node", "-m", "copy", "-a", f"dest={marker} content=managed"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_LOCAL_TEMP": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CHANGED" in result.stdout
+    assert not Path(marker).exists()
