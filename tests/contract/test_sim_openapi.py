@@ -129,6 +129,10 @@ def test_server_lifecycle_success_responses(api: Api) -> None:
     _wait_unlocked(api, server_id)
     api.call("DELETE", f"/servers/{server_id}", 200)
     api.error("GET", f"/servers/{server_id}", 404, "not_found")
+    ipv6_only = _create(api, "v6-only", public_net={"enable_ipv4": False}, start_after_create=False)
+    assert ipv6_only["server"]["public_net"]["ipv4"] is None
+    assert ipv6_only["next_actions"] == []
+    api.call("GET", f"/servers/{ipv6_only['server']['id']}", 200)
 
 
 def _wait_unlocked(api: Api, server_id: int) -> None:
