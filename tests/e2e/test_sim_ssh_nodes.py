@@ -23,7 +23,7 @@ from hcloud.ssh_keys import SSHKey
 
 from nodewright.sim.server import SimServer
 from tests.fixtures.sim import fast_config, random_token, ssh_keypair, ssh_sim_server  # noqa: F401
-from tests.support.system import require_binary, require_root
+from tests.support.system import missing, require_binary, require_root
 
 
 @pytest.fixture
@@ -194,7 +194,7 @@ def test_stopping_the_simulator_leaves_no_process(ssh_keypair: tuple[Path, str])
     require_binary("sshd", "/usr/sbin/sshd")
     with SimServer(ssh_nodes=True, config=fast_config()) as sim:
         if not sim.ssh_nodes:
-            pytest.skip(f"no SSH nodes: {sim.ssh_nodes_reason}")
+            missing(f"simulated SSH nodes unavailable: {sim.ssh_nodes_reason}")
         c = hcloud.Client(token=random_token(), api_endpoint=sim.api_url, poll_interval=0.02)
         server = create_node(c, "tmp-1", ssh_keypair[1])
         root = httpx.get(sim.base_url + "/_sim/status").json()["node_root"]
@@ -209,7 +209,7 @@ def test_ansible_can_manage_a_node_without_touching_the_host(
 ) -> None:
     ansible = Path(sys.executable).parent / "ansible"
     if not ansible.exists():
-        pytest.skip("ansible-core is not installed in this environment")
+        missing("ansible-core (the `ansible` command) is not installed next to this Python")
     key_path, public_key = ssh_keypair
     server = create_node(client, "ansible-1", public_key)
     inventory = tmp_path / "inventory.ini"
