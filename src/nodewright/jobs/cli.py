@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from sqlalchemy.exc import OperationalError
 
 
 def worker_command(
@@ -22,6 +23,7 @@ def worker_command(
     from nodewright.db import migrate
     from nodewright.jobs.worker import MODES, WorkerPool
     from nodewright.logging_setup import configure_logging
+    from nodewright.security.secretbox import SecretKeyError
 
     try:
         settings = load_settings()
@@ -32,7 +34,12 @@ def worker_command(
         typer.echo(f"error: --mode must be one of {', '.join(MODES)}", err=True)
         raise typer.Exit(2)
     configure_logging(settings.log_level)
-    ctx = AppContext.open(settings, create_keys=False)
+    try:
+        # Never create keys here: a worker on another machine must use the installation's keys.
+        ctx = AppContext.open(settings, create_keys=False)
+    except (SecretKeyError, OperationalError) as exc:
+        typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
+        raise typer.Exit(2) from None
     try:
         if not migrate.is_at_head(ctx.database.engine):
             typer.echo("error: the database schema is not current; run `nodewright db upgrade`", err=True)

@@ -7,6 +7,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from nodewright.jobs.connections import Connections
 from nodewright.jobs.context import Flag, JobContext
 from nodewright.jobs.errors import UNKNOWN_KIND, JobCanceled, JobError, LeaseLost, internal_error
 from nodewright.jobs.registry import JobKind, load_handler
+from nodewright.logging_setup import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +109,30 @@ def child_main(database_url: str, claimed: ClaimedJob, child: ChildSpec, cancel_
     The parent keeps the lease alive and kills this process if the lease is lost or it overruns; a
     cancel request sets ``cancel_event``, which ``ctx.canceled`` reads.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    logging.basicConfig(level=logging.INFO)
+    # The parent decides when we stop (finish, hand back, or kill); a SIGTERM to the process group
+    # must not turn a graceful shutdown into a crashed attempt.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    configure_logging()
+    _exit_with_parent(os.getppid())
     database = Database(database_url)
     try:
         run_claimed(database, claimed, child.to_kind(), cancel_flag=cancel_event)
     finally:
         database.dispose()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """If the supervising worker dies (SIGKILL), stop at once: its lease will expire and another
+    worker will take the job over, so an orphan must not keep acting on it."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="nodewright-job-orphan-watch", daemon=True).start()
 
 
 def spawn_context() -> Any:
