@@ -22,13 +22,22 @@ from hcloud.server_types import ServerType
 from hcloud.ssh_keys import SSHKey
 
 from nodewright.sim.server import SimServer
-from tests.fixtures.sim import fast_config, random_token, ssh_keypair, ssh_sim_server  # noqa: F401
+from tests.fixtures.sim import (  # noqa: F401
+    fast_config,
+    node_ssh_port,
+    random_token,
+    ssh_keypair,
+    ssh_sim_server,
+)
 from tests.support.system import missing, require_binary, require_root
+
+PORT = node_ssh_port()
 
 
 @pytest.fixture
 def node_sim(ssh_sim_server: SimServer) -> SimServer:
     httpx.post(ssh_sim_server.base_url + "/_sim/reset").raise_for_status()
+    assert ssh_sim_server.config.ssh_port == PORT
     return ssh_sim_server
 
 
@@ -52,12 +61,20 @@ def sim_server_entry(sim: SimServer, server_id: int) -> dict[str, Any]:
     return entry
 
 
-def ssh(key: Path, known_hosts: Path, host: str, command: str) -> subprocess.CompletedProcess[str]:
+def known(address: str, port: int, public_key: str) -> str:
+    """A known_hosts line; OpenSSH writes non-default ports as ``[host]:port``."""
+    return f"{address if port == 22 else f'[{address}]:{port}'} {public_key}\n"
+
+
+def ssh(
+    key: Path, known_hosts: Path, host: str, command: str, port: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    port = PORT if port is None else port
     binary = require_binary("ssh")
     return subprocess.run(
         [binary, "-i", str(key), "-o", "StrictHostKeyChecking=yes",
          "-o", f"UserKnownHostsFile={known_hosts}", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-         "-o", "ConnectTimeout=10", f"root@{host}", command],
+         "-o", "ConnectTimeout=10", "-p", str(port), f"root@{host}", command],
         capture_output=True,
         text=True,
         timeout=60,
@@ -115,7 +132,7 @@ def test_ssh_into_node_with_pinned_host_key(
     assert server.status == "running"
     address = server.public_net.ipv4.ip
     known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(f"{address} {host_public}\n")
+    known_hosts.write_text(known(address, PORT, host_public))
 
     marker = f"nodewright-{secrets.token_hex(4)}"
     node_root = httpx.get(node_sim.base_url + "/_sim/status").json()["node_root"]
@@ -140,7 +157,7 @@ def test_ssh_into_node_with_pinned_host_key(
     assert ssh(stranger, known_hosts, address, "true").returncode != 0
 
     wrong_hosts = tmp_path / "wrong_hosts"
-    wrong_hosts.write_text(f"{address} {host_keypair()[1]}\n")
+    wrong_hosts.write_text(known(address, PORT, host_keypair()[1]))
     refused = ssh(key_path, wrong_hosts, address, "true")
     assert refused.returncode != 0
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in refused.stderr
@@ -157,13 +174,13 @@ def test_power_cycle_keeps_the_disk_and_delete_leaves_nothing(
     assert node_processes(node_dir)
     address = server.public_net.ipv4.ip
     known_hosts = tmp_path / "known_hosts"
-    scan = subprocess.run([require_binary("ssh-keyscan"), "-t", "ed25519", address],
+    scan = subprocess.run([require_binary("ssh-keyscan"), "-p", str(PORT), "-t", "ed25519", address],
                           capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
     known_hosts.write_text(scan.stdout)
 
     session = subprocess.Popen(
         [require_binary("ssh"), "-i", str(key_path), "-o", "StrictHostKeyChecking=yes",
-         "-o", f"UserKnownHostsFile={known_hosts}", "-o", "BatchMode=yes", f"root@{address}",
+         "-o", f"UserKnownHostsFile={known_hosts}", "-o", "BatchMode=yes", "-p", str(PORT), f"root@{address}",
          "echo kept > /var/kept && hostname && sleep 600"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -192,7 +209,9 @@ def test_power_cycle_keeps_the_disk_and_delete_leaves_nothing(
 def test_stopping_the_simulator_leaves_no_process(ssh_keypair: tuple[Path, str]) -> None:
     require_root()
     require_binary("sshd", "/usr/sbin/sshd")
-    with SimServer(ssh_nodes=True, config=fast_config()) as sim:
+    config = fast_config()
+    config.ssh_port = PORT
+    with SimServer(ssh_nodes=True, config=config) as sim:
         if not sim.ssh_nodes:
             missing(f"simulated SSH nodes unavailable: {sim.ssh_nodes_reason}")
         c = hcloud.Client(token=random_token(), api_endpoint=sim.api_url, poll_interval=0.02)
@@ -214,7 +233,7 @@ def test_ansible_can_manage_a_node_without_touching_the_host(
     server = create_node(client, "ansible-1", public_key)
     inventory = tmp_path / "inventory.ini"
     inventory.write_text(
-        f"node ansible_host={server.public_net.ipv4.ip} ansible_user=root "
+        f"node ansible_host={server.public_net.ipv4.ip} ansible_port={PORT} ansible_user=root "
         f"ansible_python_interpreter=/usr/bin/python3 ansible_ssh_private_key_file={key_path} "
         "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'\n"
     )
