@@ -338,3 +338,12 @@ def test_anonymous_requests_are_rate_limited_too(sim: SimServer, sim_control: ht
     sim_control.post("/config", json={"rate_limit_capacity": 2, "rate_limit_refill_per_second": 0.001})
     answers = [httpx.get(sim.api_url + "/servers").json()["error"]["code"] for _ in range(3)]
     assert answers == ["unauthorized", "unauthorized", "rate_limit_exceeded"]
+
+
+def test_create_that_outlives_the_client_timeout(sim: SimServer, sim_control: httpx.Client) -> None:
+    client = fast_retries(hcloud.Client(token=random_token(), api_endpoint=sim.api_url, timeout=0.3))
+    fault = {"kind": "lost_response", "method": "POST", "path": "/v1/servers", "delay": 0.6}
+    sim_control.post("/faults", json=fault)
+    error = _api_error(lambda: create(client, "slowpoke-1"))
+    assert error.code == "uniqueness_error"
+    assert client.servers.get_by_name("slowpoke-1") is not None
