@@ -7,7 +7,7 @@ duration is configurable. The rate-limit defaults are the real ones.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -26,7 +26,6 @@ class SimConfig:
     max_servers_per_project: int | None = None
     tick_interval: float = 0.05
     request_log_size: int = 10_000
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         net = ipaddress.ip_network(self.ssh_address_range, strict=False)
