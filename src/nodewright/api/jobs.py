@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -222,7 +224,7 @@ def job_events(
             raise _not_found(job_id)
         if SSE_MEDIA_TYPE in request.headers.get("accept", ""):
             return StreamingResponse(
-                event_stream(database, job_id, start),
+                event_stream(database, job_id, start, request),
                 media_type=SSE_MEDIA_TYPE,
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -237,27 +239,38 @@ def job_events(
     )
 
 
-def event_stream(
+def _poll_events(database: Database, job_id: int, after: int) -> tuple[str | None, list[EventOut]]:
+    """One short-lived session: the job's state first, then its events after ``after``.
+
+    The final state change commits together with its event, so once a terminal state is seen, the
+    events read next include the last one.
+    """
+    with database.session() as session:
+        job = session.get(Job, job_id)
+        state = job.state if job is not None else None
+        batch = [_event_out(e) for e in service.list_events(session, job_id, after=after, limit=500)]
+    return state, batch
+
+
+async def event_stream(
     database: Database,
     job_id: int,
     after: int,
+    request: Request | None = None,
     *,
     poll_seconds: float = SSE_POLL_SECONDS,
     keepalive_seconds: float = SSE_KEEPALIVE_SECONDS,
-) -> Iterator[str]:
-    """SSE frames for the job's events after ``after``; a short-lived session per poll.
+) -> AsyncIterator[str]:
+    """SSE frames for the job's events after ``after``, until the job is finished and all are sent.
 
-    The job's state is read *before* its events in each poll: the final state change commits together
-    with its event, so once a terminal state is seen, the events read next include the last one.
+    Async, with each database poll in the thread pool: a follower waiting between polls holds no
+    thread, so many open streams cannot starve the synchronous routes.
     """
     last = after
     last_sent = time.monotonic()
     yield "retry: 2000\n\n"
     while True:
-        with database.session() as session:
-            job = session.get(Job, job_id)
-            state = job.state if job is not None else None
-            batch = [_event_out(e) for e in service.list_events(session, job_id, after=last, limit=500)]
+        state, batch = await run_in_threadpool(_poll_events, database, job_id, last)
         for event in batch:
             payload = json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
             yield f"id: {event.seq}\nevent: {event.type}\ndata: {payload}\n\n"
@@ -267,10 +280,12 @@ def event_stream(
             continue
         if state is None or state in TERMINAL:
             return
+        if request is not None and await request.is_disconnected():
+            return
         if time.monotonic() - last_sent >= keepalive_seconds:
             yield ": keep-alive\n\n"
             last_sent = time.monotonic()
-        time.sleep(poll_seconds)
+        await asyncio.sleep(poll_seconds)
 
 
 @router.post(

@@ -78,6 +78,15 @@ def _claim_statement(for_update: bool) -> Any:
 
 
 _CLAIM_SQLITE = _claim_statement(for_update=False)
+_ANY_DUE = (
+    select(JOBS.c.id)
+    .where(
+        JOBS.c.state.in_(CLAIMABLE),
+        JOBS.c.run_after <= bindparam("now", type_=JOBS.c.run_after.type),
+        JOBS.c.kind.in_(bindparam("kinds", expanding=True)),
+    )
+    .limit(1)
+)
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,10 @@ def _claim_once(
         with connections.single() as conn:
             row = conn.execute(fastpath.CLAIM, params).one_or_none()
         return None if row is None else _claimed(row, owner, now)
+    # SQLite has one write lock for the whole database: idle workers look before they take it.
+    with connections.begin() as conn:
+        if conn.execute(_ANY_DUE, params).first() is None:
+            return None
     with connections.begin(write=True) as conn:
         row = conn.execute(_CLAIM_SQLITE, params).one_or_none()
         if row is None:
