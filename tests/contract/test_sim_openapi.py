@@ -136,6 +136,9 @@ def test_server_lifecycle_success_responses(api: Api) -> None:
     _wait_unlocked(api, server_id)
     api.call("POST", f"/servers/{server_id}/actions/poweron", 201)
     _wait_unlocked(api, server_id)
+    for verb in ("reboot", "reset", "shutdown"):
+        api.call("POST", f"/servers/{server_id}/actions/{verb}", 201)
+        _wait_unlocked(api, server_id)
     api.call("DELETE", f"/servers/{server_id}", 200)
     api.error("GET", f"/servers/{server_id}", 404, "not_found")
     ipv6_only = _create(api, "v6-only", public_net={"enable_ipv4": False}, start_after_create=False)

@@ -89,8 +89,21 @@ def test_full_scenario(hcloud_client: hcloud.Client) -> None:
     assert hcloud_client.servers.get_by_id(server.id).status == "off"
     server.power_on().wait_until_finished()
     assert hcloud_client.servers.get_by_id(server.id).status == "running"
+    server.reboot().wait_until_finished()
+    server.reset().wait_until_finished()
+    assert hcloud_client.servers.get_by_id(server.id).status == "running"
+    server.shutdown().wait_until_finished()
+    assert hcloud_client.servers.get_by_id(server.id).status == "off"
+    server.power_on().wait_until_finished()
     actions = hcloud_client.servers.get_actions_list(server).actions
-    assert {a.command for a in actions} >= {"create_server", "start_server", "stop_server"}
+    assert {a.command for a in actions} >= {
+        "create_server",
+        "start_server",
+        "stop_server",
+        "reboot_server",
+        "reset_server",
+        "shutdown_server",
+    }
     server.delete().wait_until_finished()
     with pytest.raises(hcloud.APIException) as excinfo:
         hcloud_client.servers.get_by_id(server.id)

@@ -201,6 +201,13 @@ def test_power_cycle_keeps_the_disk_and_delete_leaves_nothing(
     assert result.stdout.split() == ["kept", "db-1"]
     assert not Path("/var/kept").exists()
 
+    before = sim_server_entry(node_sim, server.id)["ssh"]["node"]["pid"]
+    server.reboot().wait_until_finished()
+    after = sim_server_entry(node_sim, server.id)
+    assert after["status"] == "running" and after["ssh"]["node"]["state"] == "ready"
+    assert after["ssh"]["node"]["pid"] != before
+    assert ssh(key_path, known_hosts, address, "cat /var/kept").stdout.strip() == "kept"
+
     server.delete().wait_until_finished()
     assert not node_processes(node_dir)
     assert not Path(node_dir).exists()

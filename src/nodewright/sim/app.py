@@ -108,6 +108,19 @@ def _routes() -> list[ApiRoute]:
     def poweroff(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
         return 201, rt.state.power(c.project, c.params["id"], on=False)
 
+    def power_action(command: str) -> Handler:
+        def handler(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+            return 201, rt.state.server_action(c.project, c.params["id"], command)
+
+        return handler
+
+    for verb, command in (
+        ("shutdown", "shutdown_server"),
+        ("reboot", "reboot_server"),
+        ("reset", "reset_server"),
+    ):
+        r("POST", f"/servers/{{id}}/actions/{verb}", f"{verb}_server")(power_action(command))
+
     @r("GET", "/actions", "get_actions")
     def actions(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
         return 200, rt.state.list_actions(c.project, c.query)

@@ -55,6 +55,7 @@ class Node:
     directory: Path
     state: NodeState = "absent"
     desired: Desired = "running"
+    restart: bool = False
     process: subprocess.Popen[bytes] | None = None
     boot_seconds: float | None = None
     error: str | None = None
@@ -204,7 +205,8 @@ class NodeSupervisor:
         _LIVE.add(self)
 
     # -- requests from the API state (never block) ------------------------------------------
-    def boot(self, spec: NodeSpec) -> None:
+    def boot(self, spec: NodeSpec, restart: bool = False) -> None:
+        """Make the node run; ``restart`` kills a running sshd first (reboot, reset)."""
         with self._lock:
             node = self._nodes.get(spec.server_id)
             if node is None or node.state == "gone":
@@ -212,7 +214,8 @@ class NodeSupervisor:
                 self._nodes[spec.server_id] = node
             node.spec = spec
             node.desired = "running"
-            if node.state != "ready":
+            node.restart = node.restart or restart
+            if node.state != "ready" or restart:
                 node.state = "booting"
         self._queue.put(spec.server_id)
 
@@ -290,6 +293,14 @@ class NodeSupervisor:
             desired = node.desired
             alive = node.process is not None and node.process.poll() is None
         if desired == "running":
+            with self._lock:
+                restart, node.restart = node.restart, False
+            if alive and restart:
+                with self._lock:
+                    process, node.process = node.process, None
+                if process is not None:
+                    self._terminate(process)
+                alive = False
             if alive:
                 with self._lock:
                     if node.state == "booting":

@@ -45,7 +45,7 @@ JSON = dict[str, Any]
 class Nodes(Protocol):
     """What the state needs from the node supervisor (absent when SSH nodes are off)."""
 
-    def boot(self, spec: Any) -> None: ...
+    def boot(self, spec: Any, restart: bool = False) -> None: ...
     def stop(self, server_id: int) -> None: ...
     def destroy(self, server_id: int) -> None: ...
     def state(self, server_id: int) -> str: ...
@@ -296,16 +296,18 @@ class SimState:
             server.status = "starting"
             if action.outcome != "left_off":
                 self._boot(server)
-        elif action.command == "stop_server":
+        elif action.command in {"stop_server", "shutdown_server"}:
             server.status = "stopping"
             if self.nodes is not None:
                 self.nodes.stop(server.id)
+        elif action.command in {"reboot_server", "reset_server"} and server.status != "off":
+            self._boot(server, restart=True)
 
-    def _boot(self, server: Server) -> None:
+    def _boot(self, server: Server, restart: bool = False) -> None:
         if self.nodes is not None and self.node_spec_factory is not None:
             spec = self.node_spec_factory(server)
             if spec is not None:
-                self.nodes.boot(spec)
+                self.nodes.boot(spec, restart=restart)
 
     def _gate_open(self, action: Action) -> bool:
         """Actions that stand for node work end only when the node has caught up, so that a server
@@ -315,8 +317,10 @@ class SimState:
         node = self.nodes.state(action.server_id)
         if action.command == "start_server" and action.outcome != "left_off":
             return action.server_id not in self.servers or node in {"ready", "failed", "absent"}
-        if action.command == "stop_server":
+        if action.command in {"stop_server", "shutdown_server"}:
             return node in {"stopped", "absent", "gone", "failed"}
+        if action.command in {"reboot_server", "reset_server"}:
+            return node in {"ready", "failed", "absent", "stopped"}
         if action.command == "delete_server":
             return node in {"gone", "absent"}
         return True
@@ -335,7 +339,7 @@ class SimState:
                 server.status = "off"
         elif action.command == "start_server":
             server.status = "off" if (error or action.outcome == "left_off") else "running"
-        elif action.command == "stop_server":
+        elif action.command in {"stop_server", "shutdown_server"}:
             server.status = "off"
 
     def locked(self, server_id: int) -> bool:
@@ -601,14 +605,23 @@ class SimState:
             self.nodes.destroy(server.id)
 
     def power(self, project: str, server_id: int, on: bool) -> JSON:
+        return self.server_action(project, server_id, "start_server" if on else "stop_server")
+
+    def server_action(self, project: str, server_id: int, command: str) -> JSON:
+        """Power actions: ``start_server``, ``stop_server``, ``shutdown_server`` (graceful stop)
+        and ``reboot_server``/``reset_server`` (the node restarts, its disk is kept)."""
+        durations = {
+            "start_server": self.config.start_duration,
+            "stop_server": self.config.stop_duration,
+            "shutdown_server": self.config.stop_duration,
+            "reboot_server": self.config.start_duration,
+            "reset_server": self.config.start_duration,
+        }
         with self.lock:
             self.advance()
             server = self._server(project, server_id)
             self._require_unlocked(server)
-            if on:
-                action = self._new_action("start_server", server, self.config.start_duration)
-            else:
-                action = self._new_action("stop_server", server, self.config.stop_duration)
+            action = self._new_action(command, server, durations[command])
             self.advance()
             return {"action": action.to_json(time.monotonic())}
 
