@@ -275,8 +275,9 @@ class NodeSupervisor:
                     log.exception("simulated node %s failed", server_id)
                     with self._lock:
                         node = self._nodes.get(server_id)
-                        if node is not None and node.desired == "running":
-                            node.state = "failed"
+                        if node is not None:
+                            # Settle in a final state either way, so no action waits forever.
+                            node.state = "failed" if node.desired == "running" else node.desired
                             node.error = str(exc)
                 with self._lock:
                     if server_id in self._dirty:
