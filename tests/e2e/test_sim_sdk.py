@@ -360,3 +360,39 @@ def test_create_that_outlives_the_client_timeout(sim: SimServer, sim_control: ht
     error = _api_error(lambda: create(client, "slowpoke-1"))
     assert error.code == "uniqueness_error"
     assert client.servers.get_by_name("slowpoke-1") is not None
+
+
+def test_typed_control_client(sim: SimServer) -> None:
+    token = random_token()
+    client = fast_retries(hcloud.Client(token=token, api_endpoint=sim.api_url, poll_interval=0.02))
+    with sim.control() as control:
+        project = control.register_token(token, project="team-a")
+        assert project == "team-a"
+        fault = control.add_fault("error", method="GET", path="/v1/locations", code="maintenance")
+        assert fault["code"] == "maintenance" and control.faults()[0]["id"] == fault["id"]
+        assert _api_error(client.locations.get_all).code == "maintenance"
+        control.add_fault("slow", path="/v1/locations", delay=0.05, count=None)
+        control.clear_faults()
+        assert control.faults() == []
+        control.add_capacity_rule(location="hel1")
+        assert _api_error(lambda: create(client, "x", location=Location(name="hel1"))).code == (
+            "resource_unavailable"
+        )
+        control.clear_capacity()
+        control.set_server_limit(1, token=token)
+        wait_all(create(client, "only-1"))
+        assert _api_error(lambda: create(client, "only-2")).code == "resource_limit_exceeded"
+        control.set_server_limit(None, token=token)
+        [entry] = control.servers()
+        assert (entry["name"], entry["project"], entry["status"]) == ("only-1", "team-a", "running")
+        control.power_off(entry["id"])
+        assert client.servers.get_by_id(entry["id"]).status == "off"
+        control.delete_server(entry["id"])
+        assert control.servers() == []
+        assert control.configure(create_duration=0.2)["create_duration"] == 0.2
+        assert control.requests(limit=2)[-1]["path"] == f"/v1/servers/{entry['id']}"
+        control.clear_requests()
+        assert control.requests() == []
+        assert control.status()["ssh_nodes"] is False
+        control.reset()
+        assert control.status()["servers"] == 0

@@ -18,6 +18,7 @@ import uvicorn
 
 from nodewright.sim.app import create_app
 from nodewright.sim.config import SimConfig
+from nodewright.sim.control_client import SimControl
 from nodewright.sim.nodes import NodeSupervisor, probe_isolation, probe_port
 from nodewright.sim.runtime import SimRuntime
 
@@ -54,6 +55,10 @@ class SimServer:
     @property
     def api_url(self) -> str:
         return self.base_url + "/v1"
+
+    def control(self) -> SimControl:
+        """A client of this simulator's ``/_sim`` API; close it (or use ``with``) when done."""
+        return SimControl(self.base_url)
 
     @property
     def ssh_nodes(self) -> bool:
