@@ -256,3 +256,27 @@ def test_ansible_can_manage_a_node_without_touching_the_host(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "CHANGED" in result.stdout
     assert not Path(marker).exists()
+
+
+def test_hcloud_cli_server_ssh(node_sim: SimServer, ssh_keypair: tuple[Path, str], tmp_path: Path) -> None:
+    """``hcloud server ssh NAME`` reaches the node the way it reaches a Hetzner server."""
+    binary = require_binary("hcloud")
+    key_path, public_key = ssh_keypair
+    token = random_token()
+    client = hcloud.Client(token=token, api_endpoint=node_sim.api_url, poll_interval=0.02)
+    create_node(client, "cli-ssh-1", public_key)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "HCLOUD_TOKEN": token,
+        "HCLOUD_ENDPOINT": node_sim.api_url,
+        "HCLOUD_CONFIG": str(tmp_path / "cli.toml"),
+    }
+    result = subprocess.run(
+        [binary, "server", "ssh", "--port", str(PORT), "cli-ssh-1", "-i", str(key_path),
+         "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={tmp_path / 'kh'}",
+         "-o", "BatchMode=yes", "hostname"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "cli-ssh-1"
