@@ -4,6 +4,7 @@ key injected through cloud-init, isolated from the host, and gone without a trac
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import subprocess
@@ -280,3 +281,28 @@ def test_hcloud_cli_server_ssh(node_sim: SimServer, ssh_keypair: tuple[Path, str
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "cli-ssh-1"
+
+
+def test_two_simulators_on_one_machine_do_not_collide(
+    client: hcloud.Client, node_sim: SimServer, ssh_keypair: tuple[Path, str], tmp_path: Path
+) -> None:
+    key_path, public_key = ssh_keypair
+    first = create_node(client, "one-1", public_key)
+    address = first.public_net.ipv4.ip
+    config = fast_config()
+    config.ssh_port = PORT
+    with SimServer(ssh_nodes=True, config=config) as other:
+        assert other.runtime is not None
+        other.runtime.state.pool.cursor = int(ipaddress.ip_address(address))  # aim at the taken one
+        other_client = hcloud.Client(token=random_token(), api_endpoint=other.api_url, poll_interval=0.02)
+        second = create_node(other_client, "two-1", public_key)
+        assert second.public_net.ipv4.ip != address
+        kh = tmp_path / "kh"
+        for server, name in ((first, "one-1"), (second, "two-1")):
+            result = subprocess.run(
+                [require_binary("ssh"), "-i", str(key_path), "-o", "StrictHostKeyChecking=no",
+                 "-o", f"UserKnownHostsFile={kh}", "-o", "BatchMode=yes", "-p", str(PORT),
+                 f"root@{server.public_net.ipv4.ip}", "hostname"],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert result.stdout.strip() == name, result.stderr

@@ -6,6 +6,7 @@ import pytest
 
 from nodewright.sim.errors import ApiError, status_for
 from nodewright.sim.listing import paginate, sort_items
+from nodewright.sim.state import AddressPool
 from nodewright.sim.validation import (
     fingerprint,
     public_key_problem,
@@ -89,3 +90,17 @@ def test_sorting() -> None:
     assert sort_items(rows, ["name", "id:desc"], keys) == [(3, "a"), (2, "b"), (1, "b")]
     with pytest.raises(ApiError):
         sort_items(rows, ["bogus"], keys)
+
+
+def test_address_pool_skips_held_and_busy_addresses() -> None:
+    busy = {"127.77.0.3"}
+    pool = AddressPool("127.77.0.0/29", available=lambda address: address not in busy)
+    pool.cursor = int(pool.network.network_address) + 2
+    first, second = pool.allocate(), pool.allocate()
+    assert (first, second) == ("127.77.0.2", "127.77.0.4")
+    pool.release(first)
+    assert pool.allocate() == "127.77.0.5"  # cycles through the range before reusing
+    assert pool.allocate() == "127.77.0.6"
+    assert pool.allocate() == "127.77.0.2"
+    with pytest.raises(ApiError):
+        pool.allocate()

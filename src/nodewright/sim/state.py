@@ -11,6 +11,7 @@ import collections
 import hashlib
 import ipaddress
 import secrets
+import socket
 import string
 import threading
 import time
@@ -181,12 +182,19 @@ def _generate_password() -> str:
 
 class AddressPool:
     """Hands out loopback addresses for node IPv4s, never reusing one while a server holds it and
-    cycling through the range before reusing, so stale known_hosts entries do not collide."""
+    cycling through the range before reusing, so stale known_hosts entries do not collide.
 
-    def __init__(self, cidr: str) -> None:
+    Several simulators may share a machine (a demo and a test run): each starts at a random point
+    of the range, and ``available`` lets it skip addresses another one's nodes already listen on.
+    """
+
+    def __init__(self, cidr: str, available: Callable[[str], bool] | None = None) -> None:
         self.network = ipaddress.ip_network(cidr, strict=False)
         self.used: set[str] = set()
-        self.cursor = int(self.network.network_address) + 2
+        self.available = available
+        first = int(self.network.network_address) + 2
+        span = max(1, int(self.network.broadcast_address) - 1 - first + 1)
+        self.cursor = first + secrets.randbelow(span)
 
     def _candidates(self) -> Iterator[int]:
         first = int(self.network.network_address) + 2
@@ -200,7 +208,7 @@ class AddressPool:
             if value & 0xFF in (0, 255):
                 continue
             address = str(ipaddress.ip_address(value))
-            if address not in self.used:
+            if address not in self.used and (self.available is None or self.available(address)):
                 self.used.add(address)
                 self.cursor = value + 1
                 return address
@@ -225,12 +233,21 @@ class SimState:
         self.capacity: list[Capacity] = []
         self.server_limits: dict[str, int] = {}
         self.requests: collections.deque[RequestRecord] = collections.deque(maxlen=config.request_log_size)
-        self.pool = AddressPool(config.ssh_address_range)
+        self.pool = AddressPool(config.ssh_address_range, self._address_free if nodes is not None else None)
         self.next_server_id = 4_200_001
         self.next_action_id = 91_000_001
         self.next_key_id = 1_800_001
         self.next_ip_id = 55_000_001
         self.changed = False
+
+    def _address_free(self, address: str) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((address, self.config.ssh_port))
+            except OSError:
+                return False
+        return True
 
     # -- identity -----------------------------------------------------------------------------
     def register_token(self, token: str, mode: TokenMode, project: str | None) -> str:
