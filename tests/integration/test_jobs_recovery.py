@@ -183,3 +183,34 @@ def test_worker_pool_runs_to_completion_and_records_its_heartbeat(db: Database) 
         pool.stop(timeout=5.0)
     with db.session() as session:
         assert session.execute(text("SELECT count(*) FROM workers")).scalar_one() == 0
+
+
+INSERT_STEP_RUN = text("INSERT INTO test_step_runs (job_id, step, attempt, pid) VALUES (:j, :s, 1, 0)")
+
+
+def test_handler_transaction_is_fenced_and_sleep_wakes_on_cancel(db: Database) -> None:
+    with db.session() as session:
+        job_id = enqueue(session, "test.noop", {}).id
+    claimed = claim(db, "worker-a")
+    assert claimed is not None
+    ctx = JobContext(db, claimed, cancel_flag=threading.Event())
+    with ctx.transaction() as session:
+        session.execute(
+            text("INSERT INTO test_step_runs (job_id, step, attempt, pid) VALUES (:j, 'tx', 1, 0)"),
+            {"j": job_id},
+        )
+    from nodewright.jobs import service
+    from nodewright.jobs.errors import JobCanceled
+
+    with db.session(write=True) as session:
+        service.request_cancel(session, job_id)
+    with pytest.raises(JobCanceled):
+        ctx.sleep(30)
+    _expire_lease(db, job_id)
+    requeue_expired(db)
+    with pytest.raises(LeaseLost), ctx.transaction() as session:
+        session.execute(
+            text("INSERT INTO test_step_runs (job_id, step, attempt, pid) VALUES (:j, 'late', 1, 0)"),
+            {"j": job_id},
+        )
+    assert [s for s, _ in _step_runs(db, job_id)] == ["tx"]

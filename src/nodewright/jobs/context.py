@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import Job, JobStep
@@ -37,6 +39,8 @@ class Flag(Protocol):
     def is_set(self) -> bool: ...
 
     def set(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 def load_steps(database: Database, job_id: int) -> dict[str, Any]:
@@ -193,6 +197,29 @@ class JobContext:
         self._steps[name] = value
         result: T = value
         return result
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A write transaction on the application's tables, fenced like the engine's own writes.
+
+        Use it for the handler's domain rows (a node's state): if this attempt lost its lease the
+        block raises ``LeaseLost`` and nothing in it commits, so a zombie cannot overwrite what
+        the attempt that took over wrote.
+        """
+        with self._database.session(write=True) as session:
+            fenced_touch(session, self.fence)
+            yield session
+
+    def sleep(self, seconds: float) -> None:
+        """Wait like ``time.sleep`` (between polls of a provider action), but raise ``JobCanceled``
+        as soon as a cancel arrives (at once when the worker relays it, within a second otherwise)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.check_canceled()  # also asks the database, in case no monitor relays the cancel
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._cancel_flag.wait(min(remaining, 1.0))
 
     def log(self, message: str, level: str = "info", **data: Any) -> int:
         """Append an event to the job's log (redacted); returns its sequence number."""
