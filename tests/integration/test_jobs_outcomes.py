@@ -3,6 +3,7 @@ internal errors, cancel of queued and running jobs, and redaction of events."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +192,22 @@ def test_a_stale_attempt_cannot_finish_a_job_it_lost(db: Database) -> None:
     assert outcome == "lost"
     job = job_row(db, job_id)
     assert job.state == JobState.RUNNING and job.lease_owner == "new-owner" and job.result is None
+
+
+def test_process_mode_runs_jobs_in_children_and_survives_a_killed_child(db: Database) -> None:
+    workers = WorkerPool(
+        db, concurrency=2, mode="process", registry=REGISTRY, lease_seconds=2.0, poll_interval=0.1
+    )
+    workers.start()
+    try:
+        ok = _enqueue(db, "test.steps")
+        dies = _enqueue(db, "test.die_once")
+        assert wait_for_state(db, ok, JobState.SUCCEEDED, JobState.FAILED).state == JobState.SUCCEEDED
+        job = wait_for_state(db, dies, JobState.SUCCEEDED, JobState.FAILED)
+    finally:
+        workers.stop(timeout=5.0)
+    assert job.state == JobState.SUCCEEDED and job.attempt == 2
+    assert job.result is not None
+    assert job.result["first_pid"] != job.result["pid"] != os.getpid()  # two children, not the worker
+    messages = [e.message for e in _events(db, dies)]
+    assert any("worker_lost" in m for m in messages)

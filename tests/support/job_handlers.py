@@ -149,3 +149,14 @@ def tick(ctx: JobContext) -> None:
                 "e": time.time(),
             },
         )
+
+
+@REGISTRY.handler("test.die_once", max_attempts=3, backoff_base=0.05, backoff_cap=0.1)
+def die_once(ctx: JobContext) -> dict[str, Any]:
+    """Process mode only: the job's own process is killed on the first attempt."""
+    import signal
+
+    first = ctx.step("before", lambda: {"pid": os.getpid()})
+    if ctx.attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"first_pid": first["pid"], "pid": os.getpid()}
