@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from nodewright.sim.addresses import AddressPool
 from nodewright.sim.errors import ApiError, status_for
 from nodewright.sim.listing import paginate, sort_items
-from nodewright.sim.state import AddressPool
 from nodewright.sim.validation import (
     fingerprint,
     public_key_problem,

@@ -25,9 +25,10 @@ from starlette.routing import Route
 from nodewright.sim.control import control_routes
 from nodewright.sim.errors import ApiError, invalid_input
 from nodewright.sim.faults import Fault
+from nodewright.sim.models import RequestRecord
 from nodewright.sim.ratelimit import RateDecision
 from nodewright.sim.runtime import SimRuntime
-from nodewright.sim.state import Query, RequestRecord
+from nodewright.sim.state import Query
 from nodewright.sim.validation import well_formed_token
 
 JSON_TYPE = "application/json"

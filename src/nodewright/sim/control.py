@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from nodewright.sim.faults import FaultSpecError
-from nodewright.sim.state import Capacity
+from nodewright.sim.models import Capacity
 
 if TYPE_CHECKING:
     from nodewright.sim.runtime import SimRuntime

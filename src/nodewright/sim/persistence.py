@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nodewright.sim.actions import Action
+from nodewright.sim.models import Server, SshKey
 
 if TYPE_CHECKING:
     from nodewright.sim.state import SimState
@@ -45,8 +46,6 @@ def save_state(state: SimState, path: Path) -> None:
 
 
 def load_state(state: SimState, path: Path) -> None:
-    from nodewright.sim.state import Server, SshKey
-
     data = json.loads(path.read_text())
     if data.get("format") != FORMAT:
         raise ValueError(f"{path}: unsupported simulator state format {data.get('format')!r}")

@@ -15,10 +15,11 @@ from typing import Any
 from nodewright.sim.cloudinit import parse_user_data
 from nodewright.sim.config import SimConfig
 from nodewright.sim.faults import FaultRegistry
+from nodewright.sim.models import Server
 from nodewright.sim.nodes import NodeSpec, NodeSupervisor
 from nodewright.sim.persistence import load_state, save_state
 from nodewright.sim.ratelimit import RateLimiter
-from nodewright.sim.state import Server, SimState
+from nodewright.sim.state import SimState
 
 log = logging.getLogger(__name__)
 

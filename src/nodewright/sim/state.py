@@ -9,23 +9,23 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import ipaddress
 import secrets
 import socket
 import string
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from nodewright.sim import catalog
-from nodewright.sim.actions import Action, iso
+from nodewright.sim.actions import Action
+from nodewright.sim.addresses import AddressPool
 from nodewright.sim.cloudinit import parse_user_data
 from nodewright.sim.config import SimConfig
 from nodewright.sim.errors import ApiError, invalid_input, not_found
 from nodewright.sim.labels import SelectorError, parse_selector
 from nodewright.sim.listing import bool_param, paginate, sort_items
+from nodewright.sim.models import Capacity, RequestRecord, Server, SshKey
 from nodewright.sim.validation import (
     USER_DATA_LIMIT,
     check_labels,
@@ -62,161 +62,9 @@ def default_project(token: str) -> str:
     return "p-" + token_hash(token)[:16]
 
 
-@dataclass
-class SshKey:
-    id: int
-    project: str
-    name: str
-    public_key: str
-    fingerprint: str
-    labels: dict[str, str]
-    created: float
-
-    def to_json(self) -> JSON:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "fingerprint": self.fingerprint,
-            "public_key": self.public_key,
-            "labels": dict(self.labels),
-            "created": iso(self.created),
-        }
-
-
-@dataclass
-class Server:
-    id: int
-    project: str
-    name: str
-    status: str
-    created: float
-    server_type: str
-    image_id: int
-    location: str
-    labels: dict[str, str]
-    ipv4: str | None
-    ipv4_id: int | None
-    ipv6_net: str | None
-    ipv6_id: int | None
-    user_data: str | None = None
-    authorized_keys: list[str] = field(default_factory=list)
-
-    def to_json(self, locked: bool) -> JSON:
-        st = catalog.find_server_type(self.server_type)
-        image = next(img for img in catalog.IMAGES if img.id == self.image_id)
-        assert st is not None
-        ipv4 = (
-            {
-                "id": self.ipv4_id,
-                "ip": self.ipv4,
-                "blocked": False,
-                "dns_ptr": f"static.{'.'.join(reversed(self.ipv4.split('.')))}.clients.your-server.de",
-            }
-            if self.ipv4 is not None
-            else None
-        )
-        ipv6: JSON | None = (
-            {"id": self.ipv6_id, "ip": self.ipv6_net, "blocked": False, "dns_ptr": []}
-            if self.ipv6_net is not None
-            else None
-        )
-        return {
-            "id": self.id,
-            "name": self.name,
-            "status": self.status,
-            "created": iso(self.created),
-            "public_net": {"ipv4": ipv4, "ipv6": ipv6, "floating_ips": [], "firewalls": []},
-            "private_net": [],
-            "server_type": st.to_json(),
-            "location": catalog.location_by_name(self.location).to_json(),
-            "image": image.to_json(),
-            "iso": None,
-            "rescue_enabled": False,
-            "locked": locked,
-            "backup_window": None,
-            "outgoing_traffic": 0,
-            "ingoing_traffic": 0,
-            "included_traffic": st.price(self.location)["included_traffic"],
-            "protection": {"delete": False, "rebuild": False},
-            "labels": dict(self.labels),
-            "volumes": [],
-            "load_balancers": [],
-            "primary_disk_size": st.disk,
-            "placement_group": None,
-        }
-
-    def hostname(self) -> str:
-        return parse_user_data(self.user_data).hostname or self.name
-
-
-@dataclass
-class Capacity:
-    location: str | None
-    server_type: str | None
-    message: str
-
-    def blocks(self, location: str, server_type: str) -> bool:
-        return (self.location in {None, location}) and (self.server_type in {None, server_type})
-
-
-@dataclass
-class RequestRecord:
-    time: str
-    method: str
-    path: str
-    query: str
-    status: int
-    error_code: str | None
-    correlation_id: str
-    project: str | None
-    duration_ms: float
-
-    def to_json(self) -> JSON:
-        return self.__dict__.copy()
-
-
 def _generate_password() -> str:
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(20))
-
-
-class AddressPool:
-    """Hands out loopback addresses for node IPv4s, never reusing one while a server holds it and
-    cycling through the range before reusing, so stale known_hosts entries do not collide.
-
-    Several simulators may share a machine (a demo and a test run): each starts at a random point
-    of the range, and ``available`` lets it skip addresses another one's nodes already listen on.
-    """
-
-    def __init__(self, cidr: str, available: Callable[[str], bool] | None = None) -> None:
-        self.network = ipaddress.ip_network(cidr, strict=False)
-        self.used: set[str] = set()
-        self.available = available
-        first = int(self.network.network_address) + 2
-        span = max(1, int(self.network.broadcast_address) - 1 - first + 1)
-        self.cursor = first + secrets.randbelow(span)
-
-    def _candidates(self) -> Iterator[int]:
-        first = int(self.network.network_address) + 2
-        last = int(self.network.broadcast_address) - 1
-        span = last - first + 1
-        for offset in range(span):
-            yield first + (self.cursor - first + offset) % span
-
-    def allocate(self) -> str:
-        for value in self._candidates():
-            if value & 0xFF in (0, 255):
-                continue
-            address = str(ipaddress.ip_address(value))
-            if address not in self.used and (self.available is None or self.available(address)):
-                self.used.add(address)
-                self.cursor = value + 1
-                return address
-        raise ApiError("resource_unavailable", "no IPv4 address available in the simulator's range")
-
-    def release(self, address: str | None) -> None:
-        if address:
-            self.used.discard(address)
 
 
 class SimState:

@@ -1,0 +1,128 @@
+"""The simulated cloud's records: servers, SSH keys, capacity rules, request-log entries.
+
+Plain data with their wire rendering; the rules that change them live in :mod:`state`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodewright.sim import catalog
+from nodewright.sim.actions import iso
+from nodewright.sim.cloudinit import parse_user_data
+
+JSON = dict[str, Any]
+
+
+@dataclass
+class SshKey:
+    id: int
+    project: str
+    name: str
+    public_key: str
+    fingerprint: str
+    labels: dict[str, str]
+    created: float
+
+    def to_json(self) -> JSON:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "public_key": self.public_key,
+            "labels": dict(self.labels),
+            "created": iso(self.created),
+        }
+
+
+@dataclass
+class Server:
+    id: int
+    project: str
+    name: str
+    status: str
+    created: float
+    server_type: str
+    image_id: int
+    location: str
+    labels: dict[str, str]
+    ipv4: str | None
+    ipv4_id: int | None
+    ipv6_net: str | None
+    ipv6_id: int | None
+    user_data: str | None = None
+    authorized_keys: list[str] = field(default_factory=list)
+
+    def to_json(self, locked: bool) -> JSON:
+        st = catalog.find_server_type(self.server_type)
+        image = next(img for img in catalog.IMAGES if img.id == self.image_id)
+        assert st is not None
+        ipv4 = (
+            {
+                "id": self.ipv4_id,
+                "ip": self.ipv4,
+                "blocked": False,
+                "dns_ptr": f"static.{'.'.join(reversed(self.ipv4.split('.')))}.clients.your-server.de",
+            }
+            if self.ipv4 is not None
+            else None
+        )
+        ipv6: JSON | None = (
+            {"id": self.ipv6_id, "ip": self.ipv6_net, "blocked": False, "dns_ptr": []}
+            if self.ipv6_net is not None
+            else None
+        )
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "created": iso(self.created),
+            "public_net": {"ipv4": ipv4, "ipv6": ipv6, "floating_ips": [], "firewalls": []},
+            "private_net": [],
+            "server_type": st.to_json(),
+            "location": catalog.location_by_name(self.location).to_json(),
+            "image": image.to_json(),
+            "iso": None,
+            "rescue_enabled": False,
+            "locked": locked,
+            "backup_window": None,
+            "outgoing_traffic": 0,
+            "ingoing_traffic": 0,
+            "included_traffic": st.price(self.location)["included_traffic"],
+            "protection": {"delete": False, "rebuild": False},
+            "labels": dict(self.labels),
+            "volumes": [],
+            "load_balancers": [],
+            "primary_disk_size": st.disk,
+            "placement_group": None,
+        }
+
+    def hostname(self) -> str:
+        return parse_user_data(self.user_data).hostname or self.name
+
+
+@dataclass
+class Capacity:
+    location: str | None
+    server_type: str | None
+    message: str
+
+    def blocks(self, location: str, server_type: str) -> bool:
+        return (self.location in {None, location}) and (self.server_type in {None, server_type})
+
+
+@dataclass
+class RequestRecord:
+    time: str
+    method: str
+    path: str
+    query: str
+    status: int
+    error_code: str | None
+    correlation_id: str
+    project: str | None
+    duration_ms: float
+
+    def to_json(self) -> JSON:
+        return self.__dict__.copy()
