@@ -136,3 +136,34 @@ def test_claim_only_takes_kinds_the_worker_knows(db: Database) -> None:
     with db.session() as session:
         enqueue(session, "somebody.elses.kind")
     assert claim(db) is None
+
+
+def test_concurrent_enqueues_with_one_dedup_key_make_one_job(db: Database) -> None:
+    """B enqueues while A's transaction with the same key is still open: B must get A's job."""
+    import threading
+
+    a_enqueued = threading.Event()
+    release_a = threading.Event()
+    ids: dict[str, int] = {}
+
+    def caller_a() -> None:
+        with db.session(write=True) as session:
+            ids["a"] = enqueue(session, "test.noop", dedup_key="create:node:1").id
+            a_enqueued.set()
+            release_a.wait(10)
+
+    def caller_b() -> None:
+        with db.session(write=True) as session:
+            ids["b"] = enqueue(session, "test.noop", dedup_key="create:node:1").id
+
+    thread_a = threading.Thread(target=caller_a)
+    thread_a.start()
+    assert a_enqueued.wait(10)
+    thread_b = threading.Thread(target=caller_b)
+    thread_b.start()
+    thread_b.join(0.3)  # B is now blocked on A (write lock on SQLite, the unique index on PostgreSQL)
+    release_a.set()
+    thread_a.join(10)
+    thread_b.join(10)
+    assert ids["a"] == ids["b"]
+    assert _count(db, Job) == 1
