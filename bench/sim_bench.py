@@ -164,7 +164,8 @@ def bench_nodes(count: int, threads: int) -> dict[str, Any]:
             result.action.wait_until_finished()
             for action in result.next_actions:
                 action.wait_until_finished()
-            return int(result.server.id)
+            assert result.server.id is not None
+            return result.server.id
 
         started = time.perf_counter()
         with ThreadPoolExecutor(threads) as pool:

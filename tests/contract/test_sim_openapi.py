@@ -81,8 +81,9 @@ class Api:
 
     def error(self, method: str, path: str, expect: int, code: str, **kwargs: Any) -> dict[str, Any]:
         body: dict[str, Any] = self.call(method, path, expect, **kwargs).json()
-        assert body["error"]["code"] == code, body
-        return body["error"]
+        error: dict[str, Any] = body["error"]
+        assert error["code"] == code, body
+        return error
 
     def control(self, path: str, **kwargs: Any) -> requests.Response:
         response = requests.post(self.base + "/_sim" + path, timeout=10, **kwargs)
@@ -291,7 +292,7 @@ def test_every_operation_answers_errors_by_the_document(api: Api, route: ApiRout
     """Unauthenticated (401), injected server error (500 with the envelope) and, for operations
     on a resource, an unknown id (404): each validated against the operation's error responses."""
     path = _concrete(route.pattern.pattern)
-    body = {} if route.method in {"POST", "PUT"} else None
+    body: dict[str, Any] | None = {} if route.method in {"POST", "PUT"} else None
     token = api.session.headers.pop("Authorization")
     api.error(route.method, path, 401, "unauthorized", json=body)
     api.session.headers["Authorization"] = token
