@@ -50,7 +50,8 @@ class SimServer:
     def base_url(self) -> str:
         if self._server is None:
             raise RuntimeError("SimServer is not started")
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def api_url(self) -> str:
