@@ -21,6 +21,7 @@ from nodewright.api.problems import install_problem_handlers
 from nodewright.config import Settings
 from nodewright.context import AppContext
 from nodewright.dashboard import home, login
+from nodewright.dashboard import jobs as jobs_pages
 from nodewright.dashboard.rendering import LoginRequired, PageError, current_user, render
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     _include_optional_routers(app)
     app.include_router(login.router)
     app.include_router(home.router)
+    app.include_router(jobs_pages.router)
     app.mount(
         "/static",
         StaticFiles(directory=str(resources.files("nodewright.dashboard") / "static")),
