@@ -44,6 +44,11 @@ def _enqueue_batch(db: Database, start: int, count: int) -> list[int]:
         ]
 
 
+def _worker_rows(db: Database) -> int:
+    with db.session() as session:
+        return int(session.execute(text("SELECT count(*) FROM workers")).scalar_one())
+
+
 def _finished(db: Database) -> int:
     with db.session() as session:
         return int(
@@ -56,9 +61,10 @@ def _finished(db: Database) -> int:
 def test_worker_processes_drain_hundreds_of_jobs_exactly_once(
     db: Database, db_url: str, tmp_path: Path
 ) -> None:
-    ids = _enqueue_batch(db, 0, JOBS // 2)
     with worker_processes(db_url, tmp_path) as workers:
         procs = [workers.start(concurrency=2, lease=5.0) for _ in range(3)]
+        wait_until(lambda: _worker_rows(db) == 3, timeout=60, what="three workers to register")
+        ids = _enqueue_batch(db, 0, JOBS // 2)
         ids += _enqueue_batch(db, JOBS // 2, JOBS - JOBS // 2)  # more work arrives while they run
         wait_until(lambda: _finished(db) == JOBS, timeout=120, what=f"{JOBS} jobs to finish")
         for proc in procs:
