@@ -4,7 +4,6 @@ resumable Server-Sent Events stream, and cancel (role-checked, audited)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -192,7 +191,3 @@ def test_metrics_report_queue_depth(ctx: AppContext, client: TestClient) -> None
     body = client.get("/metrics").text
     assert 'nodewright_jobs{state="queued"} 1.0' in body
     assert "nodewright_job_claim_latency_seconds" in body
-
-
-def test_threads_are_not_left_behind() -> None:
-    assert not [t for t in threading.enumerate() if t.name.startswith("nodewright-job")]
