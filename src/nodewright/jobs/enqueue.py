@@ -14,7 +14,7 @@ from nodewright.db.models.jobs import Job
 from nodewright.db.types import utcnow
 from nodewright.jobs.events import append_event, jsonable
 from nodewright.jobs.notify import notify_on_commit
-from nodewright.jobs.registry import Registry
+from nodewright.jobs.registry import Registry, load_handler_modules
 from nodewright.jobs.registry import registry as default_registry
 from nodewright.jobs.states import PENDING, JobState
 
@@ -47,6 +47,11 @@ def enqueue(
         existing = find_pending_by_dedup(session, dedup_key)
         if existing is not None:
             return existing
+    reg = registry or default_registry
+    if max_attempts is None and reg is default_registry and reg.get(kind) is None:
+        # An API-only process may not have imported the handler modules yet; the kind's own
+        # max_attempts must not silently fall back to the default.
+        load_handler_modules()
     now = utcnow()
     job = Job(
         kind=kind,
@@ -57,7 +62,7 @@ def enqueue(
         priority=priority,
         run_after=run_after or now,
         attempt=0,
-        max_attempts=max_attempts or (registry or default_registry).max_attempts_for(kind),
+        max_attempts=max_attempts or reg.max_attempts_for(kind),
         created_by=created_by,
         event_seq=0,
         created_at=now,
