@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -173,3 +174,22 @@ def test_a_frozen_worker_that_wakes_up_after_takeover_is_fenced_off(
             text("SELECT name, attempt FROM job_steps WHERE job_id = :j ORDER BY name"), {"j": job_id}
         ).all()
     assert [(s[0], s[1]) for s in steps] == [("one", 1), ("two", 2)], "the zombie's checkpoint was refused"
+
+
+def test_postgres_workers_are_woken_by_notify_not_by_polling(
+    db: Database, db_url: str, db_kind: str, tmp_path: Path
+) -> None:
+    """With a one-hour poll interval, only LISTEN/NOTIFY can start the job (SQLite workers in other
+    processes have no such wake-up and rely on polling, so this is PostgreSQL's test)."""
+    if db_kind != "postgresql":
+        pytest.skip("cross-process wake-up is LISTEN/NOTIFY, a PostgreSQL feature")
+    with worker_processes(db_url, tmp_path) as workers:
+        proc = workers.start(concurrency=1, lease=5.0, poll=3600.0)
+        wait_until(lambda: _worker_rows(db) == 1, timeout=60, what="the worker to register")
+        first = _enqueue_batch(db, 0, 1)[0]  # may be found by the start-up poke
+        wait_for_state(db, first, JobState.SUCCEEDED, timeout=60)
+        time.sleep(1.0)  # let the worker settle into its one-hour wait (not an assertion on speed)
+        second = _enqueue_batch(db, 1, 1)[0]
+        job = wait_for_state(db, second, JobState.SUCCEEDED, timeout=60)
+        workers.terminate(proc)
+    assert job.attempt == 1

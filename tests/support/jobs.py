@@ -84,7 +84,7 @@ class WorkerProcesses:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, *, concurrency: int = 2, lease: float = 1.0, mode: str = "thread"
+        self, *, concurrency: int = 2, lease: float = 1.0, mode: str = "thread", poll: float = 0.1
     ) -> subprocess.Popen[bytes]:
         index = len(self.procs)
         stderr = open(self.log_dir / f"worker-{index}.log", "wb")  # noqa: SIM115
@@ -101,6 +101,8 @@ class WorkerProcesses:
                 str(lease),
                 "--mode",
                 mode,
+                "--poll",
+                str(poll),
             ],
             cwd=REPO_ROOT,
             env=env,
