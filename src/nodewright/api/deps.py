@@ -64,16 +64,20 @@ def authenticate(request: Request) -> Principal:
             raise _unauthenticated("The Authorization header must be 'Bearer <token>'.")
         with ctx.database.session() as session:
             found = api_tokens.resolve_token(session, value.strip())
-            if found is None:
-                raise _unauthenticated("The API token is unknown, revoked or malformed.")
-            token, token_user = found
-            api_tokens.touch(session, token)
-            return Principal(
-                f"user:{token_user.username}/token:{token.name}",
-                token_user.role,
-                token_user.id,
-                token_user.username,
-            )
+        if found is None:
+            raise _unauthenticated("The API token is unknown, revoked or malformed.")
+        token, token_user = found
+        if api_tokens.needs_touch(token):
+            # Its own short write transaction: on SQLite a read transaction that turns into a write
+            # fails at once ("database is locked") when a worker wrote in between.
+            with ctx.database.session(write=True) as session:
+                api_tokens.touch(session, token.id)
+        return Principal(
+            f"user:{token_user.username}/token:{token.name}",
+            token_user.role,
+            token_user.id,
+            token_user.username,
+        )
     cookie = request.cookies.get(web_sessions.SESSION_COOKIE)
     if cookie:
         session_id = ctx.signer.unsign(cookie)

@@ -44,10 +44,15 @@ def resolve_token(session: Session, plaintext: str) -> tuple[ApiToken, User] | N
     return token, user
 
 
-def touch(session: Session, token: ApiToken) -> None:
-    now = dt.datetime.now(dt.UTC)
-    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
-        session.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
+def needs_touch(token: ApiToken) -> bool:
+    last = token.last_used_at
+    return last is None or dt.datetime.now(dt.UTC) - last >= LAST_USED_RESOLUTION
+
+
+def touch(session: Session, token_id: int) -> None:
+    session.execute(
+        update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=dt.datetime.now(dt.UTC))
+    )
 
 
 def revoke_token(session: Session, token_id: int) -> ApiToken | None:
