@@ -138,10 +138,18 @@ def serve(
 def demo(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8400,
+    sim_port: Annotated[int, typer.Option(help="Port of the Hetzner Cloud simulator (0: any).")] = 8480,
 ) -> None:
-    """Run nodewright on its embedded defaults (SQLite in the data directory, embedded worker)."""
+    """Run nodewright on its embedded defaults: SQLite in the data directory, an embedded worker, and
+    the Hetzner Cloud simulator with real SSH nodes standing in for the provider."""
+    from nodewright.sim.config import SimConfig
+    from nodewright.sim.server import SimServer
+
     settings = load_settings(host=host, port=port)
-    _run_server(settings, banner="nodewright demo is running at")
+    with SimServer(host="127.0.0.1", port=sim_port, config=SimConfig()) as sim:
+        nodes = "on" if sim.ssh_nodes else f"off ({sim.ssh_nodes_reason})"
+        typer.echo(f"Hetzner Cloud simulator: {sim.api_url} (SSH nodes: {nodes})")
+        _run_server(settings, banner="nodewright demo is running at")
 
 
 # --- db ----------------------------------------------------------------------------------------------
