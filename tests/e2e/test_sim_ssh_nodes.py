@@ -83,6 +83,17 @@ def ssh(
     )  # fmt: skip
 
 
+def ssh_any_host(key: Path, tmp_path: Path, host: str, command: str) -> subprocess.CompletedProcess[str]:
+    """``ssh`` that accepts whatever host key the node presents (a fresh known_hosts each call)."""
+    known_hosts = tmp_path / f"kh-{secrets.token_hex(4)}"
+    return subprocess.run(
+        [require_binary("ssh"), "-i", str(key), "-o", "StrictHostKeyChecking=no",
+         "-o", f"UserKnownHostsFile={known_hosts}", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+         "-o", "ConnectTimeout=10", "-p", str(PORT), f"root@{host}", command],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
 def node_processes(marker: str) -> list[int]:
     """Pids whose command line mentions ``marker`` (a node's private directory)."""
     pids = []
@@ -306,3 +317,79 @@ def test_two_simulators_on_one_machine_do_not_collide(
                 capture_output=True, text=True, timeout=60, check=False,
             )  # fmt: skip
             assert result.stdout.strip() == name, result.stderr
+
+
+def test_root_in_a_node_cannot_reach_or_change_the_host(
+    client: hcloud.Client, node_sim: SimServer, ssh_keypair: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Every probe is harmless if it succeeds (same-value writes, a marker file), so a regression
+    fails the test without damaging the machine."""
+    key_path, public_key = ssh_keypair
+    server = create_node(client, "jail-1", public_key)
+    address = server.public_net.ipv4.ip
+    node_root = httpx.get(node_sim.base_url + "/_sim/status").json()["node_root"]
+    marker = f"/var/tmp/nodewright-escape-{secrets.token_hex(4)}"
+    escape = (  # root's classic way out of a chroot, then a write to what would be the host
+        "import os; os.mkdir('/esc'); os.chroot('/esc'); os.chdir('../' * 32); os.chroot('.'); "
+        f"print('sees-node-root' if os.path.exists({node_root!r}) else 'jailed'); "
+        f"open({marker!r}, 'w').write('escaped')"
+    )
+    checks = {
+        "escape": f'python3 -c "{escape}"',
+        "mount": "mount -t tmpfs probe /mnt && echo mounted || echo refused",
+        "block-devices": "find /dev -type b | wc -l",
+        "proc-sys": "v=$(cat /proc/sys/net/ipv4/ip_forward); (echo $v > /proc/sys/net/ipv4/ip_forward) "
+        "2>/dev/null && echo written || echo refused",
+        "sys": "v=$(cat /sys/class/net/lo/mtu); (echo $v > /sys/class/net/lo/mtu) 2>/dev/null "
+        "&& echo written || echo refused",
+        "netlink": "ip link set lo mtu $(cat /sys/class/net/lo/mtu) 2>/dev/null "
+        "&& echo changed || echo refused",
+        "ipc": "readlink /proc/self/ns/ipc",
+        "init": "tr '\\0' ' ' < /proc/1/cmdline",
+        "cap-sys-admin": "echo $(( 0x$(awk '/CapBnd/ {print $2}' /proc/self/status) >> 21 & 1 ))",
+    }
+    command = "; ".join(f"echo {name}=$({check})" for name, check in checks.items())
+    result = ssh_any_host(key_path, tmp_path, address, command)
+    seen = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    try:
+        assert not Path(marker).exists(), "a chroot escape wrote to the host"
+    finally:
+        Path(marker).unlink(missing_ok=True)
+    assert seen.get("escape") == "jailed", result.stdout + result.stderr
+    assert seen["mount"] == "refused"
+    assert seen["block-devices"] == "0"
+    assert seen["proc-sys"] == "refused"
+    assert seen["sys"] == "refused"
+    assert seen["netlink"] == "refused"
+    assert seen["ipc"] != os.readlink("/proc/self/ns/ipc")
+    assert "sshd" in seen["init"]  # its own pid namespace: no host process is visible
+    assert seen["cap-sys-admin"] == "0"
+
+
+def test_symlinks_planted_in_a_node_do_not_redirect_the_simulators_writes(
+    client: hcloud.Client, node_sim: SimServer, ssh_keypair: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The simulator rewrites a node's /etc/ssh, /root/.ssh and /etc/hostname on every boot, as
+    the host's root; links the node put there must be replaced, not followed to the host."""
+    key_path, public_key = ssh_keypair
+    server = create_node(client, "links-1", public_key)
+    address = server.public_net.ipv4.ip
+    victims = {name: tmp_path / f"victim-{name}" for name in ("root-ssh", "etc-ssh", "hostname")}
+    for victim in victims.values():
+        victim.mkdir()
+    (victims["hostname"] / "file").write_text("host file\n")
+    plant = (
+        f"rm -rf /root/.ssh && ln -s {victims['root-ssh']} /root/.ssh && "
+        f"rm -rf /etc/ssh && ln -s {victims['etc-ssh']} /etc/ssh && "
+        f"rm -f /etc/hostname && ln -s {victims['hostname'] / 'file'} /etc/hostname && echo planted"
+    )
+    planted = ssh_any_host(key_path, tmp_path, address, plant)
+    assert planted.stdout.strip() == "planted", planted.stderr
+    server.reboot().wait_until_finished()
+    assert sorted(p.name for p in victims["root-ssh"].iterdir()) == []
+    assert sorted(p.name for p in victims["etc-ssh"].iterdir()) == []
+    assert (victims["hostname"] / "file").read_text() == "host file\n"
+    again = ssh_any_host(
+        key_path, tmp_path, address, "hostname; test -d /root/.ssh -a ! -L /root/.ssh && echo real"
+    )
+    assert again.stdout.split() == ["links-1", "real"], again.stderr

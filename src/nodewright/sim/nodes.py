@@ -1,9 +1,10 @@
 """Simulated nodes: one real OpenSSH ``sshd`` per running server, isolated from the host.
 
-Each node is ``unshare --pid --fork --kill-child --mount --uts`` around a tiny shell script that lays
-copy-on-write overlays over the writable system paths, sets the hostname and execs ``sshd -D``. The
-sshd is therefore pid 1 of its own pid namespace: killing it takes every login session with it, and
-the overlays vanish with the mount namespace. No Python process per node: 100 nodes are 200 small
+Each node is ``unshare --pid --fork --kill-child --mount --uts --ipc`` around a tiny shell script
+(:func:`node_script`) that mounts a copy-on-write overlay of ``/`` and a restricted ``/proc``,
+``/sys`` and ``/dev``, pivots into it, drops dangerous capabilities and execs ``sshd -D``. The sshd
+is therefore pid 1 of its own pid namespace: killing it takes every login session with it, and the
+mounts vanish with the mount namespace. No Python process per node: 100 nodes are 200 small
 processes.
 
 Files the host must read (logs) and the overlay layers live under a root directory outside the
@@ -17,6 +18,7 @@ import contextlib
 import logging
 import os
 import queue
+import shlex
 import shutil
 import signal
 import socket
@@ -82,18 +84,43 @@ def _public_from_private(private: str) -> str | None:
     )
 
 
-def _mkdirs(base: Path, relative: str, mode: int) -> Path:
-    path = base / relative
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(mode)
+def _real_dir(base: Path, relative: str, mode: int) -> Path:
+    """``base/relative`` as real directories, replacing whatever else the node left on the way.
+
+    The upper layer is written by the node's root: a symlink there (say ``/root/.ssh`` pointing at
+    a host directory) must never make the simulator, which runs as the host's root, write through
+    it. The node is not running while this runs, so checking with ``lstat`` is not racy.
+    """
+    path = base
+    for part in Path(relative).parts:
+        path = path / part
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            path.mkdir()
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            path.unlink()  # a symlink, a file or a whiteout
+            path.mkdir()
+    os.chmod(path, mode, follow_symlinks=False)
     return path
 
 
 def _write(path: Path, text: str, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    """Replace ``path`` by a new regular file; never follows or reuses what was there."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        pass
+    else:
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
-    os.chmod(path, mode)
+    os.chmod(path, mode, follow_symlinks=False)
 
 
 def _is_whiteout(path: Path) -> bool:
@@ -104,12 +131,152 @@ def _is_whiteout(path: Path) -> bool:
     return stat.S_ISCHR(info.st_mode) and info.st_rdev == 0
 
 
-def default_root() -> Path:
-    """A directory outside every overlaid path, so the host sees what nodes write there."""
-    for base in ("/run", "/dev/shm"):  # noqa: S108
-        if os.access(base, os.W_OK):
-            return Path(tempfile.mkdtemp(prefix="nodewright-sim-", dir=base))
-    return Path(tempfile.mkdtemp(prefix="nodewright-sim-"))
+ROOT_PREFIX = "nodewright-sim-"
+ROOT_BASES = ("/run", "/dev/shm")  # noqa: S108 - outside every overlaid path, never seen by nodes
+# What a node's root keeps: Docker's default set without mknod (no device cgroup here) and without
+# net_raw (nodes share the host's network namespace, a raw socket could sniff loopback traffic).
+NODE_CAPABILITIES = (
+    "chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap",
+    "net_bind_service", "sys_chroot", "audit_write", "setfcap",
+)  # fmt: skip
+_READ_ONLY_PROC = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+_MASKED_PROC_FILES = ("kcore", "keys", "timer_list", "sched_debug")
+_MASKED_PROC_DIRS = ("acpi", "scsi")
+_DEVICES = (
+    ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0),
+)  # fmt: skip
+
+
+def _start_ticks(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot: with the pid it names one process."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat_line.rsplit(")", 1)[1].split()[19]
+
+
+def _owner_tag() -> str:
+    return f"{os.getpid()}.{_start_ticks(os.getpid())}"
+
+
+def default_root(base: Path | None = None) -> Path:
+    """A private directory for node layers and logs, outside every overlaid path.
+
+    Its name carries the owning process (pid and start time), so that a later simulator can tell
+    the leftovers of a killed one from the directory of one that still runs.
+    """
+    bases = [base] if base is not None else [Path(b) for b in ROOT_BASES if os.access(b, os.W_OK)]
+    prefix = f"{ROOT_PREFIX}{_owner_tag()}-"
+    if base is not None:
+        base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=bases[0] if bases else None))
+
+
+def reap_stale_roots(bases: list[Path] | None = None) -> list[Path]:
+    """Remove what simulators killed without a chance to clean up (SIGKILL, OOM) left behind:
+    node processes that still run (nodes started before pdeathsig was set) and node directories.
+    Only directories whose owner process is gone are touched. Returns the directories removed."""
+    candidates = bases if bases is not None else [Path(b) for b in (*ROOT_BASES, tempfile.gettempdir())]
+    removed: list[Path] = []
+    for base in candidates:
+        try:
+            entries = list(base.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            owner = entry.name.removeprefix(ROOT_PREFIX).split("-", 1)[0]
+            if not entry.name.startswith(ROOT_PREFIX) or "." not in owner or not entry.is_dir():
+                continue
+            pid, _, ticks = owner.partition(".")
+            if not pid.isdigit() or _start_ticks(int(pid)) == ticks:
+                continue  # malformed, or its simulator is alive
+            for stale in _processes_mentioning(str(entry) + "/"):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(stale, signal.SIGKILL)
+            shutil.rmtree(entry, ignore_errors=True)
+            log.warning("removed the leftovers of a killed simulator: %s", entry)
+            removed.append(entry)
+    return removed
+
+
+def _processes_mentioning(marker: str) -> list[int]:
+    """Node launchers (``unshare ... /bin/sh ROOT/node-N/start.sh``) name their directory."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def node_script(directory: Path, hostname: str, command: list[str]) -> str:
+    """The shell script a node's namespaces run: mount the node's world, then leave the host's.
+
+    Root inside a node must not be able to change the host. Without a user namespace that takes
+    several layers: a copy-on-write overlay of ``/``; ``pivot_root`` with the old root detached
+    (a ``chroot`` is escapable by root, and the host's filesystems would be one ``chroot(".")``
+    away); a fresh ``/proc`` with the host-wide knobs read-only (``/proc/sys``, ``sysrq-trigger``);
+    a read-only fresh ``/sys`` (no cgroup files); a ``/dev`` with only the harmless devices and a
+    private devpts (no disks, no host terminals); private IPC; and a capability bounding set
+    without ``sys_admin``, ``net_admin``, ``sys_module``, ``sys_boot``, ``mknod``... so nothing
+    of this can be undone from inside.
+    """
+    merged = directory / "merged"
+    quoted = " ".join(shlex.quote(part) for part in command)
+    caps = ",".join(f"+{cap}" for cap in NODE_CAPABILITIES)
+    lines = [
+        "set -e",
+        f"M={shlex.quote(str(merged))}",
+        f"mount -t overlay overlay -o lowerdir=/,upperdir={directory / 'upper'},workdir={directory / 'work'}"
+        ' "$M"',
+        'mount -t proc -o nosuid,nodev,noexec proc "$M/proc"',
+        f"for p in {' '.join(_READ_ONLY_PROC)}; do",
+        '  if [ -e "$M/proc/$p" ]; then',
+        '    mount --bind "$M/proc/$p" "$M/proc/$p"; mount -o remount,bind,ro "$M/proc/$p"',
+        "  fi",
+        "done",
+        f"for p in {' '.join(_MASKED_PROC_FILES)}; do",
+        '  if [ -e "$M/proc/$p" ]; then mount --bind /dev/null "$M/proc/$p"; fi',
+        "done",
+        f"for p in {' '.join(_MASKED_PROC_DIRS)}; do",
+        '  if [ -d "$M/proc/$p" ]; then mount -t tmpfs -o ro,size=4k tmpfs "$M/proc/$p"; fi',
+        "done",
+        'mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$M/sys"',
+        'mount -t tmpfs -o mode=0755,nosuid,size=64k tmpfs "$M/dev"',
+        *(f'mknod -m 666 "$M/dev/{name}" c {major} {minor}' for name, major, minor in _DEVICES),
+        'mkdir -m 0755 "$M/dev/pts" && mkdir -m 1777 "$M/dev/shm"',
+        'mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5,nosuid,noexec devpts "$M/dev/pts"',
+        'ln -s pts/ptmx "$M/dev/ptmx" && ln -s /proc/self/fd "$M/dev/fd"',
+        'ln -s /proc/self/fd/0 "$M/dev/stdin" && ln -s /proc/self/fd/1 "$M/dev/stdout"',
+        'ln -s /proc/self/fd/2 "$M/dev/stderr"',
+        'mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$M/dev/shm"',
+        # A fresh /run, as after boot; it also hides every node's layers from the node.
+        'mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$M/run"',
+        'mkdir -p "$M/run/sshd"',
+        f"hostname {shlex.quote(hostname)}",
+        'cd "$M"',
+        "pivot_root . .",
+        "umount -l .",
+        "cd /",
+        f"exec setpriv --inh-caps=-all --bounding-set=-all,{caps} -- {quoted}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def launcher(script: Path) -> list[str]:
+    """``setpriv --pdeathsig KILL`` ties the node to the thread that started it, so that a
+    simulator killed with SIGKILL takes its nodes along (``--kill-child`` does the rest)."""
+    return [
+        "setpriv", "--pdeathsig", "KILL",
+        "unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc", "--propagation", "private",
+        "/bin/sh", str(script),
+    ]  # fmt: skip
 
 
 def probe_port(address: str, port: int) -> str | None:
@@ -133,26 +300,16 @@ def probe_isolation(sshd_path: str) -> str | None:
         return "simulated SSH nodes need root (mount/UTS/pid namespaces and overlay mounts)"
     if not os.access(sshd_path, os.X_OK):
         return f"sshd not found at {sshd_path} (install openssh-server)"
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return "unshare(1) not found (install util-linux)"
+    for tool in ("unshare", "setpriv", "pivot_root"):
+        if shutil.which(tool) is None:
+            return f"{tool}(8) not found (install util-linux)"
     probe = default_root()
     try:
         for sub in ("upper", "work", "merged"):
             (probe / sub).mkdir()
-        merged = probe / "merged"
-        script = (  # the same steps a node takes, ending in a chroot instead of sshd
-            f"mount -t overlay overlay -o lowerdir=/,upperdir={probe}/upper,workdir={probe}/work {merged}"
-            f" && mount -t proc proc {merged}/proc && mount --rbind /dev {merged}/dev"
-            f" && mount -t tmpfs tmpfs {merged}/run && hostname nodewright-probe && chroot {merged} /bin/true"
-        )
-        result = subprocess.run(
-            [unshare, "--pid", "--fork", "--kill-child", "--mount", "--uts", "--propagation", "private",
-             "/bin/sh", "-c", script],
-            capture_output=True,
-            timeout=10,
-            check=False,
-        )  # fmt: skip
+        script = probe / "start.sh"  # the same steps a node takes, ending in true instead of sshd
+        script.write_text(node_script(probe, "nodewright-probe", ["/bin/true"]))
+        result = subprocess.run(launcher(script), capture_output=True, timeout=10, check=False)
         if result.returncode != 0:
             detail = result.stderr.decode(errors="replace").strip()
             return f"cannot create isolated nodes (namespaces/overlayfs unavailable): {detail}"
@@ -190,8 +347,9 @@ class NodeSupervisor:
     ) -> None:
         self.sshd_path = sshd_path
         self.port = port
-        self.root = root if root is not None else default_root()
-        self.root.mkdir(parents=True, exist_ok=True)
+        reap_stale_roots([root] if root is not None else None)
+        # A configured root is a parent directory: shutdown removes only what it created there.
+        self.root = default_root(root)
         self._nodes: dict[int, Node] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[int | None] = queue.Queue()
@@ -320,14 +478,13 @@ class NodeSupervisor:
         logfile = open(node.directory / "sshd.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             process = subprocess.Popen(
-                ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts",
-                 "--propagation", "private", "/bin/sh", str(script)],
+                launcher(script),
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=logfile,
                 start_new_session=True,
                 close_fds=True,
-            )  # fmt: skip
+            )
         finally:
             logfile.close()
         with self._lock:
@@ -372,9 +529,9 @@ class NodeSupervisor:
         upper = directory / "upper"
         for sub in ("upper", "work", "merged"):
             (directory / sub).mkdir(parents=True, exist_ok=True)
-        etc_ssh = _mkdirs(upper, "etc/ssh", 0o755)
-        ssh_dir = _mkdirs(upper, "root/.ssh", 0o700)
-        (upper / "root").chmod(0o700)
+        etc_ssh = _real_dir(upper, "etc/ssh", 0o755)
+        _real_dir(upper, "root", 0o700)
+        ssh_dir = _real_dir(upper, "root/.ssh", 0o700)
         host_keys = dict(spec.host_keys)
         existing = sorted(etc_ssh.glob("ssh_host_*_key"))
         existing = [p for p in existing if not _is_whiteout(p)]
@@ -385,7 +542,7 @@ class NodeSupervisor:
                 private, public = _generate_host_key()
                 host_keys = {"ed25519": (private, public)}
             for old in existing:
-                old.unlink()
+                old.unlink()  # a symlink is removed, not followed
             key_paths = []
             for kind, (private_key, maybe_public) in host_keys.items():
                 path = etc_ssh / f"ssh_host_{kind}_key"
@@ -397,10 +554,10 @@ class NodeSupervisor:
         # Hide the host's own host keys from the node: overlay whiteouts are 0/0 character devices.
         for host_key in Path("/etc/ssh").glob("ssh_host_*"):
             shadow = etc_ssh / host_key.name
-            if not shadow.exists() and not _is_whiteout(shadow):
+            if not os.path.lexists(shadow):
                 os.mknod(shadow, stat.S_IFCHR | 0o000, os.makedev(0, 0))
         _write(ssh_dir / "authorized_keys", "".join(k.strip() + "\n" for k in spec.authorized_keys), 0o600)
-        _write(upper / "etc" / "hostname", spec.hostname + "\n", 0o644)
+        _write(_real_dir(upper, "etc", 0o755) / "hostname", spec.hostname + "\n", 0o644)
         config = [
             f"ListenAddress {spec.address}:{self.port}",
             *(f"HostKey {p}" for p in key_paths),
@@ -417,22 +574,9 @@ class NodeSupervisor:
             "Subsystem sftp /usr/lib/openssh/sftp-server",
         ]
         _write(etc_ssh / "sshd_config", "\n".join(config) + "\n", 0o644)
-        merged = directory / "merged"
-        hostname = spec.hostname.replace("'", "")
         script = directory / "start.sh"
-        script.write_text(
-            "set -e\n"
-            f"mount -t overlay overlay -o lowerdir=/,upperdir={upper},workdir={directory / 'work'} {merged}\n"
-            f"mount -t proc proc {merged}/proc\n"
-            f"mount --rbind /dev {merged}/dev\n"
-            f"mount -t tmpfs -o mode=1777 tmpfs {merged}/dev/shm\n"  # noqa: S108
-            f"mount --rbind /sys {merged}/sys\n"
-            # A fresh /run, as after boot; it also hides every node's layers from the node.
-            f"mount -t tmpfs -o mode=0755 tmpfs {merged}/run\n"
-            f"mkdir -p {merged}/run/sshd\n"
-            f"hostname '{hostname}'\n"
-            f"exec chroot {merged} {self.sshd_path} -D -e -f /etc/ssh/sshd_config\n"
-        )
+        command = [self.sshd_path, "-D", "-e", "-f", "/etc/ssh/sshd_config"]
+        script.write_text(node_script(directory, spec.hostname, command))
         return script
 
     def _kill(self, node: Node, final: Desired) -> None:
