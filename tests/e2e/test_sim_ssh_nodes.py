@@ -7,8 +7,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -393,3 +396,59 @@ def test_symlinks_planted_in_a_node_do_not_redirect_the_simulators_writes(
         key_path, tmp_path, address, "hostname; test -d /root/.ssh -a ! -L /root/.ssh && echo real"
     )
     assert again.stdout.split() == ["links-1", "real"], again.stderr
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll ``condition``; the timeout only bounds a failing test, it asserts nothing about speed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_a_killed_simulator_takes_its_nodes_along_and_the_next_start_cleans_up(
+    ssh_keypair: tuple[Path, str], tmp_path: Path
+) -> None:
+    require_root()
+    require_binary("sshd", "/usr/sbin/sshd")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nodewright.sim", "--port", "0", "--ssh-port", str(PORT),
+         "--create-duration", "0.05", "--start-duration", "0.05"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    node_pid: int | None = None
+    node_dir = ""
+    try:
+        assert process.stdout is not None
+        api_url = process.stdout.readline().strip()
+        assert api_url.endswith("/v1"), process.stderr.read() if process.stderr else ""
+        base_url = api_url.removesuffix("/v1")
+        if not httpx.get(base_url + "/_sim/status").json()["ssh_nodes"]:
+            missing("simulated SSH nodes unavailable")
+        c = hcloud.Client(token=random_token(), api_endpoint=api_url, poll_interval=0.02)
+        server = create_node(c, "orphan-1", ssh_keypair[1])
+        node = next(
+            e for e in httpx.get(base_url + "/_sim/servers").json()["servers"] if e["id"] == server.id
+        )
+        node_pid, node_dir = node["ssh"]["node"]["pid"], node["ssh"]["node"]["directory"]
+        assert node_pid is not None and node_processes(node_dir)
+        process.kill()  # no atexit, no signal handler: only the kernel cleans up now
+        process.wait(timeout=30)
+        assert wait_until(lambda: not node_processes(node_dir)), "a node outlived its simulator"
+        root = Path(node_dir).parent
+        assert root.exists()  # nobody removed the layers of the killed simulator yet
+        config = fast_config()
+        config.ssh_port = PORT
+        with SimServer(ssh_nodes=True, config=config):
+            assert not root.exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        for pid in node_processes(node_dir) if node_dir else []:
+            os.kill(pid, signal.SIGKILL)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
