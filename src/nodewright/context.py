@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nodewright.config import Settings
 from nodewright.db.database import Database
 from nodewright.security.secretbox import SecretBox, load_key_ring
+from nodewright.security.throttle import LoginThrottle
 from nodewright.security.web_sessions import SessionSigner, load_signing_key
 
 
@@ -16,6 +17,7 @@ class AppContext:
     database: Database
     box: SecretBox
     signer: SessionSigner
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
     @classmethod
     def open(cls, settings: Settings, *, create_keys: bool = True) -> AppContext:

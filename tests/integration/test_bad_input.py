@@ -136,3 +136,36 @@ def test_bad_path_parameter(client: TestClient, role_users: dict[Role, RoleUser]
     )
     assert body["errors"][0]["field"] == "token_id"  # type: ignore[index]
     _problem(client.delete("/api/tokens/99999", headers=role_users[Role.admin].headers), 404, "not_found")
+
+
+def test_body_limit_after_the_response_started_sends_no_second_start() -> None:
+    """An app that answers before reading its whole body (a stream) cannot have its response
+    replaced by the 413: a second response start is an ASGI protocol error. The limit still stops
+    the reading, and nothing more of the started response is sent."""
+    import asyncio
+
+    from starlette.types import Message, Receive, Scope, Send
+
+    from nodewright.api.middleware import BodyLimitMiddleware
+
+    async def streaming_app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.body", "body": b"never sent", "more_body": False})
+
+    sent: list[Message] = []
+    chunks = [{"type": "http.request", "body": b"x" * 8, "more_body": True} for _ in range(4)]
+
+    async def receive() -> Message:
+        return chunks.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {"type": "http", "method": "POST", "path": "/stream", "headers": []}
+    asyncio.run(BodyLimitMiddleware(streaming_app, max_bytes=10)(scope, receive, send))
+    starts = [m for m in sent if m["type"] == "http.response.start"]
+    assert len(starts) == 1 and starts[0]["status"] == 200
+    assert all(m.get("body") != b"never sent" for m in sent)

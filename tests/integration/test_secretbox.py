@@ -135,3 +135,53 @@ def test_malformed_key_is_named(db_url: str, tmp_path: Path) -> None:
 def test_missing_key_file_without_create(db_url: str, tmp_path: Path) -> None:
     with pytest.raises(SecretKeyError, match="no secret key"):
         load_key_ring(_file_settings(db_url, tmp_path), create=False)
+
+
+def test_running_process_reads_secrets_rotated_by_another(db_url: str, tmp_path: Path) -> None:
+    """`secrets rotate` runs beside a live `serve`: the live process must still open every secret."""
+    settings = _file_settings(db_url, tmp_path)
+    running = AppContext.open(settings)
+    try:
+        with running.database.session(write=True) as session:
+            secret_id = running.box.store(session, "provider_token", CANARY).id
+        database = Database(settings.resolved_database_url)
+        try:
+            rotate_keys(settings, database)  # as the CLI does, in its own process
+        finally:
+            database.dispose()
+        with running.database.session() as session:
+            assert running.box.load(session, secret_id).reveal() == CANARY
+    finally:
+        running.close()
+
+
+def test_key_file_write_is_durable_and_private(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leftover temporary file (an earlier crash) must not lend its mode to the key file, and the
+    directory entry is fsynced before rotation re-encrypts the database under the new key."""
+    import stat
+
+    settings = _file_settings(db_url, tmp_path)
+    AppContext.open(settings).close()
+    path = key_file_path(settings)
+    leftover = path.with_suffix(".tmp")
+    leftover.write_text("stale\n")
+    os.chmod(leftover, 0o644)
+
+    synced_dirs: list[bool] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced_dirs.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    database = Database(settings.resolved_database_url)
+    try:
+        rotate_keys(settings, database)
+    finally:
+        database.dispose()
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert True in synced_dirs, "the key file's directory was not fsynced after the rename"
+    AppContext.open(settings).close()

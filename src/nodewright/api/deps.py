@@ -7,7 +7,6 @@ session's CSRF token in ``X-CSRF-Token``.
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -86,8 +85,8 @@ def authenticate(request: Request) -> Principal:
                 user = web_sessions.resolve_session(session, session_id)
             if user is not None:
                 if request.method not in SAFE_METHODS:
-                    sent = request.headers.get("x-csrf-token", "")
-                    if not hmac.compare_digest(sent, ctx.signer.csrf_for(session_id)):
+                    sent = request.headers.get("x-csrf-token")
+                    if not web_sessions.tokens_match(sent, ctx.signer.csrf_for(session_id)):
                         raise ProblemError(
                             403,
                             "csrf_failed",

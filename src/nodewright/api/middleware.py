@@ -52,6 +52,7 @@ class BodyLimitMiddleware:
         received = 0
         exceeded = False
         replaced = False
+        started = False
 
         async def limited_receive() -> Message:
             nonlocal received, exceeded
@@ -66,18 +67,23 @@ class BodyLimitMiddleware:
         async def guarded_send(message: Message) -> None:
             # The app may turn our exception into a response of its own (a 400 "error parsing the
             # body"); whatever it answers once the limit is crossed is replaced by the 413.
-            nonlocal replaced
+            # A response the app had already started cannot be replaced (a second response start is
+            # a protocol error): its remaining messages are dropped and the server closes the
+            # connection on the unfinished response.
+            nonlocal replaced, started
             if exceeded:
-                if not replaced:
+                if not replaced and not started:
                     replaced = True
                     await self._reject(send)
                 return
+            if message["type"] == "http.response.start":
+                started = True
             await send(message)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
-            if not replaced:
+            if not replaced and not started:
                 replaced = True
                 await self._reject(send)
 
@@ -103,9 +109,12 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (
         b"content-security-policy",
         b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        b"frame-ancestors 'none'; form-action 'self'",
+        b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
     ),
 ]
+# Pages and API answers may carry a secret shown once (a new API token) or private data: no cache
+# (browser, back/forward or proxy) may keep them. Static assets hold nothing private.
+NO_STORE = (b"cache-control", b"no-store")
 
 
 class SecurityHeadersMiddleware:
@@ -117,11 +126,15 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
 
+        cacheable = str(scope.get("path", "")).startswith("/static/")
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers: list[Any] = list(message.get("headers", []))
                 present = {h[0].lower() for h in headers}
                 headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                if not cacheable and NO_STORE[0] not in present:
+                    headers.append(NO_STORE)
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -55,6 +55,27 @@ async def login(request: Request) -> Response:
         )
     username = str(form.get("username") or "").strip()
     password = str(form.get("password") or "")
+    address = request.client.host if request.client else "unknown"
+    # Checked before the password, for known and unknown usernames alike: no guess is evaluated
+    # while throttled, and a refusal does not reveal whether the account exists.
+    wait = ctx.login_throttle.retry_after(username, address)
+    if wait is not None:
+        with ctx.database.session(write=True) as session:
+            audit.record(
+                session,
+                actor=f"anonymous:{username[:64]}",
+                action="login",
+                target="dashboard",
+                outcome="throttled",
+            )
+        minutes = max(1, -(-wait // 60))
+        response = _login_page(
+            request,
+            f"Too many failed sign-ins for this user from your address. Try again in {minutes} minute(s).",
+            status_code=429,
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
     with ctx.database.session(write=True) as session:
         user = accounts.authenticate(session, username, password)
         if user is None:
@@ -66,12 +87,15 @@ async def login(request: Request) -> Response:
                 outcome="denied",
             )
         else:
+            web_sessions.purge_expired(session)
             session_id = web_sessions.start_session(session, user, ctx.settings.session_max_age_seconds)
             audit.record(
                 session, actor=f"user:{user.username}", action="login", target="dashboard", outcome="ok"
             )
     if user is None:
+        ctx.login_throttle.failed(username, address)
         return _login_page(request, "Unknown user or wrong password.", status_code=401)
+    ctx.login_throttle.succeeded(username, address)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         web_sessions.SESSION_COOKIE,

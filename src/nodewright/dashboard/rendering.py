@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -89,7 +88,7 @@ async def checked_form(request: Request, user: PageUser) -> dict[str, str]:
     """The posted form, after checking its CSRF token against the session's."""
     form = await request.form()
     sent = form.get("csrf_token")
-    if not isinstance(sent, str) or not hmac.compare_digest(sent, user.csrf_token):
+    if not isinstance(sent, str) or not web_sessions.tokens_match(sent, user.csrf_token):
         raise PageError(403, "Form expired", "The form's CSRF token is missing or wrong. Reload and retry.")
     return {k: v for k, v in form.items() if isinstance(v, str)}
 

@@ -85,14 +85,26 @@ def load_key_ring(settings: Settings, *, create: bool) -> KeyRing:
 
 
 def write_key_file(path: Path, keys: tuple[str, ...]) -> None:
-    """Write atomically with 0600 from the first byte (never a moment world-readable)."""
+    """Write atomically with 0600 from the first byte (never a moment world-readable), durably.
+
+    The temporary file is created fresh (``O_EXCL``): reusing a leftover one would keep its mode.
+    The directory is fsynced after the rename, so the new file is on disk before the caller goes on;
+    rotation re-encrypts the database right after this, and a power loss must not leave ciphertexts
+    under a key that only existed in the page cache.
+    """
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write("\n".join(keys) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class SecretBox:
@@ -108,10 +120,36 @@ class SecretBox:
         try:
             return Secret(self._fernet.decrypt(ciphertext.encode()).decode())
         except InvalidToken:
-            raise SecretKeyError(
-                "a stored secret cannot be decrypted with the configured keys "
-                "(wrong NODEWRIGHT_SECRET_KEYS or secret.keys?)"
-            ) from None
+            pass
+        # `nodewright secrets rotate` in another process may have added a new primary key to the key
+        # file and re-encrypted under it: a running process picks the new ring up here.
+        if self._reload_key_file():
+            try:
+                return Secret(self._fernet.decrypt(ciphertext.encode()).decode())
+            except InvalidToken:
+                pass
+        raise SecretKeyError(
+            "a stored secret cannot be decrypted with the configured keys "
+            "(wrong NODEWRIGHT_SECRET_KEYS or secret.keys?)"
+        )
+
+    def _reload_key_file(self) -> bool:
+        """Re-read the key file; True when it now holds a different ring (which is then used)."""
+        if not self.ring.from_file:
+            return False
+        path = Path(self.ring.source)
+        try:
+            if stat.S_IMODE(path.stat().st_mode) & 0o077:
+                return False
+            keys = _parse_keys(path.read_text(), str(path))
+        except (OSError, SecretKeyError):
+            return False
+        if keys == self.ring.keys:
+            return False
+        ring = KeyRing(keys, self.ring.source)
+        self._fernet = MultiFernet([Fernet(k.encode()) for k in ring.keys])
+        self.ring = ring
+        return True
 
     def rotate_ciphertext(self, ciphertext: str) -> str:
         try:

@@ -25,6 +25,17 @@ SESSION_COOKIE = "nw_session"
 LOGIN_CSRF_COOKIE = "nw_login_csrf"
 
 
+def tokens_match(sent: str | None, expected: str) -> bool:
+    """Constant-time comparison of a submitted token with the expected one.
+
+    Compared as UTF-8 bytes: ``hmac.compare_digest`` raises ``TypeError`` for a ``str`` holding
+    non-ASCII characters, which would turn a forged token into a 500 instead of a refusal.
+    """
+    if not sent:
+        return False
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), expected.encode())
+
+
 def load_signing_key(session: Session, box: SecretBox) -> str:
     """The cookie-signing key: random, shared by every process through the database, encrypted."""
     row = session.get(AppMeta, SESSION_KEY_META)
@@ -68,7 +79,7 @@ class SessionSigner:
             expected = self._login_serializer.loads(cookie, max_age=3600)
         except BadSignature:
             return False
-        return isinstance(expected, str) and hmac.compare_digest(expected, form_token)
+        return isinstance(expected, str) and tokens_match(form_token, expected)
 
 
 def start_session(session: Session, user: User, max_age_seconds: int) -> str:
