@@ -164,7 +164,8 @@ def test_client_errors(hcloud_client: hcloud.Client, sim: SimServer, sim_control
     assert _api_error(lambda: hcloud_client.servers.get_all(label_selector="a=(")).code == "invalid_input"
     sim_control.post("/config", json={"create_duration": 60})
     busy = create(hcloud_client, "busy-1").server
-    assert _api_error(lambda: hcloud_client.servers.delete(busy)).code == "locked"
+    error = _api_error(lambda: hcloud_client.servers.delete(busy))
+    assert (error.code, error.message) == ("locked", "cannot perform operation because server is locked")
     sim_control.post("/limits", json={"max_servers": 2})
     error = _api_error(lambda: create(hcloud_client, "web-3"))
     assert error.code == "resource_limit_exceeded"
@@ -255,6 +256,17 @@ def test_failed_create_action_leaves_the_server(
     server.delete().wait_until_finished()
 
 
+def test_outcome_faults_wait_for_a_create(hcloud_client: hcloud.Client, sim_control: httpx.Client) -> None:
+    """Unscoped ``action_error``/``left_off`` faults are not spent on the lookups before a create."""
+    sim_control.post("/faults", json={"kind": "action_error"}).raise_for_status()
+    sim_control.post("/faults", json={"kind": "left_off"}).raise_for_status()
+    assert hcloud_client.images.get_by_name_and_architecture("ubuntu-24.04", "x86") is not None
+    assert hcloud_client.servers.get_all() == []
+    result = create(hcloud_client, "doomed-1")
+    with pytest.raises(ActionFailedException):
+        result.action.wait_until_finished()
+
+
 def test_server_left_off(hcloud_client: hcloud.Client, sim_control: httpx.Client) -> None:
     sim_control.post("/faults", json={"kind": "left_off", "method": "POST", "path": "/v1/servers"})
     result = create(hcloud_client, "sleepy-1")
@@ -275,6 +287,7 @@ def test_out_of_band_changes(hcloud_client: hcloud.Client, sim_control: httpx.Cl
     assert hcloud_client.servers.get_by_name("victim-1").status == "off"
     sim_control.delete(f"/servers/{listed['victim-2']['id']}").raise_for_status()
     assert hcloud_client.servers.get_by_name("victim-2") is None
+    assert sim_control.get("/requests", params={"limit": "many"}).status_code == 400
     log = sim_control.get("/requests").json()["requests"]
     assert log and {"method", "path", "status", "error_code", "correlation_id", "time"} <= set(log[0])
     assert all("token" not in str(entry).lower() for entry in log)

@@ -85,7 +85,10 @@ def control_routes(rt: SimRuntime) -> list[Route]:
             with rt.state.lock:
                 rt.state.requests.clear()
             return Response(status_code=204)
-        limit = int(request.query_params.get("limit", "1000"))
+        raw_limit = request.query_params.get("limit", "1000")
+        if not raw_limit.lstrip("-").isdigit():
+            return _bad("limit must be an integer")
+        limit = int(raw_limit)
         with rt.state.lock:
             entries = list(rt.state.requests)[-limit:] if limit > 0 else []
         return _ok({"requests": [e.to_json() for e in entries]})

@@ -55,7 +55,7 @@ DEFAULT_MESSAGES: dict[str, str] = {
     "service_error": "service error",
     "unsupported_error": "action is not supported",
     "placement_error": "error during placement",
-    "locked": "server is locked",
+    "locked": "cannot perform operation because server is locked",
     "protected": "server is protected",
     "rate_limit_exceeded": "limit of 3600 requests per hour reached",
     "server_error": "internal server error",

@@ -89,8 +89,11 @@ def parse_fault(spec: dict[str, Any], fault_id: int) -> Fault:
     kind = spec.get("kind", "error")
     if kind not in KINDS:
         raise FaultSpecError(f"kind must be one of {', '.join(KINDS)}")
-    method = str(spec.get("method", "*")).upper()
-    path = str(spec.get("path", "*"))
+    # Outcome faults only mean something for a create: left unscoped, they would be spent on the
+    # first request of any kind (the CLI looks up images and keys before it creates).
+    outcome = kind in {"action_error", "left_off"}
+    method = str(spec.get("method", "POST" if outcome else "*")).upper()
+    path = str(spec.get("path", "/v1/servers" if outcome else "*"))
     nth = spec.get("nth")
     if nth is not None and (not isinstance(nth, int) or nth < 1):
         raise FaultSpecError("nth must be a positive integer")

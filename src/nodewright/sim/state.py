@@ -450,7 +450,8 @@ class SimState:
 
     def _require_unlocked(self, server: Server) -> None:
         if self.locked(server.id):
-            raise ApiError("locked", "server is locked")
+            # The wording of real captures, e.g. thetechnick/hcloud-ansible#30, terraform-provider-hcloud#492.
+            raise ApiError("locked", "cannot perform operation because server is locked")
 
     def delete_server(self, project: str, server_id: int) -> JSON:
         with self.lock:
