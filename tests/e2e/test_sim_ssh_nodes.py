@@ -452,3 +452,25 @@ def test_a_killed_simulator_takes_its_nodes_along_and_the_next_start_cleans_up(
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_a_node_does_not_see_the_hosts_homes(
+    client: hcloud.Client, node_sim: SimServer, ssh_keypair: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The node's lower layer is the host's root filesystem; /root and /home, where the host's
+    SSH keys and tool credentials live, start empty as on a fresh server."""
+    key_path, public_key = ssh_keypair
+    secret = Path("/root") / f".nodewright-secret-{secrets.token_hex(4)}"
+    secret.write_text("host only\n")
+    try:
+        server = create_node(client, "homes-1", public_key)
+        result = ssh_any_host(
+            key_path, tmp_path, server.public_net.ipv4.ip, "ls -A /root; echo --; ls -A /home"
+        )
+    finally:
+        secret.unlink()
+    root_entries, _, home_entries = result.stdout.partition("--\n")
+    assert result.returncode == 0, result.stderr
+    assert secret.name not in root_entries
+    assert ".ssh" in root_entries.split()
+    assert home_entries.split() == []

@@ -84,24 +84,31 @@ def _public_from_private(private: str) -> str | None:
     )
 
 
-def _real_dir(base: Path, relative: str, mode: int) -> Path:
+def _real_dir(base: Path, relative: str, mode: int, opaque: bool = False) -> Path:
     """``base/relative`` as real directories, replacing whatever else the node left on the way.
 
     The upper layer is written by the node's root: a symlink there (say ``/root/.ssh`` pointing at
     a host directory) must never make the simulator, which runs as the host's root, write through
     it. The node is not running while this runs, so checking with ``lstat`` is not racy.
+    ``opaque`` hides the host's directory below the one created here (overlayfs opaque dir).
     """
     path = base
+    created = False
     for part in Path(relative).parts:
         path = path / part
         try:
             info = path.lstat()
         except FileNotFoundError:
             path.mkdir()
+            created = True
             continue
+        created = False
         if not stat.S_ISDIR(info.st_mode):
             path.unlink()  # a symlink, a file or a whiteout
             path.mkdir()
+            created = True
+    if created and opaque:
+        os.setxattr(path, "trusted.overlay.opaque", b"y", follow_symlinks=False)
     os.chmod(path, mode, follow_symlinks=False)
     return path
 
@@ -530,7 +537,14 @@ class NodeSupervisor:
         for sub in ("upper", "work", "merged"):
             (directory / sub).mkdir(parents=True, exist_ok=True)
         etc_ssh = _real_dir(upper, "etc/ssh", 0o755)
-        _real_dir(upper, "root", 0o700)
+        # The lower layer is the host's root filesystem: hide the homes, where host secrets live
+        # (SSH keys, tool credentials), as a fresh server has its own empty ones.
+        fresh_home = not os.path.lexists(upper / "root")
+        root_home = _real_dir(upper, "root", 0o700, opaque=True)
+        for name in (".bashrc", ".profile") if fresh_home else ():  # as a fresh server has them
+            if (Path("/etc/skel") / name).is_file():
+                _write(root_home / name, (Path("/etc/skel") / name).read_text(errors="replace"), 0o644)
+        _real_dir(upper, "home", 0o755, opaque=True)
         ssh_dir = _real_dir(upper, "root/.ssh", 0o700)
         host_keys = dict(spec.host_keys)
         existing = sorted(etc_ssh.glob("ssh_host_*_key"))
