@@ -90,8 +90,14 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: Any) -> Settings:
     """Build settings; a config-file or environment error surfaces as ``ConfigError``."""
+    import tomllib
+
     from pydantic import ValidationError
 
+    explicit = os.environ.get("NODEWRIGHT_CONFIG_FILE")
+    if explicit and not Path(explicit).is_file():
+        # Silently running on defaults would ignore what the operator configured (keys included).
+        raise ConfigError(f"the config file {explicit} named by NODEWRIGHT_CONFIG_FILE does not exist")
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -99,6 +105,10 @@ def load_settings(**overrides: Any) -> Settings:
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the config file {_config_file()} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"the config file {_config_file()} cannot be read: {exc.strerror}") from None
 
 
 class ConfigError(Exception):

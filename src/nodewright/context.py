@@ -6,7 +6,13 @@ from dataclasses import dataclass, field
 
 from nodewright.config import Settings
 from nodewright.db.database import Database
-from nodewright.security.secretbox import SecretBox, load_key_ring
+from nodewright.security.secretbox import (
+    SecretBox,
+    SecretKeyError,
+    database_has_secrets,
+    key_file_path,
+    load_key_ring,
+)
 from nodewright.security.throttle import LoginThrottle
 from nodewright.security.web_sessions import SessionSigner, load_signing_key
 
@@ -25,6 +31,19 @@ class AppContext:
         settings.ensure_data_dir()
         database = Database(settings.resolved_database_url)
         try:
+            if (
+                create_keys
+                and settings.secret_keys is None
+                and not key_file_path(settings).exists()
+                and database_has_secrets(database)
+            ):
+                # Creating a fresh key here would only lead to "keys do not match" (and leave a
+                # useless key file behind): say what is actually wrong.
+                raise SecretKeyError(
+                    f"the key file {key_file_path(settings)} is missing, but this database holds "
+                    "secrets encrypted with it. Restore the file (or set NODEWRIGHT_SECRET_KEYS); "
+                    "stored secrets cannot be read without it."
+                )
             box = SecretBox(load_key_ring(settings, create=create_keys))
             box.verify_or_initialise(database)
             with database.session(write=True) as session:

@@ -185,3 +185,36 @@ def test_key_file_write_is_durable_and_private(
     assert (path.stat().st_mode & 0o777) == 0o600
     assert True in synced_dirs, "the key file's directory was not fsynced after the rename"
     AppContext.open(settings).close()
+
+
+def test_missing_key_file_for_existing_secrets_is_named(db_url: str, tmp_path: Path) -> None:
+    """A lost key file is reported as missing; no fresh (useless) key file is made in its place."""
+    settings = _file_settings(db_url, tmp_path)
+    AppContext.open(settings).close()
+    path = key_file_path(settings)
+    path.unlink()
+    with pytest.raises(SecretKeyError, match="secret.keys is missing, but this database holds secrets"):
+        AppContext.open(settings)
+    assert not path.exists()
+
+
+def test_concurrent_rotation_is_refused(db_url: str, tmp_path: Path) -> None:
+    import fcntl
+
+    settings = _file_settings(db_url, tmp_path)
+    AppContext.open(settings).close()
+    keys_before = load_key_ring(settings, create=False).keys
+    lock_path = key_file_path(settings).with_name("secret.keys.lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    database = Database(settings.resolved_database_url)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another rotation holds it
+        with pytest.raises(SecretKeyError, match="another `nodewright secrets rotate` is running"):
+            rotate_keys(settings, database)
+        assert load_key_ring(settings, create=False).keys == keys_before
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        rotate_keys(settings, database)
+        assert len(load_key_ring(settings, create=False).keys) == len(keys_before) + 1
+    finally:
+        os.close(fd)
+        database.dispose()

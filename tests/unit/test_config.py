@@ -59,3 +59,19 @@ def test_secret_keys_do_not_render(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NODEWRIGHT_SECRET_KEYS", "k" * 44)
     settings = load_settings()
     assert "k" * 44 not in repr(settings) and "k" * 44 not in settings.model_dump_json()
+
+
+def test_broken_config_file_is_a_message_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "nw.toml"
+    config.write_text("port = \n")
+    monkeypatch.setenv("NODEWRIGHT_CONFIG_FILE", str(config))
+    with pytest.raises(ConfigError, match=r"nw.toml is not valid TOML.*line 1"):
+        load_settings()
+
+
+def test_missing_explicit_config_file_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("NODEWRIGHT_CONFIG_FILE", str(tmp_path / "absent.toml"))
+    with pytest.raises(ConfigError, match="absent.toml named by NODEWRIGHT_CONFIG_FILE does not exist"):
+        load_settings()

@@ -9,13 +9,17 @@ instead of failing later on the first provider call.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from nodewright.config import Settings
@@ -218,9 +222,14 @@ def rotate_keys(settings: Settings, database: Database) -> tuple[int, KeyRing]:
     With keys from the environment nodewright cannot edit them: the operator prepends the new key to
     ``NODEWRIGHT_SECRET_KEYS`` and runs this to re-encrypt under it, then may drop the old key.
     """
-    ring = load_key_ring(settings, create=False)
-    SecretBox(ring).verify_or_initialise(database)
-    if ring.from_file:
+    if settings.secret_keys is not None:
+        ring = load_key_ring(settings, create=False)
+        SecretBox(ring).verify_or_initialise(database)
+        return SecretBox(ring).reencrypt_all(database), ring
+    with _rotation_lock(key_file_path(settings)):
+        # Read under the lock: a rotation that ran meanwhile has added its key to the file.
+        ring = load_key_ring(settings, create=False)
+        SecretBox(ring).verify_or_initialise(database)
         new_ring = KeyRing((Fernet.generate_key().decode(), *ring.keys), ring.source)
         for key in new_ring.keys:
             register_secret(key)
@@ -228,7 +237,32 @@ def rotate_keys(settings: Settings, database: Database) -> tuple[int, KeyRing]:
         # the reverse order could leave ciphertexts whose key exists nowhere.
         write_key_file(Path(ring.source), new_ring.keys)
         return SecretBox(new_ring).reencrypt_all(database), new_ring
-    return SecretBox(ring).reencrypt_all(database), ring
+
+
+@contextmanager
+def _rotation_lock(key_file: Path) -> Iterator[None]:
+    """One rotation at a time per key file. Two at once could each write a key file holding only its
+    own new key, and the database could end up encrypted under the key that was overwritten."""
+    fd = os.open(key_file.with_name(key_file.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SecretKeyError(
+                f"another `nodewright secrets rotate` is running on {key_file}; wait for it to finish"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def database_has_secrets(database: Database) -> bool:
+    """Whether the database already holds values encrypted with some key (its check value)."""
+    try:
+        with database.session() as session:
+            return session.get(AppMeta, CHECK_KEY) is not None
+    except SQLAlchemyError:  # not migrated yet: nothing stored
+        return False
 
 
 def generate_key() -> str:
