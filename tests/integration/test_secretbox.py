@@ -193,7 +193,7 @@ def test_missing_key_file_for_existing_secrets_is_named(db_url: str, tmp_path: P
     AppContext.open(settings).close()
     path = key_file_path(settings)
     path.unlink()
-    with pytest.raises(SecretKeyError, match="secret.keys is missing, but this database holds secrets"):
+    with pytest.raises(SecretKeyError, match=r"secret\.keys is missing, but this database holds secrets"):
         AppContext.open(settings)
     assert not path.exists()
 

@@ -73,5 +73,5 @@ def test_broken_config_file_is_a_message_not_a_traceback(
 
 def test_missing_explicit_config_file_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("NODEWRIGHT_CONFIG_FILE", str(tmp_path / "absent.toml"))
-    with pytest.raises(ConfigError, match="absent.toml named by NODEWRIGHT_CONFIG_FILE does not exist"):
+    with pytest.raises(ConfigError, match=r"absent\.toml named by NODEWRIGHT_CONFIG_FILE does not exist"):
         load_settings()
