@@ -236,6 +236,7 @@ def test_lost_create_response_is_adoptable(hcloud_client: hcloud.Client, sim_con
     """The create takes effect, its answer is lost, the SDK retries the POST and meets its own server."""
     client = fast_retries(hcloud_client)
     sim_control.post("/faults", json={"kind": "lost_response", "method": "POST", "path": "/v1/servers"})
+    assert _api_error(lambda: create(client, "not a hostname")).code == "invalid_input"  # nothing to lose
     error = _api_error(lambda: create(client, "node-1", labels={"owner": "me"}))
     assert error.code == "uniqueness_error"
     adopted = client.servers.get_all(label_selector="owner=me")

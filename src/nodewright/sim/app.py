@@ -259,6 +259,7 @@ def make_api_endpoint(rt: SimRuntime) -> Callable[[Request], Awaitable[Response]
         headers = {"X-Correlation-Id": correlation}
         project: str | None = None
         decision = rt.limiter.peek()
+        faults: list[Fault] = []
 
         def finish(response: Response, error_code: str | None) -> Response:
             rt.state.record(
@@ -317,6 +318,10 @@ def make_api_endpoint(rt: SimRuntime) -> Callable[[Request], Awaitable[Response]
                     return finish(_non_json(fault.status or 504, headers), "lost_response")
             return finish(_json(status, body, headers), None)
         except ApiError as exc:
+            for fault in faults:
+                # These act on an operation that took effect; this one did not, so they stay armed.
+                if fault.kind in {"lost_response", "action_error", "left_off"}:
+                    rt.faults.refund(fault)
             headers.update(_rate_headers(decision))
             if exc.code == "rate_limit_exceeded":
                 headers["RateLimit-Remaining"] = "0"

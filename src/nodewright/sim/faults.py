@@ -163,6 +163,11 @@ class FaultRegistry:
         with self._lock:
             self._faults.clear()
 
+    def refund(self, fault: Fault) -> None:
+        """Give back a firing that had nothing to act on (the operation it was to change failed)."""
+        with self._lock:
+            fault.fired = max(0, fault.fired - 1)
+
     def fire(self, method: str, path: str) -> list[Fault]:
         """Faults that fire for this request, in the order they were added."""
         fired: list[Fault] = []
