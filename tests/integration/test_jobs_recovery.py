@@ -214,3 +214,33 @@ def test_handler_transaction_is_fenced_and_sleep_wakes_on_cancel(db: Database) -
             {"j": job_id},
         )
     assert [s for s, _ in _step_runs(db, job_id)] == ["tx"]
+
+
+def test_a_wide_worker_pool_does_not_starve_its_database_pool(db: Database, db_url: str) -> None:
+    """Executors keep their claim/finish connections for good; on PostgreSQL they must not come out
+    of the pool that handlers (steps, logs) and the heartbeat monitor draw from, or a worker with
+    ``--concurrency`` at or above the pool size stops making progress."""
+    shared = Database(db_url)  # the default pool, as `nodewright worker` gets it
+    concurrency = 24
+    pool = WorkerPool(
+        shared, concurrency=concurrency, registry=REGISTRY, lease_seconds=5.0, poll_interval=0.05
+    )
+    pool.start()
+    try:
+        with db.session() as session:
+            failing = [
+                enqueue(session, "test.fail", {"retryable": False}, registry=REGISTRY).id for _ in range(40)
+            ]
+            stepping = [enqueue(session, "test.steps", {}, registry=REGISTRY).id for _ in range(40)]
+        for job_id in failing:
+            assert (
+                wait_for_state(db, job_id, JobState.FAILED, JobState.SUCCEEDED, timeout=60).state == "failed"
+            )
+        for job_id in stepping:
+            job = wait_for_state(
+                db, job_id, JobState.SUCCEEDED, JobState.FAILED, JobState.RETRY_WAIT, timeout=60
+            )
+            assert job.state == JobState.SUCCEEDED and job.attempt == 1, job.error
+    finally:
+        pool.stop(timeout=5.0)
+        shared.dispose()

@@ -4,6 +4,11 @@ Claiming and finishing run for every job, so they skip the ORM and do not open a
 transaction: on SQLite (NullPool) that would reconnect, replay the PRAGMAs and checkpoint the WAL on
 every close; on PostgreSQL it would pay the pool's pre-ping. Each thread keeps its own connection;
 a connection that fails is dropped and replaced on next use.
+
+On PostgreSQL those held connections come from an engine of their own (no pool limit), never from
+the ``Database``'s pool: a worker keeps up to two per executor thread for its whole life, and taking
+them from the shared pool would leave none for the handlers' steps and the heartbeat monitor once
+the concurrency reaches the pool size.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
 
 from nodewright.db.database import Database
 
@@ -24,6 +30,9 @@ class Connections:
         self.database = database
         self.is_sqlite = database.is_sqlite
         self._reuse = reuse
+        self._engine: Engine = database.engine
+        if reuse and not self.is_sqlite:
+            self._engine = create_engine(database.engine.url, poolclass=NullPool)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[Connection] = []
@@ -31,7 +40,7 @@ class Connections:
     def _connection(self, slot: str = "conn") -> Connection:
         conn: Connection | None = getattr(self._local, slot, None)
         if conn is None or conn.closed or conn.invalidated:
-            conn = self.database.engine.connect()
+            conn = self._engine.connect()
             if slot == "auto":
                 conn.execution_options(isolation_level="AUTOCOMMIT")
             setattr(self._local, slot, conn)
@@ -101,6 +110,8 @@ class Connections:
         for conn in conns:
             with contextlib.suppress(Exception):
                 conn.close()
+        if self._engine is not self.database.engine:
+            self._engine.dispose()
 
 
 def as_connections(source: Database | Connections) -> Connections:
