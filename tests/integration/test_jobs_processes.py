@@ -3,6 +3,7 @@ and crash recovery after SIGKILL (resume from the checkpoint) and after a freeze
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -193,3 +194,41 @@ def test_postgres_workers_are_woken_by_notify_not_by_polling(
         job = wait_for_state(db, second, JobState.SUCCEEDED, timeout=60)
         workers.terminate(proc)
     assert job.attempt == 1
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _kill_if_alive(pid: int) -> None:
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_job_child_exits_when_its_worker_is_killed(db: Database, db_url: str, tmp_path: Path) -> None:
+    marker = tmp_path / "in-step-two"
+    job_id = _enqueue_blocking(db, marker)
+    child = 0
+    try:
+        with worker_processes(db_url, tmp_path) as workers:
+            worker = workers.start(concurrency=1, lease=1.0, mode="process")
+            wait_until(marker.exists, what="the job child to reach step two")
+            child = int(marker.read_text())
+            assert child != worker.pid
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait(10)
+            wait_until(lambda: not _alive(child), what="the orphaned job child to exit")
+            rescuer = workers.start(concurrency=1, lease=1.0, mode="process")
+            job = wait_for_state(db, job_id, JobState.SUCCEEDED, JobState.FAILED, timeout=60)
+            workers.terminate(rescuer)
+    finally:
+        if child:
+            _kill_if_alive(child)
+    assert job.state == JobState.SUCCEEDED and job.attempt == 2
+    assert [(s, a) for s, a, _ in _step_runs(db, job_id)] == [("one", 1), ("two", 1), ("two", 2)]
