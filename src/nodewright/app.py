@@ -16,6 +16,7 @@ from nodewright import __version__
 from nodewright.api import accounts as accounts_api
 from nodewright.api import audit as audit_api
 from nodewright.api import health
+from nodewright.api.deps import audit_denied
 from nodewright.api.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from nodewright.api.problems import install_problem_handlers
 from nodewright.config import Settings
@@ -108,13 +109,17 @@ def _install_page_handlers(app: FastAPI) -> None:
 
     def page_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PageError)
+        user = current_user(request)
+        if exc.status == 403 and user is not None:
+            # A signed-in user's refused form post (role too low, CSRF check failed) is audited.
+            audit_denied(request.app.state.ctx, request, user.actor, exc.title.lower().replace(" ", "_"))
         return render(
             request,
             "error.html",
             status_code=exc.status,
             title=exc.title,
             message=exc.message,
-            user=current_user(request),
+            user=user,
         )
 
     app.add_exception_handler(LoginRequired, login_required)

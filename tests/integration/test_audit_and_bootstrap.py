@@ -62,3 +62,50 @@ def test_readyz_reports_pending_migrations(db_url: str, tmp_path: Path) -> None:
     assert response.status_code == 503
     body = response.json()
     assert body["code"] == "migrations_pending" and "nodewright db upgrade" in body["hint"]
+
+
+def _denied(client: TestClient, admin: dict[str, str]) -> list[tuple[str, str, str, str]]:
+    items = client.get("/api/audit?limit=500", headers=admin).json()["items"]
+    return [
+        (i["actor"], i["action"], i["target"], i["detail"].get("reason"))
+        for i in items
+        if i["outcome"] == "denied"
+    ]
+
+
+def test_refused_mutations_are_audited(client: TestClient, role_users: dict[Role, RoleUser]) -> None:
+    """A known caller's refused attempt to change something is in the audit log as denied."""
+    from tests.integration.test_dashboard_auth import login
+
+    admin = role_users[Role.admin].headers
+    body = {"username": "sneaky", "role": "admin", "password": "long enough pw 1"}
+    assert client.post("/api/users", json=body, headers=role_users[Role.viewer].headers).status_code == 403
+    assert client.get("/api/users", headers=role_users[Role.viewer].headers).status_code == 403  # a read
+    csrf = login(client, "operator-user")
+    assert client.post("/api/users", json=body).status_code == 403  # session, no CSRF header
+    assert client.post("/tokens", data={"name": "x", "csrf_token": csrf}).status_code == 403  # page
+    denied = _denied(client, admin)
+    assert ("user:viewer-user/token:viewer-token", "POST /api/users", "/api/users", "forbidden") in denied
+    assert ("user:operator-user", "POST /api/users", "/api/users", "csrf_failed") in denied
+    assert ("user:operator-user", "POST /tokens", "/tokens", "forbidden") in denied
+    assert len(denied) == 3  # reads are not mutations
+
+
+def test_longest_actor_names_are_audited(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
+    """user:<64 characters>/token:<64 characters> is longer than the actor column: the change
+    must still go through (PostgreSQL refuses over-long values)."""
+    from nodewright.security import api_tokens
+
+    with app_context.database.session(write=True) as session:
+        user = accounts.create_user(session, "a" * 64, "long enough pw 1", Role.admin)
+        _token, plaintext = api_tokens.create_token(session, user, "t" * 64)
+    response = client.post(
+        "/api/users",
+        json={"username": "made-by-long", "role": "viewer", "password": "long enough pw 1"},
+        headers={"Authorization": f"Bearer {plaintext}"},
+    )
+    assert response.status_code == 201, response.text
+    items = client.get("/api/audit", headers=role_users[Role.admin].headers).json()["items"]
+    assert any(i["target"] == "user:made-by-long" and i["actor"].startswith("user:aaaa") for i in items)

@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from nodewright.api.problems import ProblemError
 from nodewright.context import AppContext
 from nodewright.db.database import Database
-from nodewright.security import api_tokens, web_sessions
+from nodewright.security import api_tokens, audit, web_sessions
 from nodewright.security.roles import Role
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -54,6 +54,24 @@ def _unauthenticated(detail: str) -> ProblemError:
     )
 
 
+def audit_denied(ctx: AppContext, request: Request, actor: str, reason: str) -> None:
+    """Record a refused attempt to change state by a known caller (a forbidden role, a failed CSRF
+    check): the mutation did not happen, but the attempt belongs in the audit log."""
+    if request.method in SAFE_METHODS:
+        return
+    route = request.scope.get("route")
+    template = getattr(route, "path", None) or request.url.path
+    with ctx.database.session(write=True) as session:
+        audit.record(
+            session,
+            actor=actor,
+            action=f"{request.method} {template}"[:64],
+            target=request.url.path[:255],
+            outcome="denied",
+            detail={"reason": reason},
+        )
+
+
 def authenticate(request: Request) -> Principal:
     ctx = get_context(request)
     header = request.headers.get("authorization")
@@ -87,6 +105,7 @@ def authenticate(request: Request) -> Principal:
                 if request.method not in SAFE_METHODS:
                     sent = request.headers.get("x-csrf-token")
                     if not web_sessions.tokens_match(sent, ctx.signer.csrf_for(session_id)):
+                        audit_denied(ctx, request, f"user:{user.username}", "csrf_failed")
                         raise ProblemError(
                             403,
                             "csrf_failed",
@@ -101,6 +120,7 @@ def _require(role: Role) -> object:
     def dependency(request: Request) -> Principal:
         principal = authenticate(request)
         if not Role(principal.role).allows(role):
+            audit_denied(get_context(request), request, principal.actor, "forbidden")
             raise ProblemError(
                 403,
                 "forbidden",

@@ -20,9 +20,17 @@ def record(
     outcome: str,
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Add an audit row to the caller's transaction, so it commits (or not) with the change."""
+    """Add an audit row to the caller's transaction, so it commits (or not) with the change.
+
+    Values are cut to their column sizes: PostgreSQL refuses longer ones, and an audit row that
+    cannot be written would fail the change it records (an actor is ``user:<64>/token:<64>``).
+    """
     event = AuditEvent(
-        actor=actor, action=action, target=target, outcome=outcome, detail=redact(detail or {})
+        actor=actor[:128],
+        action=action[:64],
+        target=target[:256],
+        outcome=outcome[:32],
+        detail=redact(detail or {}),
     )
     session.add(event)
     return event
