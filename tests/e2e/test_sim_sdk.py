@@ -232,6 +232,18 @@ def test_non_retried_server_errors(hcloud_client: hcloud.Client, sim_control: ht
     assert _api_error(hcloud_client.servers.get_all).code == "server_error"
 
 
+def test_a_simulator_bug_still_answers_the_error_envelope(
+    hcloud_client: hcloud.Client, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(_query: Any) -> Any:
+        raise RuntimeError("simulated bug")
+
+    assert sim.runtime is not None
+    monkeypatch.setattr(sim.runtime.state, "list_locations", broken)
+    error = _api_error(hcloud_client.locations.get_all)
+    assert (error.code, error.correlation_id is not None) == ("server_error", True)
+
+
 def test_lost_create_response_is_adoptable(hcloud_client: hcloud.Client, sim_control: httpx.Client) -> None:
     """The create takes effect, its answer is lost, the SDK retries the POST and meets its own server."""
     client = fast_retries(hcloud_client)

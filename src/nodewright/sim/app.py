@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import secrets
 import time
@@ -32,6 +33,7 @@ from nodewright.sim.state import Query
 from nodewright.sim.validation import well_formed_token
 
 JSON_TYPE = "application/json"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -326,6 +328,12 @@ def make_api_endpoint(rt: SimRuntime) -> Callable[[Request], Awaitable[Response]
             if exc.code == "rate_limit_exceeded":
                 headers["RateLimit-Remaining"] = "0"
             return finish(_json(exc.status, exc.body(), headers), exc.code)
+        except Exception:
+            # A simulator bug must still look like the API's own 500, envelope and headers included.
+            log.exception("simulator API failed on %s %s", method, path)
+            headers.update(_rate_headers(decision))
+            error = ApiError("server_error")
+            return finish(_json(error.status, error.body(), headers), error.code)
 
     return api
 
