@@ -117,15 +117,21 @@ def test_sse_stream_resumes_after_last_event_id(
     assert [f["data"] for f in resumed_frames] == [f["data"] for f in frames[4:]]
     bad = client.get(f"/api/jobs/{job_id}/events", headers={**headers, "Last-Event-ID": "x"})
     assert bad.status_code == 400
+    # So are digits beyond any seq (or beyond a 64-bit integer) and digits int() refuses ("²").
+    for accept in ("text/event-stream", "application/json"):
+        for value in ("99999999999999999999", "2147483648", "\u00b2"):
+            refused = client.get(
+                f"/api/jobs/{job_id}/events",
+                headers={**headers, "Accept": accept, "Last-Event-ID": value.encode("latin-1")},
+            )
+            assert refused.status_code == 400, (value, refused.text)
+            assert refused.json()["code"] == "invalid_last_event_id"
 
 
 @pytest.fixture
 def pool(ctx: AppContext) -> Iterator[WorkerPool]:
-    # A long lease keeps the pool's own writes rare while a request authenticates (see the report on
-    # SQLite read-then-write transactions in authentication).
-    workers = WorkerPool(
-        ctx.database, concurrency=1, registry=REGISTRY, lease_seconds=30.0, poll_interval=0.1
-    )
+    # A short lease: the pool renews and sweeps several times a second while requests authenticate.
+    workers = WorkerPool(ctx.database, concurrency=1, registry=REGISTRY, lease_seconds=1.0, poll_interval=0.1)
     workers.start()
     try:
         yield workers

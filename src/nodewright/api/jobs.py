@@ -29,6 +29,7 @@ SSE_MEDIA_TYPE = "text/event-stream"
 SSE_POLL_SECONDS = 0.25
 SSE_KEEPALIVE_SECONDS = 15.0
 
+MAX_SEQ = 2**31 - 1
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Job id")]
 
 
@@ -192,9 +193,12 @@ def get_job(job_id: JobId, _caller: Viewer, database: DatabaseDep) -> JobDetail:
 def _parse_last_event_id(value: str | None) -> int | None:
     if value is None or not value.strip():
         return None
-    if not value.strip().isdigit():
+    text = value.strip()
+    # isdecimal() rather than isdigit(): "²" is a digit that int() refuses. Bounded like ``after``,
+    # so the database never sees an integer it cannot compare (a 500 on PostgreSQL and SQLite).
+    if not text.isascii() or not text.isdecimal() or int(text) > MAX_SEQ:
         raise ProblemError(400, "invalid_last_event_id", "Invalid Last-Event-ID", "It must be an event seq.")
-    return int(value.strip())
+    return int(text)
 
 
 @router.get(
@@ -212,7 +216,7 @@ def job_events(
     request: Request,
     _caller: Viewer,
     database: DatabaseDep,
-    after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
 ) -> Any:
