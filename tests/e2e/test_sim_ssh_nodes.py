@@ -474,3 +474,18 @@ def test_a_node_does_not_see_the_hosts_homes(
     assert secret.name not in root_entries
     assert ".ssh" in root_entries.split()
     assert home_entries.split() == []
+
+
+def test_a_start_that_fails_leaves_no_node_root(tmp_path: Path) -> None:
+    require_root()
+    require_binary("sshd", "/usr/sbin/sshd")
+    state_file = tmp_path / "state.json"
+    state_file.write_text("{not json")
+    mine = f"nodewright-sim-{os.getpid()}."
+    before = {p for base in ("/run", "/dev/shm") for p in Path(base).glob(mine + "*")}
+    config = fast_config()
+    config.ssh_port = PORT
+    with pytest.raises(ValueError):
+        SimServer(ssh_nodes=True, state_file=state_file, config=config).start()
+    after = {p for base in ("/run", "/dev/shm") for p in Path(base).glob(mine + "*")}
+    assert after <= before

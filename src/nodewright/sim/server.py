@@ -79,9 +79,14 @@ class SimServer:
                 log.warning("simulator runs without SSH nodes: %s", self.ssh_nodes_reason)
         else:
             self.ssh_nodes_reason = "SSH nodes disabled by configuration"
-        self.runtime = SimRuntime(
-            self.config, nodes, self.ssh_nodes_reason if nodes is None else None, self.state_file
-        )
+        try:
+            self.runtime = SimRuntime(
+                self.config, nodes, self.ssh_nodes_reason if nodes is None else None, self.state_file
+            )
+        except BaseException:  # e.g. an unreadable state file: the nodes' threads and root must go
+            if nodes is not None:
+                nodes.shutdown()
+            raise
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
