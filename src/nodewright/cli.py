@@ -83,13 +83,12 @@ def _run_server(settings: Settings, *, banner: str) -> None:
     from nodewright.app import create_app
     from nodewright.context import AppContext
     from nodewright.logging_setup import configure_logging, uvicorn_log_config
-    from nodewright.security.accounts import bootstrap_admin
+    from nodewright.security.accounts import bootstrap_admin_once
 
     configure_logging(settings.log_level)
     _migrate(settings)
     ctx = AppContext.open(settings)
-    with ctx.database.session(write=True) as session:
-        bootstrap = bootstrap_admin(session)
+    bootstrap = bootstrap_admin_once(ctx.database)
     url = settings.public_url or f"http://{settings.host}:{settings.port}"
     typer.echo(f"{banner}: {url}")
     if bootstrap is not None:

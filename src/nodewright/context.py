@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy.exc import IntegrityError
 
 from nodewright.config import Settings
 from nodewright.db.database import Database
@@ -15,6 +19,8 @@ from nodewright.security.secretbox import (
 )
 from nodewright.security.throttle import LoginThrottle
 from nodewright.security.web_sessions import SessionSigner, load_signing_key
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -45,9 +51,7 @@ class AppContext:
                     "stored secrets cannot be read without it."
                 )
             box = SecretBox(load_key_ring(settings, create=create_keys))
-            box.verify_or_initialise(database)
-            with database.session(write=True) as session:
-                signing_key = load_signing_key(session, box)
+            signing_key = _initialise(database, box)
         except BaseException:
             database.dispose()
             raise
@@ -55,3 +59,25 @@ class AppContext:
 
     def close(self) -> None:
         self.database.dispose()
+
+
+def _initialise(database: Database, box: SecretBox) -> str:
+    """Check (or store, on first start) the key check value, and load (or make) the cookie key.
+
+    Several processes may start at once on a fresh PostgreSQL database: all see no row and insert,
+    and all but one fail with a unique violation. Those try again, and then find the winner's rows.
+    """
+    _once_more_on_conflict(lambda: box.verify_or_initialise(database))
+
+    def signing_key() -> str:
+        with database.session(write=True) as session:
+            return load_signing_key(session, box)
+
+    return _once_more_on_conflict(signing_key)
+
+
+def _once_more_on_conflict(step: Callable[[], T]) -> T:
+    try:
+        return step()
+    except IntegrityError:
+        return step()  # the conflicting row is committed now: this run reads it

@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy import delete
 
 from nodewright.app import create_app
 from nodewright.config import Settings
 from nodewright.context import AppContext
 from nodewright.db import migrate
 from nodewright.db.engine import make_engine
+from nodewright.db.models import User
 from nodewright.security import accounts
 from nodewright.security.roles import Role
 from tests.support.apps import RoleUser
@@ -109,3 +111,15 @@ def test_longest_actor_names_are_audited(
     assert response.status_code == 201, response.text
     items = client.get("/api/audit", headers=role_users[Role.admin].headers).json()["items"]
     assert any(i["target"] == "user:made-by-long" and i["actor"].startswith("user:aaaa") for i in items)
+
+
+def test_bootstrap_admin_when_processes_start_together(app_context: AppContext) -> None:
+    """Only one of several processes starting at once creates `admin` and shows a password; the
+    others start normally."""
+    from tests.integration.test_secretbox import _at_once
+
+    with app_context.database.session(write=True) as session:
+        session.execute(delete(User))
+    results = _at_once(8, lambda: accounts.bootstrap_admin_once(app_context.database))
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert len([r for r in results if isinstance(r, accounts.Bootstrap)]) == 1

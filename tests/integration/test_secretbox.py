@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from nodewright.security.secretbox import (
     load_key_ring,
     rotate_keys,
 )
+from tests.support.apps import make_settings
 
 CANARY = "hcloud-token-canary-0123456789abcdef0123456789abcdef"
 
@@ -218,3 +220,39 @@ def test_concurrent_rotation_is_refused(db_url: str, tmp_path: Path) -> None:
     finally:
         os.close(fd)
         database.dispose()
+
+
+def _at_once(count: int, action: Callable[[], object]) -> list[object]:
+    """Run ``action`` in ``count`` threads released together; their results, or the exceptions."""
+    import threading
+
+    barrier = threading.Barrier(count)
+    results: list[object] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.append(action())
+        except BaseException as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_processes_starting_together_on_a_fresh_database(db_url: str, tmp_path: Path) -> None:
+    """Several `serve` processes started at once on one new database all come up, with one key."""
+    settings = make_settings(db_url, tmp_path / "data")
+    contexts = _at_once(8, lambda: AppContext.open(settings))
+    errors = [c for c in contexts if isinstance(c, BaseException)]
+    assert not errors, errors[0]
+    opened = [c for c in contexts if isinstance(c, AppContext)]
+    try:
+        assert len({c.signer.csrf_for("same-session") for c in opened}) == 1
+    finally:
+        for ctx in opened:
+            ctx.close()

@@ -6,8 +6,10 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from nodewright.db.database import Database
 from nodewright.db.models import User
 from nodewright.security.passwords import (
     MIN_PASSWORD_LENGTH,
@@ -82,3 +84,16 @@ def bootstrap_admin(session: Session) -> Bootstrap | None:
     password = generate_password()
     create_user(session, BOOTSTRAP_USERNAME, password, Role.admin)
     return Bootstrap(BOOTSTRAP_USERNAME, password)
+
+
+def bootstrap_admin_once(database: Database) -> Bootstrap | None:
+    """:func:`bootstrap_admin` in its own transaction, safe when several processes start at once:
+    the one whose insert wins prints the password; the others find the user there (None)."""
+    try:
+        with database.session(write=True) as session:
+            return bootstrap_admin(session)
+    except IntegrityError:
+        with database.session() as session:
+            if get_user(session, BOOTSTRAP_USERNAME) is not None:
+                return None
+        raise
