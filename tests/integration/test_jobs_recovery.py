@@ -244,3 +244,40 @@ def test_a_wide_worker_pool_does_not_starve_its_database_pool(db: Database, db_u
     finally:
         pool.stop(timeout=5.0)
         shared.dispose()
+
+
+def test_log_inside_the_handler_transaction_joins_it(db: Database) -> None:
+    """ctx.log() within ctx.transaction() writes its event in that transaction. In a second one it
+    would wait for the job-row lock the first holds: forever on PostgreSQL, for the busy timeout
+    ("database is locked") on SQLite."""
+    pool = WorkerPool(db, concurrency=1, registry=REGISTRY, lease_seconds=2.0, poll_interval=0.05)
+    pool.start()
+    try:
+        with db.session() as session:
+            job_id = enqueue(session, "test.log_in_transaction", {}, registry=REGISTRY).id
+        job = wait_for_state(db, job_id, JobState.SUCCEEDED, JobState.FAILED, JobState.RETRY_WAIT, timeout=10)
+    finally:
+        pool.stop(timeout=1.0)
+    assert job.state == JobState.SUCCEEDED and job.attempt == 1, job.error
+    assert job.result is not None
+    with db.session() as session:
+        logged = session.execute(
+            text("SELECT seq, message FROM job_events WHERE job_id = :j AND type = 'log'"), {"j": job_id}
+        ).all()
+    assert [(r[0], r[1]) for r in logged] == [(job.result["seq"], "marked inside the transaction")]
+    assert _step_runs(db, job_id) == [("tx", 1)]
+
+
+def test_step_inside_the_handler_transaction_is_refused(db: Database) -> None:
+    with db.session() as session:
+        enqueue(session, "test.noop", {}, registry=REGISTRY)
+    claimed = claim(db, "worker-a")
+    assert claimed is not None
+    ctx = JobContext(db, claimed, cancel_flag=threading.Event())
+    with pytest.raises(RuntimeError, match=r"inside ctx\.transaction"), ctx.transaction():
+        ctx.step("nested", lambda: {"never": True})
+    with pytest.raises(RuntimeError, match="do not nest"), ctx.transaction(), ctx.transaction():
+        pass
+    assert ctx.completed_steps == {}
+    ctx.step("after", lambda: {"ok": True})  # the context is usable again once the block ended
+    assert ctx.completed_steps == {"after": {"ok": True}}

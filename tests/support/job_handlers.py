@@ -160,3 +160,15 @@ def die_once(ctx: JobContext) -> dict[str, Any]:
     if ctx.attempt == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     return {"first_pid": first["pid"], "pid": os.getpid()}
+
+
+@REGISTRY.handler("test.log_in_transaction")
+def log_in_transaction(ctx: JobContext) -> dict[str, Any]:
+    """Logs from inside its fenced transaction, as a handler marking a node's state naturally would."""
+    with ctx.transaction() as session:
+        session.execute(
+            text("INSERT INTO test_step_runs (job_id, step, attempt, pid) VALUES (:j, 'tx', :a, :p)"),
+            {"j": ctx.job_id, "a": ctx.attempt, "p": os.getpid()},
+        )
+        seq = ctx.log("marked inside the transaction")
+    return {"seq": seq}

@@ -11,6 +11,7 @@ its checkpoint runs again, so every step must be idempotent (look up before crea
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -67,6 +68,8 @@ class JobContext:
         # A first attempt has no checkpoints yet: skip the query (it is on every job's path).
         self._steps: dict[str, Any] = load_steps(database, claimed.id) if claimed.attempt > 1 else {}
         self.logger = logging.getLogger(f"nodewright.jobs.{claimed.kind}")
+        # The session of the ctx.transaction() open in this thread, if any (see log() and step()).
+        self._open = threading.local()
 
     @property
     def database(self) -> Database:
@@ -152,6 +155,9 @@ class JobContext:
         if name in self._steps:
             output: T = self._steps[name]
             return output
+        if self._transaction_session() is not None:
+            # Its writes would wait for the job-row lock this thread's own transaction holds.
+            raise RuntimeError(f"ctx.step({name!r}) cannot run inside ctx.transaction(); end the block first")
         self._check_deadline()
         if self._cancel_flag.is_set():
             raise JobCanceled(f"job {self.job_id} was canceled")
@@ -204,11 +210,23 @@ class JobContext:
 
         Use it for the handler's domain rows (a node's state): if this attempt lost its lease the
         block raises ``LeaseLost`` and nothing in it commits, so a zombie cannot overwrite what
-        the attempt that took over wrote.
+        the attempt that took over wrote. ``ctx.log()`` inside the block writes its event in this
+        transaction (it commits or rolls back with the block); ``ctx.step()`` inside it is refused.
+        The fenced write holds the job row's lock until the block ends, so keep the block short.
         """
+        if self._transaction_session() is not None:
+            raise RuntimeError("ctx.transaction() blocks do not nest")
         with self._database.session(write=True) as session:
             fenced_touch(session, self.fence)
-            yield session
+            self._open.session = session
+            try:
+                yield session
+            finally:
+                self._open.session = None
+
+    def _transaction_session(self) -> Session | None:
+        session: Session | None = getattr(self._open, "session", None)
+        return session
 
     def sleep(self, seconds: float) -> None:
         """Wait like ``time.sleep`` (between polls of a provider action), but raise ``JobCanceled``
@@ -222,7 +240,23 @@ class JobContext:
             self._cancel_flag.wait(min(remaining, 1.0))
 
     def log(self, message: str, level: str = "info", **data: Any) -> int:
-        """Append an event to the job's log (redacted); returns its sequence number."""
+        """Append an event to the job's log (redacted); returns its sequence number.
+
+        Inside ``ctx.transaction()`` the event is part of that transaction: a second one would wait
+        for the job-row lock the block holds (forever on PostgreSQL, the busy timeout on SQLite).
+        """
+        open_session = self._transaction_session()
+        if open_session is not None:
+            return append_event(
+                open_session,
+                self.job_id,
+                type="log",
+                message=message,
+                level=level,
+                data=data,
+                attempt=self.attempt,
+                fence=self.fence,
+            )
         with self._database.session(write=True) as session:
             return append_event(
                 session,
