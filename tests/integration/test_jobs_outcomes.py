@@ -138,6 +138,10 @@ def test_events_are_redacted_before_they_are_stored(db: Database) -> None:
     assert secret not in logged.message and "[REDACTED]" in logged.message
     assert logged.data == {"token": "[REDACTED]", "nested": {"list": ["[REDACTED]"]}}
     assert logged.level == "warning"
+    # An exception passed as the message (an untyped handler's `ctx.log(exc)`) is redacted too.
+    ctx.log(RuntimeError(f"provider said no to {secret}"), level="error")  # type: ignore[arg-type]
+    logged = _events(db, job_id)[-1]
+    assert logged.message == "provider said no to [REDACTED]"
 
 
 def test_flaky_job_succeeds_on_a_later_attempt_through_a_worker_pool(db: Database, pool: WorkerPool) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import Table, bindparam, insert, update
 from nodewright.db.models.jobs import JobEvent
 from nodewright.db.types import utcnow
 from nodewright.jobs.fencing import JOBS, Executor, Fence, fenced_touch
-from nodewright.security.redaction import redact
+from nodewright.security.redaction import redact, redact_text
 
 LEVELS = ("debug", "info", "warning", "error")
 EVENTS: Table = JobEvent.__table__  # type: ignore[assignment]
@@ -49,7 +49,8 @@ def insert_event(
             "at": utcnow(),
             "type": type,
             "level": level if level in LEVELS else "info",
-            "message": str(redact(message)),
+            # str() first: redact() leaves a non-string (an exception passed as the message) as it is.
+            "message": redact_text(str(message)),
             "data": redact(jsonable(data)) if data else {},
             "attempt": attempt,
         },
