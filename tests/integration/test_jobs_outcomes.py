@@ -113,6 +113,19 @@ def test_terminal_error_fails_at_once_with_code_and_hint(db: Database) -> None:
     }
 
 
+def test_error_whose_message_is_an_exception_is_stored_as_redacted_text(db: Database) -> None:
+    secret = "hcloud-token-zyxwvutsrq-987"
+    register_secret(secret)
+    job_id = _enqueue(
+        db, "test.fail", {"retryable": False, "as_exception": True, "message": f"401 for {secret}"}
+    )
+    assert run_next(db) == JobState.FAILED
+    job = job_row(db, job_id)
+    assert job.error is not None and job.error["code"] == "provider_unavailable"
+    assert job.error["message"] == "401 for [REDACTED]"
+    assert all(secret not in (e.message + str(e.data)) for e in _events(db, job_id))
+
+
 def test_unexpected_exception_becomes_internal_error_without_details(db: Database) -> None:
     secret = "s3cr3t-token-value-123456"
     register_secret(secret)

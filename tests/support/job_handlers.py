@@ -98,9 +98,11 @@ def steps(ctx: JobContext) -> dict[str, Any]:
 
 @REGISTRY.handler("test.fail", max_attempts=3, backoff_base=0.05, backoff_cap=0.2)
 def fail(ctx: JobContext) -> None:
+    """With ``as_exception`` the message is an exception object, as an untyped adapter might pass."""
+    message = ctx.args.get("message", "the provider is down")
     raise JobError(
         ctx.args.get("code", "provider_unavailable"),
-        ctx.args.get("message", "the provider is down"),
+        RuntimeError(message) if ctx.args.get("as_exception") else message,  # type: ignore[arg-type]
         retryable=bool(ctx.args.get("retryable", True)),
         retry_after=ctx.args.get("retry_after"),
         hint=ctx.args.get("hint"),

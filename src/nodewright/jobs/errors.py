@@ -29,9 +29,11 @@ class JobError(Exception):
         retry_after: float | None = None,
         hint: str | None = None,
     ) -> None:
-        super().__init__(message)
+        # str(): the message is stored as JSON text; an exception object would not serialize (and
+        # would escape redaction, which scrubs strings).
+        super().__init__(str(message))
         self.code = code
-        self.message = message
+        self.message = str(message)
         self.retryable = retryable
         self.retry_after = retry_after
         self.hint = hint
