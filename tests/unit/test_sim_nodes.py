@@ -62,3 +62,20 @@ def test_only_the_leftovers_of_dead_simulators_are_reaped(tmp_path: Path) -> Non
     assert sorted(removed) == sorted([dead, reused])
     assert alive.exists() and unrelated.exists()
     assert not dead.exists() and not reused.exists()
+
+
+def test_reaping_kills_node_launchers_that_outlived_their_simulator(tmp_path: Path) -> None:
+    """Nodes started without a parent-death signal (older versions) would still run: the reaper
+    recognises their launcher by the start script under the dead simulator's directory."""
+    stale = tmp_path / "nodewright-sim-999999999.1-old"
+    script = stale / "node-7" / "start.sh"
+    script.parent.mkdir(parents=True)
+    script.write_text("while :; do sleep 0.1; done\n")
+    launcher = subprocess.Popen(["/bin/sh", str(script)])
+    try:
+        assert reap_stale_roots([tmp_path]) == [stale]
+        assert launcher.wait(timeout=30) == -9
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()

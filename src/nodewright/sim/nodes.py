@@ -198,7 +198,7 @@ def reap_stale_roots(bases: list[Path] | None = None) -> list[Path]:
             pid, _, ticks = owner.partition(".")
             if not pid.isdigit() or _start_ticks(int(pid)) == ticks:
                 continue  # malformed, or its simulator is alive
-            for stale in _processes_mentioning(str(entry) + "/"):
+            for stale in _node_launchers(entry):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(stale, signal.SIGKILL)
             shutil.rmtree(entry, ignore_errors=True)
@@ -207,17 +207,18 @@ def reap_stale_roots(bases: list[Path] | None = None) -> list[Path]:
     return removed
 
 
-def _processes_mentioning(marker: str) -> list[int]:
-    """Node launchers (``unshare ... /bin/sh ROOT/node-N/start.sh``) name their directory."""
+def _node_launchers(root: Path) -> list[int]:
+    """Node launchers (``unshare ... /bin/sh ROOT/node-N/start.sh``) still running from ``root``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if marker in cmdline:
+        script = Path(argv[-2]) if len(argv) > 1 and argv[-1] == "" else None
+        if script is not None and script.name == "start.sh" and script.parent.parent == root:
             found.append(int(entry.name))
     return found
 
