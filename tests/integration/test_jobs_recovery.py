@@ -8,10 +8,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY as METRICS
 from sqlalchemy import select, text
 
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import JobStep
+from nodewright.db.types import utcnow
 from nodewright.jobs.context import JobContext
 from nodewright.jobs.enqueue import enqueue
 from nodewright.jobs.errors import LeaseLost
@@ -63,9 +65,14 @@ def test_expired_lease_is_requeued_and_resumes_from_the_checkpoint_while_the_sta
     one = stale.step("one", lambda: {"server_id": 4242})
     assert one == {"server_id": 4242}
     _expire_lease(db, job_id)
+    lost_before = _worker_lost_count("test.steps")
+    before_requeue = utcnow()
     assert requeue_expired(db) == [job_id]
     job = job_row(db, job_id)
     assert job.state == JobState.QUEUED and job.lease_owner is None and job.attempt == 1
+    # Runnable from the requeue on (claim latency), and the lost attempt counts as a failure.
+    assert job.run_after >= before_requeue
+    assert _worker_lost_count("test.steps") == lost_before + 1
 
     # Attempt 2 (another worker) reads step one back instead of redoing it, then runs step two.
     second = claim(db, "worker-b")
@@ -89,6 +96,11 @@ def test_expired_lease_is_requeued_and_resumes_from_the_checkpoint_while_the_sta
         steps = session.execute(select(JobStep.name, JobStep.attempt).where(JobStep.job_id == job_id)).all()
     assert sorted((s[0], s[1]) for s in steps) == [("one", 1), ("two", 2)]
     assert job_row(db, job_id).result == job.result
+
+
+def _worker_lost_count(kind: str) -> float:
+    value = METRICS.get_sample_value("nodewright_job_failures_total", {"kind": kind, "code": "worker_lost"})
+    return value or 0.0
 
 
 def test_expired_lease_on_the_last_attempt_fails_with_worker_lost(db: Database) -> None:
@@ -115,10 +127,12 @@ def test_stop_hands_unfinished_jobs_back_and_fences_the_handler(db: Database, tm
         ).id
     try:
         wait_until(marker.exists, what="the handler to reach step two")
+        before_stop = utcnow()
     finally:
         pool.stop(timeout=0.1)
     job = job_row(db, job_id)
     assert job.state == JobState.QUEUED and job.lease_owner is None
+    assert job.run_after >= before_stop, "runnable from the hand-back on (claim latency)"
     # The handler thread finishes its step after the hand-back: its checkpoint is refused.
     wait_until(lambda: ("two", 1) in _step_runs(db, job_id), what="the zombie step to run")
     wait_until(

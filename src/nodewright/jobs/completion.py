@@ -65,7 +65,9 @@ _RETRY = _final(
     error=bindparam("error", type_=JSON()),
     run_after=bindparam("run_after", type_=JOBS.c.run_after.type),
 )
-_HAND_BACK = _final(JobState.QUEUED.value, lease_owner=None)
+_HAND_BACK = _final(
+    JobState.QUEUED.value, lease_owner=None, run_after=bindparam("now", type_=JOBS.c.run_after.type)
+)
 _HAND_BACK_CANCELED = _final(
     JobState.CANCELED.value, lease_owner=None, finished_at=bindparam("now", type_=_NOW)
 )

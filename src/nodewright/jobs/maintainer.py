@@ -15,6 +15,7 @@ from sqlalchemy import delete, select, update
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import Job, WorkerRecord
 from nodewright.db.types import utcnow
+from nodewright.jobs import metrics
 from nodewright.jobs.enqueue import enqueue, find_pending_by_dedup
 from nodewright.jobs.errors import WORKER_LOST, JobError
 from nodewright.jobs.events import append_event
@@ -43,11 +44,12 @@ def requeue_expired(database: Database) -> list[int]:
     with database.session(write=True) as session:
         now = utcnow()
         expired = session.execute(
-            select(Job.id, Job.state, Job.attempt, Job.max_attempts, Job.lease_owner).where(
-                Job.state.in_(HOLDING), Job.lease_expires_at < now
-            )
+            select(Job.id, Job.kind, Job.state, Job.attempt, Job.max_attempts, Job.lease_owner)
+            .where(Job.state.in_(HOLDING), Job.lease_expires_at < now)
+            .order_by(Job.id)  # one lock order for every sweeper
         ).all()
-        for job_id, state, attempt, max_attempts, owner in expired:
+        lost_kinds: list[str] = []
+        for job_id, kind, state, attempt, max_attempts, owner in expired:
             values: dict[str, object] = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
             if state == JobState.CANCELING.value:
                 values.update(state=JobState.CANCELED.value, finished_at=now)
@@ -61,7 +63,8 @@ def requeue_expired(database: Database) -> list[int]:
                 values.update(state=JobState.FAILED.value, finished_at=now, error=error.to_dict())
                 message = f"failed: {WORKER_LOST}"
             else:
-                values.update(state=JobState.QUEUED.value)
+                # Runnable again from now (claim latency counts from here, not from the first enqueue).
+                values.update(state=JobState.QUEUED.value, run_after=now)
                 message = f"lease of attempt {attempt} expired (worker {owner}); requeued"
             row = session.execute(
                 update(Job)
@@ -87,8 +90,12 @@ def requeue_expired(database: Database) -> list[int]:
                 attempt=attempt,
             )
             changed.append(job_id)
+            if state != JobState.CANCELING.value:
+                lost_kinds.append(kind)
         if changed:
             notify_on_commit(session)
+    for kind in lost_kinds:  # a lost attempt is a failed one, like those finish_failed counts
+        metrics.FAILURES.labels(kind=kind, code=WORKER_LOST).inc()
     if changed:
         log.warning("requeued or closed jobs with expired leases: %s", changed)
     return changed
