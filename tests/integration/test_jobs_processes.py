@@ -232,3 +232,43 @@ def test_a_job_child_exits_when_its_worker_is_killed(db: Database, db_url: str, 
             _kill_if_alive(child)
     assert job.state == JobState.SUCCEEDED and job.attempt == 2
     assert [(s, a) for s, a, _ in _step_runs(db, job_id)] == [("one", 1), ("two", 1), ("two", 2)]
+
+
+def _listener_pids(db: Database) -> list[int]:
+    with db.session() as session:
+        return list(
+            session.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query = 'LISTEN nodewright_jobs'"
+                )
+            ).scalars()
+        )
+
+
+def test_postgres_listener_reconnects_after_its_connection_is_killed(
+    db: Database, db_url: str, db_kind: str, tmp_path: Path
+) -> None:
+    """The LISTEN connection is terminated by the server; the worker listens again and is woken by
+    the next enqueue (a one-hour poll interval rules out polling)."""
+    if db_kind != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is a PostgreSQL feature")
+    with worker_processes(db_url, tmp_path) as workers:
+        proc = workers.start(concurrency=1, lease=5.0, poll=3600.0)
+        wait_until(lambda: len(_listener_pids(db)) == 1, timeout=60, what="the worker to LISTEN")
+        first = _enqueue_batch(db, 0, 1)[0]
+        wait_for_state(db, first, JobState.SUCCEEDED, timeout=60)
+        (killed,) = _listener_pids(db)
+        with db.session() as session:
+            assert session.execute(text("SELECT pg_terminate_backend(:p)"), {"p": killed}).scalar_one()
+        wait_until(
+            lambda: [p for p in _listener_pids(db) if p != killed] != [],
+            timeout=60,
+            what="the worker to LISTEN again",
+        )
+        time.sleep(1.0)  # let the reconnect poke's claim settle into the one-hour wait (not an assertion)
+        second = _enqueue_batch(db, 1, 1)[0]
+        job = wait_for_state(db, second, JobState.SUCCEEDED, timeout=60)
+        assert workers.terminate(proc) == 0, workers.log_of(proc)
+    assert job.attempt == 1
+    assert "LISTEN connection failed" in workers.log_of(proc)
