@@ -17,7 +17,7 @@ from nodewright.api import accounts as accounts_api
 from nodewright.api import audit as audit_api
 from nodewright.api import health
 from nodewright.api.deps import audit_denied
-from nodewright.api.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from nodewright.api.middleware import BodyLimitMiddleware, NulGuardMiddleware, SecurityHeadersMiddleware
 from nodewright.api.problems import install_problem_handlers
 from nodewright.config import Settings
 from nodewright.context import AppContext
@@ -86,6 +86,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
         name="static",
     )
 
+    app.add_middleware(NulGuardMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

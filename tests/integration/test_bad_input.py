@@ -169,3 +169,45 @@ def test_body_limit_after_the_response_started_sends_no_second_start() -> None:
     starts = [m for m in sent if m["type"] == "http.response.start"]
     assert len(starts) == 1 and starts[0]["status"] == 200
     assert all(m.get("body") != b"never sent" for m in sent)
+
+
+def test_nul_in_a_query_parameter_is_named(client: TestClient, role_users: dict[Role, RoleUser]) -> None:
+    """PostgreSQL refuses NUL in text: a filter holding one is bad input (400), not a database error."""
+    admin = role_users[Role.admin].headers
+    for path, field in (
+        ("/api/audit?action=login%00", "action"),
+        ("/api/jobs?kind=%00", "kind"),
+        ("/api/jobs?limit=5&resource_key=node%00x", "resource_key"),
+    ):
+        body = _problem(client.get(path, headers=admin), 400, "invalid_request")
+        assert body["errors"] == [{"field": field, "message": "must not contain a NUL character"}]
+
+
+def test_ids_beyond_the_column_range_are_bad_input(
+    client: TestClient, role_users: dict[Role, RoleUser]
+) -> None:
+    admin = role_users[Role.admin].headers
+    huge = 10**20
+    body = _problem(client.delete(f"/api/tokens/{huge}", headers=admin), 422, "invalid_request")
+    assert body["errors"][0]["field"] == "token_id"  # type: ignore[index]
+    body = _problem(client.get(f"/api/audit?before_id={huge}", headers=admin), 422, "invalid_request")
+    assert body["errors"][0]["field"] == "before_id"  # type: ignore[index]
+
+
+def test_nul_in_dashboard_forms(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
+    from nodewright.db.models import ApiToken
+    from tests.integration.test_dashboard_auth import _csrf, login
+
+    token = _csrf(client.get("/login").text)
+    refused = client.post("/login", data={"username": "admin\x00", "password": "x", "csrf_token": token})
+    assert refused.status_code == 401 and "Unknown user or wrong password" in refused.text
+    csrf = login(client, "admin-user")
+    with app_context.database.session() as session:
+        before = session.scalar(select(func.count()).select_from(ApiToken))
+    page = client.post("/tokens", data={"name": "t", "username": "viewer\x00", "csrf_token": csrf})
+    assert page.status_code == 422 and "username" in page.text and "NUL" in page.text
+    with app_context.database.session() as session:
+        assert session.scalar(select(func.count()).select_from(ApiToken)) == before
+    assert client.post(f"/tokens/{10**20}/revoke", data={"csrf_token": csrf}).status_code == 422

@@ -30,6 +30,7 @@ class UserOut(BaseModel):
     created_at: dt.datetime
 
 
+MAX_ID = 2**31 - 1  # ids are 32-bit columns; larger numbers are bad input, not a database error
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$"  # noqa: S105 (a pattern, not a credential)
 
@@ -154,7 +155,7 @@ def create_token(body: TokenCreate, caller: Admin, database: DatabaseDep) -> Tok
 
 
 @router.delete("/tokens/{token_id}", summary="Revoke an API token")
-def revoke_token(caller: Admin, database: DatabaseDep, token_id: int = Path(ge=1)) -> TokenOut:
+def revoke_token(caller: Admin, database: DatabaseDep, token_id: int = Path(ge=1, le=MAX_ID)) -> TokenOut:
     with database.session(write=True) as session:
         token = api_tokens.revoke_token(session, token_id)
         if token is None:

@@ -35,7 +35,7 @@ def list_audit(
     _caller: Admin,
     database: DatabaseDep,
     limit: int = Query(100, ge=1, le=500),
-    before_id: int | None = Query(None, ge=1),
+    before_id: int | None = Query(None, ge=1, le=2**31 - 1),
     action: str | None = Query(None, max_length=64),
 ) -> AuditPage:
     with database.session() as session:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nodewright.api.problems import PROBLEM_MEDIA_TYPE
+from nodewright.api.problems import PROBLEM_MEDIA_TYPE, FieldError, problem_response
 
 
 class BodyTooLarge(Exception):
@@ -100,6 +101,44 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class NulGuardMiddleware:
+    """Refuses a NUL character in the path or a query parameter with a 400 naming the parameter.
+
+    PostgreSQL cannot store or compare text holding NUL: such a value used as a filter would end
+    as a database error (a 500) instead of an answer about the input.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            field = _nul_field(scope)
+            if field is not None:
+                response = problem_response(
+                    400,
+                    "invalid_request",
+                    "Invalid request",
+                    f"Invalid value for: {field} (must not contain a NUL character).",
+                    errors=[FieldError(field=field, message="must not contain a NUL character")],
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _nul_field(scope: Scope) -> str | None:
+    if "\x00" in str(scope.get("path", "")):
+        return "path"
+    query = scope.get("query_string", b"")
+    if b"%00" not in query and b"\x00" not in query:
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in name or "\x00" in value:
+            return name.replace("\x00", "") or "query"
+    return None
 
 
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [

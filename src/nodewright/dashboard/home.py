@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from nodewright.context import AppContext
@@ -91,7 +91,7 @@ async def create_token(request: Request) -> Response:
 
 
 @router.post("/tokens/{token_id}/revoke")
-async def revoke_token(request: Request, token_id: int) -> Response:
+async def revoke_token(request: Request, token_id: int = Path(ge=1, le=2**31 - 1)) -> Response:
     user = require_user(request)
     require_page_role(user, Role.admin)
     await checked_form(request, user)

@@ -53,7 +53,8 @@ async def login(request: Request) -> Response:
         raise PageError(
             403, "Form expired", "The login form's CSRF token is missing or wrong. Reload and retry."
         )
-    username = str(form.get("username") or "").strip()
+    # No NUL reaches the database (PostgreSQL refuses it in text); no account has one in its name.
+    username = str(form.get("username") or "").strip().replace("\x00", "\N{REPLACEMENT CHARACTER}")
     password = str(form.get("password") or "")
     address = request.client.host if request.client else "unknown"
     # Checked before the password, for known and unknown usernames alike: no guess is evaluated

@@ -90,7 +90,12 @@ async def checked_form(request: Request, user: PageUser) -> dict[str, str]:
     sent = form.get("csrf_token")
     if not isinstance(sent, str) or not web_sessions.tokens_match(sent, user.csrf_token):
         raise PageError(403, "Form expired", "The form's CSRF token is missing or wrong. Reload and retry.")
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    for name, value in fields.items():
+        if "\x00" in value:
+            # PostgreSQL cannot store or compare text holding NUL: refuse it here, naming the field.
+            raise PageError(422, "Invalid input", f"The field {name!r} must not contain a NUL character.")
+    return fields
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
