@@ -87,7 +87,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     )
 
     app.add_middleware(NulGuardMiddleware)
-    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, https=settings.cookie_secure)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     worker_mode: str = Field(default="thread", pattern="^(thread|process)$")
     job_lease_seconds: float = Field(default=30.0, gt=0)
     job_poll_interval: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _secure_cookies_behind_https(self) -> Settings:
+        # An https public URL means browsers reach us over TLS: cookies must not go out in clear,
+        # unless the operator said otherwise explicitly.
+        if "cookie_secure" not in self.model_fields_set and (self.public_url or "").startswith("https://"):
+            self.cookie_secure = True
+        return self
 
     @field_validator("database_url")
     @classmethod

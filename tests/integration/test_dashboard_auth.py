@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 
@@ -10,6 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from nodewright.app import create_app
+from nodewright.config import Settings
 from nodewright.context import AppContext
 from nodewright.db.models import ApiToken, AuditEvent, User, WebSession
 from nodewright.security.roles import Role
@@ -273,3 +276,30 @@ def test_pages_and_api_answers_are_not_cached(client: TestClient, role_users: di
 def test_content_security_policy_blocks_base_and_plugins(client: TestClient) -> None:
     csp = client.get("/login").headers["content-security-policy"]
     assert "base-uri 'none'" in csp and "object-src 'none'" in csp and "frame-ancestors 'none'" in csp
+
+
+def test_behind_https_cookies_are_secure_and_hsts_is_sent(
+    settings: Settings, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
+    https_settings = settings.model_copy(
+        update={"public_url": "https://nw.example.org", "cookie_secure": True}
+    )
+    ctx = dataclasses.replace(app_context, settings=https_settings)
+    app = create_app(https_settings, ctx=ctx, start_workers=False)
+    with TestClient(app, base_url="https://testserver") as https_client:
+        page = https_client.get("/login")
+        assert page.headers["strict-transport-security"].startswith("max-age=")
+        login_cookie = next(h for h in page.headers.get_list("set-cookie") if h.startswith("nw_login_csrf="))
+        assert "Secure" in login_cookie
+        response = https_client.post(
+            "/login",
+            data={"username": "viewer-user", "password": TEST_PASSWORD, "csrf_token": _csrf(page.text)},
+            follow_redirects=False,
+        )
+        assert response.status_code == 303
+        cookie = next(h for h in response.headers.get_list("set-cookie") if h.startswith("nw_session="))
+        assert "Secure" in cookie and "HttpOnly" in cookie
+    assert (
+        "strict-transport-security"
+        not in TestClient(create_app(settings, ctx=app_context)).get("/login").headers
+    )

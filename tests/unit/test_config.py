@@ -75,3 +75,12 @@ def test_missing_explicit_config_file_is_refused(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("NODEWRIGHT_CONFIG_FILE", str(tmp_path / "absent.toml"))
     with pytest.raises(ConfigError, match=r"absent\.toml named by NODEWRIGHT_CONFIG_FILE does not exist"):
         load_settings()
+
+
+def test_https_public_url_makes_cookies_secure(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(public_url="https://nw.example.org").cookie_secure is True
+    assert load_settings(public_url="http://127.0.0.1:8400").cookie_secure is False
+    # An explicit choice stands (TLS terminated elsewhere and tested over plain HTTP, say).
+    assert load_settings(public_url="https://nw.example.org", cookie_secure=False).cookie_secure is False
+    monkeypatch.setenv("NODEWRIGHT_PUBLIC_URL", "https://nw.example.org")
+    assert load_settings().cookie_secure is True
