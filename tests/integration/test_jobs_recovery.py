@@ -14,6 +14,7 @@ from sqlalchemy import select, text
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import JobStep
 from nodewright.db.types import utcnow
+from nodewright.jobs import service
 from nodewright.jobs.context import JobContext
 from nodewright.jobs.enqueue import enqueue
 from nodewright.jobs.errors import LeaseLost
@@ -213,7 +214,6 @@ def test_handler_transaction_is_fenced_and_sleep_wakes_on_cancel(db: Database) -
             text("INSERT INTO test_step_runs (job_id, step, attempt, pid) VALUES (:j, 'tx', 1, 0)"),
             {"j": job_id},
         )
-    from nodewright.jobs import service
     from nodewright.jobs.errors import JobCanceled
 
     with db.session(write=True) as session:
@@ -295,3 +295,54 @@ def test_step_inside_the_handler_transaction_is_refused(db: Database) -> None:
     assert ctx.completed_steps == {}
     ctx.step("after", lambda: {"ok": True})  # the context is usable again once the block ended
     assert ctx.completed_steps == {"after": {"ok": True}}
+
+
+def test_a_long_handler_transaction_stalls_neither_renewals_nor_sweeps(
+    db: Database, db_kind: str, tmp_path: Path
+) -> None:
+    """PostgreSQL: one handler keeping its ctx.transaction() (its job row's lock) open must not stop
+    the monitor renewing the pool's other leases, nor a sweeper from getting past that row. (On
+    SQLite one open write transaction holds the whole database: there is nothing to get past.)"""
+    if db_kind != "postgresql":
+        pytest.skip("SQLite has one database-wide write lock")
+    holding, release, waiting = tmp_path / "holding", tmp_path / "release", tmp_path / "waiting"
+    pool = WorkerPool(
+        db, concurrency=2, registry=REGISTRY, lease_seconds=3.0, poll_interval=0.05, maintenance=False
+    )
+    pool.start()
+    try:
+        with db.session() as session:
+            held = enqueue(
+                session,
+                "test.hold_transaction",
+                {"marker": str(holding), "release": str(release)},
+                registry=REGISTRY,
+            ).id
+        wait_until(holding.exists, what="the handler to open its transaction")
+        with db.session() as session:
+            other = enqueue(session, "test.wait_cancel", {"marker": str(waiting)}, registry=REGISTRY).id
+        wait_until(waiting.exists, what="the second job to start")
+        first_lease = job_row(db, other).lease_expires_at
+        wait_until(
+            lambda: job_row(db, other).lease_expires_at != first_lease,
+            timeout=15,
+            what="the second job's lease to be renewed while the first holds its row",
+        )
+        # The held job's lease runs out (its row cannot be renewed); a sweep gets past that locked
+        # row instead of waiting for the transaction to end.
+        wait_until(
+            lambda: job_row(db, held).lease_expires_at < utcnow(),  # type: ignore[operator]
+            what="the held job's lease to run out",
+        )
+        swept: list[list[int]] = []
+        sweeper = threading.Thread(target=lambda: swept.append(requeue_expired(db)), daemon=True)
+        sweeper.start()
+        wait_until(lambda: not sweeper.is_alive(), timeout=15, what="a sweep to finish")
+        assert swept == [[]]
+        assert job_row(db, other).attempt == 1
+    finally:
+        release.touch()
+        with db.session(write=True) as session:
+            service.request_cancel(session, other)
+        pool.stop(timeout=5.0)
+    assert wait_for_state(db, other, JobState.CANCELED, JobState.SUCCEEDED, JobState.FAILED).attempt == 1

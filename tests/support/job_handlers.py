@@ -174,3 +174,13 @@ def log_in_transaction(ctx: JobContext) -> dict[str, Any]:
         )
         seq = ctx.log("marked inside the transaction")
     return {"seq": seq}
+
+
+@REGISTRY.handler("test.hold_transaction")
+def hold_transaction(ctx: JobContext) -> None:
+    """Keeps its fenced transaction (and so its job row's lock) open until ``release`` exists."""
+    with ctx.transaction():
+        Path(ctx.args["marker"]).write_text(str(os.getpid()))
+        deadline = time.monotonic() + 60
+        while not Path(ctx.args["release"]).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)

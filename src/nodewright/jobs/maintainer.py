@@ -46,7 +46,11 @@ def requeue_expired(database: Database) -> list[int]:
         expired = session.execute(
             select(Job.id, Job.kind, Job.state, Job.attempt, Job.max_attempts, Job.lease_owner)
             .where(Job.state.in_(HOLDING), Job.lease_expires_at < now)
-            .order_by(Job.id)  # one lock order for every sweeper
+            .order_by(Job.id)
+            # PostgreSQL: skip a job whose row another transaction holds (a handler's long
+            # ctx.transaction()): waiting would stall this worker's monitor, and with it the lease
+            # renewals of all its own jobs. A later sweep takes it. (SQLite: already serialized.)
+            .with_for_update(skip_locked=True)
         ).all()
         lost_kinds: list[str] = []
         for job_id, kind, state, attempt, max_attempts, owner in expired:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from nodewright import __version__
 from nodewright.config import Settings
@@ -46,6 +46,8 @@ from nodewright.jobs.runner import ChildSpec, child_main, run_claimed, spawn_con
 log = logging.getLogger(__name__)
 
 MODES = ("thread", "process")
+# PostgreSQL: the job row, unless another transaction holds its lock (then no row, and no waiting).
+_UNLOCKED = select(Job.id).where(Job.id == bindparam("id")).with_for_update(skip_locked=True)
 PROCESS_KILL_GRACE_SECONDS = 5.0
 
 
@@ -327,6 +329,13 @@ class WorkerPool:
         with self._db.session(write=True) as session:
             for item in running:
                 if item.lost.is_set():
+                    continue
+                if (
+                    not self._db.is_sqlite
+                    and session.execute(_UNLOCKED, {"id": item.claimed.id}).first() is None
+                ):
+                    # Row-locked, typically by the attempt's own ctx.transaction(): waiting for it would
+                    # stall every other job's renewal behind one handler. Renew it next round.
                     continue
                 try:
                     touch = fenced_touch(session, item.claimed.fence, lease_expires_at=expires)
