@@ -25,6 +25,7 @@ from hcloud.images import Image
 from hcloud.server_types import ServerType
 from hcloud.ssh_keys import SSHKey
 
+from nodewright.sim.nodes import FHS_TOP_LEVEL
 from nodewright.sim.server import SimServer
 from tests.fixtures.sim import (  # noqa: F401
     fast_config,
@@ -454,26 +455,31 @@ def test_a_killed_simulator_takes_its_nodes_along_and_the_next_start_cleans_up(
                 stream.close()
 
 
-def test_a_node_does_not_see_the_hosts_homes(
+def test_a_node_does_not_see_the_hosts_homes_temp_files_or_checkout(
     client: hcloud.Client, node_sim: SimServer, ssh_keypair: tuple[Path, str], tmp_path: Path
 ) -> None:
-    """The node's lower layer is the host's root filesystem; /root and /home, where the host's
-    SSH keys and tool credentials live, start empty as on a fresh server."""
+    """The node's lower layer is the host's root filesystem; /root and /home (the host's SSH keys
+    and tool credentials), /tmp and /var/tmp start empty as on a fresh server, and top-level
+    directories a server does not have (the checkout) are hidden."""
     key_path, public_key = ssh_keypair
     secret = Path("/root") / f".nodewright-secret-{secrets.token_hex(4)}"
     secret.write_text("host only\n")
+    checkout = Path(__file__).resolve().parts[1]  # e.g. "work": not a directory servers have
     try:
         server = create_node(client, "homes-1", public_key)
-        result = ssh_any_host(
-            key_path, tmp_path, server.public_net.ipv4.ip, "ls -A /root; echo --; ls -A /home"
-        )
+        listing = "ls -A /root; echo --; ls -A /home; echo --; ls -A /tmp /var/tmp; echo --; ls /"
+        result = ssh_any_host(key_path, tmp_path, server.public_net.ipv4.ip, listing)
     finally:
         secret.unlink()
-    root_entries, _, home_entries = result.stdout.partition("--\n")
     assert result.returncode == 0, result.stderr
+    root_entries, home_entries, tmp_entries, top_level = result.stdout.split("--\n")
     assert secret.name not in root_entries
     assert ".ssh" in root_entries.split()
     assert home_entries.split() == []
+    assert tmp_path.parts[2] not in tmp_entries  # the host's temporary files (this test's among them)
+    if checkout not in FHS_TOP_LEVEL:
+        assert checkout not in top_level.split()
+    assert {"etc", "usr", "var", "tmp", "root"} <= set(top_level.split())
 
 
 def test_a_start_that_fails_leaves_no_node_root(tmp_path: Path) -> None:

@@ -146,6 +146,11 @@ NODE_CAPABILITIES = (
     "chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap",
     "net_bind_service", "sys_chroot", "audit_write", "setfcap",
 )  # fmt: skip
+# What a fresh Debian/Ubuntu server has at the top of its root filesystem; nodes see nothing else.
+FHS_TOP_LEVEL = frozenset({
+    "bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "lost+found", "media",
+    "mnt", "opt", "proc", "root", "run", "sbin", "snap", "srv", "sys", "tmp", "usr", "var",
+})  # fmt: skip
 _READ_ONLY_PROC = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 _MASKED_PROC_FILES = ("kcore", "keys", "timer_list", "sched_debug")
 _MASKED_PROC_DIRS = ("acpi", "scsi")
@@ -535,11 +540,21 @@ class NodeSupervisor:
         fresh server (sshd config and host keys in /etc/ssh, root's authorized_keys, /etc/hostname),
         and write the start script. The layer persists across power cycles until deletion."""
         upper = directory / "upper"
+        fresh = not upper.exists()
         for sub in ("upper", "work", "merged"):
             (directory / sub).mkdir(parents=True, exist_ok=True)
+        if fresh:
+            # The lower layer is the host's root filesystem. A fresh server has none of the host's
+            # own top-level directories (a checkout, data, credentials): whiteouts hide them, and
+            # /tmp and /var/tmp start empty (opaque) rather than showing the host's temporary files.
+            for entry in sorted(os.listdir("/")):
+                if entry not in FHS_TOP_LEVEL:
+                    os.mknod(upper / entry, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+            _real_dir(upper, "tmp", 0o1777, opaque=True)
+            _real_dir(upper, "var/tmp", 0o1777, opaque=True)
         etc_ssh = _real_dir(upper, "etc/ssh", 0o755)
-        # The lower layer is the host's root filesystem: hide the homes, where host secrets live
-        # (SSH keys, tool credentials), as a fresh server has its own empty ones.
+        # Hide the homes, where host secrets live (SSH keys, tool credentials), as a fresh server
+        # has its own empty ones.
         fresh_home = not os.path.lexists(upper / "root")
         root_home = _real_dir(upper, "root", 0o700, opaque=True)
         for name in (".bashrc", ".profile") if fresh_home else ():  # as a fresh server has them
