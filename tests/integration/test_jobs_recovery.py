@@ -346,3 +346,39 @@ def test_a_long_handler_transaction_stalls_neither_renewals_nor_sweeps(
             service.request_cancel(session, other)
         pool.stop(timeout=5.0)
     assert wait_for_state(db, other, JobState.CANCELED, JobState.SUCCEEDED, JobState.FAILED).attempt == 1
+
+
+def test_stop_in_process_mode_kills_the_child_and_hands_the_job_back(db: Database, tmp_path: Path) -> None:
+    marker = tmp_path / "in-step-two"
+    pool = WorkerPool(
+        db, concurrency=1, mode="process", registry=REGISTRY, lease_seconds=5.0, poll_interval=0.1
+    )
+    pool.start()
+    with db.session() as session:
+        job_id = enqueue(
+            session,
+            "test.steps",
+            {"block_attempt": 1, "marker": str(marker), "block_seconds": 60},
+            registry=REGISTRY,
+        ).id
+    child = 0
+    try:
+        wait_until(marker.exists, what="the job child to reach step two")
+        child = int(marker.read_text())
+    finally:
+        pool.stop(timeout=0.5)
+        if child:
+            wait_until(lambda: not _running(child), what="the job child to be gone")
+    job = job_row(db, job_id)
+    assert job.state == JobState.QUEUED and job.lease_owner is None and job.attempt == 1
+    with db.session() as session:
+        names = session.execute(select(JobStep.name).where(JobStep.job_id == job_id)).scalars().all()
+    assert list(names) == ["one"]
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
