@@ -256,3 +256,15 @@ def test_processes_starting_together_on_a_fresh_database(db_url: str, tmp_path: 
     finally:
         for ctx in opened:
             ctx.close()
+
+
+def test_first_start_of_processes_sharing_a_data_dir_agrees_on_one_key(tmp_path: Path) -> None:
+    """`serve` and `users create` started together on a new data directory: both must use the key
+    that ends up in the file, or secrets written by one would be under a key that exists nowhere."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'unused.db'}")
+    rings = _at_once(8, lambda: load_key_ring(settings, create=True).keys)
+    assert not [r for r in rings if isinstance(r, BaseException)], rings
+    on_disk = load_key_ring(settings, create=False).keys
+    assert all(r == on_disk for r in rings)
+    assert (key_file_path(settings).stat().st_mode & 0o777) == 0o600
+    assert sorted(p.name for p in key_file_path(settings).parent.iterdir()) == ["secret.keys"]

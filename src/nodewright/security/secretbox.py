@@ -12,6 +12,7 @@ import datetime as dt
 import fcntl
 import os
 import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,11 +82,39 @@ def load_key_ring(settings: Settings, *, create: bool) -> KeyRing:
                 f"no secret key: set NODEWRIGHT_SECRET_KEYS or provide {path} (created on first `serve`)"
             )
         settings.ensure_data_dir()
-        write_key_file(path, (Fernet.generate_key().decode(),))
+        _create_key_file(path, (Fernet.generate_key().decode(),))
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise SecretKeyError(f"{path} is readable by others (mode {mode:o}); run: chmod 600 {path}")
     return KeyRing(_parse_keys(path.read_text(), str(path)), str(path))
+
+
+def _create_key_file(path: Path, keys: tuple[str, ...]) -> None:
+    """Create the key file unless it exists, never replacing one: when two processes start at once
+    on a new data directory, one key wins and both read it. (Replacing could leave a process
+    encrypting with a key that exists only in its memory.)"""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)  # 0600
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(keys) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)  # atomic, and fails if the file exists
+        except FileExistsError:
+            return
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def write_key_file(path: Path, keys: tuple[str, ...]) -> None:
@@ -104,11 +133,7 @@ def write_key_file(path: Path, keys: tuple[str, ...]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    _fsync_dir(path.parent)
 
 
 class SecretBox:
