@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from nodewright.sim.nodes import NodeSupervisor, _real_dir, _write, reap_stale_roots
@@ -70,9 +71,14 @@ def test_reaping_kills_node_launchers_that_outlived_their_simulator(tmp_path: Pa
     stale = tmp_path / "nodewright-sim-999999999.1-old"
     script = stale / "node-7" / "start.sh"
     script.parent.mkdir(parents=True)
-    script.write_text("while :; do sleep 0.1; done\n")
+    started = tmp_path / "started"
+    script.write_text(f"touch {started}\nwhile :; do sleep 0.1; done\n")
     launcher = subprocess.Popen(["/bin/sh", str(script)])
     try:
+        deadline = time.monotonic() + 30  # bounds a broken test only; asserts nothing about speed
+        while not started.exists() and launcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert started.exists()  # the shell runs the script: it is what a launcher looks like
         assert reap_stale_roots([tmp_path]) == [stale]
         assert launcher.wait(timeout=30) == -9
     finally:
