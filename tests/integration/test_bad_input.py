@@ -211,3 +211,30 @@ def test_nul_in_dashboard_forms(
     with app_context.database.session() as session:
         assert session.scalar(select(func.count()).select_from(ApiToken)) == before
     assert client.post(f"/tokens/{10**20}/revoke", data={"csrf_token": csrf}).status_code == 422
+
+
+def test_values_the_database_cannot_hold_are_bad_input_everywhere(
+    client: TestClient, role_users: dict[Role, RoleUser], db_kind: str
+) -> None:
+    """The safety net under every route: an id beyond the integer column that no route validation
+    bounded reaches the database (OverflowError on SQLite, DataError on PostgreSQL); the caller
+    gets a 400 problem, not an internal error."""
+    from fastapi import FastAPI
+
+    from nodewright.api.problems import install_problem_handlers
+    from nodewright.db.models import User
+
+    app = FastAPI()
+    install_problem_handlers(app)
+    database = client.app.state.ctx.database  # type: ignore[attr-defined]
+
+    @app.get("/users/{user_id}")
+    def get_user(user_id: int) -> dict[str, str]:
+        with database.session() as session:
+            user = session.get(User, user_id)
+            return {"username": user.username if user else ""}
+
+    with TestClient(app, raise_server_exceptions=False) as bare:
+        assert bare.get("/users/1").status_code == 200
+        body = _problem(bare.get(f"/users/{10**20}"), 400, "invalid_value")
+        assert "out of range" in str(body["detail"])

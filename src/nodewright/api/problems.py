@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nodewright.security.redaction import redact
@@ -180,6 +181,18 @@ def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, code, title, detail, headers=getattr(exc, "headers", None))
 
 
+def _unstorable_value_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A value the database cannot hold (an id beyond its integer column, NUL in text on
+    PostgreSQL) that no validation caught: still bad input, so a 400, not an internal error."""
+    log.warning("unstorable value in %s %s: %s", request.method, request.url.path, exc.__class__.__name__)
+    return problem_response(
+        400,
+        "invalid_value",
+        "Invalid value",
+        "A value in the request is out of range or holds characters that cannot be stored.",
+    )
+
+
 def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
@@ -195,6 +208,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _problem_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(DataError, _unstorable_value_handler)
+    app.add_exception_handler(OverflowError, _unstorable_value_handler)
     app.add_exception_handler(Exception, _unexpected_handler)
 
 
