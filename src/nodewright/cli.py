@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy.exc import OperationalError
 
-from nodewright.config import ConfigError, Settings, load_settings
+from nodewright.config import ConfigError, Settings, load_settings, scrub_secret_environment
 from nodewright.security.accounts import AccountError
 from nodewright.security.secretbox import SecretKeyError
 
@@ -88,6 +88,9 @@ def _run_server(settings: Settings, *, banner: str) -> None:
     configure_logging(settings.log_level)
     _migrate(settings)
     ctx = AppContext.open(settings)
+    # The keys are in `settings` and the open key ring now; children started from here on (process
+    # workers, ssh, Ansible) must not inherit them through the environment.
+    scrub_secret_environment()
     bootstrap = bootstrap_admin_once(ctx.database)
     url = settings.public_url or f"http://{settings.host}:{settings.port}"
     typer.echo(f"{banner}: {url}")

@@ -119,5 +119,17 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"the config file {_config_file()} cannot be read: {exc.strerror}") from None
 
 
+# Variables that carry secrets into the process. Once read they are removed from ``os.environ``:
+# every subprocess (job children, ssh, ansible-runner, which copies its environment into artifacts)
+# would otherwise inherit them.
+SECRET_ENV_VARS = ("NODEWRIGHT_SECRET_KEYS",)
+
+
+def scrub_secret_environment() -> None:
+    """Drop secret-bearing variables from this process's environment (after settings are loaded)."""
+    for name in SECRET_ENV_VARS:
+        os.environ.pop(name, None)
+
+
 class ConfigError(Exception):
     """A configuration problem the operator must fix; the message is safe to print."""

@@ -113,3 +113,35 @@ def test_db_upgrade_and_current(cli_env: dict[str, str]) -> None:
     assert current.returncode == 0
     revision = up.stdout.strip().split()[-1]
     assert f"database: {revision}; code: {revision}" in current.stdout
+
+
+def test_serve_keeps_secret_keys_out_of_its_environment(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every child of `serve` (process-mode job workers, ssh, ansible-runner, which writes its
+    environment into artifacts) inherits os.environ: the master keys must not be in it."""
+    import uvicorn
+
+    from nodewright import cli
+    from nodewright.config import load_settings
+
+    key = Fernet.generate_key().decode()
+    monkeypatch.setenv("NODEWRIGHT_SECRET_KEYS", key)
+    monkeypatch.setenv("NODEWRIGHT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("NODEWRIGHT_DATABASE_URL", db_url)
+    monkeypatch.setenv("NODEWRIGHT_EMBEDDED_WORKERS", "0")
+    seen: dict[str, object] = {}
+
+    def fake_run(app: object, **_kwargs: object) -> None:  # the server itself is not under test
+        seen["environment"] = dict(os.environ)
+        seen["app"] = app
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    cli._run_server(load_settings(), banner="test")
+    environment = seen["environment"]
+    assert isinstance(environment, dict)
+    assert "NODEWRIGHT_SECRET_KEYS" not in environment
+    assert key not in "\n".join(environment.values())
+    # The running app still has its keys.
+    with TestClient(seen["app"]) as client:  # type: ignore[arg-type]
+        assert client.get("/readyz").status_code == 200
