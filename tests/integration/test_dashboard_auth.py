@@ -303,3 +303,15 @@ def test_behind_https_cookies_are_secure_and_hsts_is_sent(
         "strict-transport-security"
         not in TestClient(create_app(settings, ctx=app_context)).get("/login").headers
     )
+
+
+def test_password_typed_as_user_name_stays_out_of_the_audit_log(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
+    typed = "Tr0ub4dor&3-Secret!"
+    assert _attempt(client, typed, "whatever pw").status_code == 401
+    assert _attempt(client, "viewer-usr", "whatever pw").status_code == 401
+    with app_context.database.session() as session:
+        actors = list(session.scalars(select(AuditEvent.actor).where(AuditEvent.action == "login")))
+    assert "anonymous:viewer-usr" in actors  # a mistyped user name is still useful to see
+    assert not [a for a in actors if typed in a]

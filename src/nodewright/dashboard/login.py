@@ -35,6 +35,14 @@ def _login_page(request: Request, error: str | None = None, status_code: int = 2
     return response
 
 
+def _anonymous_actor(username: str) -> str:
+    """The audit actor of a failed sign-in. What was typed is kept only when it could be a user
+    name: people type their password into the user field, and the audit log must hold no secret."""
+    if accounts.USERNAME_RE.match(username):
+        return f"anonymous:{username}"
+    return "anonymous:(not a valid user name)"
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request) -> Response:
     if current_user(request) is not None:
@@ -64,7 +72,7 @@ async def login(request: Request) -> Response:
         with ctx.database.session(write=True) as session:
             audit.record(
                 session,
-                actor=f"anonymous:{username[:64]}",
+                actor=_anonymous_actor(username),
                 action="login",
                 target="dashboard",
                 outcome="throttled",
@@ -82,7 +90,7 @@ async def login(request: Request) -> Response:
         if user is None:
             audit.record(
                 session,
-                actor=f"anonymous:{username[:64]}",
+                actor=_anonymous_actor(username),
                 action="login",
                 target="dashboard",
                 outcome="denied",
