@@ -348,6 +348,8 @@ def test_root_in_a_node_cannot_reach_or_change_the_host(
         "&& echo written || echo refused",
         "netlink": "ip link set lo mtu $(cat /sys/class/net/lo/mtu) 2>/dev/null "
         "&& echo changed || echo refused",
+        "userns-proc": "unshare --user --map-root-user --mount --pid --fork mount -t proc proc /mnt "
+        "2>/dev/null && echo mounted || echo refused",  # a fresh proc would have a writable /proc/sys
         "ipc": "readlink /proc/self/ns/ipc",
         "init": "tr '\\0' ' ' < /proc/1/cmdline",
         "cap-sys-admin": "echo $(( 0x$(awk '/CapBnd/ {print $2}' /proc/self/status) >> 21 & 1 ))",
@@ -365,6 +367,7 @@ def test_root_in_a_node_cannot_reach_or_change_the_host(
     assert seen["proc-sys"] == "refused"
     assert seen["sys"] == "refused"
     assert seen["netlink"] == "refused"
+    assert seen["userns-proc"] == "refused"
     assert seen["ipc"] != os.readlink("/proc/self/ns/ipc")
     assert "sshd" in seen["init"]  # its own pid namespace: no host process is visible
     assert seen["cap-sys-admin"] == "0"
