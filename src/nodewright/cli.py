@@ -4,6 +4,7 @@ fix becomes a one-line message and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -77,6 +78,10 @@ def _migrate(settings: Settings) -> None:
 # --- serve / demo ----------------------------------------------------------------------------------
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _run_server(settings: Settings, *, banner: str) -> None:
     import uvicorn
 
@@ -101,6 +106,11 @@ def _run_server(settings: Settings, *, banner: str) -> None:
         typer.echo("Sign in with an existing user (`nodewright users reset-password NAME` if forgotten).")
     sys.stdout.flush()
     application = create_app(settings, ctx=ctx)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again once it has put the
+    # previous handler back. With Python's default handler that kills the process before any
+    # ``finally`` runs (the demo's simulator would leave its nodes' layers behind); this one turns
+    # it into an orderly exit with the conventional status.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(
             application,
