@@ -3,21 +3,30 @@ resumable Server-Sent Events stream, and cancel (role-checked, audited)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Iterator
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from nodewright.api.jobs import SSE_MAX_STREAM_SECONDS, event_stream
+from nodewright.app import create_app
+from nodewright.config import Settings
 from nodewright.context import AppContext
 from nodewright.db.models import AuditEvent
+from nodewright.jobs import service
 from nodewright.jobs.enqueue import enqueue
 from nodewright.jobs.worker import WorkerPool
 from nodewright.security.roles import Role
 from tests.support.apps import RoleUser
 from tests.support.job_handlers import REGISTRY, create_test_tables
 from tests.support.jobs import run_next, wait_for_state, wait_until
+from tests.support.live_server import free_port
 
 
 @pytest.fixture
@@ -197,3 +206,60 @@ def test_metrics_report_queue_depth(ctx: AppContext, client: TestClient) -> None
     body = client.get("/metrics").text
     assert 'nodewright_jobs{state="queued"} 1.0' in body
     assert "nodewright_job_claim_latency_seconds" in body
+
+
+def test_sse_stream_of_an_unfinished_job_ends_after_its_time_and_resumes_losslessly(ctx: AppContext) -> None:
+    """A stream for a job that will not finish soon still ends (the client resumes with
+    Last-Event-ID), so it cannot hold a server's graceful shutdown forever."""
+    job_id = _enqueue(ctx, "nobody.runs.this.kind")  # stays queued: no worker knows the kind
+
+    async def follow(after: int) -> list[dict[str, str]]:
+        frames = [
+            f async for f in event_stream(ctx.database, job_id, after, poll_seconds=0.05, max_seconds=0.5)
+        ]
+        return _sse_frames("".join(frames))
+
+    first = asyncio.run(follow(0))
+    assert [json.loads(f["data"])["message"] for f in first] == ["queued"]
+    with ctx.database.session(write=True) as session:
+        service.request_cancel(session, job_id, actor="user:test")
+    resumed = asyncio.run(follow(int(first[-1]["id"])))
+    assert [(int(f["id"]), json.loads(f["data"])["message"]) for f in resumed] == [
+        (2, "canceled by user:test")
+    ]
+
+
+def test_server_shutdown_is_not_held_by_an_open_event_stream(
+    ctx: AppContext, settings: Settings, role_users: dict[Role, RoleUser], db_kind: str
+) -> None:
+    if db_kind != "sqlite":
+        pytest.skip("HTTP server behaviour; one database is enough")
+    job_id = _enqueue(ctx, "nobody.runs.this.kind")
+    app = create_app(settings, ctx=ctx, start_workers=False)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = threading.Thread(target=server.run, daemon=True)
+    serving.start()
+    received: list[str] = []
+
+    def follow() -> None:
+        headers = {**role_users[Role.viewer].headers, "Accept": "text/event-stream"}
+        with httpx.stream(
+            "GET", f"http://127.0.0.1:{port}/api/jobs/{job_id}/events", headers=headers, timeout=120
+        ) as response:
+            received.extend(response.iter_text())
+
+    follower = threading.Thread(target=follow, daemon=True)
+    try:
+        wait_until(lambda: server.started or not serving.is_alive(), what="the server to start")
+        follower.start()
+        wait_until(lambda: "queued" in "".join(received), what="the stream to deliver the first event")
+        server.should_exit = True
+        wait_until(
+            lambda: not serving.is_alive(), timeout=SSE_MAX_STREAM_SECONDS + 30, what="the server to stop"
+        )
+    finally:
+        server.force_exit = server.should_exit = True
+        serving.join(10)
+        follower.join(10)
+    assert not serving.is_alive()

@@ -28,6 +28,10 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=PROBLEM_RESPONSE
 SSE_MEDIA_TYPE = "text/event-stream"
 SSE_POLL_SECONDS = 0.25
 SSE_KEEPALIVE_SECONDS = 15.0
+# A stream also ends after this long, even for a job still running: uvicorn's graceful shutdown waits
+# for every open response, so an endless stream would keep the server (and its embedded workers)
+# from stopping. The client resumes losslessly with Last-Event-ID, as EventSource does by itself.
+SSE_MAX_STREAM_SECONDS = 20.0
 
 MAX_SEQ = 2**31 - 1
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Job id")]
@@ -264,14 +268,16 @@ async def event_stream(
     *,
     poll_seconds: float = SSE_POLL_SECONDS,
     keepalive_seconds: float = SSE_KEEPALIVE_SECONDS,
+    max_seconds: float = SSE_MAX_STREAM_SECONDS,
 ) -> AsyncIterator[str]:
-    """SSE frames for the job's events after ``after``, until the job is finished and all are sent.
+    """SSE frames for the job's events after ``after``, until the job is finished and all are sent,
+    or ``max_seconds`` passed (the client then reconnects with ``Last-Event-ID``).
 
     Async, with each database poll in the thread pool: a follower waiting between polls holds no
     thread, so many open streams cannot starve the synchronous routes.
     """
     last = after
-    last_sent = time.monotonic()
+    last_sent = started = time.monotonic()
     yield "retry: 2000\n\n"
     while True:
         state, batch = await run_in_threadpool(_poll_events, database, job_id, last)
@@ -280,10 +286,12 @@ async def event_stream(
             yield f"id: {event.seq}\nevent: {event.type}\ndata: {payload}\n\n"
             last = event.seq
             last_sent = time.monotonic()
+        if not batch and (state is None or state in TERMINAL):
+            return
+        if time.monotonic() - started >= max_seconds:
+            return
         if batch:
             continue
-        if state is None or state in TERMINAL:
-            return
         if request is not None and await request.is_disconnected():
             return
         if time.monotonic() - last_sent >= keepalive_seconds:
