@@ -126,6 +126,16 @@ def test_error_whose_message_is_an_exception_is_stored_as_redacted_text(db: Data
     assert all(secret not in (e.message + str(e.data)) for e in _events(db, job_id))
 
 
+def test_non_finite_floats_are_stored_as_null_on_both_databases(db: Database) -> None:
+    """JSON has no NaN or Infinity: PostgreSQL refused them (the checkpoint failed), SQLite stored
+    them; both now store null."""
+    job_id = _enqueue(db, "test.non_finite")
+    assert run_next(db) == JobState.SUCCEEDED
+    job = job_row(db, job_id)
+    assert job.result == {"ratio": None, "low": None}
+    assert [e.data for e in _events(db, job_id) if e.type == "log"] == [{"ratio": None}]
+
+
 def test_unexpected_exception_becomes_internal_error_without_details(db: Database) -> None:
     secret = "s3cr3t-token-value-123456"
     register_secret(secret)

@@ -184,3 +184,11 @@ def hold_transaction(ctx: JobContext) -> None:
         deadline = time.monotonic() + 60
         while not Path(ctx.args["release"]).exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+@REGISTRY.handler("test.non_finite", max_attempts=1)
+def non_finite(ctx: JobContext) -> dict[str, Any]:
+    """Floats JSON has no literal for, in a step output, an event and the result."""
+    ratio = ctx.step("measure", lambda: {"ratio": float("nan")})
+    ctx.log("measured", ratio=float("inf"))
+    return {"ratio": ratio["ratio"], "low": float("-inf")}

@@ -148,7 +148,7 @@ def finish_failed(
     """
     connections = as_connections(source)
     now = utcnow()
-    error_json = redact(error.to_dict())
+    error_json = jsonable(redact(error.to_dict()))  # a NaN retry_after must not fail the write
     with connections.begin(write=True) as conn:
         peek = run_fenced(conn, _PEEK_CANCEL, claimed.fence, {"now": now})
         params: dict[str, Any] = {"now": now, "error": error_json}

@@ -25,8 +25,12 @@ _INSERT = insert(EVENTS)
 
 
 def jsonable(value: Any) -> Any:
-    """Round-trip through JSON so a JSON column never sees a datetime, a Path or a set."""
-    return json.loads(json.dumps(value, default=str))
+    """Round-trip through JSON so a JSON column never sees a datetime, a Path or a set.
+
+    NaN and the infinities become null: JSON has no literal for them, PostgreSQL refuses them and
+    SQLite would store them, so a job would behave differently on the two databases.
+    """
+    return json.loads(json.dumps(value, default=str), parse_constant=lambda _constant: None)
 
 
 def insert_event(
