@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import JobEvent
@@ -17,6 +17,7 @@ from nodewright.db.types import utcnow
 from nodewright.jobs import service
 from nodewright.jobs.enqueue import enqueue
 from nodewright.jobs.runner import run_claimed
+from nodewright.jobs.states import TERMINAL as TERMINAL_STATES
 from nodewright.jobs.states import JobState
 from nodewright.jobs.worker import WorkerPool
 from nodewright.security.redaction import register_secret
@@ -238,3 +239,32 @@ def test_process_mode_runs_jobs_in_children_and_survives_a_killed_child(db: Data
     assert job.result["first_pid"] != job.result["pid"] != os.getpid()  # two children, not the worker
     messages = [e.message for e in _events(db, dies)]
     assert any("worker_lost" in m for m in messages)
+
+
+def test_cancels_racing_claims_and_completions_leave_every_job_consistent(db: Database) -> None:
+    """Cancel requests land while workers claim and finish the same jobs: each answer the caller got
+    stays true, every job ends in a final state, and no canceled job ran to a result."""
+    ids = [_enqueue(db, "test.record", {"sleep": 0.005}, resource_key=f"r{n % 3}") for n in range(60)]
+    answers: dict[int, str] = {}
+    workers = WorkerPool(db, concurrency=4, registry=REGISTRY, lease_seconds=2.0, poll_interval=0.02)
+    workers.start()
+    try:
+        for job_id in ids[::-1]:  # newest first: some are still queued, some running, some done
+            try:
+                with db.session(write=True) as session:
+                    answers[job_id] = service.request_cancel(session, job_id, actor="user:racer").state
+            except service.JobAlreadyFinished as exc:
+                answers[job_id] = f"finished:{exc.state}"
+        finals = {job_id: wait_for_state(db, job_id, *TERMINAL_STATES).state for job_id in ids}
+    finally:
+        workers.stop(timeout=5.0)
+    with db.session() as session:
+        ran = set(session.execute(text("SELECT job_id FROM test_job_runs")).scalars())
+    for job_id, answer in answers.items():
+        final = finals[job_id]
+        if answer == JobState.CANCELED:  # canceled while waiting: it never ran
+            assert final == JobState.CANCELED and job_id not in ran and job_row(db, job_id).result is None
+        elif answer == JobState.CANCELING:
+            assert final in (JobState.CANCELED, JobState.SUCCEEDED)
+        else:
+            assert answer == f"finished:{final}" and final == JobState.SUCCEEDED and job_id in ran
