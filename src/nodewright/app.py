@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
@@ -16,6 +15,7 @@ from nodewright import __version__
 from nodewright.api import accounts as accounts_api
 from nodewright.api import audit as audit_api
 from nodewright.api import health
+from nodewright.api import jobs as jobs_api
 from nodewright.api.deps import audit_denied
 from nodewright.api.middleware import BodyLimitMiddleware, NulGuardMiddleware, SecurityHeadersMiddleware
 from nodewright.api.problems import install_problem_handlers
@@ -24,21 +24,16 @@ from nodewright.context import AppContext
 from nodewright.dashboard import home, login
 from nodewright.dashboard import jobs as jobs_pages
 from nodewright.dashboard.rendering import LoginRequired, PageError, current_user, render
+from nodewright.jobs.worker import WorkerPool
 
 log = logging.getLogger(__name__)
 
 
-def _start_workers(ctx: AppContext) -> Any:
-    """Start the embedded job workers, when the job engine is present and workers are wanted."""
+def _start_workers(ctx: AppContext) -> WorkerPool | None:
+    """Start the embedded job workers, unless the settings want none."""
     if ctx.settings.embedded_workers <= 0:
         return None
-    import importlib
-
-    try:
-        worker_module = importlib.import_module("nodewright.jobs.worker")
-    except ImportError:
-        return None
-    pool = worker_module.WorkerPool(
+    pool = WorkerPool(
         ctx.database, ctx.settings, concurrency=ctx.settings.embedded_workers, mode=ctx.settings.worker_mode
     )
     pool.start()
@@ -65,7 +60,8 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
         version=__version__,
         description="Control plane for server fleets: providers, nodes and the jobs that change them.",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        # Swagger UI would load scripts from a CDN, which the CSP (rightly) forbids: no docs page.
+        docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -76,7 +72,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     app.include_router(health.router)
     app.include_router(accounts_api.router)
     app.include_router(audit_api.router)
-    _include_optional_routers(app)
+    app.include_router(jobs_api.router)
     app.include_router(login.router)
     app.include_router(home.router)
     app.include_router(jobs_pages.router)
@@ -90,18 +86,6 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     app.add_middleware(SecurityHeadersMiddleware, https=settings.cookie_secure)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
-
-
-def _include_optional_routers(app: FastAPI) -> None:
-    """Routers of domains built in their own modules (jobs, providers, nodes)."""
-    import importlib
-
-    for module_name in ("nodewright.api.jobs",):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        app.include_router(module.router)
 
 
 def _install_page_handlers(app: FastAPI) -> None:

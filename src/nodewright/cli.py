@@ -13,8 +13,10 @@ import typer
 from sqlalchemy.exc import OperationalError
 
 from nodewright.config import ConfigError, Settings, load_settings, scrub_secret_environment
+from nodewright.jobs.cli import worker_command
 from nodewright.security.accounts import AccountError
 from nodewright.security.secretbox import SecretKeyError
+from nodewright.sim.cli import sim_command
 
 app = typer.Typer(
     name="nodewright",
@@ -373,24 +375,9 @@ def secrets_generate_key() -> None:
     typer.echo(generate_key())
 
 
-def _register_optional_commands() -> None:
-    """Commands whose implementation lives with its domain (job worker, simulator)."""
-    import importlib
-
-    for module_name, attr, name in (
-        ("nodewright.jobs.cli", "worker_command", "worker"),
-        ("nodewright.sim.cli", "sim_command", "sim"),
-    ):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        command = getattr(module, attr, None)
-        if command is not None:
-            app.command(name)(command)
-
-
-_register_optional_commands()
+# Commands whose implementation lives with its domain.
+app.command("worker")(worker_command)
+app.command("sim")(sim_command)
 
 
 def main() -> None:

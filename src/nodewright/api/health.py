@@ -10,6 +10,7 @@ from sqlalchemy import text
 from nodewright.api.deps import ContextDep
 from nodewright.api.problems import PROBLEM_RESPONSES, problem_response
 from nodewright.db import migrate
+from nodewright.jobs import metrics as job_metrics
 
 router = APIRouter(tags=["service"])
 
@@ -48,15 +49,7 @@ def readyz(ctx: ContextDep) -> JSONResponse:
 
 def refresh_collectors(ctx: ContextDep) -> None:
     """Gauges read from the database are refreshed at scrape time."""
-    import importlib
-
-    try:
-        job_metrics = importlib.import_module("nodewright.jobs.metrics")
-    except ImportError:  # job engine not installed in this build
-        return
-    refresh = getattr(job_metrics, "refresh_queue_depth", None)
-    if refresh is not None:
-        refresh(ctx.database)
+    job_metrics.refresh_queue_depth(ctx.database)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -125,6 +125,11 @@ async def cancel_job(request: Request, job_id: int) -> Response:
         except service.JobAlreadyFinished as exc:
             raise PageError(409, "Already finished", f"Job {job_id} already {exc.state}.") from None
         audit.record(
-            session, actor=user.actor, action="job.cancel", target=f"job:{job_id}", outcome=job.state
+            session,
+            actor=user.actor,
+            action="job.cancel",
+            target=f"job:{job_id}",
+            outcome="ok",
+            detail={"state": job.state},
         )
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)

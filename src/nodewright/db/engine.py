@@ -1,5 +1,8 @@
 """Engine creation with the per-dialect settings nodewright relies on.
 
+Bound parameters are hidden from error messages and logs: they can carry ciphertext, hashes or
+whatever a caller passed, and database errors end up in logs.
+
 SQLite: WAL (readers never block the writer), a busy timeout, foreign keys on, and transactions begun
 by us, not by pysqlite: pysqlite only opens a transaction before DML, so a SELECT-then-UPDATE would not
 be atomic. A connection can ask for ``BEGIN IMMEDIATE`` (take the write lock up front) through the
@@ -33,6 +36,7 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
     return create_engine(
         url,
         echo=echo,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
@@ -44,6 +48,7 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
     engine = create_engine(
         url,
         echo=echo,
+        hide_parameters=True,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         # Each thread gets its own connection; NullPool keeps file handles from piling up in forks.
         poolclass=NullPool,

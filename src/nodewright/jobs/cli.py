@@ -18,7 +18,7 @@ def worker_command(
     ] = 30.0,
 ) -> None:
     """Run a job worker pool until SIGTERM/SIGINT (several may run on several machines)."""
-    from nodewright.config import ConfigError, load_settings
+    from nodewright.config import ConfigError, load_settings, scrub_secret_environment
     from nodewright.context import AppContext
     from nodewright.db import migrate
     from nodewright.jobs.worker import MODES, WorkerPool
@@ -40,6 +40,8 @@ def worker_command(
     except (SecretKeyError, OperationalError) as exc:
         typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
         raise typer.Exit(2) from None
+    # The key ring is open: no child (process-mode job, ssh, ansible-runner) may inherit the keys.
+    scrub_secret_environment()
     try:
         if not migrate.is_at_head(ctx.database.engine):
             typer.echo("error: the database schema is not current; run `nodewright db upgrade`", err=True)

@@ -15,6 +15,7 @@ from nodewright.security.passwords import (
     MIN_PASSWORD_LENGTH,
     generate_password,
     hash_password,
+    needs_rehash,
     verify_password,
 )
 from nodewright.security.roles import Role
@@ -64,6 +65,8 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     ok = verify_password(user.password_hash if user else None, password)
     if user is None or not ok or user.disabled:
         return None
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
     return user
 
 

@@ -1,4 +1,5 @@
-"""Password hashing with argon2id (argon2-cffi defaults, tuned by the library, rehash on upgrade)."""
+"""Password hashing with argon2id (argon2-cffi defaults); a successful login re-hashes a password whose
+hash predates the current parameters."""
 
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     try:
         return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """True when the hash was made with weaker parameters than the library's current defaults."""
+    try:
+        return _hasher.check_needs_rehash(password_hash)
+    except InvalidHashError:
         return False
 
 
