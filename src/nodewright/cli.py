@@ -290,24 +290,12 @@ def tokens_create(
     name: Annotated[str, typer.Option(help="Label to recognise the token by.")],
 ) -> None:
     """Create an API token; it is printed once, alone on the last line."""
-    from nodewright.security import accounts, api_tokens, audit
+    from nodewright.security import api_tokens
 
     ctx = _context()
     try:
         with ctx.database.session(write=True) as session:
-            owner = accounts.get_user(session, user)
-            if owner is None:
-                fail(f"no user named {user!r}")
-                return
-            token, plaintext = api_tokens.create_token(session, owner, name)
-            audit.record(
-                session,
-                actor="cli",
-                action="token.create",
-                target=f"token:{token.id}",
-                outcome="ok",
-                detail={"user": owner.username, "name": token.name},
-            )
+            _token, _owner, plaintext = api_tokens.issue_token(session, user, name, actor="cli")
     finally:
         ctx.close()
     typer.echo(f"token {name!r} for {user!r} (shown once, store it now):")
@@ -318,16 +306,13 @@ def tokens_create(
 @friendly_errors
 def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see GET /api/tokens).")]) -> None:
     """Revoke an API token."""
-    from nodewright.security import api_tokens, audit
+    from nodewright.security import api_tokens
 
     ctx = _context()
     try:
         with ctx.database.session(write=True) as session:
-            if api_tokens.revoke_token(session, token_id) is None:
+            if api_tokens.revoke_token(session, token_id, actor="cli") is None:
                 fail(f"no token with id {token_id}")
-            audit.record(
-                session, actor="cli", action="token.revoke", target=f"token:{token_id}", outcome="ok"
-            )
     finally:
         ctx.close()
     typer.echo(f"token {token_id} revoked")

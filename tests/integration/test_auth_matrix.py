@@ -40,7 +40,7 @@ def _token_to_revoke(ctx: AppContext) -> Prepared:
     with ctx.database.session(write=True) as session:
         user = accounts.get_user(session, "viewer-user")
         assert user is not None
-        token, _ = api_tokens.create_token(session, user, f"r{next(_names)}")
+        token, _ = api_tokens.create_token(session, user, f"r{next(_names)}", actor="test")
         return f"/api/tokens/{token.id}", None
 
 
@@ -125,7 +125,7 @@ def test_revoked_token_is_refused(
     with app_context.database.session(write=True) as session:
         for token in api_tokens.list_tokens(session):
             if token.name == "viewer-token":
-                api_tokens.revoke_token(session, token.id)
+                api_tokens.revoke_token(session, token.id, actor="test")
     response = client.get("/api/me", headers=viewer.headers)
     assert response.status_code == 401
     assert response.json()["code"] == "unauthenticated"

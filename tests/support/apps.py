@@ -54,6 +54,6 @@ def create_role_users(ctx: AppContext) -> dict[Role, RoleUser]:
             user = User(username=f"{role.value}-user", password_hash=_test_password_hash(), role=role.value)
             session.add(user)
             session.flush()
-            _token, plaintext = api_tokens.create_token(session, user, f"{role.value}-token")
+            _token, plaintext = api_tokens.create_token(session, user, f"{role.value}-token", actor="test")
             users[role] = RoleUser(user.username, role, plaintext)
     return users

@@ -136,31 +136,19 @@ def list_tokens(_caller: Admin, database: DatabaseDep) -> list[TokenOut]:
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, summary="Create an API token")
 def create_token(body: TokenCreate, caller: Admin, database: DatabaseDep) -> TokenCreated:
     with database.session(write=True) as session:
-        user = accounts.get_user(session, body.username)
-        if user is None:
-            raise field_problem("username", f"no user named {body.username!r}")
         try:
-            token, plaintext = api_tokens.create_token(session, user, body.name)
+            token, owner, plaintext = api_tokens.issue_token(
+                session, body.username, body.name, actor=caller.actor
+            )
         except accounts.AccountError as exc:
             raise field_problem(exc.field, exc.message) from None
-        audit.record(
-            session,
-            actor=caller.actor,
-            action="token.create",
-            target=f"token:{token.id}",
-            outcome="ok",
-            detail={"user": user.username, "name": token.name},
-        )
-        return TokenCreated(**_token_out(token, user.username).model_dump(), token=plaintext)
+        return TokenCreated(**_token_out(token, owner.username).model_dump(), token=plaintext)
 
 
 @router.delete("/tokens/{token_id}", summary="Revoke an API token")
 def revoke_token(caller: Admin, database: DatabaseDep, token_id: int = Path(ge=1, le=MAX_ID)) -> TokenOut:
     with database.session(write=True) as session:
-        token = api_tokens.revoke_token(session, token_id)
+        token = api_tokens.revoke_token(session, token_id, actor=caller.actor)
         if token is None:
             raise not_found("Token", token_id)
-        audit.record(
-            session, actor=caller.actor, action="token.revoke", target=f"token:{token.id}", outcome="ok"
-        )
         return _token_out(token, token.user.username)

@@ -13,7 +13,7 @@ from nodewright.dashboard.rendering import (
     require_page_role,
     require_user,
 )
-from nodewright.security import accounts, api_tokens, audit
+from nodewright.security import accounts, api_tokens
 from nodewright.security.roles import Role
 
 router = APIRouter(include_in_schema=False)
@@ -72,21 +72,10 @@ async def create_token(request: Request) -> Response:
     name = form.get("name", "").strip()
     username = form.get("username", "").strip() or user.username
     with _ctx(request).database.session(write=True) as session:
-        owner = accounts.get_user(session, username)
-        if owner is None:
-            return _tokens_page(request, error=f"No user named {username!r}.", status_code=422)
         try:
-            token, plaintext = api_tokens.create_token(session, owner, name)
+            _token, _owner, plaintext = api_tokens.issue_token(session, username, name, actor=user.actor)
         except accounts.AccountError as exc:
             return _tokens_page(request, error=f"Token {exc.field}: {exc.message}.", status_code=422)
-        audit.record(
-            session,
-            actor=user.actor,
-            action="token.create",
-            target=f"token:{token.id}",
-            outcome="ok",
-            detail={"user": owner.username, "name": token.name},
-        )
     return _tokens_page(request, created=plaintext)
 
 
@@ -96,10 +85,6 @@ async def revoke_token(request: Request, token_id: int = Path(ge=1, le=2**31 - 1
     require_page_role(user, Role.admin)
     await checked_form(request, user)
     with _ctx(request).database.session(write=True) as session:
-        token = api_tokens.revoke_token(session, token_id)
-        if token is None:
+        if api_tokens.revoke_token(session, token_id, actor=user.actor) is None:
             raise PageError(404, "Not found", f"There is no token {token_id}.")
-        audit.record(
-            session, actor=user.actor, action="token.revoke", target=f"token:{token_id}", outcome="ok"
-        )
     return RedirectResponse("/tokens", status_code=303)

@@ -9,7 +9,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nodewright.db.models import ApiToken, User
-from nodewright.security.accounts import AccountError
+from nodewright.security import audit
+from nodewright.security.accounts import AccountError, get_user
 from nodewright.security.hashing import token_hash
 
 TOKEN_PREFIX = "nwt_"  # noqa: S105 (a marker, not a credential)
@@ -17,7 +18,17 @@ TOKEN_PREFIX = "nwt_"  # noqa: S105 (a marker, not a credential)
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
 
 
-def create_token(session: Session, user: User, name: str) -> tuple[ApiToken, str]:
+def issue_token(session: Session, username: str, name: str, *, actor: str) -> tuple[ApiToken, User, str]:
+    """Create a token for the user named ``username`` (an ``AccountError`` names what is wrong)."""
+    owner = get_user(session, username)
+    if owner is None:
+        raise AccountError("username", f"no user named {username!r}")
+    token, plaintext = create_token(session, owner, name, actor=actor)
+    return token, owner, plaintext
+
+
+def create_token(session: Session, user: User, name: str, *, actor: str) -> tuple[ApiToken, str]:
+    """A new token for ``user``, audited in the caller's transaction; the plaintext is returned once."""
     name = name.strip()
     if not name or len(name) > 64:
         raise AccountError("name", "must be 1-64 characters")
@@ -25,6 +36,14 @@ def create_token(session: Session, user: User, name: str) -> tuple[ApiToken, str
     token = ApiToken(user_id=user.id, name=name, token_hash=token_hash(plaintext), prefix=plaintext[:12])
     session.add(token)
     session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="token.create",
+        target=f"token:{token.id}",
+        outcome="ok",
+        detail={"user": user.username, "name": token.name},
+    )
     return token, plaintext
 
 
@@ -55,12 +74,14 @@ def touch(session: Session, token_id: int) -> None:
     )
 
 
-def revoke_token(session: Session, token_id: int) -> ApiToken | None:
+def revoke_token(session: Session, token_id: int, *, actor: str) -> ApiToken | None:
+    """Revoke (idempotently) and audit; ``None`` when there is no such token."""
     token = session.get(ApiToken, token_id)
     if token is None:
         return None
     if token.revoked_at is None:
         token.revoked_at = dt.datetime.now(dt.UTC)
+    audit.record(session, actor=actor, action="token.revoke", target=f"token:{token.id}", outcome="ok")
     return token
 
 
