@@ -14,7 +14,7 @@ import socket
 import string
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol
 
 from nodewright.sim import catalog
@@ -427,25 +427,9 @@ class SimState:
         with self.lock:
             self.advance()
             server = self._server(project, server_id)
-            problems: dict[str, list[str]] = {}
-            if "name" in body:
-                problem = server_name_problem(body["name"])
-                if problem:
-                    problems["name"] = [problem]
-            check_labels(body, problems)
-            raise_if(problems)
-            if "name" in body and any(
-                s.project == project and s.name == body["name"] and s.id != server.id
-                for s in self.servers.values()
-            ):
-                raise ApiError(
-                    "uniqueness_error", "server name is already used", {"fields": [{"name": "name"}]}
-                )
-            if "name" in body:
-                server.name = body["name"]
-            if body.get("labels") is not None:
-                server.labels = dict(body["labels"])
-            self.changed = True
+            self._rename_and_relabel(
+                server, body, self.servers.values(), server_name_problem, "server name is already used"
+            )
             return {"server": self._server_json(server)}
 
     def _require_unlocked(self, server: Server) -> None:
@@ -612,26 +596,38 @@ class SimState:
         body = require_object(body)
         with self.lock:
             key = self._key(project, key_id)
-            problems: dict[str, list[str]] = {}
-            if "name" in body:
-                name_problem = ssh_key_name_problem(body["name"])
-                if name_problem:
-                    problems["name"] = [name_problem]
-            check_labels(body, problems)
-            raise_if(problems)
-            if "name" in body and any(
-                k.project == project and k.name == body["name"] and k.id != key.id
-                for k in self.ssh_keys.values()
-            ):
-                raise ApiError(
-                    "uniqueness_error", "SSH key name is already used", {"fields": [{"name": "name"}]}
-                )
-            if "name" in body:
-                key.name = body["name"]
-            if body.get("labels") is not None:
-                key.labels = dict(body["labels"])
-            self.changed = True
+            self._rename_and_relabel(
+                key, body, self.ssh_keys.values(), ssh_key_name_problem, "SSH key name is already used"
+            )
             return {"ssh_key": key.to_json()}
+
+    def _rename_and_relabel(
+        self,
+        record: Server | SshKey,
+        body: dict[str, Any],
+        siblings: Iterable[Server | SshKey],
+        name_problem: Callable[[Any], str | None],
+        taken_message: str,
+    ) -> None:
+        """The update shared by servers and SSH keys: validate name and labels, keep names unique in
+        the project, then apply. Call with the state lock held."""
+        problems: dict[str, list[str]] = {}
+        if "name" in body:
+            problem = name_problem(body["name"])
+            if problem:
+                problems["name"] = [problem]
+        check_labels(body, problems)
+        raise_if(problems)
+        if "name" in body and any(
+            other.project == record.project and other.name == body["name"] and other.id != record.id
+            for other in siblings
+        ):
+            raise ApiError("uniqueness_error", taken_message, {"fields": [{"name": "name"}]})
+        if "name" in body:
+            record.name = body["name"]
+        if body.get("labels") is not None:
+            record.labels = dict(body["labels"])
+        self.changed = True
 
     def delete_ssh_key(self, project: str, key_id: int) -> None:
         with self.lock:
