@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,11 +116,13 @@ def test_terminal_error_fails_at_once_with_code_and_hint(db: Database) -> None:
 
 
 def test_error_whose_message_is_an_exception_is_stored_as_redacted_text(db: Database) -> None:
-    secret = "hcloud-token-zyxwvutsrq-987"
-    register_secret(secret)
+    secret = f"hcloud-token-{uuid.uuid4().hex}"  # new per run: registration is process-wide
+    # The args carry the secret only to hand it to the handler; it is registered afterwards, as a
+    # handler's decrypted token would be (args holding a known secret are refused at enqueue).
     job_id = _enqueue(
         db, "test.fail", {"retryable": False, "as_exception": True, "message": f"401 for {secret}"}
     )
+    register_secret(secret)
     assert run_next(db) == JobState.FAILED
     job = job_row(db, job_id)
     assert job.error is not None and job.error["code"] == "provider_unavailable"
@@ -138,9 +141,9 @@ def test_non_finite_floats_are_stored_as_null_on_both_databases(db: Database) ->
 
 
 def test_unexpected_exception_becomes_internal_error_without_details(db: Database) -> None:
-    secret = "s3cr3t-token-value-123456"
-    register_secret(secret)
+    secret = f"s3cr3t-token-{uuid.uuid4().hex}"
     job_id = _enqueue(db, "test.crash", {"secret": secret}, max_attempts=1)
+    register_secret(secret)  # afterwards, as for a handler's decrypted token (see above)
     assert run_next(db) == JobState.FAILED
     job = job_row(db, job_id)
     assert job.error is not None and job.error["code"] == "internal_error"

@@ -192,3 +192,24 @@ def non_finite(ctx: JobContext) -> dict[str, Any]:
     ratio = ctx.step("measure", lambda: {"ratio": float("nan")})
     ctx.log("measured", ratio=float("inf"))
     return {"ratio": ratio["ratio"], "low": float("-inf")}
+
+
+# A value the process knows as a secret (as a decrypted provider token would be).
+LEAKY_SECRET = "leaky-provider-token-0f3c9a7d51e2"
+
+
+@REGISTRY.handler("test.leak_step")
+def leak_step(ctx: JobContext) -> dict[str, Any]:
+    from nodewright.security.redaction import register_secret
+
+    register_secret(LEAKY_SECRET)
+    ctx.step("fetch", lambda: {"server_id": 7, "token": LEAKY_SECRET})
+    return {"never": "reached"}
+
+
+@REGISTRY.handler("test.leak_result")
+def leak_result(ctx: JobContext) -> dict[str, Any]:
+    from nodewright.security.redaction import register_secret
+
+    register_secret(LEAKY_SECRET)
+    return {"token": LEAKY_SECRET}

@@ -27,6 +27,7 @@ from nodewright.jobs.claim import ClaimedJob
 from nodewright.jobs.errors import DEADLINE_EXCEEDED, JobCanceled, JobError, LeaseLost
 from nodewright.jobs.events import append_event, jsonable
 from nodewright.jobs.fencing import Fence, fenced_touch
+from nodewright.jobs.plaintext import refuse_secrets
 from nodewright.jobs.states import HOLDING
 
 T = TypeVar("T")
@@ -179,6 +180,7 @@ class JobContext:
         if touch.cancel_requested:
             raise JobCanceled(f"job {self.job_id} was canceled")
         value = jsonable(fn())
+        refuse_secrets(value, f"the output of step {name!r}")
         with self._database.session(write=True) as session:
             fenced_touch(session, self.fence)
             session.add(

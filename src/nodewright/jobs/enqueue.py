@@ -14,6 +14,7 @@ from nodewright.db.models.jobs import Job
 from nodewright.db.types import utcnow
 from nodewright.jobs.events import append_event, jsonable
 from nodewright.jobs.notify import notify_on_commit
+from nodewright.jobs.plaintext import contains_secret
 from nodewright.jobs.registry import Registry, load_handler_modules
 from nodewright.jobs.registry import registry as default_registry
 from nodewright.jobs.states import PENDING, JobState
@@ -52,10 +53,14 @@ def enqueue(
         # An API-only process may not have imported the handler modules yet; the kind's own
         # max_attempts must not silently fall back to the default.
         load_handler_modules()
+    stored_args = jsonable(dict(args or {}))
+    if contains_secret(stored_args):
+        # The caller's bug, found before anything is written: its transaction can still roll back.
+        raise ValueError(f"job args of {kind!r} contain a secret; pass the id of an encrypted secret")
     now = utcnow()
     job = Job(
         kind=kind,
-        args=jsonable(dict(args or {})),
+        args=stored_args,
         state=JobState.QUEUED.value,
         resource_key=resource_key,
         dedup_key=dedup_key,

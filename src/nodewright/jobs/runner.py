@@ -18,6 +18,7 @@ from nodewright.jobs.claim import ClaimedJob
 from nodewright.jobs.connections import Connections
 from nodewright.jobs.context import Flag, JobContext
 from nodewright.jobs.errors import UNKNOWN_KIND, JobCanceled, JobError, LeaseLost, internal_error
+from nodewright.jobs.plaintext import refuse_secrets
 from nodewright.jobs.registry import JobKind, load_handler
 from nodewright.logging_setup import configure_logging
 
@@ -52,6 +53,7 @@ def run_claimed(
                 timeout_seconds=spec.timeout_seconds,
             )
             result = spec.handler(ctx)
+            refuse_secrets(result, "the job result")
         except LeaseLost:
             raise
         except JobCanceled:
