@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     worker_mode: str = Field(default="thread", pattern="^(thread|process)$")
     job_lease_seconds: float = Field(default=30.0, gt=0)
     job_poll_interval: float = Field(default=1.0, gt=0)
+    job_retention_days: float = Field(
+        default=30.0, gt=0, description="Finished jobs older than this are pruned."
+    )
 
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from nodewright.db.models.jobs import Job, JobEvent, JobStep
@@ -127,3 +128,21 @@ def request_cancel(session: Session, job_id: int, *, actor: str | None = None) -
     if job.state in TERMINAL and canceled is None:
         raise JobAlreadyFinished(job)
     return job
+
+
+def prune_finished(session: Session, *, finished_before: dt.datetime, limit: int = 500) -> int:
+    """Delete up to ``limit`` finished jobs that ended before ``finished_before``, with their steps and
+    events (explicitly, not by cascade, so it holds whatever the database's foreign-key settings)."""
+    ids = list(
+        session.scalars(
+            select(Job.id)
+            .where(Job.state.in_(list(TERMINAL)), Job.finished_at < finished_before)
+            .order_by(Job.id)
+            .limit(limit)
+        )
+    )
+    if ids:
+        session.execute(delete(JobEvent).where(JobEvent.job_id.in_(ids)))
+        session.execute(delete(JobStep).where(JobStep.job_id.in_(ids)))
+        session.execute(delete(Job).where(Job.id.in_(ids)))
+    return len(ids)
