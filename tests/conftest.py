@@ -26,6 +26,30 @@ from tests.support.system import in_ci
 DB_KINDS = ["sqlite", "postgresql"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "db_only(kind, reason): run this database test on one database only (the other one is "
+        "deselected, not skipped: it is not a missing part)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        marker = item.get_closest_marker("db_only")
+        callspec = getattr(item, "callspec", None)
+        kind = callspec.params.get("db_kind") if callspec is not None else None
+        if marker is not None and kind is not None and kind != marker.args[0]:
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_sqlite_template(tmp_path_factory.mktemp("sqlite-template"))

@@ -15,11 +15,10 @@ from tests.support.apps import RoleUser
 EXAMPLES_PER_OPERATION = 25
 
 
+@pytest.mark.db_only("sqlite", reason="the API contract does not depend on the database; it runs once")
 def test_api_conforms_to_its_openapi(
     client: TestClient, role_users: dict[Role, RoleUser], db_kind: str
 ) -> None:
-    if db_kind != "sqlite":
-        pytest.skip("the API contract does not depend on the database; it runs once, on SQLite")
     schema = schemathesis.openapi.from_asgi("/api/openapi.json", client.app)
     headers = role_users[Role.admin].headers
     operations = [result.ok() for result in schema.get_all_operations()]

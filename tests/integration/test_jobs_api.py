@@ -229,11 +229,10 @@ def test_sse_stream_of_an_unfinished_job_ends_after_its_time_and_resumes_lossles
     ]
 
 
+@pytest.mark.db_only("sqlite", reason="HTTP server behaviour; one database is enough")
 def test_server_shutdown_is_not_held_by_an_open_event_stream(
     ctx: AppContext, settings: Settings, role_users: dict[Role, RoleUser], db_kind: str
 ) -> None:
-    if db_kind != "sqlite":
-        pytest.skip("HTTP server behaviour; one database is enough")
     job_id = _enqueue(ctx, "nobody.runs.this.kind")
     app = create_app(settings, ctx=ctx, start_workers=False)
     port = free_port()

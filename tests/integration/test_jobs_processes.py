@@ -177,13 +177,12 @@ def test_a_frozen_worker_that_wakes_up_after_takeover_is_fenced_off(
     assert [(s[0], s[1]) for s in steps] == [("one", 1), ("two", 2)], "the zombie's checkpoint was refused"
 
 
+@pytest.mark.db_only("postgresql", reason="cross-process wake-up is LISTEN/NOTIFY, a PostgreSQL feature")
 def test_postgres_workers_are_woken_by_notify_not_by_polling(
     db: Database, db_url: str, db_kind: str, tmp_path: Path
 ) -> None:
     """With a one-hour poll interval, only LISTEN/NOTIFY can start the job (SQLite workers in other
     processes have no such wake-up and rely on polling, so this is PostgreSQL's test)."""
-    if db_kind != "postgresql":
-        pytest.skip("cross-process wake-up is LISTEN/NOTIFY, a PostgreSQL feature")
     with worker_processes(db_url, tmp_path) as workers:
         proc = workers.start(concurrency=1, lease=5.0, poll=3600.0)
         wait_until(lambda: _worker_rows(db) == 1, timeout=60, what="the worker to register")
@@ -246,13 +245,12 @@ def _listener_pids(db: Database) -> list[int]:
         )
 
 
+@pytest.mark.db_only("postgresql", reason="LISTEN/NOTIFY is a PostgreSQL feature")
 def test_postgres_listener_reconnects_after_its_connection_is_killed(
     db: Database, db_url: str, db_kind: str, tmp_path: Path
 ) -> None:
     """The LISTEN connection is terminated by the server; the worker listens again and is woken by
     the next enqueue (a one-hour poll interval rules out polling)."""
-    if db_kind != "postgresql":
-        pytest.skip("LISTEN/NOTIFY is a PostgreSQL feature")
     with worker_processes(db_url, tmp_path) as workers:
         proc = workers.start(concurrency=1, lease=5.0, poll=3600.0)
         wait_until(lambda: len(_listener_pids(db)) == 1, timeout=60, what="the worker to LISTEN")

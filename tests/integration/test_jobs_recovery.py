@@ -297,14 +297,13 @@ def test_step_inside_the_handler_transaction_is_refused(db: Database) -> None:
     assert ctx.completed_steps == {"after": {"ok": True}}
 
 
+@pytest.mark.db_only("postgresql", reason="SQLite has one database-wide write lock")
 def test_a_long_handler_transaction_stalls_neither_renewals_nor_sweeps(
     db: Database, db_kind: str, tmp_path: Path
 ) -> None:
     """PostgreSQL: one handler keeping its ctx.transaction() (its job row's lock) open must not stop
     the monitor renewing the pool's other leases, nor a sweeper from getting past that row. (On
     SQLite one open write transaction holds the whole database: there is nothing to get past.)"""
-    if db_kind != "postgresql":
-        pytest.skip("SQLite has one database-wide write lock")
     holding, release, waiting = tmp_path / "holding", tmp_path / "release", tmp_path / "waiting"
     pool = WorkerPool(
         db, concurrency=2, registry=REGISTRY, lease_seconds=3.0, poll_interval=0.05, maintenance=False
