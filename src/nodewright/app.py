@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from nodewright import __version__
 from nodewright.api import accounts as accounts_api
 from nodewright.api import audit as audit_api
+from nodewright.api import gates as gates_api
 from nodewright.api import health
 from nodewright.api import jobs as jobs_api
 from nodewright.api.deps import audit_denied
@@ -73,6 +74,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     app.include_router(accounts_api.router)
     app.include_router(audit_api.router)
     app.include_router(jobs_api.router)
+    app.include_router(gates_api.router)
     app.include_router(login.router)
     app.include_router(home.router)
     app.include_router(jobs_pages.router)

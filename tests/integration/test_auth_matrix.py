@@ -77,6 +77,8 @@ CASES = [
     Case("GET", "/api/jobs/{job_id}", Role.viewer, _job_path()),
     Case("GET", "/api/jobs/{job_id}/events", Role.viewer, _job_path("/events")),
     Case("POST", "/api/jobs/{job_id}/cancel", Role.operator, _job_path("/cancel")),
+    Case("GET", "/api/gates", Role.viewer, _static("/api/gates")),
+    Case("PUT", "/api/gates", Role.admin, _static("/api/gates", {"provider_create": True})),
 ]
 
 _BELOW = {Role.operator: Role.viewer, Role.admin: Role.operator}

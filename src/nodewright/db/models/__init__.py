@@ -2,6 +2,7 @@
 
 from nodewright.db.models.audit import AuditEvent
 from nodewright.db.models.auth import ApiToken, User, WebSession
+from nodewright.db.models.gates import FeatureGate
 from nodewright.db.models.jobs import Job, JobEvent, JobStep, WorkerRecord
 from nodewright.db.models.meta import AppMeta
 from nodewright.db.models.secrets import StoredSecret
@@ -10,6 +11,7 @@ __all__ = [
     "ApiToken",
     "AppMeta",
     "AuditEvent",
+    "FeatureGate",
     "Job",
     "JobEvent",
     "JobStep",
