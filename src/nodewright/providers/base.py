@@ -251,7 +251,9 @@ class ProviderAdapter(Protocol):
 
     def catalog(self) -> Catalog: ...
 
-    def acquire(self, request: AcquireRequest, checkpoints: Checkpoints) -> AcquireResult:
+    def acquire(
+        self, request: AcquireRequest, checkpoints: Checkpoints, *, client_key_id: int | None = None
+    ) -> AcquireResult:
         """Create (or adopt, or resume) the node's server and wait until it runs."""
         ...
 
@@ -269,4 +271,8 @@ class ProviderAdapter(Protocol):
 
     def ensure_client_key(self, key: ClientKey, name: str) -> int:
         """Register nodewright's client key once per project (reused by fingerprint); its id."""
+        ...
+
+    def close(self) -> None:
+        """Release the HTTP session."""
         ...
