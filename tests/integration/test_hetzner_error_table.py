@@ -134,7 +134,7 @@ def test_error_row(
     status: int | None,
     code: ErrorCode,
     retryable: bool,
-    sim: SimServer,
+    sim: SimServer,  # noqa: F811
     adapter: HetznerAdapter,
 ) -> None:
     method, path = STEP_REQUEST[step]
@@ -169,7 +169,7 @@ def test_html_answer_row(
     status: int,
     code: ErrorCode,
     retryable: bool,
-    sim: SimServer,
+    sim: SimServer,  # noqa: F811
     adapter: HetznerAdapter,
 ) -> None:
     method, path = STEP_REQUEST[step]
