@@ -55,6 +55,9 @@ class AppContext:
         except BaseException:
             database.dispose()
             raise
+        from nodewright import runtime
+
+        runtime.install(settings, box)
         return cls(settings, database, box, SessionSigner(signing_key, settings.session_max_age_seconds))
 
     def close(self) -> None:

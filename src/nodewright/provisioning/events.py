@@ -13,7 +13,7 @@ from nodewright.security.redaction import redact, redact_text
 
 MAX_TEXT = 500
 
-LogSink = Callable[[str, str, Mapping[str, Any]], None]
+LogSink = Callable[[str, str, Mapping[str, Any]], object]
 """``(level, message, data)``: what the job log receives."""
 
 
