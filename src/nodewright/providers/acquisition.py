@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from nodewright.db.database import Database
 from nodewright.db.models import AppMeta, ProviderConnection
@@ -30,6 +32,7 @@ from nodewright.providers.base import (
     Checkpoints,
     ClientKey,
     HostKeyPair,
+    ProviderAdapter,
 )
 from nodewright.providers.connections import connection_info, record_outcome
 from nodewright.providers.errors import ErrorCode, ProviderError
@@ -77,7 +80,9 @@ def md5_fingerprint(public_openssh: str) -> str:
 def client_key(database: Database, box: SecretBox, connection_id: int) -> tuple[ClientKey, int | None]:
     """nodewright's client key for this connection (made on first use) and its id at the provider."""
     with database.session(write=True) as session:
-        row = session.get(ProviderConnection, connection_id)
+        # Locked: concurrent first acquisitions must agree on one key (PostgreSQL would let each
+        # transaction make its own; SQLite's BEGIN IMMEDIATE serialises them anyway).
+        row = session.get(ProviderConnection, connection_id, with_for_update=True)
         if row is None:
             raise ProviderError(
                 ErrorCode.not_found, f"no provider connection {connection_id}", retryable=False
@@ -178,17 +183,48 @@ def acquire_server(
     )
     adapter = make_adapter(info, database=database, background=True)
     try:
+        if key_provider_id is None:
+            key_provider_id = _register_client_key(database, spec.connection_id, adapter, key)
         result = adapter.acquire(request, checkpoints, client_key_id=key_provider_id)
     except ProviderError as error:
         record_outcome(database, spec.connection_id, error)
         raise
     finally:
         adapter.close()
-    steps = getattr(checkpoints, "completed_steps", {}) or {}
-    key_step = steps.get("provider.client_key") if isinstance(steps, dict) else None
-    if isinstance(key_step, dict) and key_step.get("key_id") and key_provider_id is None:
-        with database.session(write=True) as session:
-            row = session.get(ProviderConnection, spec.connection_id)
-            if row is not None:
-                row.client_key_provider_id = int(key_step["key_id"])
     return result
+
+
+_register_locks: dict[int, threading.Lock] = {}
+_register_guard = threading.Lock()
+
+
+def _register_client_key(
+    database: Database, connection_id: int, adapter: ProviderAdapter, key: ClientKey
+) -> int:
+    """Register the client key at the provider once: within a process the first acquisition does
+    it and the others that started with it wait and reuse the id. (Across processes a second
+    registration finds the first by fingerprint.) No database transaction is held over the call:
+    the call itself takes from the rate budget in its own transaction."""
+    with _register_guard:
+        lock = _register_locks.setdefault(connection_id, threading.Lock())
+    with lock:
+        with database.session() as session:
+            row = session.get(ProviderConnection, connection_id)
+            if row is None:
+                raise ProviderError(
+                    ErrorCode.not_found, f"no provider connection {connection_id}", retryable=False
+                )
+            if row.client_key_provider_id is not None and row.client_key_fingerprint == key.fingerprint_md5:
+                return row.client_key_provider_id
+            name = f"nodewright-{installation_id_of(session)[:12]}"
+        key_id = adapter.ensure_client_key(key, name)
+        with database.session(write=True) as session:
+            row = session.get(ProviderConnection, connection_id)
+            if row is not None and row.client_key_fingerprint == key.fingerprint_md5:
+                row.client_key_provider_id = key_id
+        return key_id
+
+
+def installation_id_of(session: Session) -> str:
+    row = session.get(AppMeta, INSTALLATION_META)
+    return row.value if row is not None else "installation"

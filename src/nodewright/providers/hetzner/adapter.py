@@ -167,7 +167,7 @@ class HetznerAdapter:
                         description=str(img.description or ""),
                         architecture=str(img.architecture or ""),
                         os_flavor=str(img.os_flavor or ""),
-                        deprecated=bool(img.deprecated),
+                        deprecated=getattr(img, "deprecation", None) is not None,
                     )
                     for img in images
                     if img.name and img.status == "available"
@@ -533,7 +533,7 @@ def _server_type(st: Any) -> CatalogServerType:
         memory_gb=float(st.memory or 0),
         disk_gb=int(st.disk or 0),
         architecture=str(st.architecture or ""),
-        deprecated=bool(st.deprecation is not None or st.deprecated),
+        deprecated=bool(sold) and set(deprecated_in) >= set(sold),
         available_in=tuple(available),
         sold_in=tuple(sold),
         deprecated_in=tuple(deprecated_in),
