@@ -18,6 +18,7 @@ from nodewright.api import gates as gates_api
 from nodewright.api import health
 from nodewright.api import jobs as jobs_api
 from nodewright.api import nodes as nodes_api
+from nodewright.api import orphans as orphans_api
 from nodewright.api import providers as providers_api
 from nodewright.api.deps import audit_denied
 from nodewright.api.middleware import BodyLimitMiddleware, NulGuardMiddleware, SecurityHeadersMiddleware
@@ -79,6 +80,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     app.include_router(gates_api.router)
     app.include_router(providers_api.router)
     app.include_router(nodes_api.router)
+    app.include_router(orphans_api.router)
     app.include_router(login.router)
     app.include_router(home.router)
     app.include_router(jobs_pages.router)

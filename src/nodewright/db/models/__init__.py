@@ -5,7 +5,7 @@ from nodewright.db.models.auth import ApiToken, User, WebSession
 from nodewright.db.models.gates import FeatureGate
 from nodewright.db.models.jobs import Job, JobEvent, JobStep, WorkerRecord
 from nodewright.db.models.meta import AppMeta
-from nodewright.db.models.nodes import Node
+from nodewright.db.models.nodes import Node, OrphanServer
 from nodewright.db.models.providers import ProviderConnection
 from nodewright.db.models.secrets import StoredSecret
 
@@ -18,6 +18,7 @@ __all__ = [
     "JobEvent",
     "JobStep",
     "Node",
+    "OrphanServer",
     "ProviderConnection",
     "StoredSecret",
     "User",

@@ -72,3 +72,21 @@ class Node(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     ready_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     released_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class OrphanServer(Base):
+    """A server carrying this installation's labels that no live node owns (seen by reconcile)."""
+
+    __tablename__ = "orphan_servers"
+    __table_args__ = (Index("uq_orphan_servers_provider_server", "provider_id", "server_id", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider_id: Mapped[int] = mapped_column(ForeignKey("provider_connections.id", ondelete="CASCADE"))
+    server_id: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(63))
+    status: Mapped[str] = mapped_column(String(16))
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    node_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # from the ownership label
+    ipv4: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    first_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,4 +1,4 @@
-"""nodes: nodes and feature gates
+"""nodes: nodes, orphan servers and feature gates
 
 Revision ID: 0006
 Revises: 0005
@@ -92,7 +92,31 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_feature_gates")),
     )
 
+    op.create_table(
+        "orphan_servers",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("provider_id", sa.Integer(), nullable=False),
+        sa.Column("server_id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=63), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("labels", sa.JSON(), nullable=False),
+        sa.Column("node_id", sa.Integer(), nullable=True),
+        sa.Column("ipv4", sa.String(length=64), nullable=True),
+        sa.Column("first_seen_at", dt, nullable=False),
+        sa.Column("last_seen_at", dt, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["provider_id"],
+            ["provider_connections.id"],
+            name=op.f("fk_orphan_servers_provider_id_provider_connections"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_orphan_servers")),
+    )
+    with op.batch_alter_table("orphan_servers", schema=None) as batch_op:
+        batch_op.create_index("uq_orphan_servers_provider_server", ["provider_id", "server_id"], unique=True)
+
 
 def downgrade() -> None:
+    op.drop_table("orphan_servers")
     op.drop_table("feature_gates")
     op.drop_table("nodes")
