@@ -228,6 +228,19 @@ def verify(ctx: JobContext, node: Node) -> None:
         )
 
 
+def _refresh_login(ctx: JobContext, node: Node) -> None:
+    """The SSH port and user come from the connection (the operator fixes them there, then retries);
+    the address comes from the server."""
+    if node.ssh_address is None:
+        return
+    with ctx.database.session() as session:
+        connection = session.get(ProviderConnection, node.provider_id)
+        login = (connection.ssh_port, connection.ssh_user) if connection is not None else None
+    if login is not None and login != (node.ssh_port, node.ssh_user):
+        ctx.log(f"SSH login now {login[1]}@…:{login[0]} (from the provider connection)")
+        progress.update(ctx, node.id, ssh_port=login[0], ssh_user=login[1])
+
+
 STAGES = (
     (Stage.acquire, acquire),
     (Stage.connect, connect),
@@ -244,6 +257,7 @@ def node_provision(ctx: JobContext) -> dict[str, Any]:
         ctx.log(f"node is {node.status}: nothing to provision")
         return {"node_id": node_id, "status": node.status}
     progress.update(ctx, node_id, error_code=None, error_message=None, error_hint=None, error_retryable=None)
+    _refresh_login(ctx, node)
     for stage, run in STAGES:
         node = progress.load(ctx, node_id)
         if stage in (Stage.acquire, Stage.provision) and progress.stage_done(node, stage):
