@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy.exc import OperationalError
 
+from nodewright.cli_nodes import nodes_app, smoke_command
 from nodewright.config import ConfigError, Settings, load_settings, scrub_secret_environment
 from nodewright.jobs.cli import worker_command
 from nodewright.security.accounts import AccountError
@@ -38,6 +39,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(gates_app, name="gates")
+app.add_typer(nodes_app, name="nodes")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -420,6 +422,7 @@ def secrets_generate_key() -> None:
 
 # Commands whose implementation lives with its domain.
 app.command("worker")(worker_command)
+app.command("smoke")(smoke_command)
 app.command("sim")(sim_command)
 
 
