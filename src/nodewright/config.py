@@ -57,6 +57,36 @@ class Settings(BaseSettings):
     job_retention_days: float = Field(
         default=30.0, gt=0, description="Finished jobs older than this are pruned."
     )
+    audit_retention_days: float = Field(
+        default=365.0, gt=0, description="Audit rows older than this are pruned (hourly, with the jobs)."
+    )
+    # Sign-in budget for unauthenticated callers (per process).
+    login_max_failures: int = Field(default=5, ge=1, description="Failed sign-ins per user and address.")
+    login_max_failures_per_address: int = Field(default=30, ge=1, description="Failed sign-ins per address.")
+    login_max_failures_per_account: int = Field(default=20, ge=1, description="Failed sign-ins per account.")
+    login_throttle_window_seconds: float = Field(default=900.0, gt=0)
+    max_concurrent_password_checks: int = Field(
+        default=2, ge=1, le=256, description="Password verifications at once; more get 429 at once."
+    )
+    # Connection limits of `serve` (HTTP/1.1 over h11).
+    http_max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    http_max_headers: int = Field(default=100, ge=8, le=10_000)
+    http_header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="From connect (or the first byte of a request) to its last header."
+    )
+    http_body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="From the end of the headers to the end of the body."
+    )
+    http_keepalive_timeout_seconds: float = Field(default=5.0, gt=0)
+    http_max_connections: int = Field(
+        default=2000, ge=1, description="Open client connections; more are answered 503 and closed."
+    )
+    http_fd_reserve: int = Field(
+        default=256, ge=16, description="File descriptors kept free of client connections (workers, DB)."
+    )
+    # Live job event streams (SSE).
+    sse_max_streams: int = Field(default=1000, ge=1, description="Open event streams per process.")
+    sse_max_streams_per_user: int = Field(default=20, ge=1, description="Open event streams per user.")
 
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:

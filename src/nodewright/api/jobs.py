@@ -9,12 +9,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from nodewright.api.deps import DatabaseDep, Operator, Viewer
+from nodewright.api.ids import JobId
 from nodewright.api.problems import PROBLEM_RESPONSES, ProblemError, problem_doc
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import Job, JobEvent, JobStep
@@ -34,7 +35,6 @@ SSE_KEEPALIVE_SECONDS = 15.0
 SSE_MAX_STREAM_SECONDS = 20.0
 
 MAX_SEQ = 2**31 - 1
-JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Job id")]
 
 
 class JobErrorOut(BaseModel):
