@@ -21,7 +21,9 @@ def _row(database: Database, days_ago: float, target: str) -> None:
         event = audit.record(session, actor="user:x", action="t.test", target=target, outcome="ok")
         session.flush()
         session.execute(
-            update(AuditEvent).where(AuditEvent.id == event.id).values(at=utcnow() - dt.timedelta(days=days_ago))
+            update(AuditEvent)
+            .where(AuditEvent.id == event.id)
+            .values(at=utcnow() - dt.timedelta(days=days_ago))
         )
 
 

@@ -186,17 +186,18 @@ def _http_handler(request: Request, exc: Exception) -> JSONResponse:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method of every route at this path. Starlette's own ``Allow`` names only the first
-    route that matched the path, but one path is often several routes (GET and POST /api/users)."""
-    methods: set[str] = set()
-    scope = dict(request.scope)
-    for route in request.app.router.routes:
-        match, _child = route.matches({**scope, "method": "\x00"})
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    if "GET" in methods:
-        methods.add("HEAD")
-    return sorted(methods)
+    """Every method some route at this path accepts. Starlette's own ``Allow`` names only the
+    first route that matched the path, but one path is often several routes (GET and POST
+    /api/users)."""
+    allowed = set()
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.add(method)
+    return sorted(allowed)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 # A database that cannot be reached (PostgreSQL restarting, connections refused or terminated, a
