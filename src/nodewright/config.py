@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     http_body_timeout_seconds: float = Field(
         default=30.0, gt=0, description="From the end of the headers to the end of the body."
     )
-    http_keepalive_timeout_seconds: float = Field(default=5.0, gt=0)
+    http_keepalive_timeout_seconds: int = Field(default=5, ge=1, description="Idle time between requests.")
     http_max_connections: int = Field(
         default=2000, ge=1, description="Open client connections; more are answered 503 and closed."
     )
