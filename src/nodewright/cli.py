@@ -13,7 +13,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy.exc import OperationalError
 
-from nodewright.config import ConfigError, Settings, load_settings, scrub_secret_environment
+from nodewright.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    reexec_without_secret_environment,
+    scrub_secret_environment,
+)
 from nodewright.jobs.cli import worker_command
 from nodewright.security.accounts import AccountError
 from nodewright.security.secretbox import SecretKeyError
@@ -384,7 +390,14 @@ app.command("worker")(worker_command)
 app.command("sim")(sim_command)
 
 
+# Commands that keep running (and start children): they must not keep the master keys in their
+# start-up environment, which /proc/<pid>/environ shows for the life of the process.
+LONG_RUNNING_COMMANDS = frozenset({"serve", "demo", "worker"})
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in LONG_RUNNING_COMMANDS:
+        reexec_without_secret_environment(sys.argv[1:])
     app()
 
 

@@ -7,6 +7,7 @@ by ``NODEWRIGHT_CONFIG_FILE`` (or ``<data_dir>/nodewright.toml`` when it exists)
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,9 @@ def load_settings(**overrides: Any) -> Settings:
 
     from pydantic import ValidationError
 
+    keys = secret_keys_from_fd()
+    if keys is not None and "secret_keys" not in overrides:
+        overrides["secret_keys"] = SecretStr(keys)
     explicit = os.environ.get("NODEWRIGHT_CONFIG_FILE")
     if explicit and not Path(explicit).is_file():
         # Silently running on defaults would ignore what the operator configured (keys included).
@@ -156,6 +160,51 @@ def load_settings(**overrides: Any) -> Settings:
 # every subprocess (job children, ssh, ansible-runner, which copies its environment into artifacts)
 # would otherwise inherit them.
 SECRET_ENV_VARS = ("NODEWRIGHT_SECRET_KEYS",)
+
+
+# Long-running commands re-execute themselves without NODEWRIGHT_SECRET_KEYS in their environment:
+# removing a variable from os.environ does not remove it from /proc/<pid>/environ, which keeps the
+# environment the process was started with. The keys travel to the new image through a pipe whose
+# descriptor number is in this variable; the pipe is read once and closed.
+SECRET_KEYS_FD_ENV = "NODEWRIGHT_SECRET_KEYS_FD"  # noqa: S105 (a variable name, not a secret)
+_keys_from_fd: str | None = None
+
+
+def secret_keys_from_fd() -> str | None:
+    """The keys handed over by :func:`reexec_without_secret_environment`, if any (read once)."""
+    global _keys_from_fd
+    fd_text = os.environ.pop(SECRET_KEYS_FD_ENV, None)
+    if fd_text is not None and fd_text.isdigit():
+        fd = int(fd_text)
+        chunks = []
+        try:
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        _keys_from_fd = b"".join(chunks).decode()
+    return _keys_from_fd
+
+
+def reexec_without_secret_environment(argv: list[str]) -> None:
+    """Replace this process with ``python -m nodewright.cli <argv>`` started without
+    NODEWRIGHT_SECRET_KEYS, passing the keys through an inherited pipe. Returns only when there
+    is nothing to hide."""
+    keys = os.environ.get("NODEWRIGHT_SECRET_KEYS")
+    if not keys:
+        return
+    data = keys.encode()
+    read_end, write_end = os.pipe()
+    if len(data) > 60_000:  # more than a pipe buffer holds before a reader exists
+        raise ConfigError("NODEWRIGHT_SECRET_KEYS is too long")
+    os.write(write_end, data)
+    os.close(write_end)
+    os.set_inheritable(read_end, True)
+    env = {k: v for k, v in os.environ.items() if k != "NODEWRIGHT_SECRET_KEYS"}
+    env[SECRET_KEYS_FD_ENV] = str(read_end)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "nodewright.cli", *argv], env)  # noqa: S606
 
 
 def scrub_secret_environment() -> None:

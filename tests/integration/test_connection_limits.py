@@ -5,6 +5,7 @@ raised to the hard limit."""
 
 from __future__ import annotations
 
+import os
 import resource
 import socket
 from collections.abc import Iterator
@@ -165,3 +166,22 @@ def test_connections_over_the_cap_get_503(db_url: str, tmp_path: Path) -> None:
                     break
         else:
             pytest.fail("the server kept refusing after the idle connections closed")
+
+
+def test_serve_keeps_the_secret_keys_out_of_proc_environ(db_url: str, tmp_path: Path) -> None:
+    """Popping a variable from os.environ leaves it in /proc/<pid>/environ (the environment the
+    process was started with): ``serve`` re-executes itself without it, the keys passed by a pipe."""
+    with serve_process(db_url, tmp_path / "data") as server:
+        env_key = server.env["NODEWRIGHT_SECRET_KEYS"]
+        proc_dir = Path(f"/proc/{server.proc.pid}")
+        environ = (proc_dir / "environ").read_bytes()
+        assert b"NODEWRIGHT_SECRET_KEYS=" not in environ
+        assert env_key.encode() not in environ
+        assert env_key.encode() not in (proc_dir / "cmdline").read_bytes()
+        # The pipe that carried them is closed, and the server runs with its keys.
+        handed = [v for v in environ.split(b"\0") if v.startswith(b"NODEWRIGHT_SECRET_KEYS_FD=")]
+        assert len(handed) == 1
+        carrier = proc_dir / "fd" / handed[0].split(b"=")[1].decode()
+        # Closed after reading (the number may since have been reused, but not by a pipe).
+        assert not carrier.exists() or not os.readlink(carrier).startswith("pipe:")
+        assert httpx.get(f"{server.url}/readyz").status_code == 200

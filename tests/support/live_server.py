@@ -54,6 +54,7 @@ class ServeProcess:
     port: int
     proc: subprocess.Popen[bytes]
     log: Path
+    env: dict[str, str]
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -83,7 +84,7 @@ def serve_process(db_url: str, data_dir: Path, **settings: object) -> Iterator[S
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = ServeProcess(f"http://127.0.0.1:{port}", port, proc, log)
+    server = ServeProcess(f"http://127.0.0.1:{port}", port, proc, log, env)
     try:
         deadline = time.monotonic() + 60
         while True:
