@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
@@ -238,8 +239,11 @@ def job_events(
             ticket = hub.open(
                 user_id=caller.user_id, job_id=job_id, token_id=caller.token_id, session_id=caller.session_id
             )
+            # Streams end after 20-30 s, spread so that many streams opened together (a page of
+            # tabs, a restart) do not all reconnect in the same instant.
+            lifetime = SSE_MAX_STREAM_SECONDS * (1 + random.random() / 2)  # noqa: S311 (not crypto)
             return _TicketedStream(
-                event_stream(database, job_id, start, hub=hub, ticket=ticket),
+                event_stream(database, job_id, start, hub=hub, ticket=ticket, max_seconds=lifetime),
                 release=lambda: hub.release(ticket),
                 media_type=SSE_MEDIA_TYPE,
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
