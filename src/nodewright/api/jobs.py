@@ -241,7 +241,7 @@ def job_events(
             )
             # Streams end after 20-30 s, spread so that many streams opened together (a page of
             # tabs, a restart) do not all reconnect in the same instant.
-            lifetime = SSE_MAX_STREAM_SECONDS * (1 + random.random() / 2)  # noqa: S311 (not crypto)
+            lifetime = SSE_MAX_STREAM_SECONDS * (1 + random.random() / 2)
             return _TicketedStream(
                 event_stream(database, job_id, start, hub=hub, ticket=ticket, max_seconds=lifetime),
                 release=lambda: hub.release(ticket),
