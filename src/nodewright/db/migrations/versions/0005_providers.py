@@ -1,7 +1,7 @@
 """providers: provider connections (encrypted token, status, rate-limit snapshot, client SSH key)
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0004
 Create Date: 2026-11-30 00:08:29.472568
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import nodewright.db.types
 
 revision = "0005"
-down_revision = "0002"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
