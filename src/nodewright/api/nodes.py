@@ -9,12 +9,13 @@ import datetime as dt
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nodewright import gates
 from nodewright.api.deps import ContextDep, Operator, Viewer
 from nodewright.api.gates import gate_closed_problem
+from nodewright.api.ids import NodeId
 from nodewright.api.problems import PROBLEM_RESPONSES, FieldError, ProblemError, not_found, problem_doc
 from nodewright.db.models import Job, Node
 from nodewright.nodes import service
@@ -60,6 +61,19 @@ class NodeCreateBody(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict, max_length=32)
     profile: str = Field(default=DEFAULT_PROFILE, max_length=63, pattern=NAME_RE.pattern)
     ssh_authorized_keys: list[str] = Field(default_factory=list, max_length=20)
+
+    def to_request(self) -> service.NodeCreate:
+        return service.NodeCreate(
+            provider_id=self.provider_id,
+            name=self.name,
+            location=self.location,
+            server_type=self.server_type,
+            image=self.image,
+            labels=self.labels,
+            profile=self.profile,
+            ssh_authorized_keys=tuple(self.ssh_authorized_keys),
+            contract=self.contract,
+        )
 
     @field_validator("labels")
     @classmethod
@@ -277,17 +291,7 @@ def create_node(
             f"Idempotency-Key must be {rule}.",
             errors=[FieldError(field="Idempotency-Key", message=rule)],
         )
-    request = service.NodeCreate(
-        provider_id=body.provider_id,
-        name=body.name,
-        location=body.location,
-        server_type=body.server_type,
-        image=body.image,
-        labels=body.labels,
-        profile=body.profile,
-        ssh_authorized_keys=tuple(body.ssh_authorized_keys),
-        contract=body.contract,
-    )
+    request = body.to_request()
     try:
         created = service.create_node(ctx, request, actor=caller.actor, idempotency_key=idempotency_key)
     except gates.GateClosed as exc:
@@ -341,13 +345,13 @@ def _node_or_404(session: Any, node_id: int) -> Node:
 
 
 @router.get("/nodes/{node_id}", summary="One node: status, stage, SSH target, server, price, last error")
-def get_node(_caller: Viewer, ctx: ContextDep, node_id: int = Path(ge=1, le=MAX_ID)) -> NodeOut:
+def get_node(_caller: Viewer, ctx: ContextDep, node_id: NodeId) -> NodeOut:
     with ctx.database.session() as session:
         return node_out(_node_or_404(session, node_id))
 
 
 @router.get("/nodes/{node_id}/evidence", summary="Acquisition and provisioning evidence of a node")
-def get_evidence(_caller: Viewer, ctx: ContextDep, node_id: int = Path(ge=1, le=MAX_ID)) -> EvidenceOut:
+def get_evidence(_caller: Viewer, ctx: ContextDep, node_id: NodeId) -> EvidenceOut:
     with ctx.database.session() as session:
         node = _node_or_404(session, node_id)
         evidence = dict(node.evidence or {})
@@ -373,7 +377,7 @@ def delete_node(
     caller: Operator,
     ctx: ContextDep,
     response: Response,
-    node_id: int = Path(ge=1, le=MAX_ID),
+    node_id: NodeId,
     keep_server: Annotated[bool, Query(description="Detach: keep the server at the provider.")] = False,
 ) -> NodeJobOut:
     try:
@@ -391,9 +395,7 @@ def delete_node(
     summary="Retry a failed node's provisioning from the stage that failed",
     responses={409: problem_doc("The node is not failed")},
 )
-def retry_node(
-    caller: Operator, ctx: ContextDep, response: Response, node_id: int = Path(ge=1, le=MAX_ID)
-) -> NodeJobOut:
+def retry_node(caller: Operator, ctx: ContextDep, response: Response, node_id: NodeId) -> NodeJobOut:
     try:
         node, job = service.retry_node(ctx, node_id, actor=caller.actor)
     except service.NodeNotFound:

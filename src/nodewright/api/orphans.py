@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel
 
 from nodewright.api.deps import ContextDep, Operator, Viewer
+from nodewright.api.ids import OrphanId
 from nodewright.api.nodes import MAX_ID, JobRef, NodeJobOut, job_ref, node_out
 from nodewright.api.problems import PROBLEM_RESPONSES, ProblemError, not_found, problem_doc
 from nodewright.nodes import orphans
@@ -45,9 +46,7 @@ def list_orphans(
     status_code=status.HTTP_202_ACCEPTED,
     summary="Delete an orphaned server at the provider (a job)",
 )
-def delete_orphan(
-    caller: Operator, ctx: ContextDep, response: Response, orphan_id: int = Path(ge=1, le=MAX_ID)
-) -> JobRef:
+def delete_orphan(caller: Operator, ctx: ContextDep, response: Response, orphan_id: OrphanId) -> JobRef:
     try:
         job = orphans.delete_orphan(ctx, orphan_id, actor=caller.actor)
     except orphans.OrphanNotFound:
@@ -62,9 +61,7 @@ def delete_orphan(
     summary="Give an orphaned server back to the node its label names; provisioning resumes at connect",
     responses={409: problem_doc("The server cannot be adopted (no node, or no pinned host key)")},
 )
-def adopt_orphan(
-    caller: Operator, ctx: ContextDep, response: Response, orphan_id: int = Path(ge=1, le=MAX_ID)
-) -> NodeJobOut:
+def adopt_orphan(caller: Operator, ctx: ContextDep, response: Response, orphan_id: OrphanId) -> NodeJobOut:
     try:
         node, job = orphans.adopt_orphan(ctx, orphan_id, actor=caller.actor)
     except orphans.OrphanNotFound:
