@@ -6,6 +6,7 @@ the server is gone at the simulator."""
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,3 +141,97 @@ def test_create_provision_verify_release(
     assert sim_servers(ssh_sim_server) == []
     again = client.delete(f"/api/nodes/{node['id']}", headers=operator.headers)
     assert again.status_code == 409
+
+
+def test_node_secrets_never_leak(
+    app: tuple[TestClient, dict[Role, RoleUser]],
+    ssh_sim_server: SimServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The provider token, nodewright's client private key and the node's host private key appear
+    nowhere but encrypted: not in API answers, pages, job events, evidence, audit, logs, the database,
+    the environment of ansible-playbook, or files left behind by a run."""
+    import logging
+
+    from nodewright.db.models import Node
+    from nodewright.security.redaction import RedactingFilter, install_logging_filter
+    from tests.integration.test_dashboard_auth import login
+    from tests.support.canary import database_dump
+
+    client, users = app
+    admin, operator = users[Role.admin], users[Role.operator]
+    install_logging_filter(logging.getLogger())
+    caplog.handler.addFilter(RedactingFilter())
+    token = random_token()
+    with caplog.at_level(logging.DEBUG):
+        response = client.post(
+            "/api/providers",
+            json={"kind": "hetzner", "name": "canary", "token": token, "api_endpoint": ssh_sim_server.api_url,
+                  "ssh_port": ssh_sim_server.config.ssh_port},
+            headers=admin.headers,
+        )  # fmt: skip
+        provider_id = response.json()["id"]
+        body = {"provider_id": provider_id, "name": "canary-1", "location": "fsn1", "server_type": "cx22",
+                "image": "ubuntu-24.04", "labels": {token: "x"}}  # fmt: skip
+        created = client.post("/api/nodes", json=body, headers=operator.headers)
+        assert created.status_code == 422  # a 64-character label key: refused, and not echoed whole
+        outputs_early = [created.text]
+        body["labels"] = {}
+        created = client.post("/api/nodes", json=body, headers=operator.headers)
+        node_id, job_id = created.json()["node"]["id"], created.json()["job"]["id"]
+        ready = wait_status(client, users[Role.viewer], node_id, "ready", "failed")
+        assert ready["status"] == "ready", ready["error"]
+        ctx: AppContext = client.app.state.ctx  # type: ignore[attr-defined]
+        client_key = load_client_private_key(ctx.database, ctx.box, provider_id).reveal()
+        with ctx.database.session() as session:
+            node = session.get(Node, node_id)
+            assert node is not None and node.host_key_secret_id is not None
+            host_key = ctx.box.load(session, node.host_key_secret_id).reveal()
+        target = SshTarget(
+            ready["ssh"]["address"], ready["ssh"]["port"], "root", ready_key(client, users, node_id)
+        )
+        with ssh_agent(
+            load_client_private_key(ctx.database, ctx.box, provider_id), directory=tmp_path
+        ) as sock:
+            node_env = (
+                PinnedSsh(target, sock, tmp_path)
+                .run("cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'; cat /etc/nodewright/node.json")
+                .stdout
+            )
+        outputs = [*outputs_early, created.text, node_env]
+        for path in ("/api/nodes", f"/api/nodes/{node_id}", f"/api/nodes/{node_id}/evidence",
+                     f"/api/jobs/{job_id}", f"/api/jobs/{job_id}/events?limit=1000", "/api/orphans",
+                     "/api/providers", f"/api/providers/{provider_id}", "/api/audit?limit=500"):  # fmt: skip
+            answer = client.get(path, headers=admin.headers)
+            assert answer.status_code == 200, path
+            outputs.append(answer.text)
+        login(client, "operator-user")
+        for page in ("/nodes", f"/nodes/{node_id}", f"/jobs/{job_id}", "/providers"):
+            outputs.append(client.get(page).text)
+        released = client.delete(f"/api/nodes/{node_id}", headers=operator.headers)
+        assert (
+            wait_status(client, users[Role.viewer], node_id, "released", "failed", timeout=60)["status"]
+            == "released"
+        )
+        outputs.append(
+            client.get(f"/api/jobs/{released.json()['job']['id']}/events", headers=admin.headers).text
+        )
+
+    everything = "\n".join(outputs)
+    dump = database_dump(ctx.database)
+    leftovers = "".join(
+        p.read_text(errors="replace") for p in Path(tempfile.gettempdir()).glob("nw-*/**/*") if p.is_file()
+    )
+    for name, secret in (("provider token", token), ("client key", client_key), ("host key", host_key)):
+        body_of_key = secret.strip().splitlines()[1] if "PRIVATE KEY" in secret else secret
+        assert body_of_key not in everything, f"{name} in an API answer, page, job event or the node's env"
+        assert body_of_key not in caplog.text, f"{name} in a log record"
+        assert body_of_key not in dump, f"{name} in the database in plaintext"
+        assert body_of_key not in leftovers, f"{name} in a file a run left behind"
+
+
+def ready_key(client: TestClient, users: dict[Role, RoleUser], node_id: int) -> str:
+    evidence = client.get(f"/api/nodes/{node_id}/evidence", headers=users[Role.viewer].headers).json()
+    key: str = evidence["evidence"]["host_key"]["public_key"]
+    return key

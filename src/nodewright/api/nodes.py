@@ -80,11 +80,13 @@ class NodeCreateBody(BaseModel):
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key, val in value.items():
             if not LABEL_KEY.match(key):
-                raise ValueError(f"label key {key[:80]!r} is not a valid label key")
+                raise ValueError(
+                    f"label key {key[:16]!r}{'…' if len(key) > 16 else ''} is not a valid label key"
+                )
             if key.startswith(RESERVED_LABEL_PREFIX):
                 raise ValueError(f"label keys under {RESERVED_LABEL_PREFIX} are nodewright's own")
             if not LABEL_VALUE.match(val):
-                raise ValueError(f"label value of {key!r} is not a valid label value")
+                raise ValueError(f"the value of label {key[:16]!r} is not a valid label value")
         return value
 
     @field_validator("ssh_authorized_keys")
