@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import Job, JobStep
 from nodewright.db.types import utcnow
+from nodewright.jobs import processes
 from nodewright.jobs.claim import ClaimedJob
 from nodewright.jobs.errors import DEADLINE_EXCEEDED, JobCanceled, JobError, LeaseLost
 from nodewright.jobs.events import append_event, jsonable
@@ -104,6 +105,14 @@ class JobContext:
     @property
     def fence(self) -> Fence:
         return self._claimed.fence
+
+    def process_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment to start a subprocess with (``subprocess.run(..., env=ctx.process_env())``,
+        ``ansible_runner.run(envvars=...)`` merges it): it marks the subprocess and all its
+        descendants, setsid'd ones too, as this job's, so a lost, canceled or killed attempt's
+        processes are killed with it. (In process mode the child's environment already carries the
+        marker; passing this is still right.)"""
+        return processes.process_env(processes.Marker.for_attempt(self.job_id, self.attempt), extra)
 
     @property
     def completed_steps(self) -> dict[str, Any]:

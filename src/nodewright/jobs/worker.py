@@ -32,7 +32,7 @@ from nodewright.config import Settings
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import Job, WorkerRecord
 from nodewright.db.types import utcnow
-from nodewright.jobs import completion, metrics
+from nodewright.jobs import completion, metrics, processes
 from nodewright.jobs.claim import ClaimedJob, claim_next
 from nodewright.jobs.connections import Connections
 from nodewright.jobs.errors import DEADLINE_EXCEEDED, WORKER_LOST, JobError, LeaseLost
@@ -49,6 +49,8 @@ MODES = ("thread", "process")
 # PostgreSQL: the job row, unless another transaction holds its lock (then no row, and no waiting).
 _UNLOCKED = select(Job.id).where(Job.id == bindparam("id")).with_for_update(skip_locked=True)
 PROCESS_KILL_GRACE_SECONDS = 5.0
+CLAIM_DRAIN_SECONDS = 60.0
+REAP_EVERY_SECONDS = 1.0
 
 
 @dataclass
@@ -102,6 +104,10 @@ class WorkerPool:
         self._monitor_stop = threading.Event()
         self._lock = threading.Lock()
         self._active: dict[int, _Running] = {}
+        # Claims in flight (a SQLite claim can wait up to the busy timeout for the write lock); stop()
+        # waits for them, and a claim that completes after stop began is handed back, not abandoned.
+        self._claims = threading.Condition()
+        self._claims_in_flight = 0
         self._executors: list[threading.Thread] = []
         self._monitor: threading.Thread | None = None
         self._listener: PostgresListener | None = None
@@ -151,6 +157,9 @@ class WorkerPool:
         deadline = time.monotonic() + timeout
         for thread in self._executors:
             thread.join(max(0.0, deadline - time.monotonic()))
+        with self._claims:
+            # Bounded by the claim's own lock wait (the SQLite busy timeout); the claimer hands back.
+            self._claims.wait_for(lambda: self._claims_in_flight == 0, timeout=CLAIM_DRAIN_SECONDS)
         with self._lock:
             leftovers = list(self._active.values())
         for running in leftovers:
@@ -209,27 +218,61 @@ class WorkerPool:
         while not self._stopping.is_set():
             generation = self._wakeup.generation
             try:
-                claimed = claim_next(self._connections, self.worker_id, self._kinds, self.lease_seconds)
+                running = self._claim()
             except Exception:
                 log.exception("claiming a job failed; retrying after the poll interval")
                 self._stopping.wait(self.poll_interval)
                 continue
-            if claimed is None:
+            if running is None:
+                if self._stopping.is_set():
+                    return
                 self._wakeup.wait(generation, self.poll_interval)
                 continue
+            claimed = running.claimed
             metrics.CLAIM_LATENCY.labels(kind=claimed.kind).observe(claimed.wait_seconds)
             try:
                 if self.mode == "process" and self.registry.get(claimed.kind) is not None:
-                    self._run_in_process(claimed)
+                    self._run_in_process(running)
                 else:
-                    self._run_in_thread(claimed)
+                    self._run_in_thread(running)
             except Exception:
                 log.exception("running job %s failed in the worker itself", claimed.id)
+            finally:
+                with self._lock:
+                    self._active.pop(claimed.id, None)
 
-    def _run_in_thread(self, claimed: ClaimedJob) -> None:
-        running = _Running(claimed, cancel=threading.Event())
-        with self._lock:
-            self._active[claimed.id] = running
+    def _claim(self) -> _Running | None:
+        """Claim one job and register it as active, atomically with respect to ``stop()``.
+
+        If stop began while the claim waited (for SQLite's write lock), the job is handed straight
+        back: a claim must never outlive its worker as a ``running`` row under a dead owner.
+        """
+        with self._claims:
+            if self._stopping.is_set():
+                return None
+            self._claims_in_flight += 1
+        try:
+            claimed = claim_next(self._connections, self.worker_id, self._kinds, self.lease_seconds)
+            if claimed is None:
+                return None
+            in_process = self.mode == "process" and self.registry.get(claimed.kind) is not None
+            running = _Running(claimed, cancel=spawn_context().Event() if in_process else threading.Event())
+            with self._lock:
+                if not self._stopping.is_set():
+                    self._active[claimed.id] = running
+                    return running
+            with contextlib.suppress(LeaseLost):
+                completion.hand_back(self._connections, claimed, "claimed while the worker was stopping")
+            return None
+        finally:
+            with self._claims:
+                self._claims_in_flight -= 1
+                self._claims.notify_all()
+
+    def _run_in_thread(self, running: _Running) -> None:
+        claimed = running.claimed
+        if claimed.attempt > 1:
+            processes.kill_job_processes(claimed.id)  # what an earlier attempt's subprocesses left
         try:
             run_claimed(
                 self._db,
@@ -240,25 +283,30 @@ class WorkerPool:
                 connections=self._connections,
             )
         finally:
-            with self._lock:
-                self._active.pop(claimed.id, None)
+            if processes.take_marked(claimed.id):  # it started subprocesses with ctx.process_env()
+                processes.kill_job_processes(claimed.id)
 
-    def _run_in_process(self, claimed: ClaimedJob) -> None:
+    def _run_in_process(self, running: _Running) -> None:
+        claimed = running.claimed
         spec = self.registry.get(claimed.kind)
         assert spec is not None
-        mp = spawn_context()
-        running = _Running(claimed, cancel=mp.Event())
-        process = mp.Process(
+        # Whatever an earlier attempt of this job left on this machine (its worker was paused past
+        # the lease, or killed) must be gone before this attempt starts.
+        if claimed.attempt > 1:
+            processes.kill_job_processes(claimed.id)
+        marker = processes.Marker.for_attempt(claimed.id, claimed.attempt)
+        process = spawn_context().Process(
             target=child_main,
-            args=(self._db.url, claimed, ChildSpec.of(spec), running.cancel),
+            args=(self._db.url, claimed, ChildSpec.of(spec), running.cancel, os.getpid(), str(marker)),
             name=f"nodewright-job-{claimed.id}",
             daemon=True,
         )
-        running.process = process
         with self._lock:
-            self._active[claimed.id] = running
-        try:
+            if running.lost.is_set():  # stop() handed it back before the child started
+                return
+            running.process = process
             process.start()
+        try:
             hard_deadline = (
                 time.monotonic() + spec.timeout_seconds + PROCESS_KILL_GRACE_SECONDS
                 if spec.timeout_seconds
@@ -273,22 +321,22 @@ class WorkerPool:
                     overran = True
                     process.kill()
             process.join()
-            if running.lost.is_set():
-                return
-            if overran:
-                error = JobError(DEADLINE_EXCEEDED, f"job {claimed.kind} exceeded its time limit")
-            elif process.exitcode != 0:
-                error = JobError(
-                    WORKER_LOST, f"the job process exited with code {process.exitcode}", retryable=True
-                )
-            else:
-                return
-            # LeaseLost: the child recorded the outcome before dying, or the job was taken over.
-            with contextlib.suppress(LeaseLost):
-                completion.finish_failed(self._connections, claimed, error, spec)
         finally:
-            with self._lock:
-                self._active.pop(claimed.id, None)
+            # The child is gone; so must be everything it started (setsid'd or not).
+            processes.kill_job_processes(claimed.id)
+        if running.lost.is_set():
+            return
+        if overran:
+            error = JobError(DEADLINE_EXCEEDED, f"job {claimed.kind} exceeded its time limit")
+        elif process.exitcode != 0:
+            error = JobError(
+                WORKER_LOST, f"the job process exited with code {process.exitcode}", retryable=True
+            )
+        else:
+            return
+        # LeaseLost: the child recorded the outcome before dying, or the job was taken over.
+        with contextlib.suppress(LeaseLost):
+            completion.finish_failed(self._connections, claimed, error, spec)
 
     # ----------------------------------------------------------------- monitor
 
@@ -297,7 +345,7 @@ class WorkerPool:
         renew_every = self.lease_seconds / 3
         maintain_every = max(0.25, min(self.lease_seconds / 2, self.poll_interval, 5.0))
         prune_every = max(30.0, self.lease_seconds * 2)
-        next_renew = next_maintain = next_prune = next_heartbeat = 0.0
+        next_renew = next_maintain = next_prune = next_heartbeat = next_reap = 0.0
         while not self._monitor_stop.wait(tick):
             now = time.monotonic()
             try:
@@ -314,6 +362,10 @@ class WorkerPool:
                     if not self._stopping.is_set():
                         enqueue_periodic(self._db, self.registry)
                     next_maintain = now + maintain_every
+                if now >= next_reap:
+                    # Job processes whose worker died (SIGKILL) outlive it only until this runs.
+                    processes.reap_orphans()
+                    next_reap = now + REAP_EVERY_SECONDS
                 if self._maintenance and now >= next_prune:
                     prune_workers(self._db, stale_after_seconds=max(60.0, self.lease_seconds * 4))
                     next_prune = now + prune_every
