@@ -140,6 +140,14 @@ _HAND_BACK_CANCELED = _final(
 _PEEK_CANCEL = fenced_update({"updated_at": bindparam("now", type_=JOBS.c.updated_at.type)})
 
 
+def _others(connections: Connections, claimed: ClaimedJob) -> str | None:
+    """SQLite: the URL to wake other processes' workers with, when this job's end may unblock
+    another (it held a resource key); PostgreSQL wakes them with pg_notify in the transaction."""
+    if connections.is_sqlite and claimed.resource_key is not None:
+        return connections.database.url
+    return None
+
+
 def _wake(conn: SAConnection, connections: Connections) -> None:
     if not connections.is_sqlite:
         conn.execute(_NOTIFY, {"channel": CHANNEL})
@@ -176,7 +184,7 @@ def _finish_succeeded(connections: Connections, claimed: ClaimedJob, result: Any
             ).one_or_none()
         if row is None:
             raise LeaseLost(f"job {claimed.id} attempt {claimed.attempt} is no longer ours")
-        notify_local()
+        notify_local(_others(connections, claimed))
         metrics.RUN_TIME.labels(kind=claimed.kind, outcome="succeeded").observe(_run_seconds(claimed, now))
         return
     with connections.begin(write=True) as conn:
@@ -191,7 +199,7 @@ def _finish_succeeded(connections: Connections, claimed: ClaimedJob, result: Any
             attempt=claimed.attempt,
         )
         _wake(conn, connections)
-    notify_local()
+    notify_local(_others(connections, claimed))
     metrics.RUN_TIME.labels(kind=claimed.kind, outcome="succeeded").observe(_run_seconds(claimed, now))
 
 
@@ -219,7 +227,7 @@ def _finish_canceled(connections: Connections, claimed: ClaimedJob, message: str
             attempt=claimed.attempt,
         )
         _wake(conn, connections)
-    notify_local()
+    notify_local(_others(connections, claimed))
     metrics.RUN_TIME.labels(kind=claimed.kind, outcome="canceled").observe(_run_seconds(claimed, now))
 
 
@@ -272,7 +280,7 @@ def _finish_failed(
             attempt=claimed.attempt,
         )
         _wake(conn, connections)
-    notify_local()
+    notify_local(_others(connections, claimed))
     metrics.FAILURES.labels(kind=claimed.kind, code=error.code).inc()
     metrics.RUN_TIME.labels(kind=claimed.kind, outcome=state).observe(_run_seconds(claimed, now))
     return state
@@ -303,4 +311,4 @@ def _hand_back(connections: Connections, claimed: ClaimedJob, reason: str) -> No
             attempt=claimed.attempt,
         )
         _wake(conn, connections)
-    notify_local()
+    notify_local(connections.database.url if connections.is_sqlite else None)

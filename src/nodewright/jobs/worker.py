@@ -13,7 +13,6 @@ to the queue (fenced, so a handler that keeps going cannot write any more).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import os
 import signal
@@ -32,11 +31,11 @@ from nodewright.config import Settings
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import Job, WorkerRecord
 from nodewright.db.types import utcnow
-from nodewright.jobs import completion, metrics, processes
+from nodewright.jobs import completion, local, metrics, processes
 from nodewright.jobs.claim import ClaimedJob, claim_next
 from nodewright.jobs.connections import Connections
 from nodewright.jobs.errors import DEADLINE_EXCEEDED, WORKER_LOST, JobError, LeaseLost
-from nodewright.jobs.fencing import fenced_touch
+from nodewright.jobs.fencing import renew_lease
 from nodewright.jobs.maintainer import enqueue_periodic, prune_workers, requeue_expired
 from nodewright.jobs.notify import PostgresListener, Wakeup, subscribe_local
 from nodewright.jobs.registry import Registry, load_handler_modules
@@ -111,6 +110,8 @@ class WorkerPool:
         self._executors: list[threading.Thread] = []
         self._monitor: threading.Thread | None = None
         self._listener: PostgresListener | None = None
+        self._liveness: local.Liveness | None = None
+        self._wake_listener: local.WakeListener | None = None
         self._started = False
 
     # ----------------------------------------------------------------- lifecycle
@@ -142,11 +143,43 @@ class WorkerPool:
             target=self._monitor_loop, name="nodewright-jobs-monitor", daemon=True
         )
         self._monitor.start()
+        self._start_local()
         for index in range(self.concurrency):
             thread = threading.Thread(target=self._executor_loop, name=f"nodewright-job-{index}", daemon=True)
             thread.start()
             self._executors.append(thread)
         log.info("job worker %s started (%s x%d)", self.worker_id, self.mode, self.concurrency)
+
+    def _start_local(self) -> None:
+        """SQLite: liveness beside the database, and wake-ups from other processes (see ``local``)."""
+        directory = local.runtime_dir(self._db.url)
+        if directory is None:
+            return
+        monitor = self._monitor
+        self._liveness = local.Liveness(
+            directory,
+            self.worker_id,
+            self.lease_seconds,
+            held=self._held_attempts,
+            healthy=lambda: monitor is not None and monitor.is_alive(),
+        )
+        self._liveness.beat()
+        self._liveness.start()
+        if self._listen:
+            try:
+                self._wake_listener = local.WakeListener(directory, self._wakeup.notify)
+            except OSError:
+                log.warning("no wake-up socket for %s; other processes' jobs are found by polling", directory)
+            else:
+                self._wake_listener.start()
+
+    def _held_attempts(self) -> list[tuple[int, int]]:
+        with self._lock:
+            return [
+                (job_id, item.claimed.attempt)
+                for job_id, item in self._active.items()
+                if not item.lost.is_set()
+            ]
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming; wait up to ``timeout`` for running jobs, then hand the rest back."""
@@ -183,6 +216,11 @@ class WorkerPool:
         if self._listener is not None:
             self._listener.stop()
             self._listener.join(5.0)
+        for helper in (self._wake_listener, self._liveness):
+            if helper is not None:
+                helper.stop()
+                helper.join(5.0)
+        self._wake_listener = self._liveness = None
         try:
             with self._db.session(write=True) as session:
                 session.execute(delete(WorkerRecord).where(WorkerRecord.id == self.worker_id))
@@ -377,7 +415,6 @@ class WorkerPool:
             running = list(self._active.values())
         if not running:
             return
-        expires = utcnow() + dt.timedelta(seconds=self.lease_seconds)
         with self._db.session(write=True) as session:
             for item in running:
                 if item.lost.is_set():
@@ -390,7 +427,7 @@ class WorkerPool:
                     # stall every other job's renewal behind one handler. Renew it next round.
                     continue
                 try:
-                    touch = fenced_touch(session, item.claimed.fence, lease_expires_at=expires)
+                    touch = renew_lease(session, item.claimed.fence, self.lease_seconds)
                 except LeaseLost:
                     if self._taken_over(session, item.claimed):
                         log.warning("job %s: lease lost; stopping it", item.claimed.id)
