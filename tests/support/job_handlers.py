@@ -213,3 +213,44 @@ def leak_result(ctx: JobContext) -> dict[str, Any]:
 
     register_secret(LEAKY_SECRET)
     return {"token": LEAKY_SECRET}
+
+
+@REGISTRY.handler("test.tree", max_attempts=3)
+def tree(ctx: JobContext) -> dict[str, Any]:
+    """Attempt 1 starts a grandchild in its own session (as pexpect and ansible-runner do), writes
+    ``<own pid> <grandchild pid>`` to ``marker`` and hangs; later attempts return at once."""
+    import subprocess
+
+    if ctx.attempt > 1:
+        return {"attempt": ctx.attempt}
+    pidfile = Path(ctx.args["marker"] + ".grandchild")
+    subprocess.Popen(
+        ["setsid", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 1000"],
+        env=ctx.process_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the grandchild did not start")
+        time.sleep(0.02)
+    Path(ctx.args["marker"]).write_text(f"{os.getpid()} {pidfile.read_text().strip()}")
+    time.sleep(60)
+    return {"attempt": ctx.attempt}
+
+
+@REGISTRY.handler("test.hold_then_wait")
+def hold_then_wait(ctx: JobContext) -> None:
+    """Holds its fenced transaction until ``release`` exists, touches ``committed`` once the block
+    has ended, then waits for ``finish``."""
+    with ctx.transaction():
+        Path(ctx.args["marker"]).write_text(str(os.getpid()))
+        deadline = time.monotonic() + 60
+        while not Path(ctx.args["release"]).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    Path(ctx.args["committed"]).touch()
+    deadline = time.monotonic() + 60
+    while not Path(ctx.args["finish"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)

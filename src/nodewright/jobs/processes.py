@@ -90,6 +90,8 @@ def start_time(pid: int) -> int | None:
     except OSError:
         return None
     fields = stat[stat.rindex(b")") + 2 :].split()
+    if fields[0] == b"Z":  # exited, not yet reaped: gone for our purposes (and it cannot be killed)
+        return None
     return int(fields[19])
 
 
@@ -133,7 +135,7 @@ def job_processes(job_id: int | None = None) -> dict[int, Marker | None]:
     found: dict[int, Marker | None] = {}
     me = os.getpid()
     for pid in _pids():
-        if pid == me:
+        if pid == me or start_time(pid) is None:
             continue
         marker = _marker_of(pid)
         if marker is not None and (job_id is None or marker.job_id == job_id):
