@@ -421,3 +421,30 @@ def test_a_job_child_dies_with_a_worker_killed_while_the_child_starts(
             for pid in marker.read_text().split():
                 _kill_if_alive(int(pid))
     assert job_row(db, job_id).state == JobState.RUNNING  # until its lease runs out; nobody runs it
+
+
+# ----------------------------------------------------------------- also found: SQLite wake-up
+
+
+def _worker_rows(db: Database) -> int:
+    with db.session() as session:
+        return int(session.execute(text("SELECT count(*) FROM workers")).scalar_one())
+
+
+@pytest.mark.slow
+@pytest.mark.db_only("sqlite", reason="PostgreSQL workers are woken by LISTEN/NOTIFY (tested elsewhere)")
+def test_sqlite_workers_in_other_processes_are_woken_not_polled(
+    db: Database, db_url: str, db_kind: str, tmp_path: Path
+) -> None:
+    """With a one-hour poll interval, only the wake-up datagram can start a job enqueued by another
+    process (this one)."""
+    with worker_processes(db_url, tmp_path) as workers:
+        proc = workers.start(concurrency=1, lease=5.0, poll=3600.0)
+        wait_until(lambda: _worker_rows(db) == 1, timeout=60, what="the worker to register")
+        first = _enqueue(db, "test.noop")  # may be found by the start-up claim
+        wait_for_state(db, first, JobState.SUCCEEDED, timeout=60)
+        time.sleep(1.0)  # let the worker settle into its one-hour wait (not an assertion on speed)
+        second = _enqueue(db, "test.noop")
+        job = wait_for_state(db, second, JobState.SUCCEEDED, timeout=60)
+        assert workers.terminate(proc) == 0, workers.log_of(proc)
+    assert job.attempt == 1

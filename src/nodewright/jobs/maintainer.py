@@ -79,7 +79,7 @@ def requeue_expired(database: Database) -> list[int]:
                     retryable=False,
                 )
                 values.update(state=JobState.FAILED.value, finished_at=now, error=error.to_dict())
-                message = f"failed: {WORKER_LOST}"
+                message = f"failed: {WORKER_LOST} (worker {owner})"
             else:
                 # Runnable again from now (claim latency counts from here, not from the first enqueue).
                 values.update(state=JobState.QUEUED.value, run_after=now)

@@ -109,6 +109,7 @@ class WorkerPool:
         self._claims_in_flight = 0
         self._executors: list[threading.Thread] = []
         self._monitor: threading.Thread | None = None
+        self._renewer: threading.Thread | None = None
         self._listener: PostgresListener | None = None
         self._liveness: local.Liveness | None = None
         self._wake_listener: local.WakeListener | None = None
@@ -143,6 +144,8 @@ class WorkerPool:
             target=self._monitor_loop, name="nodewright-jobs-monitor", daemon=True
         )
         self._monitor.start()
+        self._renewer = threading.Thread(target=self._renew_loop, name="nodewright-jobs-renew", daemon=True)
+        self._renewer.start()
         self._start_local()
         for index in range(self.concurrency):
             thread = threading.Thread(target=self._executor_loop, name=f"nodewright-job-{index}", daemon=True)
@@ -155,13 +158,13 @@ class WorkerPool:
         directory = local.runtime_dir(self._db.url)
         if directory is None:
             return
-        monitor = self._monitor
+        renewer = self._renewer
         self._liveness = local.Liveness(
             directory,
             self.worker_id,
             self.lease_seconds,
             held=self._held_attempts,
-            healthy=lambda: monitor is not None and monitor.is_alive(),
+            healthy=lambda: renewer is not None and renewer.is_alive(),
         )
         self._liveness.beat()
         self._liveness.start()
@@ -211,8 +214,9 @@ class WorkerPool:
         for thread in self._executors:
             thread.join(1.0)
         self._monitor_stop.set()
-        if self._monitor is not None:
-            self._monitor.join(5.0)
+        for helper_thread in (self._monitor, self._renewer):
+            if helper_thread is not None:
+                helper_thread.join(5.0)
         if self._listener is not None:
             self._listener.stop()
             self._listener.join(5.0)
@@ -378,12 +382,12 @@ class WorkerPool:
 
     # ----------------------------------------------------------------- monitor
 
-    def _monitor_loop(self) -> None:
-        tick = max(0.05, min(0.5, self.lease_seconds / 4))
-        renew_every = self.lease_seconds / 3
-        maintain_every = max(0.25, min(self.lease_seconds / 2, self.poll_interval, 5.0))
-        prune_every = max(30.0, self.lease_seconds * 2)
-        next_renew = next_maintain = next_prune = next_heartbeat = next_reap = 0.0
+    def _renew_loop(self) -> None:
+        """Lease renewal and cancel relay, in a thread of their own on a connection of their own:
+        a slow sweep, a busy pool or a handler's open transaction must not delay a renewal."""
+        tick = max(0.05, min(0.25, self.lease_seconds / 8))
+        renew_every = self.lease_seconds / 4
+        next_renew = 0.0
         while not self._monitor_stop.wait(tick):
             now = time.monotonic()
             try:
@@ -392,6 +396,18 @@ class WorkerPool:
                     next_renew = now + renew_every
                 else:
                     self._watch_cancels()
+            except Exception:
+                log.exception("job lease renewal failed; retrying")
+
+    def _monitor_loop(self) -> None:
+        tick = max(0.05, min(0.5, self.lease_seconds / 4))
+        renew_every = self.lease_seconds / 3
+        maintain_every = max(0.25, min(self.lease_seconds / 2, self.poll_interval, 5.0))
+        prune_every = max(30.0, self.lease_seconds * 2)
+        next_maintain = next_prune = next_heartbeat = next_reap = 0.0
+        while not self._monitor_stop.wait(tick):
+            now = time.monotonic()
+            try:
                 if now >= next_heartbeat:
                     self._write_worker_row()
                     next_heartbeat = now + renew_every
@@ -415,7 +431,7 @@ class WorkerPool:
             running = list(self._active.values())
         if not running:
             return
-        with self._db.session(write=True) as session:
+        with self._connections.begin(write=True) as session:
             for item in running:
                 if item.lost.is_set():
                     continue
@@ -449,8 +465,8 @@ class WorkerPool:
             running = {job_id: item for job_id, item in self._active.items() if not item.cancel.is_set()}
         if not running:
             return
-        with self._db.session() as session:
-            ids = session.execute(
+        with self._connections.begin() as conn:
+            ids = conn.execute(
                 select(Job.id).where(Job.id.in_(list(running)), Job.cancel_requested_at.is_not(None))
             ).scalars()
             for job_id in ids:
