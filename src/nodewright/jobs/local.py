@@ -80,7 +80,14 @@ class Liveness(threading.Thread):
         _ensure(directory)
 
     def beat(self) -> None:
-        body = json.dumps({"lease": self._lease, "jobs": [[j, a] for j, a in self._held()]})
+        body = json.dumps(
+            {
+                "lease": self._lease,
+                "pid": os.getpid(),
+                "start": _start_time(os.getpid()),
+                "jobs": [[j, a] for j, a in self._held()],
+            }
+        )
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             tmp.write_text(body)
@@ -100,8 +107,32 @@ class Liveness(threading.Thread):
             self.path.unlink()
 
 
+# A worker whose process still runs (same pid and start time, not stopped) may be slow to rewrite its
+# file on an overloaded machine; it keeps its attempts for this many leases before it counts as hung.
+RUNNING_GRACE_LEASES = 5.0
+
+
+def _start_time(pid: int) -> int | None:
+    from nodewright.jobs.processes import start_time
+
+    return start_time(pid)
+
+
+def _runs(pid: object, start: object) -> bool:
+    """The process exists (and is not a zombie) and is not stopped (SIGSTOP, a debugger)."""
+    if not isinstance(pid, int) or _start_time(pid) != start:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 :].split()[0] not in (b"T", b"t")
+
+
 def attempt_alive(directory: Path | None, owner: str | None, job_id: int, attempt: int) -> bool:
-    """True if ``owner``'s liveness file is fresh (within its lease) and lists this attempt."""
+    """True if ``owner``'s liveness file lists this attempt and is fresh: written within its lease,
+    or within a few leases while the owner's process demonstrably still runs."""
     if directory is None or owner is None:
         return False
     path = directory / f"alive-{_safe(owner)}"
@@ -110,9 +141,12 @@ def attempt_alive(directory: Path | None, owner: str | None, job_id: int, attemp
         body = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    if age > float(body.get("lease", 0)):
+    if [job_id, attempt] not in body.get("jobs", []):
         return False
-    return [job_id, attempt] in body.get("jobs", [])
+    lease = float(body.get("lease", 0))
+    if age <= lease:
+        return True
+    return age <= lease * RUNNING_GRACE_LEASES and _runs(body.get("pid"), body.get("start"))
 
 
 # ----------------------------------------------------------------- wake-up
