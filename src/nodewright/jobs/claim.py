@@ -106,7 +106,7 @@ class ClaimedJob:
 
     @property
     def fence(self) -> Fence:
-        return Fence(self.id, self.owner, self.attempt)
+        return Fence(self.id, self.owner, self.attempt, self.lease_seconds)
 
     @property
     def wait_seconds(self) -> float:

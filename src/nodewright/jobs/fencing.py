@@ -34,6 +34,9 @@ class Fence:
     job_id: int
     owner: str
     attempt: int
+    # When set, every fenced write also renews the lease in place: the write proves the attempt
+    # alive, and on PostgreSQL it holds the row lock the worker's renewal would have to skip.
+    lease_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ def fence_params(fence: Fence) -> dict[str, Any]:
 _TOUCH = fenced_update({"updated_at": bindparam("now")})
 _TOUCH_SEQ = fenced_update({"updated_at": bindparam("now"), "event_seq": JOBS.c.event_seq + 1})
 _RENEW = fenced_update({"updated_at": bindparam("now"), "lease_expires_at": bindparam("expires")})
+_SEQ = {"event_seq": JOBS.c.event_seq + 1}
 
 
 def db_lease_deadline() -> Any:
@@ -74,6 +78,17 @@ def db_lease_deadline() -> Any:
 
 
 _RENEW_DB_CLOCK = fenced_update({"updated_at": bindparam("now"), "lease_expires_at": db_lease_deadline()})
+# Touches that also renew: [bump_seq][on the database clock]
+_TOUCH_RENEW = {
+    (False, False): _RENEW,
+    (True, False): fenced_update(
+        {"updated_at": bindparam("now"), "lease_expires_at": bindparam("expires"), **_SEQ}
+    ),
+    (False, True): _RENEW_DB_CLOCK,
+    (True, True): fenced_update(
+        {"updated_at": bindparam("now"), "lease_expires_at": db_lease_deadline(), **_SEQ}
+    ),
+}
 
 
 def _is_sqlite(executor: Executor) -> bool:
@@ -113,4 +128,10 @@ def fenced_touch(
             raise ValueError("renew and bump separately")
         params["expires"] = lease_expires_at
         return run_fenced(executor, _RENEW, fence, params)
+    if fence.lease_seconds > 0:
+        if _is_sqlite(executor):
+            params["expires"] = params["now"] + dt.timedelta(seconds=fence.lease_seconds)
+            return run_fenced(executor, _TOUCH_RENEW[(bump_seq, False)], fence, params)
+        params["lease_seconds"] = fence.lease_seconds
+        return run_fenced(executor, _TOUCH_RENEW[(bump_seq, True)], fence, params)
     return run_fenced(executor, _TOUCH_SEQ if bump_seq else _TOUCH, fence, params)
