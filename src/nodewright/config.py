@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     max_concurrent_password_checks: int = Field(
         default=2, ge=1, le=256, description="Password verifications at once; more get 429 at once."
     )
+    password_checks_per_second: float = Field(
+        default=1.0, gt=0, description="Average password verifications per second; more get 429 at once."
+    )
     # Connection limits of `serve` (HTTP/1.1 over h11).
     http_max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
     http_max_headers: int = Field(default=100, ge=8, le=10_000)

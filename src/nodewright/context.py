@@ -74,7 +74,9 @@ class AppContext:
                 max_failures_per_account=settings.login_max_failures_per_account,
                 window_seconds=settings.login_throttle_window_seconds,
             ),
-            password_gate=PasswordCheckGate(settings.max_concurrent_password_checks),
+            password_gate=PasswordCheckGate(
+                settings.max_concurrent_password_checks, settings.password_checks_per_second
+            ),
             refusal_tally=RefusalTally(window_seconds=settings.login_throttle_window_seconds),
         )
 

@@ -106,7 +106,8 @@ def login(request: Request, form: PostedForm) -> Response:
         return _refused(f"Too many failed sign-ins. Try again in {minutes} minute(s).", wait)
     if not ctx.password_gate.try_acquire():
         # Every password check slot is busy: refuse at once rather than queue unauthenticated work.
-        return _refused("The server is busy checking other sign-ins. Try again in a moment.", 1)
+        wait = ctx.password_gate.retry_after()
+        return _refused("The server is busy checking other sign-ins. Try again in a moment.", wait)
     try:
         check = accounts.check_login(ctx.database, username, password)
     finally:
