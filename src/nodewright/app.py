@@ -19,6 +19,7 @@ from nodewright.api import jobs as jobs_api
 from nodewright.api.deps import audit_denied
 from nodewright.api.middleware import BodyLimitMiddleware, NulGuardMiddleware, SecurityHeadersMiddleware
 from nodewright.api.problems import install_problem_handlers
+from nodewright.api.streams import StreamHub
 from nodewright.config import Settings
 from nodewright.context import AppContext
 from nodewright.dashboard import home, login
@@ -50,6 +51,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
         try:
             yield
         finally:
+            await streams.stop()
             if pool is not None:
                 pool.stop()
             if ctx is None:
@@ -66,6 +68,12 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
         lifespan=lifespan,
     )
     app.state.ctx = context
+    streams = StreamHub(
+        context.database,
+        max_streams=settings.sse_max_streams,
+        max_per_user=settings.sse_max_streams_per_user,
+    )
+    app.state.streams = streams
     install_problem_handlers(app)
     _install_page_handlers(app)
 

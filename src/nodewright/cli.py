@@ -4,6 +4,7 @@ fix becomes a one-line message and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import functools
+import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -12,7 +13,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy.exc import OperationalError
 
-from nodewright.config import ConfigError, Settings, load_settings, scrub_secret_environment
+from nodewright.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    reexec_without_secret_environment,
+    scrub_secret_environment,
+)
 from nodewright.jobs.cli import worker_command
 from nodewright.security.accounts import AccountError
 from nodewright.security.secretbox import SecretKeyError
@@ -89,6 +96,7 @@ def _run_server(settings: Settings, *, banner: str) -> None:
 
     from nodewright.app import create_app
     from nodewright.context import AppContext
+    from nodewright.http_limits import ConnectionLimits, connection_cap, protocol_class, raise_nofile_limit
     from nodewright.logging_setup import configure_logging, uvicorn_log_config
     from nodewright.security.accounts import bootstrap_admin_once
 
@@ -108,6 +116,19 @@ def _run_server(settings: Settings, *, banner: str) -> None:
         typer.echo("Sign in with an existing user (`nodewright users reset-password NAME` if forgotten).")
     sys.stdout.flush()
     application = create_app(settings, ctx=ctx)
+    # Half-sent requests, huge heads and connection floods are bounded below uvicorn (see
+    # nodewright.http_limits); the open-file limit is raised so that the cap, not EMFILE, decides.
+    nofile = raise_nofile_limit()
+    limits = ConnectionLimits(
+        max_header_bytes=settings.http_max_header_bytes,
+        max_headers=settings.http_max_headers,
+        header_timeout=settings.http_header_timeout_seconds,
+        body_timeout=settings.http_body_timeout_seconds,
+        max_connections=connection_cap(settings.http_max_connections, nofile, settings.http_fd_reserve),
+    )
+    logging.getLogger("nodewright.serve").info(
+        "open-file limit %d; at most %d client connections", nofile, limits.max_connections
+    )
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again once it has put the
     # previous handler back. With Python's default handler that kills the process before any
     # ``finally`` runs (the demo's simulator would leave its nodes' layers behind); this one turns
@@ -120,6 +141,10 @@ def _run_server(settings: Settings, *, banner: str) -> None:
             port=settings.port,
             log_config=uvicorn_log_config(settings.log_level),
             proxy_headers=False,
+            http=protocol_class(limits),
+            # h11's own buffer cap stays above ours, so ours answers (431, not a bare 400).
+            h11_max_incomplete_event_size=settings.http_max_header_bytes + 4096,
+            timeout_keep_alive=settings.http_keepalive_timeout_seconds,
         )
     finally:
         ctx.close()
@@ -365,7 +390,14 @@ app.command("worker")(worker_command)
 app.command("sim")(sim_command)
 
 
+# Commands that keep running (and start children): they must not keep the master keys in their
+# start-up environment, which /proc/<pid>/environ shows for the life of the process.
+LONG_RUNNING_COMMANDS = frozenset({"serve", "demo", "worker"})
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in LONG_RUNNING_COMMANDS:
+        reexec_without_secret_environment(sys.argv[1:])
     app()
 
 

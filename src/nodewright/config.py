@@ -7,6 +7,7 @@ by ``NODEWRIGHT_CONFIG_FILE`` (or ``<data_dir>/nodewright.toml`` when it exists)
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,39 @@ class Settings(BaseSettings):
     job_retention_days: float = Field(
         default=30.0, gt=0, description="Finished jobs older than this are pruned."
     )
+    audit_retention_days: float = Field(
+        default=365.0, gt=0, description="Audit rows older than this are pruned (hourly, with the jobs)."
+    )
+    # Sign-in budget for unauthenticated callers (per process).
+    login_max_failures: int = Field(default=5, ge=1, description="Failed sign-ins per user and address.")
+    login_max_failures_per_address: int = Field(default=30, ge=1, description="Failed sign-ins per address.")
+    login_max_failures_per_account: int = Field(default=20, ge=1, description="Failed sign-ins per account.")
+    login_throttle_window_seconds: float = Field(default=900.0, gt=0)
+    max_concurrent_password_checks: int = Field(
+        default=2, ge=1, le=256, description="Password verifications at once; more get 429 at once."
+    )
+    password_checks_per_second: float = Field(
+        default=1.0, gt=0, description="Average password verifications per second; more get 429 at once."
+    )
+    # Connection limits of `serve` (HTTP/1.1 over h11).
+    http_max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    http_max_headers: int = Field(default=100, ge=8, le=10_000)
+    http_header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="From connect (or the first byte of a request) to its last header."
+    )
+    http_body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="From the end of the headers to the end of the body."
+    )
+    http_keepalive_timeout_seconds: int = Field(default=5, ge=1, description="Idle time between requests.")
+    http_max_connections: int = Field(
+        default=2000, ge=1, description="Open client connections; more are answered 503 and closed."
+    )
+    http_fd_reserve: int = Field(
+        default=256, ge=16, description="File descriptors kept free of client connections (workers, DB)."
+    )
+    # Live job event streams (SSE).
+    sse_max_streams: int = Field(default=1000, ge=1, description="Open event streams per process.")
+    sse_max_streams_per_user: int = Field(default=20, ge=1, description="Open event streams per user.")
 
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:
@@ -105,6 +139,9 @@ def load_settings(**overrides: Any) -> Settings:
 
     from pydantic import ValidationError
 
+    keys = secret_keys_from_fd()
+    if keys is not None and "secret_keys" not in overrides:
+        overrides["secret_keys"] = SecretStr(keys)
     explicit = os.environ.get("NODEWRIGHT_CONFIG_FILE")
     if explicit and not Path(explicit).is_file():
         # Silently running on defaults would ignore what the operator configured (keys included).
@@ -126,6 +163,51 @@ def load_settings(**overrides: Any) -> Settings:
 # every subprocess (job children, ssh, ansible-runner, which copies its environment into artifacts)
 # would otherwise inherit them.
 SECRET_ENV_VARS = ("NODEWRIGHT_SECRET_KEYS",)
+
+
+# Long-running commands re-execute themselves without NODEWRIGHT_SECRET_KEYS in their environment:
+# removing a variable from os.environ does not remove it from /proc/<pid>/environ, which keeps the
+# environment the process was started with. The keys travel to the new image through a pipe whose
+# descriptor number is in this variable; the pipe is read once and closed.
+SECRET_KEYS_FD_ENV = "NODEWRIGHT_SECRET_KEYS_FD"  # noqa: S105 (a variable name, not a secret)
+_keys_from_fd: str | None = None
+
+
+def secret_keys_from_fd() -> str | None:
+    """The keys handed over by :func:`reexec_without_secret_environment`, if any (read once)."""
+    global _keys_from_fd
+    fd_text = os.environ.pop(SECRET_KEYS_FD_ENV, None)
+    if fd_text is not None and fd_text.isdigit():
+        fd = int(fd_text)
+        chunks = []
+        try:
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        _keys_from_fd = b"".join(chunks).decode()
+    return _keys_from_fd
+
+
+def reexec_without_secret_environment(argv: list[str]) -> None:
+    """Replace this process with ``python -m nodewright.cli <argv>`` started without
+    NODEWRIGHT_SECRET_KEYS, passing the keys through an inherited pipe. Returns only when there
+    is nothing to hide."""
+    keys = os.environ.get("NODEWRIGHT_SECRET_KEYS")
+    if not keys:
+        return
+    data = keys.encode()
+    read_end, write_end = os.pipe()
+    if len(data) > 60_000:  # more than a pipe buffer holds before a reader exists
+        raise ConfigError("NODEWRIGHT_SECRET_KEYS is too long")
+    os.write(write_end, data)
+    os.close(write_end)
+    os.set_inheritable(read_end, True)
+    env = {k: v for k, v in os.environ.items() if k != "NODEWRIGHT_SECRET_KEYS"}
+    env[SECRET_KEYS_FD_ENV] = str(read_end)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "nodewright.cli", *argv], env)  # noqa: S606
 
 
 def scrub_secret_environment() -> None:

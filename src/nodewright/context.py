@@ -10,6 +10,8 @@ from sqlalchemy.exc import IntegrityError
 
 from nodewright.config import Settings
 from nodewright.db.database import Database
+from nodewright.security.accounts import KnownUsernames
+from nodewright.security.audit import RefusalTally
 from nodewright.security.secretbox import (
     SecretBox,
     SecretKeyError,
@@ -17,7 +19,7 @@ from nodewright.security.secretbox import (
     key_file_path,
     load_key_ring,
 )
-from nodewright.security.throttle import LoginThrottle
+from nodewright.security.throttle import LoginThrottle, PasswordCheckGate
 from nodewright.security.web_sessions import SessionSigner, load_signing_key
 
 T = TypeVar("T")
@@ -30,6 +32,12 @@ class AppContext:
     box: SecretBox
     signer: SessionSigner
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    password_gate: PasswordCheckGate = field(default_factory=lambda: PasswordCheckGate(2))
+    refusal_tally: RefusalTally = field(default_factory=lambda: RefusalTally(window_seconds=900.0))
+    known_usernames: KnownUsernames = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.known_usernames = KnownUsernames(self.database)
 
     @classmethod
     def open(cls, settings: Settings, *, create_keys: bool = True) -> AppContext:
@@ -55,7 +63,22 @@ class AppContext:
         except BaseException:
             database.dispose()
             raise
-        return cls(settings, database, box, SessionSigner(signing_key, settings.session_max_age_seconds))
+        return cls(
+            settings,
+            database,
+            box,
+            SessionSigner(signing_key, settings.session_max_age_seconds),
+            login_throttle=LoginThrottle(
+                max_failures=settings.login_max_failures,
+                max_failures_per_address=settings.login_max_failures_per_address,
+                max_failures_per_account=settings.login_max_failures_per_account,
+                window_seconds=settings.login_throttle_window_seconds,
+            ),
+            password_gate=PasswordCheckGate(
+                settings.max_concurrent_password_checks, settings.password_checks_per_second
+            ),
+            refusal_tally=RefusalTally(window_seconds=settings.login_throttle_window_seconds),
+        )
 
     def close(self) -> None:
         self.database.dispose()

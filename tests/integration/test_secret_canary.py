@@ -73,6 +73,28 @@ def test_canary_never_leaks(
         outputs.append(client.get("/api/me", headers={"Authorization": f"Bearer {CANARY}"}).text)
         outputs.append(client.get(f"/api/nope/{CANARY}").text)
 
+        # Input path 4: a secret typed into the sign-in form's user field and as the password,
+        # until the throttle answers (refused sign-ins and throttled ones are audited).
+        for _ in range(7):
+            form_page = client.get("/login")
+            token = form_page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+            outputs.append(
+                client.post("/login", data={"username": CANARY, "password": CANARY, "csrf_token": token}).text
+            )
+        # Output path: a live event stream (the API token authenticates it).
+        from nodewright.jobs.enqueue import enqueue
+        from nodewright.jobs.registry import registry
+
+        with app_context.database.session(write=True) as session:
+            job = enqueue(session, "nodewright.noop", {}, registry=registry)
+            session.flush()
+            job.state = "succeeded"
+            job_id = job.id
+        stream = client.get(
+            f"/api/jobs/{job_id}/events", headers={**admin.headers, "Accept": "text/event-stream"}
+        )
+        assert stream.status_code == 200 and "queued" in stream.text
+        outputs.append(stream.text)
         for path in ("/api/users", "/api/tokens", "/api/audit?limit=500", "/api/me", "/metrics", "/readyz"):
             response = client.get(path, headers=admin.headers)
             assert response.status_code == 200

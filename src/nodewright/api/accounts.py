@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from nodewright.api.deps import Admin, DatabaseDep, Viewer
+from nodewright.api.ids import TokenId
 from nodewright.api.problems import PROBLEM_RESPONSES, ProblemError, field_problem, not_found, problem_doc
 from nodewright.db.models import ApiToken
 from nodewright.security import accounts, api_tokens, audit
+from nodewright.security.api_tokens import TOKEN_NAME_PATTERN
 from nodewright.security.roles import Role
 
 router = APIRouter(prefix="/api", tags=["accounts"], responses=PROBLEM_RESPONSES)
@@ -30,9 +32,7 @@ class UserOut(BaseModel):
     created_at: dt.datetime
 
 
-MAX_ID = 2**31 - 1  # ids are 32-bit columns; larger numbers are bad input, not a database error
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
-TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$"  # noqa: S105 (a pattern, not a credential)
 
 
 class UserCreate(BaseModel):
@@ -146,7 +146,7 @@ def create_token(body: TokenCreate, caller: Admin, database: DatabaseDep) -> Tok
 
 
 @router.delete("/tokens/{token_id}", summary="Revoke an API token")
-def revoke_token(caller: Admin, database: DatabaseDep, token_id: int = Path(ge=1, le=MAX_ID)) -> TokenOut:
+def revoke_token(token_id: TokenId, caller: Admin, database: DatabaseDep) -> TokenOut:
     with database.session(write=True) as session:
         token = api_tokens.revoke_token(session, token_id, actor=caller.actor)
         if token is None:

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from nodewright.api.deps import Admin, DatabaseDep
 from nodewright.api.problems import PROBLEM_RESPONSES
@@ -23,6 +23,7 @@ class AuditEntry(BaseModel):
     target: str
     outcome: str
     detail: dict[str, Any]
+    count: int = Field(1, description="How many identical events this row stands for (throttled floods).")
 
 
 class AuditPage(BaseModel):
@@ -49,6 +50,7 @@ def list_audit(
                 target=r.target,
                 outcome=r.outcome,
                 detail=r.detail,
+                count=r.count,
             )
             for r in rows
         ]

@@ -7,7 +7,7 @@ session's CSRF token in ``X-CSRF-Token``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -28,6 +28,9 @@ class Principal:
     user_id: int | None
     username: str | None = None
     via: str = "token"  # "token" or "session"
+    # The credential itself, so that a long-lived response (an event stream) can check it again.
+    token_id: int | None = None
+    session_id: str | None = field(default=None, repr=False)
 
 
 def get_context(request: Request) -> AppContext:
@@ -94,6 +97,7 @@ def authenticate(request: Request) -> Principal:
             token_user.role,
             token_user.id,
             token_user.username,
+            token_id=token.id,
         )
     cookie = request.cookies.get(web_sessions.SESSION_COOKIE)
     if cookie:
@@ -112,7 +116,14 @@ def authenticate(request: Request) -> Principal:
                             "CSRF check failed",
                             "A session-authenticated request that changes state needs X-CSRF-Token.",
                         )
-                return Principal(f"user:{user.username}", user.role, user.id, user.username, via="session")
+                return Principal(
+                    f"user:{user.username}",
+                    user.role,
+                    user.id,
+                    user.username,
+                    via="session",
+                    session_id=session_id,
+                )
     raise _unauthenticated("No credentials were sent.")
 
 

@@ -16,7 +16,9 @@ router = APIRouter(tags=["service"])
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
+    """On the event loop itself (it does no blocking work): liveness must not wait for a worker
+    thread when the thread pool is busy, or a busy server would look dead."""
     return {"status": "ok"}
 
 

@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.types import Receive, Scope, Send
 
 from nodewright.api.deps import DatabaseDep, Operator, Viewer
+from nodewright.api.ids import JobId
 from nodewright.api.problems import PROBLEM_RESPONSES, ProblemError, problem_doc
+from nodewright.api.streams import StreamHub, StreamTicket
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import Job, JobEvent, JobStep
 from nodewright.jobs import service
@@ -34,7 +39,6 @@ SSE_KEEPALIVE_SECONDS = 15.0
 SSE_MAX_STREAM_SECONDS = 20.0
 
 MAX_SEQ = 2**31 - 1
-JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Job id")]
 
 
 class JobErrorOut(BaseModel):
@@ -218,7 +222,7 @@ def _parse_last_event_id(value: str | None) -> int | None:
 def job_events(
     job_id: JobId,
     request: Request,
-    _caller: Viewer,
+    caller: Viewer,
     database: DatabaseDep,
     after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
@@ -231,8 +235,16 @@ def job_events(
         if job is None:
             raise _not_found(job_id)
         if SSE_MEDIA_TYPE in request.headers.get("accept", ""):
-            return StreamingResponse(
-                event_stream(database, job_id, start, request),
+            hub: StreamHub = request.app.state.streams
+            ticket = hub.open(
+                user_id=caller.user_id, job_id=job_id, token_id=caller.token_id, session_id=caller.session_id
+            )
+            # Streams end after 20-30 s, spread so that many streams opened together (a page of
+            # tabs, a restart) do not all reconnect in the same instant.
+            lifetime = SSE_MAX_STREAM_SECONDS * (1 + random.random() / 2)
+            return _TicketedStream(
+                event_stream(database, job_id, start, hub=hub, ticket=ticket, max_seconds=lifetime),
+                release=lambda: hub.release(ticket),
                 media_type=SSE_MEDIA_TYPE,
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -260,27 +272,58 @@ def _poll_events(database: Database, job_id: int, after: int) -> tuple[str | Non
     return state, batch
 
 
+class _TicketedStream(StreamingResponse):
+    """A streaming response that gives its stream slot back however it ends: finished, failed,
+    or cancelled by a client that went away before the first byte (the generator's own
+    ``finally`` would not run if it never started)."""
+
+    def __init__(self, content: AsyncIterator[str], *, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
 async def event_stream(
     database: Database,
     job_id: int,
     after: int,
-    request: Request | None = None,
     *,
+    hub: StreamHub | None = None,
+    ticket: StreamTicket | None = None,
     poll_seconds: float = SSE_POLL_SECONDS,
     keepalive_seconds: float = SSE_KEEPALIVE_SECONDS,
     max_seconds: float = SSE_MAX_STREAM_SECONDS,
 ) -> AsyncIterator[str]:
     """SSE frames for the job's events after ``after``, until the job is finished and all are sent,
-    or ``max_seconds`` passed (the client then reconnects with ``Last-Event-ID``).
+    ``max_seconds`` passed (the client then reconnects with ``Last-Event-ID``), or the stream's
+    credential is gone (token revoked, session ended: the hub closes the ticket).
 
-    Async, with each database poll in the thread pool: a follower waiting between polls holds no
-    thread, so many open streams cannot starve the synchronous routes.
+    With a ticket the stream reads the database only when the hub's shared change feed says its job
+    has new events (or at a keep-alive); without one (direct callers) it polls every
+    ``poll_seconds``. Each read runs in the thread pool, never on the loop.
     """
+    if ticket is not None:
+        ticket.bind()
+        if hub is not None:
+            hub.ensure_running()
     last = after
     last_sent = started = time.monotonic()
     yield "retry: 2000\n\n"
     while True:
-        state, batch = await run_in_threadpool(_poll_events, database, job_id, last)
+        if ticket is not None and ticket.closed:
+            yield _end_frame(ticket)
+            return
+        try:
+            state, batch = await run_in_threadpool(_poll_events, database, job_id, last)
+        except (OperationalError, InterfaceError):
+            # The database went away mid-stream: too late for a 503, so end the stream; the client
+            # reconnects with Last-Event-ID and then gets the 503 (or its events).
+            return
         for event in batch:
             payload = json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
             yield f"id: {event.seq}\nevent: {event.type}\ndata: {payload}\n\n"
@@ -292,12 +335,26 @@ async def event_stream(
             return
         if batch:
             continue
-        if request is not None and await request.is_disconnected():
-            return
-        if time.monotonic() - last_sent >= keepalive_seconds:
-            yield ": keep-alive\n\n"
-            last_sent = time.monotonic()
-        await asyncio.sleep(poll_seconds)
+        while True:
+            now = time.monotonic()
+            if now - started >= max_seconds:
+                return
+            if now - last_sent >= keepalive_seconds:
+                yield ": keep-alive\n\n"
+                last_sent = time.monotonic()
+                break  # and read again: a safety net should the feed have missed something
+            if ticket is None:
+                await asyncio.sleep(poll_seconds)
+                break
+            wait = min(keepalive_seconds - (now - last_sent), max_seconds - (now - started))
+            if await ticket.wait(max(0.0, wait)):
+                break
+
+
+def _end_frame(ticket: StreamTicket) -> str:
+    """The last frame of a stream closed for its credential: says why, so a client does not just
+    reconnect in a loop (EventSource then gets a 401 and stops)."""
+    return f"event: end\ndata: {json.dumps({'reason': ticket.closed_reason})}\n\n"
 
 
 @router.post(

@@ -13,8 +13,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from nodewright.security.redaction import redact
 
@@ -178,7 +179,43 @@ def _http_handler(request: Request, exc: Exception) -> JSONResponse:
         detail = f"{request.method} is not allowed on {request.url.path}."
     else:
         detail = str(exc.detail) if exc.detail else title
-    return problem_response(exc.status_code, code, title, detail, headers=getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return problem_response(exc.status_code, code, title, detail, headers=headers or None)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route at this path accepts. Starlette's own ``Allow`` names only the
+    first route that matched the path, but one path is often several routes (GET and POST
+    /api/users)."""
+    allowed = set()
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.add(method)
+    return sorted(allowed)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+# A database that cannot be reached (PostgreSQL restarting, connections refused or terminated, a
+# SQLite lock held past the busy timeout) is a temporary outage: 503 with Retry-After, not a 500.
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+def _database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc.__class__.__name__)
+    return problem_response(
+        503,
+        "database_unavailable",
+        "Service unavailable",
+        "The database cannot be reached right now.",
+        hint="Retry after the time given in Retry-After.",
+        retryable=True,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
 
 
 def _unstorable_value_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -210,6 +247,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(DataError, _unstorable_value_handler)
     app.add_exception_handler(OverflowError, _unstorable_value_handler)
+    app.add_exception_handler(OperationalError, _database_unavailable_handler)
+    app.add_exception_handler(InterfaceError, _database_unavailable_handler)
     app.add_exception_handler(Exception, _unexpected_handler)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from nodewright.api.ids import TokenId
 from nodewright.context import AppContext
 from nodewright.dashboard.rendering import (
     PageError,
+    PostedForm,
     checked_form,
     render,
     require_page_role,
@@ -65,10 +67,10 @@ def tokens_page(request: Request) -> Response:
 
 
 @router.post("/tokens", response_class=HTMLResponse)
-async def create_token(request: Request) -> Response:
+def create_token(request: Request, form: PostedForm) -> Response:
     user = require_user(request)
     require_page_role(user, Role.admin)
-    form = await checked_form(request, user)
+    checked_form(form, user)
     name = form.get("name", "").strip()
     username = form.get("username", "").strip() or user.username
     with _ctx(request).database.session(write=True) as session:
@@ -80,10 +82,10 @@ async def create_token(request: Request) -> Response:
 
 
 @router.post("/tokens/{token_id}/revoke")
-async def revoke_token(request: Request, token_id: int = Path(ge=1, le=2**31 - 1)) -> Response:
+def revoke_token(request: Request, token_id: TokenId, form: PostedForm) -> Response:
     user = require_user(request)
     require_page_role(user, Role.admin)
-    await checked_form(request, user)
+    checked_form(form, user)
     with _ctx(request).database.session(write=True) as session:
         if api_tokens.revoke_token(session, token_id, actor=user.actor) is None:
             raise PageError(404, "Not found", f"There is no token {token_id}.")

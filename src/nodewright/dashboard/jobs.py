@@ -5,8 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from nodewright.api.ids import JobId
 from nodewright.context import AppContext
-from nodewright.dashboard.rendering import PageError, checked_form, render, require_page_role, require_user
+from nodewright.dashboard.rendering import (
+    PageError,
+    PostedForm,
+    checked_form,
+    render,
+    require_page_role,
+    require_user,
+)
 from nodewright.jobs import service
 from nodewright.jobs.states import ALL_STATES, TERMINAL
 from nodewright.security import audit
@@ -71,7 +79,7 @@ def jobs_page(
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(request: Request, job_id: int) -> Response:
+def job_page(request: Request, job_id: JobId) -> Response:
     user = require_user(request)
     with _ctx(request).database.session() as session:
         try:
@@ -113,10 +121,10 @@ def job_page(request: Request, job_id: int) -> Response:
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel_job(request: Request, job_id: int) -> Response:
+def cancel_job(request: Request, job_id: JobId, form: PostedForm) -> Response:
     user = require_user(request)
     require_page_role(user, Role.operator)
-    await checked_form(request, user)
+    checked_form(form, user)
     with _ctx(request).database.session(write=True) as session:
         try:
             job = service.request_cancel(session, job_id, actor=user.actor)

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import html
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from nodewright.context import AppContext
-from nodewright.dashboard.rendering import PageError, checked_form, current_user, render, require_user
+from nodewright.dashboard.rendering import (
+    PageError,
+    PostedForm,
+    checked_form,
+    current_user,
+    render,
+    require_user,
+)
 from nodewright.security import accounts, audit, web_sessions
 
 router = APIRouter(include_in_schema=False)
@@ -35,12 +44,28 @@ def _login_page(request: Request, error: str | None = None, status_code: int = 2
     return response
 
 
-def _anonymous_actor(username: str) -> str:
-    """The audit actor of a failed sign-in. What was typed is kept only when it could be a user
-    name: people type their password into the user field, and the audit log must hold no secret."""
-    if accounts.USERNAME_RE.match(username):
+def _anonymous_actor(username: str, *, known: bool) -> str:
+    """The audit actor of a refused sign-in. What was typed is kept only when it names an existing
+    account: people type their password into the user field, and a password can look like a user
+    name. A name that is no account is not kept at all."""
+    if known and accounts.USERNAME_RE.match(username):
         return f"anonymous:{username}"
-    return "anonymous:(not a valid user name)"
+    return "anonymous:(unknown user)"
+
+
+_REFUSED_PAGE = (
+    "<!doctype html><html lang=en><meta charset=utf-8><title>Try again later - nodewright</title>"
+    '<link rel=stylesheet href="/static/style.css"><main class=narrow><h1>Sign in</h1>'
+    '<p class=error>{message}</p><p><a href="/login">Back to the sign-in form</a></p></main></html>'
+)
+
+
+def _refused(message: str, wait: int) -> Response:
+    """A refusal (throttled, or every password-check slot busy) is a small fixed page: no template,
+    no new CSRF token, no database work, so a flood of refused sign-ins costs next to nothing."""
+    response = HTMLResponse(_REFUSED_PAGE.format(message=html.escape(message)), status_code=429)
+    response.headers["Retry-After"] = str(wait)
+    return response
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -51,60 +76,59 @@ def login_form(request: Request) -> Response:
 
 
 @router.post("/login")
-async def login(request: Request) -> Response:
+def login(request: Request, form: PostedForm) -> Response:
+    """A plain ``def``: the database and argon2 work runs in the thread pool, never on the loop."""
     ctx = _ctx(request)
-    form = await request.form()
-    token = form.get("csrf_token")
     if not ctx.signer.check_login_csrf(
-        token if isinstance(token, str) else None, request.cookies.get(web_sessions.LOGIN_CSRF_COOKIE)
+        form.get("csrf_token"), request.cookies.get(web_sessions.LOGIN_CSRF_COOKIE)
     ):
         raise PageError(
             403, "Form expired", "The login form's CSRF token is missing or wrong. Reload and retry."
         )
     # No NUL reaches the database (PostgreSQL refuses it in text); no account has one in its name.
-    username = str(form.get("username") or "").strip().replace("\x00", "\N{REPLACEMENT CHARACTER}")
-    password = str(form.get("password") or "")
+    username = (form.get("username") or "").strip().replace("\x00", "\N{REPLACEMENT CHARACTER}")
+    password = form.get("password") or ""
     address = request.client.host if request.client else "unknown"
     # Checked before the password, for known and unknown usernames alike: no guess is evaluated
     # while throttled, and a refusal does not reveal whether the account exists.
     wait = ctx.login_throttle.retry_after(username, address)
     if wait is not None:
+        # One audit row per throttle window with a count, not one per refused request (made-up
+        # names all count as one unknown user); no query per refusal.
+        ctx.refusal_tally.record(
+            ctx.database,
+            actor=_anonymous_actor(username, known=username in ctx.known_usernames),
+            action="login",
+            target=f"dashboard from {address}",
+            outcome="throttled",
+        )
+        minutes = max(1, -(-wait // 60))
+        return _refused(f"Too many failed sign-ins. Try again in {minutes} minute(s).", wait)
+    if not ctx.password_gate.try_acquire():
+        # Every password check slot is busy: refuse at once rather than queue unauthenticated work.
+        wait = ctx.password_gate.retry_after()
+        return _refused("The server is busy checking other sign-ins. Try again in a moment.", wait)
+    try:
+        check = accounts.check_login(ctx.database, username, password)
+    finally:
+        ctx.password_gate.release()
+    user = check.user
+    if user is None:
+        ctx.login_throttle.failed(username, address)
         with ctx.database.session(write=True) as session:
             audit.record(
                 session,
-                actor=_anonymous_actor(username),
-                action="login",
-                target="dashboard",
-                outcome="throttled",
-            )
-        minutes = max(1, -(-wait // 60))
-        response = _login_page(
-            request,
-            f"Too many failed sign-ins for this user from your address. Try again in {minutes} minute(s).",
-            status_code=429,
-        )
-        response.headers["Retry-After"] = str(wait)
-        return response
-    with ctx.database.session(write=True) as session:
-        user = accounts.authenticate(session, username, password)
-        if user is None:
-            audit.record(
-                session,
-                actor=_anonymous_actor(username),
+                actor=_anonymous_actor(username, known=check.known),
                 action="login",
                 target="dashboard",
                 outcome="denied",
             )
-        else:
-            web_sessions.purge_expired(session)
-            session_id = web_sessions.start_session(session, user, ctx.settings.session_max_age_seconds)
-            audit.record(
-                session, actor=f"user:{user.username}", action="login", target="dashboard", outcome="ok"
-            )
-    if user is None:
-        ctx.login_throttle.failed(username, address)
         return _login_page(request, "Unknown user or wrong password.", status_code=401)
     ctx.login_throttle.succeeded(username, address)
+    with ctx.database.session(write=True) as session:
+        web_sessions.purge_expired(session)
+        session_id = web_sessions.start_session(session, user, ctx.settings.session_max_age_seconds)
+        audit.record(session, actor=f"user:{user.username}", action="login", target="dashboard", outcome="ok")
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         web_sessions.SESSION_COOKIE,
@@ -120,10 +144,10 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
+def logout(request: Request, form: PostedForm) -> Response:
     ctx = _ctx(request)
     user = require_user(request)
-    await checked_form(request, user)
+    checked_form(form, user)
     with ctx.database.session(write=True) as session:
         web_sessions.end_session(session, user.session_id)
         audit.record(session, actor=user.actor, action="logout", target="dashboard", outcome="ok")

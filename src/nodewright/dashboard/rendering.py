@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
@@ -84,18 +84,27 @@ def require_page_role(user: PageUser, role: Role) -> None:
         )
 
 
-async def checked_form(request: Request, user: PageUser) -> dict[str, str]:
-    """The posted form, after checking its CSRF token against the session's."""
+async def posted_form(request: Request) -> dict[str, str]:
+    """The posted form's text fields. The only async step of a form post: reading the body is I/O
+    for the event loop, while the route itself is a plain ``def`` that runs in the thread pool (it
+    touches the database, and blocking work must never run on the loop)."""
     form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+PostedForm = Annotated[dict[str, str], Depends(posted_form)]
+
+
+def checked_form(form: dict[str, str], user: PageUser) -> dict[str, str]:
+    """The posted form, after checking its CSRF token against the session's."""
     sent = form.get("csrf_token")
     if not isinstance(sent, str) or not web_sessions.tokens_match(sent, user.csrf_token):
         raise PageError(403, "Form expired", "The form's CSRF token is missing or wrong. Reload and retry.")
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    for name, value in fields.items():
+    for name, value in form.items():
         if "\x00" in value:
             # PostgreSQL cannot store or compare text holding NUL: refuse it here, naming the field.
             raise PageError(422, "Invalid input", f"The field {name!r} must not contain a NUL character.")
-    return fields
+    return form
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -12,6 +12,8 @@ PostgreSQL: psycopg 3.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -44,7 +46,31 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
     )
 
 
+def private_sqlite_file(url: str) -> None:
+    """Create the database file 0600 before SQLite does (it would use 0644 under the usual umask:
+    password hashes, the audit log and ciphertexts readable by every local user when the data
+    directory is not private). SQLite gives its -wal and -shm files the mode of the database file,
+    so they follow. A file left readable by an earlier version is tightened."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            try:
+                info = name.stat()
+                if info.st_mode & 0o077 and info.st_uid == os.getuid():
+                    name.chmod(0o600)
+            except OSError:
+                continue
+    except OSError:
+        return  # a missing directory: SQLite reports it as the real error
+
+
 def _sqlite_engine(url: str, *, echo: bool) -> Engine:
+    private_sqlite_file(url)
     engine = create_engine(
         url,
         echo=echo,

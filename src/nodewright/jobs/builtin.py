@@ -11,6 +11,7 @@ from nodewright.db.types import utcnow
 from nodewright.jobs import service
 from nodewright.jobs.context import JobContext
 from nodewright.jobs.registry import job_handler, registry
+from nodewright.security import audit
 
 NOOP = "nodewright.noop"
 
@@ -47,3 +48,28 @@ def prune_jobs(ctx: JobContext) -> dict[str, Any]:
 
 
 registry.periodic(PRUNE, PRUNE_INTERVAL_SECONDS)
+
+
+PRUNE_AUDIT = "nodewright.prune_audit"
+
+
+@job_handler(PRUNE_AUDIT, max_attempts=3)
+def prune_audit(ctx: JobContext) -> dict[str, Any]:
+    """Delete audit rows older than NODEWRIGHT_AUDIT_RETENTION_DAYS, hourly like the jobs: the audit
+    log records refusals too, so without a bound it grows with whatever the internet sends."""
+    days = float(ctx.args.get("retention_days") or load_settings().audit_retention_days)
+    cutoff = utcnow() - dt.timedelta(days=days)
+    deleted = 0
+    while True:
+        with ctx.transaction() as session:
+            batch = audit.prune(session, before=cutoff, limit=1000)
+        deleted += batch
+        ctx.check_canceled()
+        if batch < 1000:
+            break
+    if deleted:
+        ctx.log(f"pruned {deleted} audit row(s) older than {days:g} days", deleted=deleted)
+    return {"deleted": deleted, "retention_days": days}
+
+
+registry.periodic(PRUNE_AUDIT, PRUNE_INTERVAL_SECONDS)

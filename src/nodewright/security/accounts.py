@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -68,6 +70,55 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     return user
+
+
+@dataclass(frozen=True)
+class LoginCheck:
+    """The outcome of a password check: the user when it succeeded; ``known`` tells whether the
+    typed name is an existing account (only then may the name be kept in the audit log)."""
+
+    user: User | None
+    known: bool
+
+
+def check_login(database: Database, username: str, password: str) -> LoginCheck:
+    """Verify a password with no transaction open while argon2 runs.
+
+    The user is read in a short read transaction, the hash is verified with none open (on SQLite a
+    write transaction held for the ~50 ms of argon2 serialised every sign-in and, under a flood,
+    made other writers fail with "database is locked"), and a rehash, when the parameters changed,
+    is its own short write.
+    """
+    with database.session() as session:
+        user = get_user(session, username)
+    ok = verify_password(user.password_hash if user else None, password)
+    if user is None or not ok or user.disabled:
+        return LoginCheck(None, user is not None)
+    if needs_rehash(user.password_hash):
+        new_hash = hash_password(password)
+        with database.session(write=True) as session:
+            session.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
+    return LoginCheck(user, True)
+
+
+class KnownUsernames:
+    """The set of user names, re-read at most every ``ttl`` seconds: lets a flood of refused
+    sign-ins be attributed (known account or not) without a query per request."""
+
+    def __init__(self, database: Database, ttl: float = 5.0) -> None:
+        self.database = database
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._names: frozenset[str] = frozenset()
+        self._read_at = float("-inf")
+
+    def __contains__(self, username: object) -> bool:
+        with self._lock:
+            if time.monotonic() - self._read_at >= self.ttl:
+                with self.database.session() as session:
+                    self._names = frozenset(session.scalars(select(User.username)))
+                self._read_at = time.monotonic()
+            return username in self._names
 
 
 def get_user(session: Session, username: str) -> User | None:

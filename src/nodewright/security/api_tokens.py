@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 
 from sqlalchemy import select, update
@@ -14,6 +15,8 @@ from nodewright.security.accounts import AccountError, get_user
 from nodewright.security.hashing import token_hash
 
 TOKEN_PREFIX = "nwt_"  # noqa: S105 (a marker, not a credential)
+TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$"  # noqa: S105 (a pattern, not a credential)
+TOKEN_NAME_RE = re.compile(TOKEN_NAME_PATTERN, re.ASCII)
 # Writing last_used_at on every request would turn every read into a write; minute precision is enough.
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
 
@@ -27,11 +30,20 @@ def issue_token(session: Session, username: str, name: str, *, actor: str) -> tu
     return token, owner, plaintext
 
 
+def validate_token_name(name: str) -> str:
+    """One rule for every way in (API, dashboard, CLI): a name ends up in the audit actor string and
+    on pages, so no control characters (CR/LF, escapes), no bidi overrides, no zero-width marks."""
+    name = name.strip()
+    if not TOKEN_NAME_RE.fullmatch(name):
+        raise AccountError(
+            "name", "must be 1-64 characters: letters, digits, spaces and . _ @ - (a letter or digit first)"
+        )
+    return name
+
+
 def create_token(session: Session, user: User, name: str, *, actor: str) -> tuple[ApiToken, str]:
     """A new token for ``user``, audited in the caller's transaction; the plaintext is returned once."""
-    name = name.strip()
-    if not name or len(name) > 64:
-        raise AccountError("name", "must be 1-64 characters")
+    name = validate_token_name(name)
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(user_id=user.id, name=name, token_hash=token_hash(plaintext), prefix=plaintext[:12])
     session.add(token)

@@ -1,10 +1,16 @@
-"""Sign-in throttle: after repeated failures for one username from one address, refuse for a while.
+"""Sign-in throttle: after repeated failures, refuse for a while, counted three ways.
 
-Counted per (username, client address) so that an attacker guessing one account's password is slowed
-down without letting anyone lock a user out from everywhere. The check runs before the password is
-verified and treats unknown and existing usernames alike, so a refusal says nothing about whether the
-account exists. State is kept in the process: each ``serve`` process throttles on its own, which bounds
-the guessing rate per process and needs no shared storage.
+- per (username, address): an attacker guessing one account's password from one place is stopped
+  after a handful of guesses, without locking the user out from elsewhere;
+- per address: one client spraying guesses over many (made-up or real) user names is stopped, so a
+  flood of new names never escapes the throttle;
+- per account: guesses at one account from many addresses are slowed down too. Its limit is higher
+  than the pair's, since anyone can push an account into it (the price of bounding distributed
+  guessing; the account's owner waits out the window).
+
+The check runs before the password is verified and treats unknown and existing usernames alike, so a
+refusal says nothing about whether the account exists. State is kept in the process: each ``serve``
+process throttles on its own, which bounds the guessing rate per process and needs no shared storage.
 """
 
 from __future__ import annotations
@@ -16,32 +22,29 @@ from collections import deque
 from collections.abc import Callable
 
 MAX_FAILURES = 5
+MAX_FAILURES_PER_ADDRESS = 30
+MAX_FAILURES_PER_ACCOUNT = 20
 WINDOW_SECONDS = 15 * 60
-# Bound on remembered (username, address) pairs, so a flood of made-up usernames cannot grow memory.
+# Bound on remembered keys per counter, so a flood of made-up usernames cannot grow memory.
 MAX_KEYS = 10_000
 
 
-class LoginThrottle:
+class FailureCounter:
+    """Failures per key inside a sliding window, with a bound on the number of keys kept."""
+
     def __init__(
-        self,
-        *,
-        max_failures: int = MAX_FAILURES,
-        window_seconds: float = WINDOW_SECONDS,
-        max_keys: int = MAX_KEYS,
-        clock: Callable[[], float] = time.monotonic,
+        self, *, limit: int, window_seconds: float, max_keys: int, clock: Callable[[], float]
     ) -> None:
-        self.max_failures = max_failures
+        self.limit = limit
         self.window_seconds = window_seconds
         self.max_keys = max_keys
         self._clock = clock
-        self._lock = threading.Lock()
-        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._failures: dict[str, deque[float]] = {}
 
-    @staticmethod
-    def _key(username: str, address: str) -> tuple[str, str]:
-        return username.strip().lower()[:128], address
+    def __len__(self) -> int:
+        return len(self._failures)
 
-    def _recent(self, key: tuple[str, str], now: float) -> deque[float] | None:
+    def _recent(self, key: str, now: float) -> deque[float] | None:
         times = self._failures.get(key)
         if times is None:
             return None
@@ -52,34 +55,126 @@ class LoginThrottle:
             return None
         return times
 
-    def retry_after(self, username: str, address: str) -> int | None:
-        """Seconds until the next attempt is allowed, or None when it is allowed now."""
-        with self._lock:
-            now = self._clock()
-            times = self._recent(self._key(username, address), now)
-            if times is None or len(times) < self.max_failures:
-                return None
-            return max(1, math.ceil(times[0] + self.window_seconds - now))
+    def retry_after(self, key: str) -> int | None:
+        now = self._clock()
+        times = self._recent(key, now)
+        if times is None or len(times) < self.limit:
+            return None
+        return max(1, math.ceil(times[0] + self.window_seconds - now))
 
-    def failed(self, username: str, address: str) -> None:
-        with self._lock:
-            now = self._clock()
-            key = self._key(username, address)
-            times = self._recent(key, now)
-            if times is None:
-                if len(self._failures) >= self.max_keys:
-                    self._prune(now)
-                times = self._failures[key] = deque(maxlen=self.max_failures)
-            times.append(now)
+    def failed(self, key: str) -> None:
+        now = self._clock()
+        times = self._recent(key, now)
+        if times is None:
+            if len(self._failures) >= self.max_keys:
+                self._prune(now)
+            times = self._failures[key] = deque(maxlen=self.limit)
+        times.append(now)
 
-    def succeeded(self, username: str, address: str) -> None:
-        with self._lock:
-            self._failures.pop(self._key(username, address), None)
+    def forget(self, key: str) -> None:
+        self._failures.pop(key, None)
 
     def _prune(self, now: float) -> None:
         for key in list(self._failures):
             self._recent(key, now)
         while len(self._failures) >= self.max_keys:
-            # Forget the pair whose latest failure is oldest.
+            # Forget the key whose latest failure is oldest.
             oldest = min(self._failures, key=lambda k: self._failures[k][-1])
             del self._failures[oldest]
+
+
+class LoginThrottle:
+    def __init__(
+        self,
+        *,
+        max_failures: int = MAX_FAILURES,
+        max_failures_per_address: int = MAX_FAILURES_PER_ADDRESS,
+        max_failures_per_account: int = MAX_FAILURES_PER_ACCOUNT,
+        window_seconds: float = WINDOW_SECONDS,
+        max_keys: int = MAX_KEYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window_seconds = window_seconds
+        self._lock = threading.Lock()
+
+        def counter(limit: int) -> FailureCounter:
+            return FailureCounter(limit=limit, window_seconds=window_seconds, max_keys=max_keys, clock=clock)
+
+        self._pairs = counter(max_failures)
+        self._addresses = counter(max_failures_per_address)
+        self._accounts = counter(max_failures_per_account)
+
+    @property
+    def _failures(self) -> dict[str, deque[float]]:
+        return self._pairs._failures
+
+    @staticmethod
+    def _account(username: str) -> str:
+        return username.strip().lower()[:128]
+
+    def _keys(self, username: str, address: str) -> list[tuple[FailureCounter, str]]:
+        account = self._account(username)
+        return [
+            (self._pairs, f"{account}\x00{address}"),
+            (self._addresses, address),
+            (self._accounts, account),
+        ]
+
+    def retry_after(self, username: str, address: str) -> int | None:
+        """Seconds until the next attempt is allowed, or None when it is allowed now."""
+        with self._lock:
+            waits = [w for c, k in self._keys(username, address) if (w := c.retry_after(k)) is not None]
+        return max(waits) if waits else None
+
+    def failed(self, username: str, address: str) -> None:
+        with self._lock:
+            for counter, key in self._keys(username, address):
+                counter.failed(key)
+
+    def succeeded(self, username: str, address: str) -> None:
+        """A right password clears the pair's failures (not the address's or the account's: one
+        success must not buy a spraying client or a distributed guesser a fresh budget)."""
+        with self._lock:
+            self._pairs.forget(self._keys(username, address)[0][1])
+
+
+class PasswordCheckGate:
+    """A budget for password verifications: at most ``limit`` at once and ``per_second`` on average
+    (a token bucket holding up to ``limit``). argon2 costs a third of a CPU second per check here, on
+    purpose; without a budget, unauthenticated callers choose how much of the machine goes to
+    hashing. Over the budget a sign-in is refused at once (429 with ``retry_after()``), never queued."""
+
+    def __init__(
+        self, limit: int, per_second: float = 1_000_000.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.per_second = per_second
+        self._clock = clock
+        self._slots = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self._tokens = float(limit)
+        self._filled_at = clock()
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(float(self.limit), self._tokens + (now - self._filled_at) * self.per_second)
+        self._filled_at = now
+
+    def try_acquire(self) -> bool:
+        with self._lock:
+            self._refill(self._clock())
+            if self._tokens < 1.0:
+                return False
+            if not self._slots.acquire(blocking=False):
+                return False
+            self._tokens -= 1.0
+            return True
+
+    def release(self) -> None:
+        self._slots.release()
+
+    def retry_after(self) -> int:
+        """Whole seconds until a check could be admitted again (at least 1)."""
+        with self._lock:
+            missing = max(0.0, 1.0 - self._tokens)
+        return max(1, math.ceil(missing / self.per_second))

@@ -33,4 +33,10 @@
   }
 
   ["state", "step", "log", "message"].forEach(function (type) { source.addEventListener(type, append); });
+  // The server closed the stream because the session ended (signed out elsewhere, expired): stop
+  // here instead of reconnecting; reloading shows the sign-in page.
+  source.addEventListener("end", function () {
+    source.close();
+    window.location.reload();
+  });
 })();

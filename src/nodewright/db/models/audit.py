@@ -22,3 +22,6 @@ class AuditEvent(Base):
     target: Mapped[str] = mapped_column(String(256))
     outcome: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # How many identical events this row stands for: a throttled flood of refusals is one row per
+    # throttle window with its count, not one row per request.
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")

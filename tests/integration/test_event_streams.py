@@ -1,0 +1,253 @@
+"""Live job event streams through a real HTTP server: one shared change feed (no per-stream
+polling), caps per user and per process (429), and streams closed when their credential goes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event
+
+from nodewright.app import create_app
+from nodewright.context import AppContext
+from nodewright.jobs.enqueue import enqueue
+from nodewright.jobs.events import append_event
+from nodewright.security import api_tokens, web_sessions
+from nodewright.security.roles import Role
+from tests.integration.test_dashboard_auth import CSRF_RE
+from tests.support.apps import TEST_PASSWORD, RoleUser, create_role_users, make_settings
+from tests.support.jobs import wait_until
+from tests.support.live_server import live_server
+
+
+@dataclass
+class Follower:
+    """Reads one SSE stream in a thread, over a raw socket (HTTP/1.0, so the body is unframed) that
+    ``stop()`` can shut down from outside, as a browser closing its tab does."""
+
+    url: str
+    headers: dict[str, str]
+    cookies: dict[str, str] = field(default_factory=dict)
+    text: str = ""
+    status: int | None = None
+    ended: bool = False
+    thread: threading.Thread | None = None
+    _sock: socket.socket | None = None
+
+    def start(self) -> Follower:
+        parsed = httpx.URL(self.url)
+        sock = socket.create_connection((parsed.host, parsed.port or 80), timeout=60)
+        headers = {**self.headers, "Accept": "text/event-stream", "Host": parsed.host}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        head = f"GET {parsed.raw_path.decode()} HTTP/1.0\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items()
+        )
+        sock.sendall(head.encode() + b"\r\n")
+        self._sock = sock
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        wait_until(lambda: self.status is not None or self.ended, what="the stream to answer")
+        return self
+
+    def _run(self) -> None:
+        assert self._sock is not None
+        raw = b""
+        try:
+            while chunk := self._sock.recv(65536):
+                raw += chunk
+                if self.status is None and b"\r\n\r\n" in raw:
+                    head, _, raw = raw.partition(b"\r\n\r\n")
+                    self.status = int(head.split()[1])
+                if self.status is not None:
+                    self.text = raw.decode(errors="replace")
+        except OSError:
+            pass
+        finally:
+            self.ended = True
+
+    def stop(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+        if self.thread is not None:
+            self.thread.join(10)
+
+    @property
+    def messages(self) -> list[str]:
+        out = []
+        for block in self.text.split("\n\n"):
+            for line in block.splitlines():
+                if line.startswith("data: {") and '"message"' in line:
+                    out.append(json.loads(line[6:])["message"])
+        return out
+
+
+@pytest.fixture
+def served(db_url: str, tmp_path: Path) -> Iterator[tuple[str, AppContext, dict[Role, RoleUser]]]:
+    settings = make_settings(db_url, tmp_path / "data", sse_max_streams_per_user=2, sse_max_streams=3)
+    ctx = AppContext.open(settings)
+    users = create_role_users(ctx)
+    try:
+        with live_server(create_app(settings, ctx=ctx, start_workers=False)) as url:
+            yield url, ctx, users
+    finally:
+        ctx.close()
+
+
+def _queued_job(ctx: AppContext) -> int:
+    with ctx.database.session(write=True) as session:
+        # A kind no worker runs: the job stays queued, its stream stays open.
+        return int(enqueue(session, "nobody.runs.this", {}).id)
+
+
+def _log(ctx: AppContext, job_id: int, message: str) -> None:
+    with ctx.database.session(write=True) as session:
+        append_event(session, job_id, type="log", message=message, data={}, attempt=0)
+
+
+def _follow(url: str, job_id: int, user: RoleUser) -> Follower:
+    return Follower(f"{url}/api/jobs/{job_id}/events", user.headers).start()
+
+
+def test_new_events_reach_open_streams_through_the_shared_feed(
+    served: tuple[str, AppContext, dict[Role, RoleUser]],
+) -> None:
+    url, ctx, users = served
+    job_id = _queued_job(ctx)
+    followers = [_follow(url, job_id, users[Role.viewer]), _follow(url, job_id, users[Role.operator])]
+    try:
+        for f in followers:
+            wait_until(lambda f=f: f.messages == ["queued"], what="the first event")  # type: ignore[misc]
+        _log(ctx, job_id, "written by another connection")
+        for f in followers:
+            wait_until(
+                lambda f=f: "written by another connection" in f.messages,  # type: ignore[misc]
+                what="the feed to deliver the new event",
+            )
+    finally:
+        for f in followers:
+            f.stop()
+
+
+def test_idle_streams_do_not_poll_the_database_each(
+    served: tuple[str, AppContext, dict[Role, RoleUser]],
+) -> None:
+    """Three open streams waiting for a quiet job: the process reads job events through one
+    feed, not once per stream every quarter second (that was 3 x 4 = 12 reads a second)."""
+    url, ctx, users = served
+    job_id = _queued_job(ctx)
+    followers = [
+        _follow(url, job_id, users[Role.viewer]),
+        _follow(url, job_id, users[Role.viewer]),
+        _follow(url, job_id, users[Role.admin]),
+    ]
+    reads: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM job_events" in statement:
+            reads.append(statement)
+
+    try:
+        for f in followers:
+            wait_until(lambda f=f: f.messages == ["queued"], what="the first event")  # type: ignore[misc]
+        event.listen(ctx.database.engine, "before_cursor_execute", count)
+        time.sleep(3.0)  # a window to count in, not a timing assertion
+        event.remove(ctx.database.engine, "before_cursor_execute", count)
+    finally:
+        for f in followers:
+            f.stop()
+    # SQLite: one feed poll every 0.25 s (~12 in 3 s) for all streams together; PostgreSQL: none.
+    assert len(reads) <= 20, f"{len(reads)} job-event reads in 3 s by 3 idle streams"
+    assert all("FROM job_events" in r for r in reads)
+
+
+def test_streams_are_capped_per_user_and_per_process(
+    served: tuple[str, AppContext, dict[Role, RoleUser]],
+) -> None:
+    url, ctx, users = served
+    job_id = _queued_job(ctx)
+    viewer, operator, admin = users[Role.viewer], users[Role.operator], users[Role.admin]
+    first = [_follow(url, job_id, viewer), _follow(url, job_id, viewer)]
+    try:
+        assert all(f.status == 200 for f in first)
+        refused = httpx.get(
+            f"{url}/api/jobs/{job_id}/events", headers={**viewer.headers, "Accept": "text/event-stream"}
+        )
+        assert refused.status_code == 429
+        assert refused.json()["code"] == "too_many_streams" and refused.headers["retry-after"]
+        third = _follow(url, job_id, operator)  # another user: under the per-user cap
+        assert third.status == 200
+        over_process = httpx.get(
+            f"{url}/api/jobs/{job_id}/events", headers={**admin.headers, "Accept": "text/event-stream"}
+        )
+        assert over_process.status_code == 429  # the process cap (3) is reached
+        # JSON pages are not streams: never capped.
+        assert httpx.get(f"{url}/api/jobs/{job_id}/events", headers=viewer.headers).status_code == 200
+        third.stop()
+        assert third.ended
+        # The server notices the hang-up and frees the slot.
+        wait_until(lambda: _stream_status(url, job_id, admin) == 200, what="a freed slot to be admitted")
+    finally:
+        for f in first:
+            f.stop()
+
+
+def _stream_status(url: str, job_id: int, user: RoleUser) -> int:
+    headers = {**user.headers, "Accept": "text/event-stream"}
+    with httpx.stream("GET", f"{url}/api/jobs/{job_id}/events", headers=headers, timeout=10) as response:
+        return response.status_code
+
+
+def test_a_revoked_token_closes_its_stream(served: tuple[str, AppContext, dict[Role, RoleUser]]) -> None:
+    url, ctx, users = served
+    job_id = _queued_job(ctx)
+    follower = _follow(url, job_id, users[Role.viewer])
+    wait_until(lambda: follower.messages == ["queued"], what="the first event")
+    with ctx.database.session(write=True) as session:
+        token = next(t for t in api_tokens.list_tokens(session) if t.name == "viewer-token")
+        api_tokens.revoke_token(session, token.id, actor="test")
+    wait_until(lambda: follower.ended, what="the stream to close")
+    assert 'event: end\ndata: {"reason": "token_revoked"}' in follower.text
+    # Reconnecting is refused.
+    again = httpx.get(
+        f"{url}/api/jobs/{job_id}/events",
+        headers={**users[Role.viewer].headers, "Accept": "text/event-stream"},
+    )
+    assert again.status_code == 401
+
+
+def test_an_ended_session_closes_its_stream(served: tuple[str, AppContext, dict[Role, RoleUser]]) -> None:
+    url, ctx, _users = served
+    job_id = _queued_job(ctx)
+    with httpx.Client(base_url=url) as browser:
+        token = CSRF_RE.search(browser.get("/login").text)
+        assert token
+        signed_in = browser.post(
+            "/login",
+            data={"username": "viewer-user", "password": TEST_PASSWORD, "csrf_token": token.group(1)},
+        )
+        assert signed_in.status_code in (200, 303)
+        cookie = browser.cookies[web_sessions.SESSION_COOKIE]
+    follower = Follower(
+        f"{url}/api/jobs/{job_id}/events", {}, cookies={web_sessions.SESSION_COOKIE: cookie}
+    ).start()
+    assert follower.status == 200
+    wait_until(lambda: follower.messages == ["queued"], what="the first event")
+    session_id = ctx.signer.unsign(cookie)
+    assert session_id is not None
+    with ctx.database.session(write=True) as session:
+        web_sessions.end_session(session, session_id)  # what /logout does
+    wait_until(lambda: follower.ended, what="the stream to close")
+    assert 'event: end\ndata: {"reason": "session_ended"}' in follower.text
+    follower.stop()

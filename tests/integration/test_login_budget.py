@@ -1,0 +1,135 @@
+"""The unauthenticated work budget of ``POST /login``: throttled per address, per account and per
+pair; a cap on password checks at once (over it: 429 at once); throttled refusals counted in one
+audit row per window; the password check outside any write transaction."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from nodewright.context import AppContext
+from nodewright.db.models import AuditEvent
+from nodewright.security.audit import RefusalTally
+from nodewright.security.roles import Role
+from nodewright.security.throttle import LoginThrottle, PasswordCheckGate
+from tests.integration.test_dashboard_auth import _attempt
+from tests.support.apps import TEST_PASSWORD, RoleUser
+
+
+def test_new_user_names_from_one_address_are_throttled(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
+    """A flood with a new name every time never repeats a (name, address) pair: the per-address
+    count stops it anyway, and then even a real user's right password waits."""
+    app_context.login_throttle = LoginThrottle(max_failures=5, max_failures_per_address=4)
+    for i in range(4):
+        assert _attempt(client, f"made-up-{i}", "wrong password!").status_code == 401
+    refused = _attempt(client, "operator-user", TEST_PASSWORD)
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) > 0
+
+
+def test_one_account_is_throttled_across_addresses() -> None:
+    throttle = LoginThrottle(max_failures=5, max_failures_per_address=100, max_failures_per_account=3)
+    for i in range(3):
+        throttle.failed("alice", f"10.0.0.{i}")
+    assert throttle.retry_after("alice", "10.9.9.9") is not None  # a fresh address too
+    assert throttle.retry_after("bob", "10.9.9.9") is None
+    # A success clears the pair only: the account's and the address's counts stay.
+    throttle.succeeded("alice", "10.0.0.1")
+    assert throttle.retry_after("alice", "10.0.0.1") is not None
+
+
+def test_password_checks_over_the_cap_get_429_at_once(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
+    gate = app_context.password_gate
+    held = [gate.try_acquire() for _ in range(gate.limit)]
+    assert all(held)
+    try:
+        busy = _attempt(client, "viewer-user", TEST_PASSWORD)
+        assert busy.status_code == 429
+        assert busy.headers["retry-after"] == "1"
+        assert "busy" in busy.text
+    finally:
+        for _ in held:
+            gate.release()
+    # A refusal for lack of capacity is no failed guess: the right password then works.
+    assert _attempt(client, "viewer-user", TEST_PASSWORD).status_code == 303
+
+
+def test_password_checks_have_a_rate_budget() -> None:
+    now = [100.0]
+    gate = PasswordCheckGate(2, per_second=0.5, clock=lambda: now[0])
+    for _ in range(2):  # a burst up to the cap
+        assert gate.try_acquire()
+        gate.release()
+    assert not gate.try_acquire()  # the bucket is empty: refused although no check is running
+    assert gate.retry_after() == 2
+    now[0] += 2.0
+    assert gate.try_acquire()
+    gate.release()
+
+
+def test_over_the_rate_budget_sign_ins_get_429_at_once(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
+    app_context.password_gate = PasswordCheckGate(1, per_second=0.001)
+    assert _attempt(client, "made-up", "wrong password!").status_code == 401
+    refused = _attempt(client, "viewer-user", TEST_PASSWORD)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert "nw_session" not in refused.headers.get("set-cookie", "")
+
+
+def test_throttled_refusals_are_one_audit_row_with_a_count(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
+    app_context.refusal_tally = RefusalTally(window_seconds=900, flush_seconds=0)
+    limit = app_context.login_throttle.max_failures
+    for _ in range(limit):
+        assert _attempt(client, "viewer-user", "wrong password!").status_code == 401
+    for _ in range(12):
+        assert _attempt(client, "viewer-user", "wrong password!").status_code == 429
+    with app_context.database.session() as session:
+        rows = list(
+            session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "login", AuditEvent.outcome == "throttled")
+            )
+        )
+    assert [(r.actor, r.count) for r in rows] == [("anonymous:viewer-user", 12)]
+
+
+def test_password_check_holds_no_write_lock(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While argon2 runs, another writer must get through: the check reads, closes its
+    transaction, then verifies. Before, it ran inside BEGIN IMMEDIATE (SQLite: 'database is locked'
+    for everyone else under a sign-in flood). Here a writer commits *during* the verification."""
+    import argon2
+
+    database = app_context.database
+    wrote = threading.Event()
+    original = argon2.PasswordHasher.verify
+
+    def verify_while_someone_writes(self: argon2.PasswordHasher, hash: str, password: str) -> bool:
+        def writer() -> None:
+            with database.session(write=True) as session:
+                session.add(AuditEvent(actor="test", action="t.write", target="x", outcome="ok", detail={}))
+            wrote.set()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        # A write transaction held here would keep the writer waiting until the verify returns.
+        assert wrote.wait(10), "a writer was blocked while the password was being verified"
+        thread.join()
+        return bool(original(self, hash, password))
+
+    monkeypatch.setattr(argon2.PasswordHasher, "verify", verify_while_someone_writes)
+    assert _attempt(client, "viewer-user", TEST_PASSWORD).status_code == 303
+    assert wrote.is_set()
