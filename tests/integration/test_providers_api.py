@@ -218,3 +218,22 @@ def test_duplicate_name_is_409(
     again = client.post("/api/providers", json=_body(sim, random_token()), headers=headers)
     assert again.status_code == 409
     assert again.json()["errors"][0]["field"] == "name"
+
+
+def test_dashboard_forms_are_admin_only_and_need_csrf(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    sim: SimServer,  # noqa: F811
+) -> None:
+    from tests.integration.test_dashboard_auth import login
+
+    form = {"name": "x", "token": random_token(), "api_endpoint": sim.base_url + "/v1"}
+    csrf = login(client, "viewer-user")
+    page = client.get("/providers")
+    assert page.status_code == 200 and "Connect" not in page.text
+    assert client.post("/providers", data={**form, "csrf_token": csrf}).status_code == 403
+    client.post("/logout", data={"csrf_token": csrf})
+    login(client, "admin-user")
+    assert client.post("/providers", data={**form, "csrf_token": "wrong"}).status_code == 403
+    assert _counts(app_context) == (0, 0)
