@@ -35,6 +35,7 @@ class StepLog:
     that completed is not run again; one that raised is)."""
 
     canceled = False
+    attempt = 1
 
     def __init__(self) -> None:
         self.completed_steps: dict[str, Any] = {}
@@ -75,20 +76,30 @@ def test_lost_create_response_ends_with_one_adopted_server(
     assert 504 in statuses  # the lost answer is in the evidence
 
 
-def test_crash_after_create_resumes_by_label_lookup(
+@pytest.mark.parametrize(
+    "attempt", [1, 2], ids=["new-job-adopts-on-uniqueness", "resumed-job-looks-up-labels"]
+)
+def test_server_made_by_an_earlier_run_is_adopted(
+    attempt: int,
     sim: SimServer,  # noqa: F811
     sim_token: str,  # noqa: F811
     hcloud_client: hcloud.Client,  # noqa: F811
 ) -> None:
-    """A first attempt created the server and died before its checkpoint: the next one adopts it."""
+    """A run created the server and died before its checkpoint. A resumed attempt finds it by its
+    labels before creating; a new job (attempt 1) meets uniqueness_error and adopts it because the
+    labels are ours. Either way: one server."""
     adapter = _adapter(sim, sim_token)
     request = acquire_request(adapter.connection, node_id=6, name="crash-1")
     key_id = adapter.ensure_client_key(request.client_key, "k")
     labels = {"nodewright.io/installation": request.installation_id, "nodewright.io/node": "6"}
     adapter.create_server(request, key_id, labels)  # ... and the worker is killed here
-    result = adapter.acquire(request, StepLog())
+    steps = StepLog()
+    steps.attempt = attempt
+    result = adapter.acquire(request, steps)
     assert result.evidence.adopted is True
     assert len(hcloud_client.servers.get_all()) == 1
+    posts = [c for c in result.evidence.calls if c.method == "POST" and c.endpoint == "/servers"]
+    assert len(posts) == (1 if attempt == 1 else 0)
 
 
 def test_foreign_server_with_the_same_name_is_a_name_conflict(
@@ -182,7 +193,7 @@ def test_fifty_concurrent_acquisitions_stay_under_the_rate_limit(
         thread.join(timeout=300)
     assert errors == []
     assert len(results) == 50
-    log = control.requests(limit=5000)
+    log = SimControl(sim.base_url).requests(limit=5000)  # a new connection: the old one idled out
     assert [r for r in log if r["status"] == 429] == []
     per_server = len(log) / 50
     print(f"requests per acquired server in a 50-server burst: {per_server:.2f}")
