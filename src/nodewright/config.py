@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     job_retention_days: float = Field(
         default=30.0, gt=0, description="Finished jobs older than this are pruned."
     )
+    # Providers: which API endpoints a connection may point at (comma-separated URL prefixes).
+    # Unset = any. Connecting makes the server call the endpoint, so an installation that must not
+    # reach arbitrary URLs (or a test run that must stay on loopback) narrows it.
+    provider_endpoints: str | None = None
+
+    @property
+    def allowed_provider_endpoints(self) -> tuple[str, ...] | None:
+        if self.provider_endpoints is None:
+            return None
+        return tuple(p.strip() for p in self.provider_endpoints.split(",") if p.strip())
 
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:

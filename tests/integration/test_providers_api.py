@@ -237,3 +237,21 @@ def test_dashboard_forms_are_admin_only_and_need_csrf(
     login(client, "admin-user")
     assert client.post("/providers", data={**form, "csrf_token": "wrong"}).status_code == 403
     assert _counts(app_context) == (0, 0)
+
+
+def test_endpoint_outside_the_allowed_prefixes_is_refused_without_a_call(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    sim: SimServer,  # noqa: F811
+) -> None:
+    """Tests allow only loopback endpoints; the default (the real Hetzner API) is refused up front."""
+    SimControl(sim.base_url).clear_requests()
+    for endpoint in (None, "https://api.hetzner.cloud/v1", "http://10.0.0.1/v1"):
+        body = {"kind": "hetzner", "name": "x", "token": random_token()}
+        if endpoint:
+            body["api_endpoint"] = endpoint
+        response = client.post("/api/providers", json=body, headers=role_users[Role.admin].headers)
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "api_endpoint"
+    assert _counts(app_context) == (0, 0)

@@ -166,6 +166,7 @@ def create_provider(body: ProviderCreate, caller: Admin, ctx: ContextDep) -> Pro
             api_endpoint=body.api_endpoint,
             ssh_port=body.ssh_port,
             ssh_user=body.ssh_user,
+            allowed_endpoints=ctx.settings.allowed_provider_endpoints,
         )
     except connections.ConnectionError_ as exc:
         raise _problem(exc) from None
@@ -205,6 +206,7 @@ def update_provider(
             api_endpoint=body.api_endpoint,
             ssh_port=body.ssh_port,
             ssh_user=body.ssh_user,
+            allowed_endpoints=ctx.settings.allowed_provider_endpoints,
         )
     except connections.ConnectionError_ as exc:
         raise _problem(exc) from None

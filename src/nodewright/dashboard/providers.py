@@ -132,6 +132,7 @@ def connect(
             name=name.strip()[:64],
             token=secret,
             api_endpoint=endpoint,
+            allowed_endpoints=_ctx(request).settings.allowed_provider_endpoints,
         )
     except connections.ConnectionError_ as exc:
         return _page(
@@ -171,6 +172,7 @@ def rotate(
             provider_id,
             actor=user.actor,
             token=Secret(token.strip()),
+            allowed_endpoints=_ctx(request).settings.allowed_provider_endpoints,
         )
     except connections.ConnectionError_ as exc:
         return _page(request, error=f"Token not rotated ({exc.code}): {exc.message}", status_code=exc.status)

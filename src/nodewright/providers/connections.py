@@ -103,6 +103,21 @@ def status_message(row: ProviderConnection, now: dt.datetime | None = None) -> s
     return "Not checked yet."
 
 
+DEFAULT_ENDPOINTS = {"hetzner": "https://api.hetzner.cloud/v1"}
+
+
+def check_endpoint(kind: str, endpoint: str | None, allowed: tuple[str, ...] | None) -> None:
+    """Refuse an endpoint (or the provider's default one) outside ``NODEWRIGHT_PROVIDER_ENDPOINTS``."""
+    effective = endpoint or DEFAULT_ENDPOINTS.get(kind, "")
+    if allowed is not None and not any(effective.startswith(prefix) for prefix in allowed):
+        raise ConnectionError_(
+            422,
+            "invalid_request",
+            f"the API endpoint {effective} is not allowed here (NODEWRIGHT_PROVIDER_ENDPOINTS)",
+            "api_endpoint",
+        )
+
+
 def _validate(kind: str, token: Secret, api_endpoint: str | None, ssh_port: int, ssh_user: str) -> None:
     adapter = make_adapter(ConnectionInfo(0, kind, token, api_endpoint, ssh_port, ssh_user))
     try:
@@ -126,9 +141,11 @@ def create_connection(
     api_endpoint: str | None,
     ssh_port: int = 22,
     ssh_user: str = "root",
+    allowed_endpoints: tuple[str, ...] | None = None,
 ) -> ProviderConnection:
     if kind not in KINDS:
         raise ConnectionError_(422, "invalid_request", f"unknown provider kind {kind!r}", "kind")
+    check_endpoint(kind, api_endpoint, allowed_endpoints)
     with database.session() as session:
         if session.scalar(select(ProviderConnection.id).where(ProviderConnection.name == name)) is not None:
             raise ConnectionError_(409, "conflict", f"a provider connection named {name!r} exists", "name")
@@ -208,11 +225,13 @@ def update_connection(
     api_endpoint: str | None = None,
     ssh_port: int | None = None,
     ssh_user: str | None = None,
+    allowed_endpoints: tuple[str, ...] | None = None,
 ) -> ProviderConnection:
     """Rotate the token (validated first, like a new one) and/or change the other settings."""
     with database.session() as session:
         current = _require(session, connection_id)
         kind, endpoint = current.kind, current.api_endpoint
+        check_endpoint(kind, api_endpoint if api_endpoint is not None else endpoint, allowed_endpoints)
         port, user = current.ssh_port, current.ssh_user
         if name is not None and name != current.name:
             taken = session.scalar(select(ProviderConnection.id).where(ProviderConnection.name == name))
