@@ -198,3 +198,63 @@ def test_fifty_concurrent_acquisitions_stay_under_the_rate_limit(
     per_server = len(log) / 50
     print(f"requests per acquired server in a 50-server burst: {per_server:.2f}")
     assert per_server <= 4  # the target for a 50-server burst
+
+
+@pytest.mark.parametrize(
+    ("location", "server_type", "image", "code", "field"),
+    [
+        ("fsn1", "cx11", "ubuntu-24.04", ErrorCode.invalid_combination, "server_type"),  # deprecated
+        ("ash", "cx22", "ubuntu-24.04", ErrorCode.invalid_combination, "server_type"),  # not sold there
+        ("fsn1", "cx22", "ubuntu-20.04", ErrorCode.invalid_combination, "image"),  # deprecated image
+        ("fsn1", "cx22", "windows-95", ErrorCode.invalid_combination, "image"),
+        ("mars1", "cx22", "ubuntu-24.04", ErrorCode.invalid_combination, "location"),
+        ("fsn1", "cx99", "ubuntu-24.04", ErrorCode.invalid_combination, "server_type"),
+        ("sin", "cpx11", "ubuntu-24.04", ErrorCode.capacity_unavailable, "location"),  # out of stock
+    ],
+)
+def test_preflight_refuses_a_bad_combination_before_any_create(
+    location: str,
+    server_type: str,
+    image: str,
+    code: ErrorCode,
+    field: str,
+    sim: SimServer,  # noqa: F811
+    sim_token: str,  # noqa: F811
+    app_context: AppContext,
+) -> None:
+    row = connections.create_connection(
+        app_context.database,
+        app_context.box,
+        actor="test",
+        kind="hetzner",
+        name="pre",
+        token=Secret(sim_token),
+        api_endpoint=sim.base_url + "/v1",
+    )
+    with pytest.raises(ProviderError) as caught:
+        acquire_server(
+            StepLog(),
+            app_context.database,
+            app_context.box,
+            NodeServerSpec(row.id, 1, "pre-1", location, server_type, image),
+            generate_host_key(),
+        )
+    assert (caught.value.code, caught.value.field, caught.value.retryable) == (code, field, False)
+    log = SimControl(sim.base_url).requests(limit=500)
+    assert not [r for r in log if r["method"] == "POST" and r["path"] == "/v1/servers"]
+
+
+def test_preflight_refuses_an_image_without_a_build_for_the_architecture() -> None:
+    from nodewright.providers.acquisition import preflight
+    from nodewright.providers.base import Catalog, CatalogImage, CatalogLocation, CatalogServerType
+
+    catalog = Catalog(
+        locations=(CatalogLocation("fsn1", "", "DE", "", "eu-central"),),
+        server_types=(
+            CatalogServerType("cax11", "", 2, 4.0, 40, "arm", False, ("fsn1",), ("fsn1",), (), ()),
+        ),
+        images=(CatalogImage("only-x86", "", "x86", "ubuntu", False),),
+    )
+    with pytest.raises(ProviderError) as caught:
+        preflight(catalog, "fsn1", "cax11", "only-x86")
+    assert (caught.value.code, caught.value.field) == (ErrorCode.invalid_combination, "image")

@@ -163,6 +163,7 @@ def test_check_rotate_and_statuses(
 
 def test_catalog_is_cached_and_served_stale_while_the_provider_is_down(
     client: TestClient,
+    app_context: AppContext,
     role_users: dict[Role, RoleUser],
     sim: SimServer,  # noqa: F811
 ) -> None:
@@ -177,7 +178,7 @@ def test_catalog_is_cached_and_served_stale_while_the_provider_is_down(
     assert "fsn1" in cx22["available_in"] and cx22["prices"][0]["monthly_gross"]
     assert {i["architecture"] for i in data["images"]} == {"x86", "arm"}
 
-    connections.forget_catalog(pid)  # the TTL passed
+    connections.forget_catalog(app_context.database, pid)  # the TTL passed
     SimControl(sim.base_url).add_fault("non_json", path="/v1/*", status=502, count=None)
     stale = client.get(f"/api/providers/{pid}/catalog", headers=headers)
     assert stale.status_code == 200

@@ -210,7 +210,7 @@ def update_provider(
         )
     except connections.ConnectionError_ as exc:
         raise _problem(exc) from None
-    connections.forget_catalog(provider_id)
+    connections.forget_catalog(ctx.database, provider_id)
     return provider_out(row)
 
 
@@ -225,7 +225,7 @@ def delete_provider(caller: Admin, ctx: ContextDep, provider_id: int = Path(ge=1
         connections.delete_connection(ctx.database, provider_id, actor=caller.actor)
     except connections.ConnectionError_ as exc:
         raise _problem(exc) from None
-    connections.forget_catalog(provider_id)
+    connections.forget_catalog(ctx.database, provider_id)
 
 
 @router.post("/{provider_id}/check", summary="Check the token now (status is updated)")

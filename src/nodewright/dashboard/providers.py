@@ -176,5 +176,5 @@ def rotate(
         )
     except connections.ConnectionError_ as exc:
         return _page(request, error=f"Token not rotated ({exc.code}): {exc.message}", status_code=exc.status)
-    connections.forget_catalog(provider_id)
+    connections.forget_catalog(_ctx(request).database, provider_id)
     return RedirectResponse("/providers", status_code=303)

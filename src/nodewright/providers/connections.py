@@ -402,17 +402,36 @@ class CatalogView:
 
 
 _catalog_lock = threading.Lock()
-_catalog_cache: dict[int, tuple[float, CatalogView]] = {}
+# Keyed by (database, connection): ids repeat across databases (tests, several installations).
+_catalog_cache: dict[tuple[str, int], tuple[float, CatalogView]] = {}
+_fetch_locks: dict[tuple[str, int], threading.Lock] = {}
+
+
+def _cache_key(database: Database, connection_id: int) -> tuple[str, int]:
+    return (database.engine.url.render_as_string(hide_password=True), connection_id)
 
 
 def get_catalog(
     database: Database, box: SecretBox, connection_id: int, *, max_age: float = CATALOG_TTL_SECONDS
 ) -> CatalogView:
-    """The catalog, fresh within ``max_age``; while the provider fails, the last good copy, stale."""
+    """The catalog, fresh within ``max_age``; while the provider fails, the last good copy, stale.
+    One fetch per connection at a time: fifty acquisitions starting together share it."""
+    key = _cache_key(database, connection_id)
     with _catalog_lock:
-        cached = _catalog_cache.get(connection_id)
-    if cached is not None and time.monotonic() - cached[0] < max_age:
-        return cached[1]
+        fetch_lock = _fetch_locks.setdefault(key, threading.Lock())
+    with fetch_lock:
+        with _catalog_lock:
+            cached = _catalog_cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < max_age:
+            return cached[1]
+        view = _fetch_catalog(database, box, connection_id)
+        if not view.stale:
+            with _catalog_lock:
+                _catalog_cache[key] = (time.monotonic(), view)
+        return view
+
+
+def _fetch_catalog(database: Database, box: SecretBox, connection_id: int) -> CatalogView:
     with database.session() as session:
         row = _require(session, connection_id)
         info = connection_info(box, session, row)
@@ -432,15 +451,12 @@ def get_catalog(
         row = _require(session, connection_id)
         row.catalog = catalog.to_dict()
         row.catalog_fetched_at = now
-    view = CatalogView(catalog, now, stale=False)
-    with _catalog_lock:
-        _catalog_cache[connection_id] = (time.monotonic(), view)
-    return view
+    return CatalogView(catalog, now, stale=False)
 
 
-def forget_catalog(connection_id: int) -> None:
+def forget_catalog(database: Database, connection_id: int) -> None:
     with _catalog_lock:
-        _catalog_cache.pop(connection_id, None)
+        _catalog_cache.pop(_cache_key(database, connection_id), None)
 
 
 def count_connections(session: Session) -> int:
