@@ -34,7 +34,7 @@ FAST_INTERVAL = 0.2  # once an action is due
 FIRST_GUESS = 1.0  # unknown kind: first poll after this, then backoff
 MAX_INTERVAL = 5.0
 IDLE_EXIT = 5.0  # the thread ends after this long with nothing to wait for
-EWMA_WEIGHT = 0.3
+EWMA_WEIGHT = 0.5
 
 
 @dataclass
@@ -55,6 +55,7 @@ class Wait:
     expected: float | None
     polls: int = 0
     last_polled: float = 0.0
+    last_running_at: float | None = None  # the latest poll that still saw an action running
     event: threading.Event = field(default_factory=threading.Event)
     error: ProviderError | None = None
 
@@ -193,6 +194,23 @@ class ActionPoller:
                     w.polls += 1
                     w.last_polled = now
 
+    def _learn(self, wait: Wait, now: float) -> float:
+        """The new expected duration for the wait's kind.
+
+        The wait ended between the last poll that saw it running and this one: the midpoint is the
+        estimate. Done at the very first poll says only "no later than expected": try a little
+        earlier next time (the schedule then homes in from both sides).
+        """
+        old = self._learned.get(wait.kind)
+        if wait.last_running_at is not None:
+            sample = (wait.last_running_at + now) / 2 - wait.registered
+        elif wait.expected is not None:
+            sample = wait.expected * 0.9
+        else:
+            sample = now - wait.registered
+        sample = max(0.0, sample)
+        return sample if old is None else old + EWMA_WEIGHT * (sample - old)
+
     def _fail(self, ids: list[int], error: ProviderError) -> None:
         with self._lock:
             for wait in self._waits:
@@ -251,12 +269,11 @@ class ActionPoller:
                 if any(s.status == "error" for s in states):
                     wait.event.set()
                 elif all(s.status == "success" for s in states):
-                    # Learn what we saw, less half a fast interval (our own detection lag).
-                    sample = max(0.0, now - wait.registered - FAST_INTERVAL / 2)
-                    old = self._learned.get(wait.kind)
-                    self._learned[wait.kind] = sample if old is None else old + EWMA_WEIGHT * (sample - old)
+                    self._learned[wait.kind] = self._learn(wait, now)
                     learned_changed = True
                     wait.event.set()
+                else:
+                    wait.last_running_at = now
             learned = dict(self._learned) if learned_changed else None
         if learned is not None and self._on_learned is not None:
             try:
