@@ -258,3 +258,49 @@ def test_preflight_refuses_an_image_without_a_build_for_the_architecture() -> No
     with pytest.raises(ProviderError) as caught:
         preflight(catalog, "fsn1", "cax11", "only-x86")
     assert (caught.value.code, caught.value.field) == (ErrorCode.invalid_combination, "image")
+
+
+def test_a_small_bucket_makes_acquisitions_wait_instead_of_hitting_429(
+    sim: SimServer,  # noqa: F811
+    sim_token: str,  # noqa: F811
+    app_context: AppContext,
+) -> None:
+    """A bucket of 12 requests refilled by 4 per second, 15 acquisitions at once (about 40
+    requests): the shared budget spreads them out; the provider never answers 429."""
+    control = SimControl(sim.base_url)
+    control.configure(
+        create_duration=0.3, start_duration=0.2, rate_limit_capacity=12, rate_limit_refill_per_second=4
+    )
+    control.register_token(sim_token)
+    row = connections.create_connection(
+        app_context.database,
+        app_context.box,
+        actor="test",
+        kind="hetzner",
+        name="small-bucket",
+        token=Secret(sim_token),
+        api_endpoint=sim.base_url + "/v1",
+    )
+    errors: list[BaseException] = []
+
+    def one(node_id: int) -> None:
+        try:
+            acquire_server(
+                StepLog(),
+                app_context.database,
+                app_context.box,
+                NodeServerSpec(row.id, node_id, f"small-{node_id}", "fsn1", "cx22", "ubuntu-24.04"),
+                generate_host_key(),
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(1, 16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert errors == []
+    log = SimControl(sim.base_url).requests(limit=5000)
+    assert [r for r in log if r["status"] == 429] == []
+    assert len(log) > 12  # more than the bucket held: the budget had to wait for refills
