@@ -16,6 +16,7 @@ from nodewright.api import accounts as accounts_api
 from nodewright.api import audit as audit_api
 from nodewright.api import health
 from nodewright.api import jobs as jobs_api
+from nodewright.api import providers as providers_api
 from nodewright.api.deps import audit_denied
 from nodewright.api.middleware import BodyLimitMiddleware, NulGuardMiddleware, SecurityHeadersMiddleware
 from nodewright.api.problems import install_problem_handlers
@@ -24,6 +25,7 @@ from nodewright.config import Settings
 from nodewright.context import AppContext
 from nodewright.dashboard import home, login
 from nodewright.dashboard import jobs as jobs_pages
+from nodewright.dashboard import providers as providers_pages
 from nodewright.dashboard.rendering import LoginRequired, PageError, current_user, render
 from nodewright.jobs.worker import WorkerPool
 
@@ -81,9 +83,11 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     app.include_router(accounts_api.router)
     app.include_router(audit_api.router)
     app.include_router(jobs_api.router)
+    app.include_router(providers_api.router)
     app.include_router(login.router)
     app.include_router(home.router)
     app.include_router(jobs_pages.router)
+    app.include_router(providers_pages.router)
     app.mount(
         "/static",
         StaticFiles(directory=str(resources.files("nodewright.dashboard") / "static")),

@@ -91,6 +91,16 @@ class Settings(BaseSettings):
     # Live job event streams (SSE).
     sse_max_streams: int = Field(default=1000, ge=1, description="Open event streams per process.")
     sse_max_streams_per_user: int = Field(default=20, ge=1, description="Open event streams per user.")
+    # Providers: which API endpoints a connection may point at (comma-separated URL prefixes).
+    # Unset = any. Connecting makes the server call the endpoint, so an installation that must not
+    # reach arbitrary URLs (or a test run that must stay on loopback) narrows it.
+    provider_endpoints: str | None = None
+
+    @property
+    def allowed_provider_endpoints(self) -> tuple[str, ...] | None:
+        if self.provider_endpoints is None:
+            return None
+        return tuple(p.strip() for p in self.provider_endpoints.split(",") if p.strip())
 
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:

@@ -17,6 +17,8 @@ from fastapi.testclient import TestClient
 from nodewright.context import AppContext
 from nodewright.security import accounts, api_tokens
 from nodewright.security.roles import Role
+from nodewright.sim.server import SimServer
+from tests.fixtures.sim import random_token, sim, sim_server  # noqa: F401
 from tests.support.apps import RoleUser
 
 _names = itertools.count()
@@ -57,6 +59,45 @@ def _job_path(suffix: str = "") -> Callable[[AppContext], Prepared]:
     return lambda ctx: (f"/api/jobs/{_job_id(ctx)}{suffix}", None)
 
 
+_sim_url: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _simulator(sim: SimServer) -> None:  # noqa: F811
+    """Provider routes validate tokens against a provider: the simulator, for every row."""
+    _sim_url[:] = [sim.base_url + "/v1"]
+
+
+def _new_provider_body(_ctx: AppContext) -> Prepared:
+    body = {
+        "kind": "hetzner",
+        "name": f"p{next(_names)}",
+        "token": random_token(),
+        "api_endpoint": _sim_url[0],
+    }
+    return "/api/providers", body
+
+
+def _provider_id(ctx: AppContext) -> int:
+    from nodewright.providers import connections
+    from nodewright.security.secret import Secret
+
+    row = connections.create_connection(
+        ctx.database,
+        ctx.box,
+        actor="test",
+        kind="hetzner",
+        name=f"p{next(_names)}",
+        token=Secret(random_token()),
+        api_endpoint=_sim_url[0],
+    )
+    return row.id
+
+
+def _provider_path(suffix: str = "", body: dict[str, Any] | None = None) -> Callable[[AppContext], Prepared]:
+    return lambda ctx: (f"/api/providers/{_provider_id(ctx)}{suffix}", body)
+
+
 @dataclass(frozen=True)
 class Case:
     method: str
@@ -77,6 +118,13 @@ CASES = [
     Case("GET", "/api/jobs/{job_id}", Role.viewer, _job_path()),
     Case("GET", "/api/jobs/{job_id}/events", Role.viewer, _job_path("/events")),
     Case("POST", "/api/jobs/{job_id}/cancel", Role.operator, _job_path("/cancel")),
+    Case("GET", "/api/providers", Role.viewer, _static("/api/providers")),
+    Case("POST", "/api/providers", Role.admin, _new_provider_body),
+    Case("GET", "/api/providers/{provider_id}", Role.viewer, _provider_path()),
+    Case("PATCH", "/api/providers/{provider_id}", Role.admin, _provider_path("", {"ssh_port": 2222})),
+    Case("DELETE", "/api/providers/{provider_id}", Role.admin, _provider_path()),
+    Case("POST", "/api/providers/{provider_id}/check", Role.admin, _provider_path("/check")),
+    Case("GET", "/api/providers/{provider_id}/catalog", Role.viewer, _provider_path("/catalog")),
 ]
 
 _BELOW = {Role.operator: Role.viewer, Role.admin: Role.operator}

@@ -4,6 +4,7 @@ from nodewright.db.models.audit import AuditEvent
 from nodewright.db.models.auth import ApiToken, User, WebSession
 from nodewright.db.models.jobs import Job, JobEvent, JobStep, WorkerRecord
 from nodewright.db.models.meta import AppMeta
+from nodewright.db.models.providers import ProviderConnection
 from nodewright.db.models.secrets import StoredSecret
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "Job",
     "JobEvent",
     "JobStep",
+    "ProviderConnection",
     "StoredSecret",
     "User",
     "WebSession",
