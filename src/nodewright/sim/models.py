@@ -10,7 +10,7 @@ from typing import Any
 
 from nodewright.sim import catalog
 from nodewright.sim.actions import iso
-from nodewright.sim.cloudinit import parse_user_data
+from nodewright.sim.nodes.cloudinit import parse_user_data
 
 JSON = dict[str, Any]
 

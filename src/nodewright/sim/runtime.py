@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nodewright.sim.cloudinit import parse_user_data
 from nodewright.sim.config import SimConfig
 from nodewright.sim.faults import FaultRegistry
 from nodewright.sim.models import Server
 from nodewright.sim.nodes import NodeSpec, NodeSupervisor
+from nodewright.sim.nodes.cloudinit import parse_user_data
 from nodewright.sim.persistence import load_state, save_state
 from nodewright.sim.ratelimit import RateLimiter
 from nodewright.sim.state import SimState
