@@ -57,6 +57,7 @@ class SimRuntime:
             hostname=server.hostname(),
             authorized_keys=list(server.authorized_keys),
             host_keys=cloud.host_keys,
+            ipv6_net=server.ipv6_net,
         )
 
     def start(self) -> None:
@@ -94,6 +95,7 @@ class SimRuntime:
                 "actions": len(self.state.actions),
                 "running_actions": len(self.state.running),
                 "node_root": str(self.nodes.root) if self.nodes is not None else None,
+                "network": self._network(),
                 "config": {
                     "create_duration": self.config.create_duration,
                     "start_duration": self.config.start_duration,
@@ -103,6 +105,17 @@ class SimRuntime:
                     "rate_limit_refill_per_second": self.limiter.refill_per_second,
                 },
             }
+
+    def _network(self) -> dict[str, str] | None:
+        network = self.nodes.network if self.nodes is not None else None
+        if network is None:
+            return None
+        return {
+            "ipv4_range": network.address_range,
+            "gateway": network.gateway,
+            "ipv6_prefix": f"{network.ipv6_prefix}::/48",
+            "bridge": network.bridge,
+        }
 
     def stop(self) -> None:
         self._stop.set()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol
@@ -61,21 +60,13 @@ class Store:
         self.capacity: list[Capacity] = []
         self.server_limits: dict[str, int] = {}
         self.requests: collections.deque[RequestRecord] = collections.deque(maxlen=config.request_log_size)
-        self.pool = AddressPool(config.ssh_address_range, self._address_free if nodes is not None else None)
+        network = getattr(nodes, "network", None)
+        self.pool = AddressPool(network.address_range if network is not None else config.ssh_address_range)
         self.next_server_id = 4_200_001
         self.next_action_id = 91_000_001
         self.next_key_id = 1_800_001
         self.next_ip_id = 55_000_001
         self.changed = False
-
-    def _address_free(self, address: str) -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((address, self.config.ssh_port))
-            except OSError:
-                return False
-        return True
 
     def advance(self) -> None:
         """Let simulated time progress; the actions module implements it."""

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 from nodewright.sim.nodes.layers import default_root
 
 # What a node's root keeps: Docker's default set without mknod (no device cgroup here) and without
-# net_raw (nodes share the host's network namespace, a raw socket could sniff loopback traffic).
+# net_raw (a raw socket could forge traffic on the simulator's bridge).
 NODE_CAPABILITIES = (
     "chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap",
     "net_bind_service", "sys_chroot", "audit_write", "setfcap",
@@ -79,29 +78,17 @@ def node_script(directory: Path, hostname: str, command: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def launcher(script: Path) -> list[str]:
+def launcher(script: Path, netns: str | None = None) -> list[str]:
     """``setpriv --pdeathsig KILL`` ties the node to the thread that started it, so that a
-    simulator killed with SIGKILL takes its nodes along (``--kill-child`` does the rest)."""
+    simulator killed with SIGKILL takes its nodes along (``--kill-child`` does the rest).
+    ``nsenter --net`` first puts it into its own network namespace."""
+    enter = ["nsenter", f"--net={netns}"] if netns else []
     return [
+        *enter,
         "setpriv", "--pdeathsig", "KILL",
         "unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc", "--propagation", "private",
         "/bin/sh", str(script),
     ]  # fmt: skip
-
-
-def probe_port(address: str, port: int) -> str | None:
-    """Nodes share the host's network: a host sshd on ``0.0.0.0:22`` takes port 22 on every
-    loopback address too, and every node would fail to listen."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((address, port))
-        except OSError as exc:
-            return (
-                f"cannot listen on {address}:{port} ({exc.strerror}); is a host sshd listening on "
-                f"0.0.0.0:{port}? Bind it to specific addresses or choose another ssh_port"
-            )
-    return None
 
 
 def probe_isolation(sshd_path: str) -> str | None:

@@ -3,14 +3,21 @@ cloud image has them after cloud-init ran."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import stat
+import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nodewright.sim.nodes.layers import _is_whiteout, _real_dir, _write
+
+if TYPE_CHECKING:
+    from nodewright.sim.nodes.supervisor import NodeSpec
 
 
 def _generate_host_key() -> tuple[str, str]:
@@ -63,9 +70,9 @@ def install_host_keys(etc_ssh: Path, host_keys: dict[str, tuple[str, str | None]
     return key_paths
 
 
-def sshd_config(address: str, port: int, key_paths: list[str]) -> str:
+def sshd_config(addresses: list[str], port: int, key_paths: list[str]) -> str:
     lines = [
-        f"ListenAddress {address}:{port}",
+        *(f"ListenAddress {address}:{port}" for address in addresses),
         *(f"HostKey {p}" for p in key_paths),
         "PidFile none",
         "AuthorizedKeysFile .ssh/authorized_keys",
@@ -82,15 +89,61 @@ def sshd_config(address: str, port: int, key_paths: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def install_sshd(
-    upper: Path, address: str, port: int, hostname: str, authorized_keys: list[str],
-    host_keys: dict[str, tuple[str, str | None]],
-) -> None:  # fmt: skip
+def listen_addresses(spec: NodeSpec) -> list[str]:
+    addresses = [spec.address]
+    if spec.ipv6_net:
+        addresses.append(f"[{ipaddress.IPv6Network(spec.ipv6_net, strict=False).network_address + 1}]")
+    return addresses
+
+
+def install_sshd(upper: Path, spec: NodeSpec, port: int) -> None:
     """Lay sshd's files into the node's upper layer, as cloud-init would have left them on a fresh
     server: host keys and ``sshd_config`` in /etc/ssh, root's authorized_keys, /etc/hostname."""
     etc_ssh = _real_dir(upper, "etc/ssh", 0o755)
     ssh_dir = _real_dir(upper, "root/.ssh", 0o700)
-    key_paths = install_host_keys(etc_ssh, host_keys)
-    _write(ssh_dir / "authorized_keys", "".join(k.strip() + "\n" for k in authorized_keys), 0o600)
-    _write(_real_dir(upper, "etc", 0o755) / "hostname", hostname + "\n", 0o644)
-    _write(etc_ssh / "sshd_config", sshd_config(address, port, key_paths), 0o644)
+    key_paths = install_host_keys(etc_ssh, spec.host_keys)
+    _write(ssh_dir / "authorized_keys", "".join(k.strip() + "\n" for k in spec.authorized_keys), 0o600)
+    _write(_real_dir(upper, "etc", 0o755) / "hostname", spec.hostname + "\n", 0o644)
+    _write(etc_ssh / "sshd_config", sshd_config(listen_addresses(spec), port, key_paths), 0o644)
+
+
+def address_taken(address: str, port: int, timeout: float = 0.1) -> str | None:
+    """Whether something already holds ``address`` before the node takes it: an answer (a
+    connection or a refusal) means a host is there; silence means the address is free."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect((address, port))
+        except ConnectionRefusedError:
+            return f"address {address} is already in use (another host answers there)"
+        except OSError:
+            return None
+    return f"address {address} is already in use (another host answers on port {port})"
+
+
+def foreign_host_key(address: str, port: int, etc_ssh: Path) -> str | None:
+    """Why what answers at ``address`` is not this node (another host key), or None when it is.
+
+    A server is ``running`` only when its own sshd answers at its address, as a client pinning
+    the host key would see it."""
+    own = set()
+    for pub in etc_ssh.glob("ssh_host_*_key.pub"):
+        if _is_whiteout(pub):
+            continue
+        parts = pub.read_text(errors="replace").split()
+        if len(parts) >= 2:
+            own.add((parts[0], parts[1]))
+    result = subprocess.run(
+        ["ssh-keyscan", "-T", "5", "-p", str(port), address],
+        capture_output=True, text=True, timeout=15, check=False,
+    )  # fmt: skip
+    seen = set()
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and not line.startswith("#"):
+            seen.add((parts[1], parts[2]))
+    if not seen:
+        return f"no SSH host key at {address}:{port}"
+    if not seen <= own:
+        return f"{address}:{port} answers with a host key that is not this server's (address taken)"
+    return None

@@ -20,7 +20,8 @@ from typing import Literal
 
 from nodewright.sim.nodes.isolation import launcher, node_script
 from nodewright.sim.nodes.layers import default_root, prepare_upper, reap_stale_roots
-from nodewright.sim.nodes.sshd import install_sshd
+from nodewright.sim.nodes.network import NetworkError, NodeAddresses, SimNetwork
+from nodewright.sim.nodes.sshd import address_taken, foreign_host_key, install_sshd
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class NodeSpec:
     hostname: str
     authorized_keys: list[str]
     host_keys: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    ipv6_net: str | None = None
 
 
 @dataclass
@@ -74,9 +76,11 @@ class NodeSupervisor:
         port: int = 22,
         root: Path | None = None,
         workers: int = 4,
+        network: SimNetwork | None = None,
     ) -> None:
         self.sshd_path = sshd_path
         self.port = port
+        self.network = network
         reap_stale_roots([root] if root is not None else None)
         # A configured root is a parent directory: shutdown removes only what it created there.
         self.root = default_root(root)
@@ -204,11 +208,22 @@ class NodeSupervisor:
             spec = node.spec
             node.state = "booting"
         started = time.monotonic()
-        script = self._prepare(node.directory, spec)
+        netns: str | None = None
+        try:
+            if self.network is not None:
+                self.network.detach(spec.server_id)  # a reboot's old interface
+                taken = address_taken(spec.address, self.port)
+                if taken:
+                    raise NetworkError(taken)
+                netns = self.network.attach(spec.server_id, NodeAddresses(spec.address, spec.ipv6_net))
+            script = self._prepare(node.directory, spec)
+        except NetworkError as exc:
+            self._fail(node, str(exc))
+            return
         logfile = open(node.directory / "sshd.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             process = subprocess.Popen(
-                launcher(script),
+                launcher(script, netns),
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=logfile,
@@ -220,18 +235,26 @@ class NodeSupervisor:
         with self._lock:
             node.process = process
         ready = self._wait_listening(spec.address, process, node)
+        error = None if ready else self._tail_log(node.directory)
+        if ready and self.network is not None:
+            error = foreign_host_key(spec.address, self.port, node.directory / "upper" / "etc" / "ssh")
         with self._lock:
-            if ready:
+            if error is None:
                 node.state = "ready"
                 node.boot_seconds = time.monotonic() - started
                 node.error = None
                 return
-            node.state = "failed"
-            error = self._tail_log(node.directory)
-            node.error = error
             node.process = None
-        log.warning("simulated node %s did not start: %s", spec.server_id, error)
         self._terminate(process)
+        self._fail(node, error)
+
+    def _fail(self, node: Node, error: str) -> None:
+        with self._lock:
+            node.state = "failed"
+            node.error = error
+        log.warning("simulated node %s did not start: %s", node.spec.server_id, error)
+        if self.network is not None:
+            self.network.detach(node.spec.server_id)
 
     def _wait_listening(self, address: str, process: subprocess.Popen[bytes], node: Node) -> bool:
         deadline = time.monotonic() + BOOT_TIMEOUT
@@ -255,7 +278,7 @@ class NodeSupervisor:
     def _prepare(self, directory: Path, spec: NodeSpec) -> Path:
         """Lay the node's own files into its layers and write the start script."""
         upper = prepare_upper(directory)
-        install_sshd(upper, spec.address, self.port, spec.hostname, spec.authorized_keys, spec.host_keys)
+        install_sshd(upper, spec, self.port)
         script = directory / "start.sh"
         command = [self.sshd_path, "-D", "-e", "-f", "/etc/ssh/sshd_config"]
         script.write_text(node_script(directory, spec.hostname, command))
@@ -267,6 +290,8 @@ class NodeSupervisor:
             node.process = None
         if process is not None:
             self._terminate(process)
+        if self.network is not None:
+            self.network.detach(node.spec.server_id)
         if final == "gone":
             shutil.rmtree(node.directory, ignore_errors=True)
         with self._lock:
@@ -311,4 +336,6 @@ class NodeSupervisor:
                 node.state = "gone"
         for process in processes:
             self._terminate(process)
+        if self.network is not None:
+            self.network.close()
         shutil.rmtree(self.root, ignore_errors=True)

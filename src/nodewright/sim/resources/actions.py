@@ -52,7 +52,7 @@ class ActionsResource(Store):
                         self._begin(action)
                         progressed = True
                     if now - action.began >= action.duration and self._gate_open(action):
-                        self._finish(action, action.planned_error)
+                        self._finish(action, action.planned_error or self._node_error(action))
                         progressed = True
 
     def _begin(self, action: Action) -> None:
@@ -92,6 +92,19 @@ class ActionsResource(Store):
             return node in {"gone", "absent"}
         return True
 
+    def _node_error(self, action: Action) -> dict[str, str] | None:
+        """A start (or reboot) whose node did not come up fails, as a server that does not boot
+        would: a server is ``running`` only when its own node answers at its address."""
+        if self.nodes is None or action.command not in {"start_server", "reboot_server", "reset_server"}:
+            return None
+        if action.outcome == "left_off" or action.server_id not in self.servers:
+            return None
+        info = self.nodes.info(action.server_id)
+        if info.get("state") != "failed":
+            return None
+        reason = str(info.get("error") or "the node did not start")[-300:]
+        return {"code": "action_failed", "message": f"server did not start: {reason}"}
+
     def _finish(self, action: Action, error: dict[str, str] | None) -> None:
         action.status = "error" if error else "success"
         action.error = error
@@ -106,7 +119,9 @@ class ActionsResource(Store):
                 server.status = "off"
         elif action.command == "start_server":
             server.status = "off" if (error or action.outcome == "left_off") else "running"
-        elif action.command in {"stop_server", "shutdown_server"}:
+        elif action.command in {"stop_server", "shutdown_server"} or (
+            action.command in {"reboot_server", "reset_server"} and error
+        ):
             server.status = "off"
 
     # -- endpoints ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import string
 import time
@@ -13,6 +14,7 @@ from nodewright.sim.errors import ApiError, invalid_input
 from nodewright.sim.listing import paginate, sort_items
 from nodewright.sim.models import Server, SshKey
 from nodewright.sim.nodes.cloudinit import parse_user_data
+from nodewright.sim.nodes.network import SLOT_PREFIX, TEST_NET, slot_ipv6_prefix
 from nodewright.sim.resources.actions import ActionsResource
 from nodewright.sim.store import JSON, Query
 from nodewright.sim.validation import (
@@ -28,6 +30,16 @@ from nodewright.sim.validation import (
 def _generate_password() -> str:
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(20))
+
+
+def ipv6_net(ipv4: str | None, server_id: int) -> str:
+    """A server's /64, derived from its IPv4 in the test range so that simulators holding disjoint
+    IPv4 ranges also hand out disjoint /64s (``2001:db8:<slot + 1>:<offset>::/64``)."""
+    if ipv4 is None:
+        return f"2001:db8:0:{server_id % 0xFFFF:x}::/64"
+    offset = int(ipaddress.IPv4Address(ipv4)) - int(TEST_NET.network_address)
+    slot, index = divmod(offset, 2 ** (32 - SLOT_PREFIX))
+    return f"{slot_ipv6_prefix(slot)}:{index:x}::/64"
 
 
 class ServersResource(ActionsResource):
@@ -174,9 +186,7 @@ class ServersResource(ActionsResource):
                 labels=dict(body.get("labels") or {}),
                 ipv4=ipv4,
                 ipv4_id=self._ip_id() if ipv4 else None,
-                ipv6_net=f"2001:db8:{self.next_server_id % 0xFFFF:x}::/64"
-                if public_net.get("enable_ipv6", True)
-                else None,
+                ipv6_net=ipv6_net(ipv4, self.next_server_id) if public_net.get("enable_ipv6", True) else None,
                 ipv6_id=None,
                 user_data=body.get("user_data"),
                 authorized_keys=[k.public_key for k in keys]
