@@ -42,6 +42,27 @@ def ipv6_net(ipv4: str | None, server_id: int) -> str:
     return f"{slot_ipv6_prefix(slot)}:{index:x}::/64"
 
 
+# Create fields for resources the simulator does not model: refused rather than silently dropped,
+# so a client never believes a server sits in a network or has a volume that does not exist.
+UNMODELLED = {
+    "networks": "private networks are not simulated",
+    "volumes": "volumes are not simulated",
+    "firewalls": "firewalls are not simulated",
+    "placement_group": "placement groups are not simulated",
+}
+
+
+def unmodelled_fields(body: JSON, problems: dict[str, list[str]]) -> None:
+    for name, reason in UNMODELLED.items():
+        if body.get(name) not in (None, [], ""):
+            problems[name] = [reason]
+    public_net = body.get("public_net")
+    if isinstance(public_net, dict):
+        for name in ("ipv4", "ipv6"):
+            if public_net.get(name) is not None:
+                problems[f"public_net.{name}"] = ["primary IPs are not simulated; leave it out"]
+
+
 class ServersResource(ActionsResource):
     def list_servers(self, project: str, query: Query) -> JSON:
         with self.lock:
@@ -116,6 +137,7 @@ class ServersResource(ActionsResource):
             or any(not isinstance(public_net.get(k, True), bool) for k in ("enable_ipv4", "enable_ipv6"))
         ):
             problems["public_net"] = ["enable_ipv4 and enable_ipv6 must be booleans"]
+        unmodelled_fields(body, problems)
         raise_if(problems)
         assert st is not None
         if location is None:
