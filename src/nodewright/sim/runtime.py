@@ -58,6 +58,8 @@ class SimRuntime:
             authorized_keys=list(server.authorized_keys),
             host_keys=cloud.host_keys,
             ipv6_net=server.ipv6_net,
+            cloud=cloud,
+            root_password=server.root_password,
         )
 
     def start(self) -> None:
@@ -69,6 +71,7 @@ class SimRuntime:
         while not self._stop.wait(self.config.tick_interval):
             try:
                 self.state.advance()
+                self.state.sync_nodes()
                 self._maybe_save()
             except Exception:
                 log.exception("simulator ticker failed")

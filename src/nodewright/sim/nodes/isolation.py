@@ -56,6 +56,10 @@ def node_script(directory: Path, hostname: str, command: list[str]) -> str:
         f"for p in {' '.join(_MASKED_PROC_DIRS)}; do",
         '  if [ -d "$M/proc/$p" ]; then mount -t tmpfs -o ro,size=4k tmpfs "$M/proc/$p"; fi',
         "done",
+        # A boot id of its own per boot, as a rebooted server has (Ansible's reboot module waits
+        # for it to change).
+        f"cat /proc/sys/kernel/random/uuid > {shlex.quote(str(directory / 'boot_id'))}",
+        f'mount --bind {shlex.quote(str(directory / "boot_id"))} "$M/proc/sys/kernel/random/boot_id"',
         'mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$M/sys"',
         'mount -t tmpfs -o mode=0755,nosuid,size=64k tmpfs "$M/dev"',
         *(f'mknod -m 666 "$M/dev/{name}" c {major} {minor}' for name, major, minor in _DEVICES),

@@ -8,6 +8,7 @@ killed one left behind.
 from __future__ import annotations
 
 import contextlib
+import grp
 import logging
 import os
 import shutil
@@ -151,14 +152,15 @@ def _node_launchers(root: Path) -> list[int]:
     return found
 
 
-def prepare_upper(directory: Path) -> Path:
+def prepare_upper(directory: Path) -> tuple[Path, bool]:
     """Create the node's layers; a fresh upper layer hides what a fresh server would not have.
 
     The lower layer is the host's root filesystem. A fresh server has none of the host's own
     top-level directories (a checkout, data, credentials): whiteouts hide them, and /tmp and
     /var/tmp start empty (opaque) rather than showing the host's temporary files. The homes, where
     host secrets live (SSH keys, tool credentials), are hidden too, as a fresh server has its own
-    empty ones. The layer persists across power cycles until deletion.
+    empty ones. The layer persists across power cycles until deletion. Returns the upper layer
+    and whether this is the node's first boot.
     """
     upper = directory / "upper"
     fresh = not upper.exists()
@@ -170,10 +172,29 @@ def prepare_upper(directory: Path) -> Path:
                 os.mknod(upper / entry, stat.S_IFCHR | 0o000, os.makedev(0, 0))
         _real_dir(upper, "tmp", 0o1777, opaque=True)
         _real_dir(upper, "var/tmp", 0o1777, opaque=True)
+        _lock_passwords(upper)
     fresh_home = not os.path.lexists(upper / "root")
     root_home = _real_dir(upper, "root", 0o700, opaque=True)
     for name in (".bashrc", ".profile") if fresh_home else ():  # as a fresh server has them
         if (Path("/etc/skel") / name).is_file():
             _write(root_home / name, (Path("/etc/skel") / name).read_text(errors="replace"), 0o644)
     _real_dir(upper, "home", 0o755, opaque=True)
-    return upper
+    return upper, fresh
+
+
+def _lock_passwords(upper: Path) -> None:
+    """The node's /etc/shadow starts from the host's with every password hash replaced by ``*``:
+    no host password works in (or can be read from) a node, as no password works on a fresh image."""
+    try:
+        lines = Path("/etc/shadow").read_text().splitlines()
+    except OSError:
+        return
+    locked = []
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) > 1:
+            fields[1] = "*"
+        locked.append(":".join(fields))
+    _write(_real_dir(upper, "etc", 0o755) / "shadow", "\n".join(locked) + "\n", 0o640)
+    with contextlib.suppress(KeyError, OSError):
+        os.chown(upper / "etc" / "shadow", 0, grp.getgrnam("shadow").gr_gid)

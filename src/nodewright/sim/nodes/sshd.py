@@ -3,7 +3,6 @@ cloud image has them after cloud-init ran."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import stat
@@ -70,18 +69,18 @@ def install_host_keys(etc_ssh: Path, host_keys: dict[str, tuple[str, str | None]
     return key_paths
 
 
-def sshd_config(addresses: list[str], port: int, key_paths: list[str]) -> str:
+def sshd_config(port: int, key_paths: list[str]) -> str:
+    """Ubuntu's sshd_config as on a cloud image: PAM on (a user with a locked password logs in by
+    key), settings in sshd_config.d, listening on every address of the node's own network."""
     lines = [
-        *(f"ListenAddress {address}:{port}" for address in addresses),
+        "Include /etc/ssh/sshd_config.d/*.conf",
+        *([f"Port {port}"] if port != 22 else []),
         *(f"HostKey {p}" for p in key_paths),
-        "PidFile none",
-        "AuthorizedKeysFile .ssh/authorized_keys",
-        "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
-        "UsePAM no",
-        "PermitRootLogin prohibit-password",
-        "UseDNS no",
+        "UsePAM yes",
+        "X11Forwarding yes",
         "PrintMotd no",
+        "UseDNS no",
         "MaxStartups 50:30:100",
         "AcceptEnv LANG LC_*",
         "Subsystem sftp /usr/lib/openssh/sftp-server",
@@ -89,22 +88,53 @@ def sshd_config(addresses: list[str], port: int, key_paths: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def listen_addresses(spec: NodeSpec) -> list[str]:
-    addresses = [spec.address]
-    if spec.ipv6_net:
-        addresses.append(f"[{ipaddress.IPv6Network(spec.ipv6_net, strict=False).network_address + 1}]")
-    return addresses
+# Ubuntu's login PAM stack needs pam_loginuid, which a node (no CAP_AUDIT_CONTROL) cannot use:
+# optional here, as in Ubuntu's own container images.
+PAM_SSHD = """@include common-auth
+account    required     pam_nologin.so
+@include common-account
+session    optional     pam_loginuid.so
+session    optional     pam_keyinit.so force revoke
+@include common-session
+session    optional     pam_motd.so noupdate
+session    optional     pam_mail.so standard noenv
+session    required     pam_limits.so
+session    required     pam_env.so
+session    required     pam_env.so user_readenv=1 envfile=/etc/default/locale
+@include common-password
+"""
 
 
-def install_sshd(upper: Path, spec: NodeSpec, port: int) -> None:
-    """Lay sshd's files into the node's upper layer, as cloud-init would have left them on a fresh
-    server: host keys and ``sshd_config`` in /etc/ssh, root's authorized_keys, /etc/hostname."""
+# /etc/hosts as cloud-init's manage_etc_hosts writes it: sudo resolves the node's own name.
+HOSTS = """127.0.1.1 {hostname} {hostname}
+127.0.0.1 localhost
+::1 localhost ip6-localhost ip6-loopback
+ff02::1 ip6-allnodes
+ff02::2 ip6-allrouters
+"""
+
+
+def install_sshd(upper: Path, spec: NodeSpec, port: int, first_boot: bool) -> None:
+    """Lay sshd's files into the node's upper layer at first boot, as cloud-init leaves them on a
+    fresh server: host keys and ``sshd_config`` in /etc/ssh, root's authorized_keys, /etc/hostname.
+    Later boots keep whatever the node changed (hardening survives a reboot)."""
     etc_ssh = _real_dir(upper, "etc/ssh", 0o755)
+    existing = [p for p in etc_ssh.glob("ssh_host_*_key") if not _is_whiteout(p)]
+    if not first_boot and (etc_ssh / "sshd_config").is_file() and existing:
+        return
     ssh_dir = _real_dir(upper, "root/.ssh", 0o700)
     key_paths = install_host_keys(etc_ssh, spec.host_keys)
     _write(ssh_dir / "authorized_keys", "".join(k.strip() + "\n" for k in spec.authorized_keys), 0o600)
-    _write(_real_dir(upper, "etc", 0o755) / "hostname", spec.hostname + "\n", 0o644)
-    _write(etc_ssh / "sshd_config", sshd_config(listen_addresses(spec), port, key_paths), 0o644)
+    etc = _real_dir(upper, "etc", 0o755)
+    _write(etc / "hostname", spec.hostname + "\n", 0o644)
+    _write(etc / "hosts", HOSTS.format(hostname=spec.hostname), 0o644)
+    _write(etc_ssh / "sshd_config", sshd_config(port, key_paths), 0o644)
+    conf_d = _real_dir(upper, "etc/ssh/sshd_config.d", 0o755, opaque=True)
+    if spec.authorized_keys:
+        _write(conf_d / "60-cloudimg-settings.conf", "PasswordAuthentication no\n", 0o644)
+    else:  # created without SSH keys: root logs in with the password the API returned
+        _write(conf_d / "50-cloud-init.conf", "PasswordAuthentication yes\nPermitRootLogin yes\n", 0o644)
+    _write(_real_dir(upper, "etc/pam.d", 0o755) / "sshd", PAM_SSHD, 0o644)
 
 
 def address_taken(address: str, port: int, timeout: float = 0.1) -> str | None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from nodewright.sim.nodes.cloudinit import CloudConfig, seed
+from nodewright.sim.nodes.init import POWEROFF_STATUS, REBOOT_STATUS, install_init
 from nodewright.sim.nodes.isolation import launcher, node_script
 from nodewright.sim.nodes.layers import default_root, prepare_upper, reap_stale_roots
 from nodewright.sim.nodes.network import NetworkError, NodeAddresses, SimNetwork
@@ -38,6 +40,8 @@ class NodeSpec:
     authorized_keys: list[str]
     host_keys: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     ipv6_net: str | None = None
+    cloud: CloudConfig = field(default_factory=CloudConfig)
+    root_password: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -92,9 +96,33 @@ class NodeSupervisor:
             threading.Thread(target=self._work, name=f"sim-node-{i}", daemon=True) for i in range(workers)
         ]
         self._busy: set[int] = set()
+        self._closing = threading.Event()
+        self._threads.append(threading.Thread(target=self._watch, name="sim-node-watch", daemon=True))
         for thread in self._threads:
             thread.start()
         _LIVE.add(self)
+
+    def _watch(self) -> None:
+        """Notice nodes whose init ended by itself: an in-node reboot boots the node again (same
+        disk); a power-off or a crash leaves it stopped, which the API reports as ``off``."""
+        while not self._closing.wait(0.1):
+            ended = []
+            with self._lock:
+                for node in self._nodes.values():
+                    process = node.process
+                    if node.state == "ready" and process is not None and process.poll() is not None:
+                        node.process = None
+                        ended.append((node, process.returncode))
+            for node, status in ended:
+                if status == REBOOT_STATUS:
+                    log.info("simulated node %s rebooted from inside", node.spec.server_id)
+                    self.boot(node.spec, restart=True)
+                    continue
+                with self._lock:
+                    node.state = "stopped"
+                    node.error = None if status == POWEROFF_STATUS else f"init exited with status {status}"
+                if self.network is not None:
+                    self.network.detach(node.spec.server_id)
 
     # -- requests from the API state (never block) ------------------------------------------
     def boot(self, spec: NodeSpec, restart: bool = False) -> None:
@@ -277,10 +305,12 @@ class NodeSupervisor:
 
     def _prepare(self, directory: Path, spec: NodeSpec) -> Path:
         """Lay the node's own files into its layers and write the start script."""
-        upper = prepare_upper(directory)
-        install_sshd(upper, spec, self.port)
+        upper, first_boot = prepare_upper(directory)
+        command = install_init(upper)
+        if first_boot:
+            seed(upper, spec.cloud, f"i-{spec.server_id}", spec.root_password)
+        install_sshd(upper, spec, self.port, first_boot)
         script = directory / "start.sh"
-        command = [self.sshd_path, "-D", "-e", "-f", "/etc/ssh/sshd_config"]
         script.write_text(node_script(directory, spec.hostname, command))
         return script
 
@@ -321,10 +351,11 @@ class NodeSupervisor:
     def shutdown(self) -> None:
         """Kill every node and remove the root directory; safe to call more than once."""
         _LIVE.discard(self)
+        self._closing.set()
         with self._lock:
             for node in self._nodes.values():
                 node.desired = "gone"  # in-flight boots stop waiting; queued work turns into kills
-        for _ in self._threads:
+        for _ in self._threads[:-1]:
             self._queue.put(None)
         for thread in self._threads:
             thread.join(timeout=BOOT_TIMEOUT + 5)

@@ -216,6 +216,7 @@ class ServersResource(ActionsResource):
             )
             if server.ipv6_net is not None:
                 server.ipv6_id = self._ip_id()
+            server.root_password = None if keys else _generate_password()
             self.next_server_id += 1
             self.servers[server.id] = server
             create = self._new_action("create_server", server, self.config.create_duration)
@@ -233,7 +234,7 @@ class ServersResource(ActionsResource):
                 "server": self._server_json(server),
                 "action": create.to_json(now),
                 "next_actions": [a.to_json(now) for a in next_actions],
-                "root_password": None if keys else _generate_password(),
+                "root_password": server.root_password,
             }
 
     def _ip_id(self) -> int:
@@ -320,6 +321,19 @@ class ServersResource(ActionsResource):
                     }
                 )
             return result
+
+    def sync_nodes(self) -> None:
+        """A node that stopped by itself (in-node ``poweroff``, a crashed init) leaves its server
+        ``off``, as a VM that powered off or crashed; called by the ticker."""
+        if self.nodes is None:
+            return
+        with self.lock:
+            for server in self.servers.values():
+                if server.status != "running" or self.locked(server.id):
+                    continue
+                if self.nodes.state(server.id) == "stopped":
+                    server.status = "off"
+                    self.changed = True
 
     def force_delete(self, server_id: int) -> bool:
         with self.lock:
