@@ -139,7 +139,7 @@ def test_node_reaches_its_peers_and_nothing_of_the_host(
     # The node sees its own addresses on its own interface, as a fact gatherer would.
     shown = ssh_any_host(key_path, tmp_path, a4, "ip -4 -o addr show dev eth0; ip route")
     assert shown.returncode == 0, shown.stderr
-    assert f"inet {a4}/" in shown.stdout and "default" not in shown.stdout
+    assert f"inet {a4}/" in shown.stdout and f"default via {net['gateway']}" in shown.stdout
 
     api_port = httpx.URL(node_sim.base_url).port
     gateway6 = net["ipv6_prefix"].split("/")[0] + "1"

@@ -11,11 +11,11 @@ namespace (``nws<slot>-<server id>``) with its server's IPv4 (and the ``::1`` of
 as servers do over the public network, the host reaches every port of every node at the address
 the API reports, and a node reaches nothing else:
 
-- it has no route but its slot (no default route), so the host's other addresses and the world
-  are unreachable, and ``127.0.0.1`` is the node's own loopback, not the host's;
 - an nftables table in the node's namespace drops every new connection to anything but the
   other nodes (the host's bridge address included), set before the node's root loses
-  ``CAP_NET_ADMIN`` so it cannot be undone from inside.
+  ``CAP_NET_ADMIN`` so it cannot be undone from inside; its default route (via the host, as
+  facts expect one) therefore carries nothing new, and the host does not forward anyway;
+- ``127.0.0.1`` is the node's own loopback, not the host's.
 """
 
 from __future__ import annotations
@@ -182,6 +182,9 @@ class SimNetwork:
             _ip("link", "set", "lo", "up", netns=name)
             _ip("addr", "add", f"{addresses.ipv4}/{SLOT_PREFIX}", "dev", "eth0", netns=name)
             _ip("link", "set", "eth0", "up", netns=name)
+            # A default route as on a server (facts such as ansible_default_ipv4 rely on it); the
+            # firewall below lets no new connection through it.
+            _ip("route", "add", "default", "via", self.gateway, netns=name)
             if addresses.ipv6_net:
                 node6 = ipaddress.IPv6Network(addresses.ipv6_net, strict=False).network_address + 1
                 _ip("-6", "addr", "add", f"{node6}/64", "dev", "eth0", "nodad", netns=name)

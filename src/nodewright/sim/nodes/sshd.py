@@ -130,7 +130,7 @@ def install_sshd(upper: Path, spec: NodeSpec, port: int, first_boot: bool) -> No
     _write(etc / "hosts", HOSTS.format(hostname=spec.hostname), 0o644)
     _write(etc_ssh / "sshd_config", sshd_config(port, key_paths), 0o644)
     conf_d = _real_dir(upper, "etc/ssh/sshd_config.d", 0o755, opaque=True)
-    if spec.authorized_keys:
+    if not spec.root_password:
         _write(conf_d / "60-cloudimg-settings.conf", "PasswordAuthentication no\n", 0o644)
     else:  # created without SSH keys: root logs in with the password the API returned
         _write(conf_d / "50-cloud-init.conf", "PasswordAuthentication yes\nPermitRootLogin yes\n", 0o644)
