@@ -54,6 +54,14 @@ def _ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.
     return result
 
 
+def _batch(commands: list[str], netns: str | None = None) -> None:
+    argv = ["ip", *(("-n", netns) if netns else ()), "-batch", "-"]
+    script = "\n".join(commands) + "\n"
+    result = subprocess.run(argv, input=script, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise NetworkError(f"{' '.join(argv)}: {result.stderr.strip()}")
+
+
 def slot_ipv4(slot: int) -> ipaddress.IPv4Network:
     base = int(TEST_NET.network_address) + slot * 2 ** (32 - SLOT_PREFIX)
     return ipaddress.IPv4Network((base, SLOT_PREFIX))
@@ -171,24 +179,33 @@ class SimNetwork:
         return str(self.ipv4)
 
     def attach(self, server_id: int, addresses: NodeAddresses) -> str:
-        """Create the node's namespace with its addresses and firewall; returns the netns path."""
+        """Create the node's namespace with its addresses and firewall; returns the netns path.
+
+        Two ``ip -batch`` runs and one ``nft``: a node's network costs three processes."""
         name = netns_name(self.slot, server_id)
         veth = veth_name(self.slot, server_id)
-        self.detach(server_id)
-        try:
-            _ip("netns", "add", name)
-            _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name)
-            _ip("link", "set", veth, "master", self.bridge, "up")
-            _ip("link", "set", "lo", "up", netns=name)
-            _ip("addr", "add", f"{addresses.ipv4}/{SLOT_PREFIX}", "dev", "eth0", netns=name)
-            _ip("link", "set", "eth0", "up", netns=name)
+        host_side = [
+            f"netns add {name}",
+            f"link add {veth} type veth peer name eth0 netns {name}",
+            f"link set {veth} master {self.bridge} up",
+        ]
+        node_side = [
+            "link set lo up",
+            f"addr add {addresses.ipv4}/{SLOT_PREFIX} dev eth0",
+            "link set eth0 up",
             # A default route as on a server (facts such as ansible_default_ipv4 rely on it); the
             # firewall below lets no new connection through it.
-            _ip("route", "add", "default", "via", self.gateway, netns=name)
-            if addresses.ipv6_net:
-                node6 = ipaddress.IPv6Network(addresses.ipv6_net, strict=False).network_address + 1
-                _ip("-6", "addr", "add", f"{node6}/64", "dev", "eth0", "nodad", netns=name)
-                _ip("-6", "route", "add", f"{self.ipv6_prefix}::/48", "dev", "eth0", netns=name)
+            f"route add default via {self.gateway}",
+        ]
+        if addresses.ipv6_net:
+            node6 = ipaddress.IPv6Network(addresses.ipv6_net, strict=False).network_address + 1
+            node_side += [
+                f"addr add {node6}/64 dev eth0 nodad",
+                f"route add {self.ipv6_prefix}::/48 dev eth0",
+            ]
+        try:
+            _batch(host_side)
+            _batch(node_side, netns=name)
             self._firewall(name)
         except NetworkError:
             self.detach(server_id)
@@ -211,7 +228,7 @@ table inet {TABLE} {{
 }}
 """
         result = subprocess.run(
-            ["ip", "netns", "exec", name, "nft", "-f", "-"],
+            ["nsenter", f"--net={NETNS_DIR / name}", "nft", "-f", "-"],
             input=rules, capture_output=True, text=True, check=False,
         )  # fmt: skip
         if result.returncode != 0:
@@ -221,7 +238,7 @@ table inet {TABLE} {{
         # The link first: deleting it takes the node's end along at once, while a namespace is
         # torn down asynchronously and would answer at the address a little longer.
         veth = veth_name(self.slot, server_id)
-        if _ip("link", "show", veth, check=False).returncode == 0:
+        if Path("/sys/class/net", veth).exists():
             _ip("link", "del", veth, check=False)
         name = netns_name(self.slot, server_id)
         if (NETNS_DIR / name).exists():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -151,29 +150,18 @@ def address_taken(address: str, port: int, timeout: float = 0.1) -> str | None:
     return f"address {address} is already in use (another host answers on port {port})"
 
 
-def foreign_host_key(address: str, port: int, etc_ssh: Path) -> str | None:
-    """Why what answers at ``address`` is not this node (another host key), or None when it is.
-
-    A server is ``running`` only when its own sshd answers at its address, as a client pinning
-    the host key would see it."""
-    own = set()
-    for pub in etc_ssh.glob("ssh_host_*_key.pub"):
-        if _is_whiteout(pub):
+def connection_arrived(pid: int, client_port: int) -> bool:
+    """Whether a TCP connection from the host's ``client_port`` is in the network namespace of
+    process ``pid`` (the node's launcher): proof that the node itself, with its own sshd and host
+    key, answered at its address, without a full SSH handshake per boot."""
+    wanted = f":{client_port:04X}"
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
             continue
-        parts = pub.read_text(errors="replace").split()
-        if len(parts) >= 2:
-            own.add((parts[0], parts[1]))
-    result = subprocess.run(
-        ["ssh-keyscan", "-T", "5", "-p", str(port), address],
-        capture_output=True, text=True, timeout=15, check=False,
-    )  # fmt: skip
-    seen = set()
-    for line in result.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and not line.startswith("#"):
-            seen.add((parts[1], parts[2]))
-    if not seen:
-        return f"no SSH host key at {address}:{port}"
-    if not seen <= own:
-        return f"{address}:{port} answers with a host key that is not this server's (address taken)"
-    return None
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 2 and fields[2].endswith(wanted):
+                return True
+    return False

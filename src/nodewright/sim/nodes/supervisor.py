@@ -23,7 +23,7 @@ from nodewright.sim.nodes.init import POWEROFF_STATUS, REBOOT_STATUS, install_in
 from nodewright.sim.nodes.isolation import launcher, node_script
 from nodewright.sim.nodes.layers import default_root, prepare_upper, reap_stale_roots
 from nodewright.sim.nodes.network import NetworkError, NodeAddresses, SimNetwork
-from nodewright.sim.nodes.sshd import address_taken, foreign_host_key, install_sshd
+from nodewright.sim.nodes.sshd import address_taken, connection_arrived, install_sshd
 
 log = logging.getLogger(__name__)
 
@@ -263,9 +263,7 @@ class NodeSupervisor:
         with self._lock:
             node.process = process
         ready = self._wait_listening(spec.address, process, node)
-        error = None if ready else self._tail_log(node.directory)
-        if ready and self.network is not None:
-            error = foreign_host_key(spec.address, self.port, node.directory / "upper" / "etc" / "ssh")
+        error = None if ready else (node.error or self._tail_log(node.directory))
         with self._lock:
             if error is None:
                 node.state = "ready"
@@ -285,6 +283,9 @@ class NodeSupervisor:
             self.network.detach(node.spec.server_id)
 
     def _wait_listening(self, address: str, process: subprocess.Popen[bytes], node: Node) -> bool:
+        """Wait until the node's sshd accepts connections at its address. With a network of its
+        own, the connection must also have landed in the node's namespace (not on another host
+        holding the address): a server is ``running`` only when its own sshd answers there."""
         deadline = time.monotonic() + BOOT_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None or node.desired != "running":
@@ -292,7 +293,12 @@ class NodeSupervisor:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.settimeout(0.5)
                 if sock.connect_ex((address, self.port)) == 0:
-                    return True
+                    if self.network is None:
+                        return True
+                    if connection_arrived(process.pid, sock.getsockname()[1]):
+                        return True
+                    node.error = f"{address}:{self.port} is answered by another host (address taken)"
+                    return False
             time.sleep(0.01)
         return False
 
