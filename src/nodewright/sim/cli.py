@@ -89,7 +89,9 @@ def sim_command(
                 flush=True,
             )
         if server.ssh_nodes:
-            print(f"SSH nodes: on ({ssh_range}, port {ssh_port})", file=sys.stderr, flush=True)
+            nodes = server.runtime.nodes if server.runtime is not None else None
+            network = nodes.network.address_range if nodes is not None and nodes.network else ssh_range
+            print(f"SSH nodes: on ({network}, port {ssh_port})", file=sys.stderr, flush=True)
         else:
             print(f"SSH nodes: off ({server.ssh_nodes_reason})", file=sys.stderr, flush=True)
         stop.wait()
