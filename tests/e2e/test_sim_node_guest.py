@@ -21,6 +21,7 @@ from hcloud.images import Image
 from hcloud.server_types import ServerType
 
 from nodewright.sim.server import SimServer
+from tests.e2e.test_sim_node_network import wait_http
 from tests.e2e.test_sim_ssh_nodes import create_node, ssh_any_host
 from tests.fixtures.sim import random_token, ssh_keypair, ssh_sim_server  # noqa: F401
 from tests.support.system import require_binary
@@ -220,7 +221,7 @@ def test_ansible_playbook_provisions_a_node_as_a_real_server(
                          capture_output=True, text=True, timeout=300, env=env, check=False)  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert json.loads(facts.read_text())["address"] == address
-    assert httpx.get(f"http://{address}:8081/", timeout=10).status_code == 200  # the port it opened
+    assert wait_http(f"http://{address}:8081/") == 200  # the port it opened
     refused = password_ssh(address, "root", created.root_password, tmp_path)
     assert refused.returncode != 0 and "Permission denied" in refused.stderr, refused.stderr
 

@@ -11,6 +11,7 @@ import secrets
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,18 @@ def node_sim(ssh_sim_server: SimServer) -> SimServer:
 @pytest.fixture
 def client(node_sim: SimServer) -> hcloud.Client:
     return hcloud.Client(token=random_token(), api_endpoint=node_sim.api_url, poll_interval=0.02)
+
+
+def wait_http(url: str) -> int:
+    """The status of ``url`` once something listens there (a server started in the background)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return httpx.get(url, timeout=10).status_code
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def status(sim: SimServer) -> dict[str, Any]:
@@ -166,8 +179,7 @@ def test_node_reaches_its_peers_and_nothing_of_the_host(
         "nohup python3 -m http.server 8080 --bind 0.0.0.0 >/dev/null 2>&1 & sleep 0.5; echo started",
     )  # fmt: skip
     assert opened.returncode == 0, opened.stderr
-    response = httpx.get(f"http://{a4}:8080/", timeout=10)
-    assert response.status_code == 200
+    assert wait_http(f"http://{a4}:8080/") == 200
 
 
 def test_two_simulators_hand_out_disjoint_addresses_with_their_own_host_keys(
