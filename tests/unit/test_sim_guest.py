@@ -30,6 +30,7 @@ def test_cloud_init_status_shapes(
 ) -> None:
     status_file = tmp_path / "status.json"
     monkeypatch.setattr(cloud_init, "STATUS", str(status_file))
+    monkeypatch.setattr(cloud_init, "DATA_STATUS", str(tmp_path / "data" / "status.json"))
     assert cloud_init.status([]) == 0  # no status yet: cloud-init is still running
     assert capsys.readouterr().out == "status: running\n"
 
@@ -47,3 +48,6 @@ def test_cloud_init_status_shapes(
     shown = json.loads(capsys.readouterr().out)
     assert shown["status"] == "error" and shown["errors"] == [error]
     assert {"boot_status_code", "datasource", "detail", "extended_status", "last_update"} <= set(shown)
+    assert shown["stage"] is None
+    v1 = json.loads((tmp_path / "data" / "status.json").read_text())["v1"]  # cloud-init's own file
+    assert v1["stage"] is None and v1["modules-final"]["errors"] == [error]

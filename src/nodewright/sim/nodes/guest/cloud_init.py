@@ -41,13 +41,32 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
 
 
+STAGES = ("init-local", "init", "modules-config", "modules-final")
+DATA_STATUS = "/var/lib/cloud/data/status.json"
+
+
 def write_status(status: str, errors: list[str]) -> None:
+    """Our record in /run, and cloud-init's own ``status.json`` (``v1`` with a ``stage`` that is
+    null once done), which tools such as Ansible's cloud_init_data_facts read."""
     os.makedirs(os.path.dirname(STATUS), exist_ok=True)
     record = {"status": status, "errors": errors, "last_update": now()}
-    tmp = STATUS + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(record, handle)
-    os.replace(tmp, STATUS)
+    stamp = time.time()
+    stages: dict[str, dict[str, Any]] = {
+        stage: {
+            "errors": errors if stage == "modules-final" else [],
+            "finished": None if status == "running" else stamp,
+            "recoverable_errors": {},
+            "start": stamp,
+        }
+        for stage in STAGES
+    }
+    v1 = {"datasource": DATASOURCE, **stages, "stage": "modules-final" if status == "running" else None}
+    for path, content in ((STATUS, record), (DATA_STATUS, {"v1": v1})):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as handle:
+            json.dump(content, handle)
+        os.replace(tmp, path)
 
 
 class Boot:
@@ -311,6 +330,7 @@ def status(args: list[str]) -> int:
         "extended_status": state,
         "last_update": record.get("last_update"),
         "recoverable_errors": {},
+        "stage": None if state != "running" else "modules-final",
         "status": state,
     }
     if fmt == "json":
