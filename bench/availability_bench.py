@@ -53,7 +53,7 @@ from sqlalchemy.engine import make_url
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 PASSWORD_RE = re.compile(r"password: (\S+)")
-SAMPLES = 400
+SAMPLES = 150
 FLOODERS = 8
 LORIS = 500
 STREAMS = 500

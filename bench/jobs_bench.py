@@ -10,11 +10,12 @@ For every (engine, database, workers) it measures, on fresh databases:
 - throughput: a batch of no-op jobs enqueued in one transaction onto the idle worker; jobs per
   second from the first start to the last finish.
 
-Set-ups, chosen to match how each is deployed:
+Set-ups ("shape"), chosen to match how each is deployed:
 
-- nodewright on SQLite: the embedded mode (a thread pool in the enqueuing process, woken in-process).
-- nodewright on PostgreSQL: a standalone worker *process* (``WorkerPool``, thread mode), woken by
-  LISTEN/NOTIFY, like ``nodewright worker``.
+- nodewright on SQLite, embedded: a thread pool in the enqueuing process, woken in-process.
+- nodewright on SQLite, standalone: a worker *process* (``WorkerPool``, thread mode) like
+  ``nodewright worker``, woken by the wake-up datagram of ``nodewright.jobs.local``.
+- nodewright on PostgreSQL, standalone: a worker process woken by LISTEN/NOTIFY.
 - procrastinate (PostgreSQL only, bench-only dependency): a worker process (``app.run_worker``) with
   an ``async`` no-op task, its recommended shape for concurrency; its own LISTEN/NOTIFY.
 
@@ -53,6 +54,7 @@ SPACING_SECONDS = 0.02
 class Result:
     engine: str
     database: str
+    shape: str
     workers: int
     latency_jobs: int
     p50_ms: float
@@ -111,19 +113,25 @@ def _nodewright_worker_process(url: str, concurrency: int, ready: Any, stop: Any
 
 
 def _nw_counts(db: Database, ids: list[int]) -> int:
+    """Succeeded bench jobs among ``ids`` (by kind too: the hourly prune job lands in the id range)."""
     with db.session() as session:
         return int(
             session.execute(
-                text("SELECT count(*) FROM jobs WHERE state = 'succeeded' AND id BETWEEN :a AND :b"),
-                {"a": min(ids), "b": max(ids)},
+                text(
+                    "SELECT count(*) FROM jobs"
+                    " WHERE state = 'succeeded' AND kind = :kind AND id BETWEEN :a AND :b"
+                ),
+                {"kind": NOOP, "a": min(ids), "b": max(ids)},
             ).scalar_one()
         )
 
 
-def bench_nodewright(url: str, label: str, workers: int, latency_jobs: int, throughput_jobs: int) -> Result:
+def bench_nodewright(
+    url: str, label: str, workers: int, latency_jobs: int, throughput_jobs: int, *, standalone: bool
+) -> Result:
     db = Database(url)
     migrate.upgrade(db.engine)
-    in_process = db.is_sqlite
+    in_process = not standalone
     pool: WorkerPool | None = None
     proc = None
     stop = None
@@ -146,8 +154,8 @@ def bench_nodewright(url: str, label: str, workers: int, latency_jobs: int, thro
         wait_until(lambda: _nw_counts(db, ids) == len(ids))
         with db.session() as session:
             rows = session.execute(
-                text("SELECT created_at, started_at FROM jobs WHERE id BETWEEN :a AND :b"),
-                {"a": min(ids), "b": max(ids)},
+                text("SELECT created_at, started_at FROM jobs WHERE kind = :kind AND id BETWEEN :a AND :b"),
+                {"kind": NOOP, "a": min(ids), "b": max(ids)},
             ).all()
         latencies = [_ms(_dt(r[1]) - _dt(r[0])) for r in rows]
 
@@ -156,8 +164,11 @@ def bench_nodewright(url: str, label: str, workers: int, latency_jobs: int, thro
         wait_until(lambda: _nw_counts(db, batch) == len(batch))
         with db.session() as session:
             first, last = session.execute(
-                text("SELECT min(started_at), max(finished_at) FROM jobs WHERE id BETWEEN :a AND :b"),
-                {"a": min(batch), "b": max(batch)},
+                text(
+                    "SELECT min(started_at), max(finished_at) FROM jobs"
+                    " WHERE kind = :kind AND id BETWEEN :a AND :b"
+                ),
+                {"kind": NOOP, "a": min(batch), "b": max(batch)},
             ).one()
         span = (_dt(last) - _dt(first)).total_seconds()
     finally:
@@ -170,6 +181,7 @@ def bench_nodewright(url: str, label: str, workers: int, latency_jobs: int, thro
     return Result(
         "nodewright",
         label,
+        "standalone" if standalone else "embedded",
         workers,
         latency_jobs,
         round(percentile(latencies, 0.5), 1),
@@ -276,6 +288,7 @@ def bench_procrastinate(url: str, workers: int, latency_jobs: int, throughput_jo
     return Result(
         "procrastinate",
         "postgresql",
+        "standalone",
         workers,
         latency_jobs,
         round(percentile(latencies, 0.5), 1),
@@ -290,12 +303,14 @@ def bench_procrastinate(url: str, workers: int, latency_jobs: int, throughput_jo
 
 def markdown(results: list[Result]) -> str:
     lines = [
-        "| engine | database | workers | p50 enqueue-to-start (ms) | p99 (ms) | no-op throughput (jobs/s) |",
-        "|---|---|---|---|---|---|",
+        "| engine | database | shape | workers | p50 enqueue-to-start (ms) | p99 (ms)"
+        " | no-op throughput (jobs/s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r.engine} | {r.database} | {r.workers} | {r.p50_ms} | {r.p99_ms} | {r.jobs_per_second} |"
+            f"| {r.engine} | {r.database} | {r.shape} | {r.workers} | {r.p50_ms} | {r.p99_ms}"
+            f" | {r.jobs_per_second} |"
         )
     return "\n".join(lines)
 
@@ -316,17 +331,31 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for workers in options.workers:
-                url = f"sqlite:///{Path(tmp) / f'bench-{workers}.db'}"
-                results.append(
-                    bench_nodewright(url, "sqlite", workers, options.latency_jobs, options.throughput_jobs)
-                )
-                print(results[-1], file=sys.stderr)
+                for standalone in (False, True):
+                    name = f"bench-{workers}-{'standalone' if standalone else 'embedded'}.db"
+                    url = f"sqlite:///{Path(tmp) / name}"
+                    results.append(
+                        bench_nodewright(
+                            url,
+                            "sqlite",
+                            workers,
+                            options.latency_jobs,
+                            options.throughput_jobs,
+                            standalone=standalone,
+                        )
+                    )
+                    print(results[-1], file=sys.stderr)
         if pg is not None:
             for workers in options.workers:
                 url = pg.create(f"nw{workers}")
                 results.append(
                     bench_nodewright(
-                        url, "postgresql", workers, options.latency_jobs, options.throughput_jobs
+                        url,
+                        "postgresql",
+                        workers,
+                        options.latency_jobs,
+                        options.throughput_jobs,
+                        standalone=True,
                     )
                 )
                 print(results[-1], file=sys.stderr)

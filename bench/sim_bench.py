@@ -152,7 +152,9 @@ def bench_nodes(count: int, threads: int) -> dict[str, Any]:
             return {"skipped": sim.ssh_nodes_reason}
         key = Path(tmp) / "id"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-        client = hcloud.Client(token=TOKEN, api_endpoint=sim.api_url, poll_interval=0.01)
+        client = hcloud.Client(
+            token=TOKEN, api_endpoint=sim.api_url, poll_interval=0.01, poll_max_retries=10**5
+        )
         ssh_key = client.ssh_keys.create(name="bench", public_key=(Path(tmp) / "id.pub").read_text())
         sim_rss_before = kib(Path("/proc/self/status"), "VmRSS")
 

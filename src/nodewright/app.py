@@ -29,6 +29,7 @@ from nodewright.context import AppContext
 from nodewright.dashboard import home, login
 from nodewright.dashboard import jobs as jobs_pages
 from nodewright.dashboard import nodes as nodes_pages
+from nodewright.dashboard import providers as providers_pages
 from nodewright.dashboard.rendering import LoginRequired, PageError, current_user, render
 from nodewright.jobs.worker import WorkerPool
 
@@ -94,6 +95,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     app.include_router(home.router)
     app.include_router(jobs_pages.router)
     app.include_router(nodes_pages.router)
+    app.include_router(providers_pages.router)
     app.mount(
         "/static",
         StaticFiles(directory=str(resources.files("nodewright.dashboard") / "static")),

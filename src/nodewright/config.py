@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     max_concurrent_password_checks: int = Field(
         default=2, ge=1, le=256, description="Password verifications at once; more get 429 at once."
     )
+    password_checks_per_second: float = Field(
+        default=1.0, gt=0, description="Average password verifications per second; more get 429 at once."
+    )
     # Connection limits of `serve` (HTTP/1.1 over h11).
     http_max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
     http_max_headers: int = Field(default=100, ge=8, le=10_000)
@@ -96,6 +99,16 @@ class Settings(BaseSettings):
     # Live job event streams (SSE).
     sse_max_streams: int = Field(default=1000, ge=1, description="Open event streams per process.")
     sse_max_streams_per_user: int = Field(default=20, ge=1, description="Open event streams per user.")
+    # Providers: which API endpoints a connection may point at (comma-separated URL prefixes).
+    # Unset = any. Connecting makes the server call the endpoint, so an installation that must not
+    # reach arbitrary URLs (or a test run that must stay on loopback) narrows it.
+    provider_endpoints: str | None = None
+
+    @property
+    def allowed_provider_endpoints(self) -> tuple[str, ...] | None:
+        if self.provider_endpoints is None:
+            return None
+        return tuple(p.strip() for p in self.provider_endpoints.split(",") if p.strip())
 
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:

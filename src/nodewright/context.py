@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from nodewright.config import Settings
 from nodewright.db.database import Database
+from nodewright.security.accounts import KnownUsernames
 from nodewright.security.audit import RefusalTally
 from nodewright.security.secretbox import (
     SecretBox,
@@ -33,6 +34,10 @@ class AppContext:
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
     password_gate: PasswordCheckGate = field(default_factory=lambda: PasswordCheckGate(2))
     refusal_tally: RefusalTally = field(default_factory=lambda: RefusalTally(window_seconds=900.0))
+    known_usernames: KnownUsernames = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.known_usernames = KnownUsernames(self.database)
 
     @classmethod
     def open(cls, settings: Settings, *, create_keys: bool = True) -> AppContext:
@@ -72,7 +77,9 @@ class AppContext:
                 max_failures_per_account=settings.login_max_failures_per_account,
                 window_seconds=settings.login_throttle_window_seconds,
             ),
-            password_gate=PasswordCheckGate(settings.max_concurrent_password_checks),
+            password_gate=PasswordCheckGate(
+                settings.max_concurrent_password_checks, settings.password_checks_per_second
+            ),
             refusal_tally=RefusalTally(window_seconds=settings.login_throttle_window_seconds),
         )
 

@@ -95,6 +95,9 @@ class GuardedH11Protocol(H11Protocol):
             if not self._check_head(data):
                 return
         super().data_received(data)
+        if self._in_head and self.conn.their_state in (h11.SEND_BODY, h11.DONE):
+            # h11 took the head (it also accepts bare LF line ends, which our CRLF search misses).
+            self._end_head()
         if not self._in_head and self._deadline is not None and self.conn.their_state is not h11.SEND_BODY:
             self._disarm()  # the whole request is in
 
@@ -120,11 +123,14 @@ class GuardedH11Protocol(H11Protocol):
             )
             return False
         if end >= 0:
-            self._in_head = False
-            self._head = bytearray()
-            self._disarm()
-            self._arm(self.limits.body_timeout, "request body")
+            self._end_head()
         return True
+
+    def _end_head(self) -> None:
+        self._in_head = False
+        self._head = bytearray()
+        self._disarm()
+        self._arm(self.limits.body_timeout, "request body")
 
     def on_response_complete(self) -> None:
         # The next request's head starts with its first byte; until then uvicorn's keep-alive

@@ -4,7 +4,7 @@ that the product has to handle (reproduced with the simulator's fault injection)
 
 from __future__ import annotations
 
-import socket
+import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,7 @@ def test_full_scenario(hcloud_client: hcloud.Client) -> None:
     ).action.wait_until_finished()
     server = hcloud_client.servers.get_by_id(result.server.id)
     assert server.status == "running"
-    assert server.public_net.ipv4.ip.startswith("127.")
+    assert ipaddress.ip_address(server.public_net.ipv4.ip) in ipaddress.ip_network("198.18.0.0/15")
     assert server.location.name == "nbg1"
     assert server.server_type.name == "cx22"
     assert server.image.name == "ubuntu-24.04"
@@ -146,6 +146,39 @@ def _api_error(call: Any) -> hcloud.APIException:
     with pytest.raises(hcloud.APIException) as excinfo:
         call()
     return excinfo.value
+
+
+def test_create_fields_the_simulator_does_not_model_are_refused_by_name(
+    hcloud_client: hcloud.Client, sim: SimServer, sim_token: str
+) -> None:
+    """Networks, volumes, firewalls, placement groups and primary IPs would be silently missing
+    from the server; the SDK's own request shapes are refused with the field named."""
+    from hcloud.firewalls import Firewall
+    from hcloud.networks import Network
+    from hcloud.placement_groups import PlacementGroup
+    from hcloud.primary_ips import PrimaryIP
+    from hcloud.servers import ServerCreatePublicNetwork
+    from hcloud.volumes import Volume
+
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"networks": [Network(id=1)]}, "networks"),
+        ({"volumes": [Volume(id=2)]}, "volumes"),
+        ({"firewalls": [Firewall(id=3)]}, "firewalls"),
+        ({"placement_group": PlacementGroup(id=4)}, "placement_group"),
+        ({"public_net": ServerCreatePublicNetwork(ipv4=PrimaryIP(id=5))}, "public_net.ipv4"),
+        ({"public_net": ServerCreatePublicNetwork(ipv6=PrimaryIP(id=6))}, "public_net.ipv6"),
+    ]
+    for kwargs, field in cases:
+        error = _api_error(lambda kwargs=kwargs: create(hcloud_client, "refused", **kwargs))
+        assert error.code == "invalid_input", field
+        assert [f["name"] for f in error.details["fields"]] == [field]
+    assert hcloud_client.servers.get_all() == []  # nothing half-made
+    raw = httpx.post(
+        sim.api_url + "/servers",
+        headers={"Authorization": f"Bearer {sim_token}"},
+        json={"name": "plain", "server_type": "cx22", "image": "ubuntu-24.04", "networks": [], "volumes": []},
+    )
+    assert raw.status_code == 201, raw.text  # empty lists ask for nothing
 
 
 def test_client_errors(hcloud_client: hcloud.Client, sim: SimServer, sim_control: httpx.Client) -> None:
@@ -295,7 +328,7 @@ def test_out_of_band_changes(hcloud_client: hcloud.Client, sim_control: httpx.Cl
     wait_all(create(hcloud_client, "victim-2"))
     listed = {s["name"]: s for s in sim_control.get("/servers").json()["servers"]}
     assert listed["victim-1"]["status"] == "running"
-    assert listed["victim-1"]["ssh"]["host"].startswith("127.")
+    assert ipaddress.ip_address(listed["victim-1"]["ssh"]["host"]) in ipaddress.ip_network("198.18.0.0/15")
     sim_control.post(f"/servers/{listed['victim-1']['id']}/poweroff").raise_for_status()
     assert hcloud_client.servers.get_by_name("victim-1").status == "off"
     sim_control.delete(f"/servers/{listed['victim-2']['id']}").raise_for_status()
@@ -338,23 +371,27 @@ def test_concurrent_clients_get_unique_servers(sim: SimServer) -> None:
     assert len({s.public_net.ipv4.ip for s in servers}) == 40
 
 
-def test_runs_without_ssh_nodes_and_says_why() -> None:
-    """Where nodes cannot run (here: their port is taken on 0.0.0.0), the API still works."""
-    with socket.socket() as blocker:
-        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        blocker.bind(("0.0.0.0", 0))
-        blocker.listen()
-        config = fast_config()
-        config.ssh_port = blocker.getsockname()[1]
-        with SimServer(ssh_nodes=True, config=config) as sim:
-            assert not sim.ssh_nodes
-            assert sim.ssh_nodes_reason
-            status = httpx.get(sim.base_url + "/_sim/status").json()
-            assert status["ssh_nodes"] is False and status["ssh_nodes_reason"] == sim.ssh_nodes_reason
-            client = hcloud.Client(token=random_token(), api_endpoint=sim.api_url, poll_interval=0.02)
-            result = create(client, "plain-1")
-            wait_all(result)
-            assert client.servers.get_by_id(result.server.id).status == "running"
+def test_runs_without_ssh_nodes_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the nodes' network cannot be made (here: no nftables on the PATH), the API still works
+    and says why."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for directory in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
+        for tool in Path(directory).glob("*") if Path(directory).is_dir() else ():
+            if tool.name != "nft" and not (tools / tool.name).exists():
+                (tools / tool.name).symlink_to(tool)
+    monkeypatch.setenv("PATH", str(tools))
+    with SimServer(ssh_nodes=True, config=fast_config()) as sim:
+        assert not sim.ssh_nodes
+        assert sim.ssh_nodes_reason
+        assert "nft" in sim.ssh_nodes_reason
+        status = httpx.get(sim.base_url + "/_sim/status").json()
+        assert status["ssh_nodes"] is False and status["ssh_nodes_reason"] == sim.ssh_nodes_reason
+        assert status["network"] is None
+        client = hcloud.Client(token=random_token(), api_endpoint=sim.api_url, poll_interval=0.02)
+        result = create(client, "plain-1")
+        wait_all(result)
+        assert client.servers.get_by_id(result.server.id).status == "running"
 
 
 RETRIED_BY_SDK = {"rate_limit_exceeded", "conflict", "bad_gateway", "timeout"}

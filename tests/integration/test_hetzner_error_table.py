@@ -16,6 +16,8 @@ from nodewright.providers.base import AcquireRequest, ConnectionInfo
 from nodewright.providers.errors import DEFAULT_HINTS, ErrorCode, ProviderError
 from nodewright.providers.hetzner.adapter import HetznerAdapter, ownership_labels
 from nodewright.providers.hetzner.errors import CODE_TABLE
+from nodewright.providers.hetzner.poller import ActionPoller
+from nodewright.providers.hetzner.transport import HetznerTransport
 from nodewright.security.secret import Secret
 from nodewright.sim.control_client import SimControl
 from nodewright.sim.server import SimServer
@@ -80,7 +82,9 @@ def test_every_table_code_has_a_row() -> None:
 @pytest.fixture
 def adapter(sim: SimServer, sim_token: str) -> Iterator[HetznerAdapter]:  # noqa: F811
     info = ConnectionInfo(1, "hetzner", Secret(sim_token), sim.base_url + "/v1")
-    a = HetznerAdapter(info, action_timeout=30)
+    # Known timings (the simulator's actions take 0.1 s each here): the first poll comes early.
+    poller = ActionPoller(HetznerTransport(info), learned={"create:table": 0.2})
+    a = HetznerAdapter(info, poller=poller, action_timeout=30)
     try:
         yield a
     finally:

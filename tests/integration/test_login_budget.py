@@ -14,7 +14,7 @@ from nodewright.context import AppContext
 from nodewright.db.models import AuditEvent
 from nodewright.security.audit import RefusalTally
 from nodewright.security.roles import Role
-from nodewright.security.throttle import LoginThrottle
+from nodewright.security.throttle import LoginThrottle, PasswordCheckGate
 from tests.integration.test_dashboard_auth import _attempt
 from tests.support.apps import TEST_PASSWORD, RoleUser
 
@@ -59,6 +59,29 @@ def test_password_checks_over_the_cap_get_429_at_once(
             gate.release()
     # A refusal for lack of capacity is no failed guess: the right password then works.
     assert _attempt(client, "viewer-user", TEST_PASSWORD).status_code == 303
+
+
+def test_password_checks_have_a_rate_budget() -> None:
+    now = [100.0]
+    gate = PasswordCheckGate(2, per_second=0.5, clock=lambda: now[0])
+    for _ in range(2):  # a burst up to the cap
+        assert gate.try_acquire()
+        gate.release()
+    assert not gate.try_acquire()  # the bucket is empty: refused although no check is running
+    assert gate.retry_after() == 2
+    now[0] += 2.0
+    assert gate.try_acquire()
+    gate.release()
+
+
+def test_over_the_rate_budget_sign_ins_get_429_at_once(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
+    app_context.password_gate = PasswordCheckGate(1, per_second=0.001)
+    assert _attempt(client, "made-up", "wrong password!").status_code == 401
+    refused = _attempt(client, "viewer-user", TEST_PASSWORD)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert "nw_session" not in refused.headers.get("set-cookie", "")
 
 
 def test_throttled_refusals_are_one_audit_row_with_a_count(

@@ -163,6 +163,7 @@ def test_check_rotate_and_statuses(
 
 def test_catalog_is_cached_and_served_stale_while_the_provider_is_down(
     client: TestClient,
+    app_context: AppContext,
     role_users: dict[Role, RoleUser],
     sim: SimServer,  # noqa: F811
 ) -> None:
@@ -177,7 +178,7 @@ def test_catalog_is_cached_and_served_stale_while_the_provider_is_down(
     assert "fsn1" in cx22["available_in"] and cx22["prices"][0]["monthly_gross"]
     assert {i["architecture"] for i in data["images"]} == {"x86", "arm"}
 
-    connections.forget_catalog(pid)  # the TTL passed
+    connections.forget_catalog(app_context.database, pid)  # the TTL passed
     SimControl(sim.base_url).add_fault("non_json", path="/v1/*", status=502, count=None)
     stale = client.get(f"/api/providers/{pid}/catalog", headers=headers)
     assert stale.status_code == 200
@@ -218,3 +219,40 @@ def test_duplicate_name_is_409(
     again = client.post("/api/providers", json=_body(sim, random_token()), headers=headers)
     assert again.status_code == 409
     assert again.json()["errors"][0]["field"] == "name"
+
+
+def test_dashboard_forms_are_admin_only_and_need_csrf(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    sim: SimServer,  # noqa: F811
+) -> None:
+    from tests.integration.test_dashboard_auth import login
+
+    form = {"name": "x", "token": random_token(), "api_endpoint": sim.base_url + "/v1"}
+    csrf = login(client, "viewer-user")
+    page = client.get("/providers")
+    assert page.status_code == 200 and "Connect" not in page.text
+    assert client.post("/providers", data={**form, "csrf_token": csrf}).status_code == 403
+    client.post("/logout", data={"csrf_token": csrf})
+    login(client, "admin-user")
+    assert client.post("/providers", data={**form, "csrf_token": "wrong"}).status_code == 403
+    assert _counts(app_context) == (0, 0)
+
+
+def test_endpoint_outside_the_allowed_prefixes_is_refused_without_a_call(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    sim: SimServer,  # noqa: F811
+) -> None:
+    """Tests allow only loopback endpoints; the default (the real Hetzner API) is refused up front."""
+    SimControl(sim.base_url).clear_requests()
+    for endpoint in (None, "https://api.hetzner.cloud/v1", "http://10.0.0.1/v1"):
+        body = {"kind": "hetzner", "name": "x", "token": random_token()}
+        if endpoint:
+            body["api_endpoint"] = endpoint
+        response = client.post("/api/providers", json=body, headers=role_users[Role.admin].headers)
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "api_endpoint"
+    assert _counts(app_context) == (0, 0)

@@ -7,15 +7,26 @@ output path adds it here.
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 from fastapi.testclient import TestClient
 
 from nodewright.context import AppContext
+from nodewright.providers.acquisition import (
+    NodeServerSpec,
+    acquire_server,
+    generate_host_key,
+    load_client_private_key,
+)
 from nodewright.security.redaction import RedactingFilter, install_logging_filter
 from nodewright.security.roles import Role
+from nodewright.sim.control_client import SimControl
+from nodewright.sim.server import SimServer
+from tests.fixtures.sim import sim, sim_server  # noqa: F401
 from tests.integration.test_dashboard_auth import login
+from tests.integration.test_provider_acquire import StepLog
 from tests.support.apps import RoleUser
 from tests.support.canary import database_dump
 
@@ -73,6 +84,28 @@ def test_canary_never_leaks(
         outputs.append(client.get("/api/me", headers={"Authorization": f"Bearer {CANARY}"}).text)
         outputs.append(client.get(f"/api/nope/{CANARY}").text)
 
+        # Input path 4: a secret typed into the sign-in form's user field and as the password,
+        # until the throttle answers (refused sign-ins and throttled ones are audited).
+        for _ in range(7):
+            form_page = client.get("/login")
+            token = form_page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+            outputs.append(
+                client.post("/login", data={"username": CANARY, "password": CANARY, "csrf_token": token}).text
+            )
+        # Output path: a live event stream (the API token authenticates it).
+        from nodewright.jobs.enqueue import enqueue
+        from nodewright.jobs.registry import registry
+
+        with app_context.database.session(write=True) as session:
+            job = enqueue(session, "nodewright.noop", {}, registry=registry)
+            session.flush()
+            job.state = "succeeded"
+            job_id = job.id
+        stream = client.get(
+            f"/api/jobs/{job_id}/events", headers={**admin.headers, "Accept": "text/event-stream"}
+        )
+        assert stream.status_code == 200 and "queued" in stream.text
+        outputs.append(stream.text)
         for path in ("/api/users", "/api/tokens", "/api/audit?limit=500", "/api/me", "/metrics", "/readyz"):
             response = client.get(path, headers=admin.headers)
             assert response.status_code == 200
@@ -85,5 +118,98 @@ def test_canary_never_leaks(
     db_text = database_dump(app_context.database)
     for name, secret in (("stored secret", CANARY), ("API token", api_token)):
         assert secret not in everything, f"{name} in an API response or page"
+        assert secret not in caplog.text, f"{name} in a log record"
+        assert secret not in db_text, f"{name} in the database in plaintext"
+
+
+# A provider token is 64 letters and digits; the canaries are, so the simulator accepts them.
+PROVIDER_CANARY = ("NodewrightProviderCanaryDoNotLeak" + "x" * 64)[:64]
+ROTATED_CANARY = ("NodewrightRotatedCanaryDoNotLeak" + "y" * 64)[:64]
+READ_ONLY_CANARY = ("NodewrightReadOnlyCanaryDoNotLeak" + "z" * 64)[:64]
+REVOKED_CANARY = ("NodewrightRevokedCanaryDoNotLeak" + "w" * 64)[:64]
+
+
+def test_provider_token_canary_never_leaks(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    caplog: pytest.LogCaptureFixture,
+    sim: SimServer,  # noqa: F811
+) -> None:
+    """Connect, check, rotate, refused tokens, catalog, a server acquired with the connection's
+    client key and a node host key: the tokens and private keys appear nowhere but encrypted."""
+    admin = role_users[Role.admin].headers
+    control = SimControl(sim.base_url)
+    control.register_token(READ_ONLY_CANARY, "read_only")
+    control.register_token(REVOKED_CANARY, "revoked")
+    endpoint = sim.base_url + "/v1"
+    outputs: list[str] = []
+    install_logging_filter(logging.getLogger())
+    caplog.handler.addFilter(RedactingFilter())
+    with caplog.at_level(logging.DEBUG):
+        created = client.post(
+            "/api/providers",
+            json={"kind": "hetzner", "name": "canary", "token": PROVIDER_CANARY, "api_endpoint": endpoint},
+            headers=admin,
+        )
+        assert created.status_code == 201
+        pid = created.json()["id"]
+        outputs.append(created.text)
+        for bad in (READ_ONLY_CANARY, REVOKED_CANARY):
+            refused = client.post(
+                "/api/providers",
+                json={"kind": "hetzner", "name": "refused", "token": bad, "api_endpoint": endpoint},
+                headers=admin,
+            )
+            assert refused.status_code == 422
+            outputs.append(refused.text)
+            outputs.append(client.patch(f"/api/providers/{pid}", json={"token": bad}, headers=admin).text)
+        outputs.append(client.post(f"/api/providers/{pid}/check", headers=admin).text)
+        outputs.append(client.get(f"/api/providers/{pid}/catalog", headers=admin).text)
+        host_key = generate_host_key()
+        result = acquire_server(
+            StepLog(),
+            app_context.database,
+            app_context.box,
+            NodeServerSpec(pid, 1, "canary-node", "fsn1", "cx22", "ubuntu-24.04"),
+            host_key,
+        )
+        outputs.append(json.dumps(result.evidence.to_dict()))
+        outputs.append(json.dumps(result.target.to_dict()))
+        client_private = load_client_private_key(app_context.database, app_context.box, pid).reveal()
+        rotated = client.patch(f"/api/providers/{pid}", json={"token": ROTATED_CANARY}, headers=admin)
+        assert rotated.status_code == 200
+        outputs.append(rotated.text)
+        control.add_fault("non_json", path="/v1/*", status=503, count=None)
+        outputs.append(client.post(f"/api/providers/{pid}/check", headers=admin).text)
+        control.clear_faults()
+        for path in ("/api/providers", f"/api/providers/{pid}", "/api/audit?limit=500"):
+            outputs.append(client.get(path, headers=admin).text)
+        csrf = login(client, "admin-user")
+        outputs.append(
+            client.post(
+                "/providers",
+                data={"csrf_token": csrf, "name": "form", "token": REVOKED_CANARY, "api_endpoint": endpoint},
+            ).text
+        )
+        outputs.append(
+            client.post(f"/providers/{pid}/rotate", data={"csrf_token": csrf, "token": READ_ONLY_CANARY}).text
+        )
+        for page in ("/providers", f"/providers?catalog={pid}"):
+            outputs.append(client.get(page).text)
+    outputs.append(json.dumps(control.requests(limit=1000)))
+
+    everything = "\n".join(outputs)
+    db_text = database_dump(app_context.database)
+    secrets = {
+        "provider token": PROVIDER_CANARY,
+        "rotated token": ROTATED_CANARY,
+        "read-only token": READ_ONLY_CANARY,
+        "revoked token": REVOKED_CANARY,
+        "host private key": host_key.private_openssh.reveal(),
+        "client private key": client_private,
+    }
+    for name, secret in secrets.items():
+        assert secret not in everything, f"{name} in an API response, page or evidence"
         assert secret not in caplog.text, f"{name} in a log record"
         assert secret not in db_text, f"{name} in the database in plaintext"

@@ -25,6 +25,11 @@ def make_settings(db_url: str, data_dir: Path, **overrides: object) -> Settings:
         "database_url": db_url,
         "secret_keys": SecretStr(Fernet.generate_key().decode()),
         "embedded_workers": 0,
+        # Tests sign in many times a second; the production budget (1/s) is tested on its own.
+        "password_checks_per_second": 1000.0,
+        # Connecting a provider calls its endpoint: tests reach loopback simulators only, never the
+        # real API (a request without api_endpoint, or a generated URL, is refused as bad input).
+        "provider_endpoints": "http://127.0.0.1:",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ database, so assertions read facts from the database rather than from shared Pyt
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -213,3 +214,74 @@ def leak_result(ctx: JobContext) -> dict[str, Any]:
 
     register_secret(LEAKY_SECRET)
     return {"token": LEAKY_SECRET}
+
+
+@REGISTRY.handler("test.tree", max_attempts=3)
+def tree(ctx: JobContext) -> dict[str, Any]:
+    """Attempt 1 starts a grandchild in its own session (as pexpect and ansible-runner do), writes
+    ``<own pid> <grandchild pid>`` to ``marker`` and hangs; later attempts return at once."""
+    import subprocess
+
+    if ctx.attempt > 1:
+        return {"attempt": ctx.attempt}
+    pidfile = Path(ctx.args["marker"] + ".grandchild")
+    subprocess.Popen(
+        ["setsid", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 1000"],
+        env=ctx.process_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the grandchild did not start")
+        time.sleep(0.02)
+    Path(ctx.args["marker"]).write_text(f"{os.getpid()} {pidfile.read_text().strip()}")
+    time.sleep(60)
+    return {"attempt": ctx.attempt}
+
+
+@REGISTRY.handler("test.hold_then_wait")
+def hold_then_wait(ctx: JobContext) -> None:
+    """Holds its fenced transaction until ``release`` exists, touches ``committed`` once the block
+    has ended, then waits for ``finish``."""
+    with ctx.transaction():
+        Path(ctx.args["marker"]).write_text(str(os.getpid()))
+        deadline = time.monotonic() + 60
+        while not Path(ctx.args["release"]).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    Path(ctx.args["committed"]).touch()
+    deadline = time.monotonic() + 60
+    while not Path(ctx.args["finish"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _ledger(path: str, **entry: Any) -> None:
+    """One line per side effect, appended outside the database (O_APPEND lines do not interleave)."""
+    import json
+
+    line = json.dumps({**entry, "pid": os.getpid(), "ppid": os.getppid(), "t": time.time()}) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+@REGISTRY.handler("test.chaos", max_attempts=25)
+def chaos(ctx: JobContext) -> dict[str, Any]:
+    """Three checkpointed steps, each a side effect with a duration recorded in an external ledger
+    (``start`` and ``end`` lines), for the chaos test's exactly-once and no-overlap checks."""
+    ledger = ctx.args["ledger"]
+    hold = float(ctx.args.get("hold", 0.05))
+
+    def effect(name: str) -> dict[str, Any]:
+        common = {"job": ctx.job_id, "step": name, "attempt": ctx.attempt, "resource": ctx.resource_key}
+        _ledger(ledger, event="start", **common)
+        time.sleep(hold)
+        _ledger(ledger, event="end", **common)
+        return {"attempt": ctx.attempt}
+
+    outputs = {name: ctx.step(name, functools.partial(effect, name)) for name in ("a", "b", "c")}
+    return {"steps": outputs}

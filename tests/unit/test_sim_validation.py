@@ -93,14 +93,14 @@ def test_sorting() -> None:
 
 
 def test_address_pool_skips_held_and_busy_addresses() -> None:
-    busy = {"127.77.0.3"}
-    pool = AddressPool("127.77.0.0/29", available=lambda address: address not in busy)
+    busy = {"198.18.0.3"}
+    pool = AddressPool("198.18.0.0/29", available=lambda address: address not in busy)
     pool.cursor = int(pool.network.network_address) + 2
     first, second = pool.allocate(), pool.allocate()
-    assert (first, second) == ("127.77.0.2", "127.77.0.4")
+    assert (first, second) == ("198.18.0.2", "198.18.0.4")
     pool.release(first)
-    assert pool.allocate() == "127.77.0.5"  # cycles through the range before reusing
-    assert pool.allocate() == "127.77.0.6"
-    assert pool.allocate() == "127.77.0.2"
+    assert pool.allocate() == "198.18.0.5"  # cycles through the range before reusing
+    assert pool.allocate() == "198.18.0.6"
+    assert pool.allocate() == "198.18.0.2"
     with pytest.raises(ApiError):
         pool.allocate()

@@ -166,6 +166,7 @@ def create_provider(body: ProviderCreate, caller: Admin, ctx: ContextDep) -> Pro
             api_endpoint=body.api_endpoint,
             ssh_port=body.ssh_port,
             ssh_user=body.ssh_user,
+            allowed_endpoints=ctx.settings.allowed_provider_endpoints,
         )
     except connections.ConnectionError_ as exc:
         raise _problem(exc) from None
@@ -205,10 +206,11 @@ def update_provider(
             api_endpoint=body.api_endpoint,
             ssh_port=body.ssh_port,
             ssh_user=body.ssh_user,
+            allowed_endpoints=ctx.settings.allowed_provider_endpoints,
         )
     except connections.ConnectionError_ as exc:
         raise _problem(exc) from None
-    connections.forget_catalog(provider_id)
+    connections.forget_catalog(ctx.database, provider_id)
     return provider_out(row)
 
 
@@ -223,7 +225,7 @@ def delete_provider(caller: Admin, ctx: ContextDep, provider_id: int = Path(ge=1
         connections.delete_connection(ctx.database, provider_id, actor=caller.actor)
     except connections.ConnectionError_ as exc:
         raise _problem(exc) from None
-    connections.forget_catalog(provider_id)
+    connections.forget_catalog(ctx.database, provider_id)
 
 
 @router.post("/{provider_id}/check", summary="Check the token now (status is updated)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -51,8 +53,17 @@ def _anonymous_actor(username: str, *, known: bool) -> str:
     return "anonymous:(unknown user)"
 
 
-def _refused(request: Request, message: str, wait: int, status_code: int = 429) -> Response:
-    response = _login_page(request, message, status_code=status_code)
+_REFUSED_PAGE = (
+    "<!doctype html><html lang=en><meta charset=utf-8><title>Try again later - nodewright</title>"
+    '<link rel=stylesheet href="/static/style.css"><main class=narrow><h1>Sign in</h1>'
+    '<p class=error>{message}</p><p><a href="/login">Back to the sign-in form</a></p></main></html>'
+)
+
+
+def _refused(message: str, wait: int) -> Response:
+    """A refusal (throttled, or every password-check slot busy) is a small fixed page: no template,
+    no new CSRF token, no database work, so a flood of refused sign-ins costs next to nothing."""
+    response = HTMLResponse(_REFUSED_PAGE.format(message=html.escape(message)), status_code=429)
     response.headers["Retry-After"] = str(wait)
     return response
 
@@ -82,23 +93,21 @@ def login(request: Request, form: PostedForm) -> Response:
     # while throttled, and a refusal does not reveal whether the account exists.
     wait = ctx.login_throttle.retry_after(username, address)
     if wait is not None:
-        with ctx.database.session() as session:
-            known = accounts.get_user(session, username) is not None
-        # One audit row per throttle window with a count, not one per refused request.
+        # One audit row per throttle window with a count, not one per refused request (made-up
+        # names all count as one unknown user); no query per refusal.
         ctx.refusal_tally.record(
             ctx.database,
-            actor=_anonymous_actor(username, known=known),
+            actor=_anonymous_actor(username, known=username in ctx.known_usernames),
             action="login",
             target=f"dashboard from {address}",
             outcome="throttled",
         )
         minutes = max(1, -(-wait // 60))
-        return _refused(
-            request, f"Too many failed sign-ins. Try again in {minutes} minute(s).", wait, status_code=429
-        )
+        return _refused(f"Too many failed sign-ins. Try again in {minutes} minute(s).", wait)
     if not ctx.password_gate.try_acquire():
         # Every password check slot is busy: refuse at once rather than queue unauthenticated work.
-        return _refused(request, "The server is busy checking other sign-ins. Try again in a moment.", 1)
+        wait = ctx.password_gate.retry_after()
+        return _refused("The server is busy checking other sign-ins. Try again in a moment.", wait)
     try:
         check = accounts.check_login(ctx.database, username, password)
     finally:

@@ -6,8 +6,9 @@ on each other's candidates. Two workers can still pick *different* jobs of the s
 into a unique violation, and it simply tries again. SQLite: the same statement inside
 ``BEGIN IMMEDIATE`` (``Database.session(write=True)``), which serializes claimers outright.
 
-Times are Python-side UTC on both databases, so lease arithmetic is identical everywhere (workers on
-several machines need synchronized clocks, as any lease system does).
+Lease times: PostgreSQL computes them on the database's clock (see ``fencing``), so workers on
+several machines do not depend on their own clocks; on SQLite, where every process runs on one
+machine and reads the same clock, they are Python-side UTC.
 """
 
 from __future__ import annotations
@@ -101,10 +102,11 @@ class ClaimedJob:
     created_at: dt.datetime
     run_after: dt.datetime
     started_at: dt.datetime
+    lease_seconds: float = 30.0
 
     @property
     def fence(self) -> Fence:
-        return Fence(self.id, self.owner, self.attempt)
+        return Fence(self.id, self.owner, self.attempt, self.lease_seconds)
 
     @property
     def wait_seconds(self) -> float:
@@ -131,6 +133,12 @@ def claim_next(
 def _claim_once(
     connections: Connections, owner: str, kinds: list[str], lease_seconds: float
 ) -> ClaimedJob | None:
+    if not connections.is_sqlite:
+        with connections.single() as conn:
+            row = conn.execute(
+                fastpath.CLAIM, {"owner": owner, "kinds": kinds, "lease_seconds": lease_seconds}
+            ).one_or_none()
+        return None if row is None else _claimed(row, owner, row.started_at, lease_seconds)
     now = utcnow()
     params = {
         "now": now,
@@ -138,10 +146,6 @@ def _claim_once(
         "kinds": kinds,
         "expires": now + dt.timedelta(seconds=lease_seconds),
     }
-    if not connections.is_sqlite:
-        with connections.single() as conn:
-            row = conn.execute(fastpath.CLAIM, params).one_or_none()
-        return None if row is None else _claimed(row, owner, now)
     # SQLite has one write lock for the whole database: idle workers look before they take it.
     with connections.begin() as conn:
         if conn.execute(_ANY_DUE, params).first() is None:
@@ -150,7 +154,7 @@ def _claim_once(
         row = conn.execute(_CLAIM_SQLITE, params).one_or_none()
         if row is None:
             return None
-        claimed = _claimed(row, owner, now)
+        claimed = _claimed(row, owner, now, lease_seconds)
         insert_event(
             conn,
             claimed.id,
@@ -163,7 +167,7 @@ def _claim_once(
         return claimed
 
 
-def _claimed(row: Any, owner: str, now: dt.datetime) -> ClaimedJob:
+def _claimed(row: Any, owner: str, now: dt.datetime, lease_seconds: float) -> ClaimedJob:
     return ClaimedJob(
         id=row.id,
         kind=row.kind,
@@ -175,4 +179,5 @@ def _claimed(row: Any, owner: str, now: dt.datetime) -> ClaimedJob:
         created_at=row.created_at,
         run_after=row.run_after,
         started_at=now,
+        lease_seconds=lease_seconds,
     )

@@ -32,7 +32,9 @@ class Connections:
         self._reuse = reuse
         self._engine: Engine = database.engine
         if reuse and not self.is_sqlite:
-            self._engine = create_engine(database.engine.url, poolclass=NullPool)
+            # hide_parameters as the main engine (db/engine.py): an error's bound parameters can hold a
+            # job's result, args or error, and database errors end up in logs.
+            self._engine = create_engine(database.engine.url, poolclass=NullPool, hide_parameters=True)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[Connection] = []

@@ -23,10 +23,11 @@ from sqlalchemy.orm import Session
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import Job, JobStep
 from nodewright.db.types import utcnow
+from nodewright.jobs import processes
 from nodewright.jobs.claim import ClaimedJob
 from nodewright.jobs.errors import DEADLINE_EXCEEDED, JobCanceled, JobError, LeaseLost
 from nodewright.jobs.events import append_event, jsonable
-from nodewright.jobs.fencing import Fence, fenced_touch
+from nodewright.jobs.fencing import Fence, fenced_touch, renew_lease
 from nodewright.jobs.plaintext import refuse_secrets
 from nodewright.jobs.states import HOLDING
 
@@ -104,6 +105,14 @@ class JobContext:
     @property
     def fence(self) -> Fence:
         return self._claimed.fence
+
+    def process_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment to start a subprocess with (``subprocess.run(..., env=ctx.process_env())``,
+        ``ansible_runner.run(envvars=...)`` merges it): it marks the subprocess and all its
+        descendants, setsid'd ones too, as this job's, so a lost, canceled or killed attempt's
+        processes are killed with it. (In process mode the child's environment already carries the
+        marker; passing this is still right.)"""
+        return processes.process_env(processes.Marker.for_attempt(self.job_id, self.attempt), extra)
 
     @property
     def completed_steps(self) -> dict[str, Any]:
@@ -215,6 +224,9 @@ class JobContext:
         the attempt that took over wrote. ``ctx.log()`` inside the block writes its event in this
         transaction (it commits or rolls back with the block); ``ctx.step()`` inside it is refused.
         The fenced write holds the job row's lock until the block ends, so keep the block short.
+        The lease is renewed in place as the block ends: while the block held the row (PostgreSQL) or
+        the write lock (SQLite), the worker's own renewal could not write, and a block longer than
+        the lease must not hand the sweep an "expired" lease the moment it commits.
         """
         if self._transaction_session() is not None:
             raise RuntimeError("ctx.transaction() blocks do not nest")
@@ -225,6 +237,7 @@ class JobContext:
                 yield session
             finally:
                 self._open.session = None
+            renew_lease(session, self.fence, self._claimed.lease_seconds)
 
     def _transaction_session(self) -> Session | None:
         session: Session | None = getattr(self._open, "session", None)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import Job, WorkerRecord
 from nodewright.db.types import utcnow
-from nodewright.jobs import metrics
+from nodewright.jobs import local, metrics
 from nodewright.jobs.enqueue import enqueue, find_pending_by_dedup
 from nodewright.jobs.errors import WORKER_LOST, JobError
 from nodewright.jobs.events import append_event
@@ -26,26 +27,37 @@ from nodewright.jobs.states import HOLDING, JobState
 log = logging.getLogger(__name__)
 
 
+def _lease_clock(database: Database) -> Any:
+    """What "now" is for a lease: the database's clock on PostgreSQL (see ``fencing``)."""
+    return utcnow() if database.is_sqlite else func.clock_timestamp()
+
+
 def requeue_expired(database: Database) -> list[int]:
     """Jobs whose lease ran out go back to ``queued`` (the next claim is attempt + 1).
 
     A job out of attempts fails with ``worker_lost``; a job being canceled becomes ``canceled``.
-    Returns the ids that changed.
+    Returns the ids that changed. On SQLite an expired lease is not enough: the owner's liveness file
+    (``local``) must also say it no longer holds the attempt, since there a renewal can only be as
+    timely as the database-wide write lock lets it be.
     """
     changed: list[int] = []
     with database.session() as session:  # cheap read first: most sweeps find nothing
         if (
             session.execute(
-                select(Job.id).where(Job.state.in_(HOLDING), Job.lease_expires_at < utcnow()).limit(1)
+                select(Job.id)
+                .where(Job.state.in_(HOLDING), Job.lease_expires_at < _lease_clock(database))
+                .limit(1)
             ).first()
             is None
         ):
             return changed
+    directory = local.runtime_dir(database.url)
     with database.session(write=True) as session:
         now = utcnow()
+        clock = _lease_clock(database)
         expired = session.execute(
             select(Job.id, Job.kind, Job.state, Job.attempt, Job.max_attempts, Job.lease_owner)
-            .where(Job.state.in_(HOLDING), Job.lease_expires_at < now)
+            .where(Job.state.in_(HOLDING), Job.lease_expires_at < clock)
             .order_by(Job.id)
             # PostgreSQL: skip a job whose row another transaction holds (a handler's long
             # ctx.transaction()): waiting would stall this worker's monitor, and with it the lease
@@ -54,6 +66,8 @@ def requeue_expired(database: Database) -> list[int]:
         ).all()
         lost_kinds: list[str] = []
         for job_id, kind, state, attempt, max_attempts, owner in expired:
+            if local.attempt_alive(directory, owner, job_id, attempt):
+                continue  # its worker lives and renews; it was starved of the write lock, not dead
             values: dict[str, object] = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
             if state == JobState.CANCELING.value:
                 values.update(state=JobState.CANCELED.value, finished_at=now)
@@ -65,7 +79,7 @@ def requeue_expired(database: Database) -> list[int]:
                     retryable=False,
                 )
                 values.update(state=JobState.FAILED.value, finished_at=now, error=error.to_dict())
-                message = f"failed: {WORKER_LOST}"
+                message = f"failed: {WORKER_LOST} (worker {owner})"
             else:
                 # Runnable again from now (claim latency counts from here, not from the first enqueue).
                 values.update(state=JobState.QUEUED.value, run_after=now)
@@ -76,7 +90,7 @@ def requeue_expired(database: Database) -> list[int]:
                     Job.id == job_id,
                     Job.attempt == attempt,
                     Job.state.in_(HOLDING),
-                    Job.lease_expires_at < now,
+                    Job.lease_expires_at < clock,
                 )
                 .values(values)
                 .returning(Job.id)

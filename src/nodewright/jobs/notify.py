@@ -2,7 +2,8 @@
 
 PostgreSQL: ``pg_notify`` inside the enqueuing transaction is delivered only on commit, to a
 dedicated LISTEN connection in every worker process on every machine. SQLite (one machine): an
-in-process wake-up after commit; workers in other processes find the job by polling. Waiting uses a
+in-process wake-up after commit, and a datagram to the workers of other processes
+(``local.wake_others``); polling stays as the fallback. Waiting uses a
 generation counter rather than a bare Event, so a notification that arrives while a thread is busy
 claiming is not lost.
 """
@@ -52,7 +53,12 @@ def subscribe_local(wakeup: Wakeup) -> None:
         _local_wakeups.add(wakeup)
 
 
-def notify_local() -> None:
+def notify_local(sqlite_url: str | None = None) -> None:
+    """Wake this process's workers; with ``sqlite_url``, those of other processes on it too."""
+    if sqlite_url is not None:
+        from nodewright.jobs.local import wake_others
+
+        wake_others(sqlite_url)
     with _local_lock:
         targets = list(_local_wakeups)
     for wakeup in targets:
@@ -64,12 +70,15 @@ def notify_on_commit(session: Session) -> None:
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    sqlite_url = (
+        bind.engine.url.render_as_string(hide_password=False) if bind.dialect.name == "sqlite" else None
+    )
     if not session.info.get(_SESSION_FLAG):
         session.info[_SESSION_FLAG] = True
 
         def _after_commit(sess: Session) -> None:
             sess.info.pop(_SESSION_FLAG, None)
-            notify_local()
+            notify_local(sqlite_url)
 
         # After a rollback the listener simply stays armed: at worst a later commit on this session
         # wakes workers that find nothing new, which is harmless.

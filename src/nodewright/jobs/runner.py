@@ -7,13 +7,11 @@ import logging
 import multiprocessing
 import os
 import signal
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from nodewright.db.database import Database
-from nodewright.jobs import completion
+from nodewright.jobs import completion, processes
 from nodewright.jobs.claim import ClaimedJob
 from nodewright.jobs.connections import Connections
 from nodewright.jobs.context import Flag, JobContext
@@ -105,36 +103,33 @@ class ChildSpec:
         )
 
 
-def child_main(database_url: str, claimed: ClaimedJob, child: ChildSpec, cancel_event: Any) -> None:
+def child_main(
+    database_url: str,
+    claimed: ClaimedJob,
+    child: ChildSpec,
+    cancel_event: Any,
+    parent_pid: int,
+    marker: str,
+) -> None:
     """Entry point of a job child process (process mode, pulpcore style).
 
     The parent keeps the lease alive and kills this process if the lease is lost or it overruns; a
-    cancel request sets ``cancel_event``, which ``ctx.canceled`` reads.
+    cancel request sets ``cancel_event``, which ``ctx.canceled`` reads. The child dies with its
+    parent (``tie_to_parent``) and marks everything it starts as the job's (see ``processes``).
     """
+    if not processes.tie_to_parent(parent_pid, claimed.id):
+        os._exit(70)  # the worker died while we started: its lease will expire, the job is not ours
+    os.environ[processes.MARKER_ENV] = marker
     # The parent decides when we stop (finish, hand back, or kill); a SIGTERM to the process group
     # must not turn a graceful shutdown into a crashed attempt.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging()
-    _exit_with_parent(os.getppid())
     database = Database(database_url)
     try:
         run_claimed(database, claimed, child.to_kind(), cancel_flag=cancel_event)
     finally:
         database.dispose()
-
-
-def _exit_with_parent(parent: int) -> None:
-    """If the supervising worker dies (SIGKILL), stop at once: its lease will expire and another
-    worker will take the job over, so an orphan must not keep acting on it."""
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(70)
-
-    threading.Thread(target=watch, name="nodewright-job-orphan-watch", daemon=True).start()
 
 
 def spawn_context() -> Any:

@@ -6,13 +6,17 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import ColumnElement, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from nodewright.db.models.jobs import Job, JobEvent, JobStep
 from nodewright.db.types import utcnow
-from nodewright.jobs.events import append_event
+from nodewright.jobs.events import insert_event
 from nodewright.jobs.states import CLAIMABLE, TERMINAL, JobState
+
+# Every state a cancel can still change: waiting ones end at once, holding ones are asked to stop.
+# (A job already ``canceling`` is left alone: the request stands, and no second event is written.)
+CANCELABLE: tuple[str, ...] = (*CLAIMABLE, JobState.RUNNING.value)
 
 
 class JobNotFound(LookupError):
@@ -85,47 +89,43 @@ def request_cancel(session: Session, job_id: int, *, actor: str | None = None) -
     """Cancel: a waiting job is canceled at once; a running one goes to ``canceling`` and its handler
     stops at its next step boundary or cancellation check. Idempotent while the job is canceling.
 
-    Raises ``JobNotFound`` or ``JobAlreadyFinished``. Both transitions are conditional updates, so a
-    cancel racing a claim resolves to exactly one of them.
+    Raises ``JobNotFound`` or ``JobAlreadyFinished``. The decision is one conditional ``UPDATE`` whose
+    new state is computed from the row's *current* state (``CASE``), never two statements: between
+    two updates a job can leave ``running`` (a retryable failure, a lease requeue, a shutdown
+    hand-back) and match neither, which silently dropped the cancel. PostgreSQL re-evaluates both the
+    ``WHERE`` and the ``CASE`` on the newest row version after waiting for a concurrent writer, so
+    whatever state the job reached in the meantime, the cancel applies to it.
     """
     job = get_job(session, job_id)
     now = utcnow()
     who = f" by {actor}" if actor else ""
-    canceled = session.execute(
+    waiting = Job.state.in_(CLAIMABLE)
+    row = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state.in_(CLAIMABLE))
-        .values(state=JobState.CANCELED.value, cancel_requested_at=now, finished_at=now, updated_at=now)
-        .returning(Job.id)
+        .where(Job.id == job_id, Job.state.in_(CANCELABLE))
+        .values(
+            state=case((waiting, JobState.CANCELED.value), else_=JobState.CANCELING.value),
+            cancel_requested_at=func.coalesce(Job.cancel_requested_at, now),
+            finished_at=case((waiting, now), else_=Job.finished_at),
+            updated_at=now,
+            event_seq=Job.event_seq + 1,
+        )
+        .returning(Job.state, Job.event_seq, Job.attempt)
         .execution_options(synchronize_session=False)
     ).one_or_none()
-    if canceled is not None:
-        append_event(
+    if row is not None:
+        canceled = row.state == JobState.CANCELED.value
+        insert_event(
             session,
             job_id,
+            row.event_seq,
             type="state",
-            message=f"canceled{who}",
-            data={"state": JobState.CANCELED.value, "actor": actor},
-            attempt=job.attempt,
+            message=f"canceled{who}" if canceled else f"cancel requested{who}",
+            data={"state": row.state, "actor": actor},
+            attempt=row.attempt,
         )
-    else:
-        requested = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state == JobState.RUNNING.value)
-            .values(state=JobState.CANCELING.value, cancel_requested_at=now, updated_at=now)
-            .returning(Job.id)
-            .execution_options(synchronize_session=False)
-        ).one_or_none()
-        if requested is not None:
-            append_event(
-                session,
-                job_id,
-                type="state",
-                message=f"cancel requested{who}",
-                data={"state": JobState.CANCELING.value, "actor": actor},
-                attempt=job.attempt,
-            )
     session.refresh(job)
-    if job.state in TERMINAL and canceled is None:
+    if row is None and job.state in TERMINAL:
         raise JobAlreadyFinished(job)
     return job
 

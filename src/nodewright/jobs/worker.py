@@ -13,7 +13,6 @@ to the queue (fenced, so a handler that keeps going cannot write any more).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import os
 import signal
@@ -32,11 +31,11 @@ from nodewright.config import Settings
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import Job, WorkerRecord
 from nodewright.db.types import utcnow
-from nodewright.jobs import completion, metrics
+from nodewright.jobs import completion, local, metrics, processes
 from nodewright.jobs.claim import ClaimedJob, claim_next
 from nodewright.jobs.connections import Connections
 from nodewright.jobs.errors import DEADLINE_EXCEEDED, WORKER_LOST, JobError, LeaseLost
-from nodewright.jobs.fencing import fenced_touch
+from nodewright.jobs.fencing import renew_lease
 from nodewright.jobs.maintainer import enqueue_periodic, prune_workers, requeue_expired
 from nodewright.jobs.notify import PostgresListener, Wakeup, subscribe_local
 from nodewright.jobs.registry import Registry, load_handler_modules
@@ -49,6 +48,8 @@ MODES = ("thread", "process")
 # PostgreSQL: the job row, unless another transaction holds its lock (then no row, and no waiting).
 _UNLOCKED = select(Job.id).where(Job.id == bindparam("id")).with_for_update(skip_locked=True)
 PROCESS_KILL_GRACE_SECONDS = 5.0
+CLAIM_DRAIN_SECONDS = 60.0
+REAP_EVERY_SECONDS = 1.0
 
 
 @dataclass
@@ -102,9 +103,16 @@ class WorkerPool:
         self._monitor_stop = threading.Event()
         self._lock = threading.Lock()
         self._active: dict[int, _Running] = {}
+        # Claims in flight (a SQLite claim can wait up to the busy timeout for the write lock); stop()
+        # waits for them, and a claim that completes after stop began is handed back, not abandoned.
+        self._claims = threading.Condition()
+        self._claims_in_flight = 0
         self._executors: list[threading.Thread] = []
         self._monitor: threading.Thread | None = None
+        self._renewer: threading.Thread | None = None
         self._listener: PostgresListener | None = None
+        self._liveness: local.Liveness | None = None
+        self._wake_listener: local.WakeListener | None = None
         self._started = False
 
     # ----------------------------------------------------------------- lifecycle
@@ -136,11 +144,45 @@ class WorkerPool:
             target=self._monitor_loop, name="nodewright-jobs-monitor", daemon=True
         )
         self._monitor.start()
+        self._renewer = threading.Thread(target=self._renew_loop, name="nodewright-jobs-renew", daemon=True)
+        self._renewer.start()
+        self._start_local()
         for index in range(self.concurrency):
             thread = threading.Thread(target=self._executor_loop, name=f"nodewright-job-{index}", daemon=True)
             thread.start()
             self._executors.append(thread)
         log.info("job worker %s started (%s x%d)", self.worker_id, self.mode, self.concurrency)
+
+    def _start_local(self) -> None:
+        """SQLite: liveness beside the database, and wake-ups from other processes (see ``local``)."""
+        directory = local.runtime_dir(self._db.url)
+        if directory is None:
+            return
+        renewer = self._renewer
+        self._liveness = local.Liveness(
+            directory,
+            self.worker_id,
+            self.lease_seconds,
+            held=self._held_attempts,
+            healthy=lambda: renewer is not None and renewer.is_alive(),
+        )
+        self._liveness.beat()
+        self._liveness.start()
+        if self._listen:
+            try:
+                self._wake_listener = local.WakeListener(directory, self._wakeup.notify)
+            except OSError:
+                log.warning("no wake-up socket for %s; other processes' jobs are found by polling", directory)
+            else:
+                self._wake_listener.start()
+
+    def _held_attempts(self) -> list[tuple[int, int]]:
+        with self._lock:
+            return [
+                (job_id, item.claimed.attempt)
+                for job_id, item in self._active.items()
+                if not item.lost.is_set()
+            ]
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming; wait up to ``timeout`` for running jobs, then hand the rest back."""
@@ -151,6 +193,9 @@ class WorkerPool:
         deadline = time.monotonic() + timeout
         for thread in self._executors:
             thread.join(max(0.0, deadline - time.monotonic()))
+        with self._claims:
+            # Bounded by the claim's own lock wait (the SQLite busy timeout); the claimer hands back.
+            self._claims.wait_for(lambda: self._claims_in_flight == 0, timeout=CLAIM_DRAIN_SECONDS)
         with self._lock:
             leftovers = list(self._active.values())
         for running in leftovers:
@@ -169,11 +214,17 @@ class WorkerPool:
         for thread in self._executors:
             thread.join(1.0)
         self._monitor_stop.set()
-        if self._monitor is not None:
-            self._monitor.join(5.0)
+        for helper_thread in (self._monitor, self._renewer):
+            if helper_thread is not None:
+                helper_thread.join(5.0)
         if self._listener is not None:
             self._listener.stop()
             self._listener.join(5.0)
+        for helper in (self._wake_listener, self._liveness):
+            if helper is not None:
+                helper.stop()
+                helper.join(5.0)
+        self._wake_listener = self._liveness = None
         try:
             with self._db.session(write=True) as session:
                 session.execute(delete(WorkerRecord).where(WorkerRecord.id == self.worker_id))
@@ -209,27 +260,61 @@ class WorkerPool:
         while not self._stopping.is_set():
             generation = self._wakeup.generation
             try:
-                claimed = claim_next(self._connections, self.worker_id, self._kinds, self.lease_seconds)
+                running = self._claim()
             except Exception:
                 log.exception("claiming a job failed; retrying after the poll interval")
                 self._stopping.wait(self.poll_interval)
                 continue
-            if claimed is None:
+            if running is None:
+                if self._stopping.is_set():
+                    return
                 self._wakeup.wait(generation, self.poll_interval)
                 continue
+            claimed = running.claimed
             metrics.CLAIM_LATENCY.labels(kind=claimed.kind).observe(claimed.wait_seconds)
             try:
                 if self.mode == "process" and self.registry.get(claimed.kind) is not None:
-                    self._run_in_process(claimed)
+                    self._run_in_process(running)
                 else:
-                    self._run_in_thread(claimed)
+                    self._run_in_thread(running)
             except Exception:
                 log.exception("running job %s failed in the worker itself", claimed.id)
+            finally:
+                with self._lock:
+                    self._active.pop(claimed.id, None)
 
-    def _run_in_thread(self, claimed: ClaimedJob) -> None:
-        running = _Running(claimed, cancel=threading.Event())
-        with self._lock:
-            self._active[claimed.id] = running
+    def _claim(self) -> _Running | None:
+        """Claim one job and register it as active, atomically with respect to ``stop()``.
+
+        If stop began while the claim waited (for SQLite's write lock), the job is handed straight
+        back: a claim must never outlive its worker as a ``running`` row under a dead owner.
+        """
+        with self._claims:
+            if self._stopping.is_set():
+                return None
+            self._claims_in_flight += 1
+        try:
+            claimed = claim_next(self._connections, self.worker_id, self._kinds, self.lease_seconds)
+            if claimed is None:
+                return None
+            in_process = self.mode == "process" and self.registry.get(claimed.kind) is not None
+            running = _Running(claimed, cancel=spawn_context().Event() if in_process else threading.Event())
+            with self._lock:
+                if not self._stopping.is_set():
+                    self._active[claimed.id] = running
+                    return running
+            with contextlib.suppress(LeaseLost):
+                completion.hand_back(self._connections, claimed, "claimed while the worker was stopping")
+            return None
+        finally:
+            with self._claims:
+                self._claims_in_flight -= 1
+                self._claims.notify_all()
+
+    def _run_in_thread(self, running: _Running) -> None:
+        claimed = running.claimed
+        if claimed.attempt > 1:
+            processes.kill_job_processes(claimed.id)  # what an earlier attempt's subprocesses left
         try:
             run_claimed(
                 self._db,
@@ -240,25 +325,30 @@ class WorkerPool:
                 connections=self._connections,
             )
         finally:
-            with self._lock:
-                self._active.pop(claimed.id, None)
+            if processes.take_marked(claimed.id):  # it started subprocesses with ctx.process_env()
+                processes.kill_job_processes(claimed.id)
 
-    def _run_in_process(self, claimed: ClaimedJob) -> None:
+    def _run_in_process(self, running: _Running) -> None:
+        claimed = running.claimed
         spec = self.registry.get(claimed.kind)
         assert spec is not None
-        mp = spawn_context()
-        running = _Running(claimed, cancel=mp.Event())
-        process = mp.Process(
+        # Whatever an earlier attempt of this job left on this machine (its worker was paused past
+        # the lease, or killed) must be gone before this attempt starts.
+        if claimed.attempt > 1:
+            processes.kill_job_processes(claimed.id)
+        marker = processes.Marker.for_attempt(claimed.id, claimed.attempt)
+        process = spawn_context().Process(
             target=child_main,
-            args=(self._db.url, claimed, ChildSpec.of(spec), running.cancel),
+            args=(self._db.url, claimed, ChildSpec.of(spec), running.cancel, os.getpid(), str(marker)),
             name=f"nodewright-job-{claimed.id}",
             daemon=True,
         )
-        running.process = process
         with self._lock:
-            self._active[claimed.id] = running
-        try:
+            if running.lost.is_set():  # stop() handed it back before the child started
+                return
+            running.process = process
             process.start()
+        try:
             hard_deadline = (
                 time.monotonic() + spec.timeout_seconds + PROCESS_KILL_GRACE_SECONDS
                 if spec.timeout_seconds
@@ -273,31 +363,31 @@ class WorkerPool:
                     overran = True
                     process.kill()
             process.join()
-            if running.lost.is_set():
-                return
-            if overran:
-                error = JobError(DEADLINE_EXCEEDED, f"job {claimed.kind} exceeded its time limit")
-            elif process.exitcode != 0:
-                error = JobError(
-                    WORKER_LOST, f"the job process exited with code {process.exitcode}", retryable=True
-                )
-            else:
-                return
-            # LeaseLost: the child recorded the outcome before dying, or the job was taken over.
-            with contextlib.suppress(LeaseLost):
-                completion.finish_failed(self._connections, claimed, error, spec)
         finally:
-            with self._lock:
-                self._active.pop(claimed.id, None)
+            # The child is gone; so must be everything it started (setsid'd or not).
+            processes.kill_job_processes(claimed.id)
+        if running.lost.is_set():
+            return
+        if overran:
+            error = JobError(DEADLINE_EXCEEDED, f"job {claimed.kind} exceeded its time limit")
+        elif process.exitcode != 0:
+            error = JobError(
+                WORKER_LOST, f"the job process exited with code {process.exitcode}", retryable=True
+            )
+        else:
+            return
+        # LeaseLost: the child recorded the outcome before dying, or the job was taken over.
+        with contextlib.suppress(LeaseLost):
+            completion.finish_failed(self._connections, claimed, error, spec)
 
     # ----------------------------------------------------------------- monitor
 
-    def _monitor_loop(self) -> None:
-        tick = max(0.05, min(0.5, self.lease_seconds / 4))
-        renew_every = self.lease_seconds / 3
-        maintain_every = max(0.25, min(self.lease_seconds / 2, self.poll_interval, 5.0))
-        prune_every = max(30.0, self.lease_seconds * 2)
-        next_renew = next_maintain = next_prune = next_heartbeat = 0.0
+    def _renew_loop(self) -> None:
+        """Lease renewal and cancel relay, in a thread of their own on a connection of their own:
+        a slow sweep, a busy pool or a handler's open transaction must not delay a renewal."""
+        tick = max(0.05, min(0.25, self.lease_seconds / 8))
+        renew_every = self.lease_seconds / 4
+        next_renew = 0.0
         while not self._monitor_stop.wait(tick):
             now = time.monotonic()
             try:
@@ -306,6 +396,18 @@ class WorkerPool:
                     next_renew = now + renew_every
                 else:
                     self._watch_cancels()
+            except Exception:
+                log.exception("job lease renewal failed; retrying")
+
+    def _monitor_loop(self) -> None:
+        tick = max(0.05, min(0.5, self.lease_seconds / 4))
+        renew_every = self.lease_seconds / 3
+        maintain_every = max(0.25, min(self.lease_seconds / 2, self.poll_interval, 5.0))
+        prune_every = max(30.0, self.lease_seconds * 2)
+        next_maintain = next_prune = next_heartbeat = next_reap = 0.0
+        while not self._monitor_stop.wait(tick):
+            now = time.monotonic()
+            try:
                 if now >= next_heartbeat:
                     self._write_worker_row()
                     next_heartbeat = now + renew_every
@@ -314,6 +416,10 @@ class WorkerPool:
                     if not self._stopping.is_set():
                         enqueue_periodic(self._db, self.registry)
                     next_maintain = now + maintain_every
+                if now >= next_reap:
+                    # Job processes whose worker died (SIGKILL) outlive it only until this runs.
+                    processes.reap_orphans()
+                    next_reap = now + REAP_EVERY_SECONDS
                 if self._maintenance and now >= next_prune:
                     prune_workers(self._db, stale_after_seconds=max(60.0, self.lease_seconds * 4))
                     next_prune = now + prune_every
@@ -325,8 +431,7 @@ class WorkerPool:
             running = list(self._active.values())
         if not running:
             return
-        expires = utcnow() + dt.timedelta(seconds=self.lease_seconds)
-        with self._db.session(write=True) as session:
+        with self._connections.begin(write=True) as session:
             for item in running:
                 if item.lost.is_set():
                     continue
@@ -338,7 +443,7 @@ class WorkerPool:
                     # stall every other job's renewal behind one handler. Renew it next round.
                     continue
                 try:
-                    touch = fenced_touch(session, item.claimed.fence, lease_expires_at=expires)
+                    touch = renew_lease(session, item.claimed.fence, self.lease_seconds)
                 except LeaseLost:
                     if self._taken_over(session, item.claimed):
                         log.warning("job %s: lease lost; stopping it", item.claimed.id)
@@ -360,8 +465,8 @@ class WorkerPool:
             running = {job_id: item for job_id, item in self._active.items() if not item.cancel.is_set()}
         if not running:
             return
-        with self._db.session() as session:
-            ids = session.execute(
+        with self._connections.begin() as conn:
+            ids = conn.execute(
                 select(Job.id).where(Job.id.in_(list(running)), Job.cancel_requested_at.is_not(None))
             ).scalars()
             for job_id in ids:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from nodewright.db.database import Database
 from nodewright.db.models import AppMeta, ProviderConnection
+from nodewright.providers import connections
 from nodewright.providers.base import (
     AcquireRequest,
     AcquireResult,
@@ -34,7 +35,7 @@ from nodewright.providers.base import (
     HostKeyPair,
     ProviderAdapter,
 )
-from nodewright.providers.connections import connection_info, record_outcome
+from nodewright.providers.connections import connection_info, get_catalog, record_outcome
 from nodewright.providers.errors import ErrorCode, ProviderError
 from nodewright.providers.registry import make_adapter
 from nodewright.security.secret import Secret
@@ -160,6 +161,15 @@ def acquire_server(
     spec: NodeServerSpec,
     host_key: HostKeyPair,
 ) -> AcquireResult:
+    completed = getattr(checkpoints, "completed_steps", None) or {}
+    if not any(str(name).startswith("provider.server.") for name in completed):
+        # Before anything exists: a combination the catalog rules out fails at once, naming the
+        # field. (Once a server exists, a later catalog change must not strand it.)
+        try:
+            catalog = get_catalog(database, box, spec.connection_id).catalog
+        except connections.ConnectionError_ as exc:
+            raise ProviderError(ErrorCode.not_found, exc.message, retryable=False) from None
+        preflight(catalog, spec.location, spec.server_type, spec.image)
     key, key_provider_id = client_key(database, box, spec.connection_id)
     with database.session() as session:
         row = session.get(ProviderConnection, spec.connection_id)

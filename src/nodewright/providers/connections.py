@@ -103,6 +103,21 @@ def status_message(row: ProviderConnection, now: dt.datetime | None = None) -> s
     return "Not checked yet."
 
 
+DEFAULT_ENDPOINTS = {"hetzner": "https://api.hetzner.cloud/v1"}
+
+
+def check_endpoint(kind: str, endpoint: str | None, allowed: tuple[str, ...] | None) -> None:
+    """Refuse an endpoint (or the provider's default one) outside ``NODEWRIGHT_PROVIDER_ENDPOINTS``."""
+    effective = endpoint or DEFAULT_ENDPOINTS.get(kind, "")
+    if allowed is not None and not any(effective.startswith(prefix) for prefix in allowed):
+        raise ConnectionError_(
+            422,
+            "invalid_request",
+            f"the API endpoint {effective} is not allowed here (NODEWRIGHT_PROVIDER_ENDPOINTS)",
+            "api_endpoint",
+        )
+
+
 def _validate(kind: str, token: Secret, api_endpoint: str | None, ssh_port: int, ssh_user: str) -> None:
     adapter = make_adapter(ConnectionInfo(0, kind, token, api_endpoint, ssh_port, ssh_user))
     try:
@@ -126,9 +141,11 @@ def create_connection(
     api_endpoint: str | None,
     ssh_port: int = 22,
     ssh_user: str = "root",
+    allowed_endpoints: tuple[str, ...] | None = None,
 ) -> ProviderConnection:
     if kind not in KINDS:
         raise ConnectionError_(422, "invalid_request", f"unknown provider kind {kind!r}", "kind")
+    check_endpoint(kind, api_endpoint, allowed_endpoints)
     with database.session() as session:
         if session.scalar(select(ProviderConnection.id).where(ProviderConnection.name == name)) is not None:
             raise ConnectionError_(409, "conflict", f"a provider connection named {name!r} exists", "name")
@@ -208,11 +225,13 @@ def update_connection(
     api_endpoint: str | None = None,
     ssh_port: int | None = None,
     ssh_user: str | None = None,
+    allowed_endpoints: tuple[str, ...] | None = None,
 ) -> ProviderConnection:
     """Rotate the token (validated first, like a new one) and/or change the other settings."""
     with database.session() as session:
         current = _require(session, connection_id)
         kind, endpoint = current.kind, current.api_endpoint
+        check_endpoint(kind, api_endpoint if api_endpoint is not None else endpoint, allowed_endpoints)
         port, user = current.ssh_port, current.ssh_user
         if name is not None and name != current.name:
             taken = session.scalar(select(ProviderConnection.id).where(ProviderConnection.name == name))
@@ -383,17 +402,36 @@ class CatalogView:
 
 
 _catalog_lock = threading.Lock()
-_catalog_cache: dict[int, tuple[float, CatalogView]] = {}
+# Keyed by (database, connection): ids repeat across databases (tests, several installations).
+_catalog_cache: dict[tuple[str, int], tuple[float, CatalogView]] = {}
+_fetch_locks: dict[tuple[str, int], threading.Lock] = {}
+
+
+def _cache_key(database: Database, connection_id: int) -> tuple[str, int]:
+    return (database.engine.url.render_as_string(hide_password=True), connection_id)
 
 
 def get_catalog(
     database: Database, box: SecretBox, connection_id: int, *, max_age: float = CATALOG_TTL_SECONDS
 ) -> CatalogView:
-    """The catalog, fresh within ``max_age``; while the provider fails, the last good copy, stale."""
+    """The catalog, fresh within ``max_age``; while the provider fails, the last good copy, stale.
+    One fetch per connection at a time: fifty acquisitions starting together share it."""
+    key = _cache_key(database, connection_id)
     with _catalog_lock:
-        cached = _catalog_cache.get(connection_id)
-    if cached is not None and time.monotonic() - cached[0] < max_age:
-        return cached[1]
+        fetch_lock = _fetch_locks.setdefault(key, threading.Lock())
+    with fetch_lock:
+        with _catalog_lock:
+            cached = _catalog_cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < max_age:
+            return cached[1]
+        view = _fetch_catalog(database, box, connection_id)
+        if not view.stale:
+            with _catalog_lock:
+                _catalog_cache[key] = (time.monotonic(), view)
+        return view
+
+
+def _fetch_catalog(database: Database, box: SecretBox, connection_id: int) -> CatalogView:
     with database.session() as session:
         row = _require(session, connection_id)
         info = connection_info(box, session, row)
@@ -413,15 +451,12 @@ def get_catalog(
         row = _require(session, connection_id)
         row.catalog = catalog.to_dict()
         row.catalog_fetched_at = now
-    view = CatalogView(catalog, now, stale=False)
-    with _catalog_lock:
-        _catalog_cache[connection_id] = (time.monotonic(), view)
-    return view
+    return CatalogView(catalog, now, stale=False)
 
 
-def forget_catalog(connection_id: int) -> None:
+def forget_catalog(database: Database, connection_id: int) -> None:
     with _catalog_lock:
-        _catalog_cache.pop(connection_id, None)
+        _catalog_cache.pop(_cache_key(database, connection_id), None)
 
 
 def count_connections(session: Session) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
@@ -97,6 +99,26 @@ def check_login(database: Database, username: str, password: str) -> LoginCheck:
         with database.session(write=True) as session:
             session.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
     return LoginCheck(user, True)
+
+
+class KnownUsernames:
+    """The set of user names, re-read at most every ``ttl`` seconds: lets a flood of refused
+    sign-ins be attributed (known account or not) without a query per request."""
+
+    def __init__(self, database: Database, ttl: float = 5.0) -> None:
+        self.database = database
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._names: frozenset[str] = frozenset()
+        self._read_at = float("-inf")
+
+    def __contains__(self, username: object) -> bool:
+        with self._lock:
+            if time.monotonic() - self._read_at >= self.ttl:
+                with self.database.session() as session:
+                    self._names = frozenset(session.scalars(select(User.username)))
+                self._read_at = time.monotonic()
+            return username in self._names
 
 
 def get_user(session: Session, username: str) -> User | None:

@@ -87,10 +87,10 @@ class RefusalTally:
         self._runs: dict[tuple[str, str, str, str], _Run] = {}
 
     def record(self, database: Database, *, actor: str, action: str, target: str, outcome: str) -> None:
-        key = (actor[:128], action[:64], target[:256], outcome[:32])
+        run_key = (actor[:128], action[:64], target[:256], outcome[:32])
         now = self._clock()
         with self._lock:
-            run = self._runs.get(key)
+            run = self._runs.get(run_key)
             if run is not None and now - run.started < self.window_seconds:
                 run.count += 1
                 if now - run.stored_at < self.flush_seconds:
@@ -110,7 +110,7 @@ class RefusalTally:
         with self._lock:
             if len(self._runs) >= self.max_keys:
                 self._forget_old(now)
-            self._runs[key] = _Run(new_id, now, 1, 1, now)
+            self._runs[run_key] = _Run(new_id, now, 1, 1, now)
 
     def _forget_old(self, now: float) -> None:
         for key, run in list(self._runs.items()):

@@ -140,16 +140,41 @@ class LoginThrottle:
 
 
 class PasswordCheckGate:
-    """A cap on password verifications running at once (argon2 costs tens of ms of CPU and memory
-    each). Over the cap, a sign-in is refused at once (429) instead of queueing: unauthenticated
-    callers cannot make the server's threads all busy hashing."""
+    """A budget for password verifications: at most ``limit`` at once and ``per_second`` on average
+    (a token bucket holding up to ``limit``). argon2 costs a third of a CPU second per check here, on
+    purpose; without a budget, unauthenticated callers choose how much of the machine goes to
+    hashing. Over the budget a sign-in is refused at once (429 with ``retry_after()``), never queued."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self, limit: int, per_second: float = 1_000_000.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limit = limit
+        self.per_second = per_second
+        self._clock = clock
         self._slots = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self._tokens = float(limit)
+        self._filled_at = clock()
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(float(self.limit), self._tokens + (now - self._filled_at) * self.per_second)
+        self._filled_at = now
 
     def try_acquire(self) -> bool:
-        return self._slots.acquire(blocking=False)
+        with self._lock:
+            self._refill(self._clock())
+            if self._tokens < 1.0:
+                return False
+            if not self._slots.acquire(blocking=False):
+                return False
+            self._tokens -= 1.0
+            return True
 
     def release(self) -> None:
         self._slots.release()
+
+    def retry_after(self) -> int:
+        """Whole seconds until a check could be admitted again (at least 1)."""
+        with self._lock:
+            missing = max(0.0, 1.0 - self._tokens)
+        return max(1, math.ceil(missing / self.per_second))

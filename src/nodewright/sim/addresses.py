@@ -1,4 +1,4 @@
-"""Loopback addresses for the IPv4s of simulated servers (their SSH nodes listen there)."""
+"""Addresses for the IPv4s of simulated servers, from the test range 198.18.0.0/15."""
 
 from __future__ import annotations
 

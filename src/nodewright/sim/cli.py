@@ -46,7 +46,9 @@ def sim_command(
     delete_duration: Annotated[float, typer.Option(help="Seconds a delete_server action takes.")] = 0.5,
     rate_limit: Annotated[int, typer.Option(help="Rate-limit bucket capacity per project.")] = 3600,
     rate_refill: Annotated[float, typer.Option(help="Requests per second added back to the bucket.")] = 1.0,
-    ssh_range: Annotated[str, typer.Option(help="Loopback range for server IPv4s.")] = "127.77.0.0/16",
+    ssh_range: Annotated[
+        str, typer.Option(help="Range for server IPv4s without SSH nodes (nodes take a /23 of their own).")
+    ] = "198.18.0.0/15",
     ssh_port: Annotated[int, typer.Option(help="Port every simulated node's sshd listens on.")] = 22,
 ) -> None:
     """Run a local Hetzner Cloud API simulator whose servers are real SSH hosts."""
@@ -87,7 +89,9 @@ def sim_command(
                 flush=True,
             )
         if server.ssh_nodes:
-            print(f"SSH nodes: on ({ssh_range}, port {ssh_port})", file=sys.stderr, flush=True)
+            nodes = server.runtime.nodes if server.runtime is not None else None
+            network = nodes.network.address_range if nodes is not None and nodes.network else ssh_range
+            print(f"SSH nodes: on ({network}, port {ssh_port})", file=sys.stderr, flush=True)
         else:
             print(f"SSH nodes: off ({server.ssh_nodes_reason})", file=sys.stderr, flush=True)
         stop.wait()

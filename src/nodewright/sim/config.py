@@ -18,7 +18,7 @@ class SimConfig:
     delete_duration: float = 0.5
     rate_limit_capacity: int = 3600
     rate_limit_refill_per_second: float = 1.0
-    ssh_address_range: str = "127.77.0.0/16"
+    ssh_address_range: str = "198.18.0.0/15"
     ssh_port: int = 22
     ssh_nodes: bool = True
     sshd_path: str = "/usr/sbin/sshd"
@@ -29,8 +29,8 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         net = ipaddress.ip_network(self.ssh_address_range, strict=False)
-        if not net.subnet_of(ipaddress.ip_network("127.0.0.0/8")):  # type: ignore[arg-type]
-            raise ValueError("ssh_address_range must lie within 127.0.0.0/8 (nodes live on loopback)")
+        if not net.subnet_of(ipaddress.ip_network("198.18.0.0/15")):  # type: ignore[arg-type]
+            raise ValueError("ssh_address_range must lie within 198.18.0.0/15 (the range reserved for tests)")
         for name in ("create_duration", "start_duration", "stop_duration", "delete_duration"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")

@@ -10,7 +10,7 @@ from typing import Any
 
 from nodewright.sim import catalog
 from nodewright.sim.actions import iso
-from nodewright.sim.cloudinit import parse_user_data
+from nodewright.sim.nodes.cloudinit import parse_user_data
 
 JSON = dict[str, Any]
 
@@ -53,6 +53,8 @@ class Server:
     ipv6_id: int | None
     user_data: str | None = None
     authorized_keys: list[str] = field(default_factory=list)
+    # Handed to the node's cloud-init at first boot; never in a response after create, never saved.
+    root_password: str | None = field(default=None, repr=False)
 
     def to_json(self, locked: bool) -> JSON:
         st = catalog.find_server_type(self.server_type)

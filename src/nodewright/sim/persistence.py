@@ -33,7 +33,9 @@ def save_state(state: SimState, path: Path) -> None:
             "cursor": state.pool.cursor,
         },
         "tokens": {h: list(v) for h, v in state.tokens.items()},
-        "servers": [s.__dict__.copy() for s in state.servers.values()],
+        "servers": [
+            {k: v for k, v in s.__dict__.items() if k != "root_password"} for s in state.servers.values()
+        ],
         "ssh_keys": [k.__dict__.copy() for k in state.ssh_keys.values()],
         "actions": [a.to_state() for a in state.actions.values()],
         "server_limits": state.server_limits,

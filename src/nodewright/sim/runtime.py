@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nodewright.sim.cloudinit import parse_user_data
 from nodewright.sim.config import SimConfig
 from nodewright.sim.faults import FaultRegistry
 from nodewright.sim.models import Server
 from nodewright.sim.nodes import NodeSpec, NodeSupervisor
+from nodewright.sim.nodes.cloudinit import parse_user_data
 from nodewright.sim.persistence import load_state, save_state
 from nodewright.sim.ratelimit import RateLimiter
 from nodewright.sim.state import SimState
@@ -57,6 +57,9 @@ class SimRuntime:
             hostname=server.hostname(),
             authorized_keys=list(server.authorized_keys),
             host_keys=cloud.host_keys,
+            ipv6_net=server.ipv6_net,
+            cloud=cloud,
+            root_password=server.root_password,
         )
 
     def start(self) -> None:
@@ -68,6 +71,7 @@ class SimRuntime:
         while not self._stop.wait(self.config.tick_interval):
             try:
                 self.state.advance()
+                self.state.sync_nodes()
                 self._maybe_save()
             except Exception:
                 log.exception("simulator ticker failed")
@@ -94,6 +98,7 @@ class SimRuntime:
                 "actions": len(self.state.actions),
                 "running_actions": len(self.state.running),
                 "node_root": str(self.nodes.root) if self.nodes is not None else None,
+                "network": self._network(),
                 "config": {
                     "create_duration": self.config.create_duration,
                     "start_duration": self.config.start_duration,
@@ -103,6 +108,17 @@ class SimRuntime:
                     "rate_limit_refill_per_second": self.limiter.refill_per_second,
                 },
             }
+
+    def _network(self) -> dict[str, str] | None:
+        network = self.nodes.network if self.nodes is not None else None
+        if network is None:
+            return None
+        return {
+            "ipv4_range": network.address_range,
+            "gateway": network.gateway,
+            "ipv6_prefix": f"{network.ipv6_prefix}::/48",
+            "bridge": network.bridge,
+        }
 
     def stop(self) -> None:
         self._stop.set()

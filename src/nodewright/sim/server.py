@@ -6,7 +6,6 @@ uvicorn runs in a background thread so that callers keep control of their own th
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
@@ -19,7 +18,8 @@ import uvicorn
 from nodewright.sim.app import create_app
 from nodewright.sim.config import SimConfig
 from nodewright.sim.control_client import SimControl
-from nodewright.sim.nodes import NodeSupervisor, probe_isolation, probe_port
+from nodewright.sim.nodes import NodeSupervisor, probe_isolation
+from nodewright.sim.nodes.network import NetworkError, SimNetwork, probe_network
 from nodewright.sim.runtime import SimRuntime
 
 log = logging.getLogger(__name__)
@@ -68,13 +68,16 @@ class SimServer:
     def start(self) -> SimServer:
         nodes: NodeSupervisor | None = None
         if self.requested_ssh_nodes:
-            self.ssh_nodes_reason = probe_isolation(self.config.sshd_path)
+            self.ssh_nodes_reason = probe_isolation(self.config.sshd_path) or probe_network()
+            network: SimNetwork | None = None
             if self.ssh_nodes_reason is None:
-                network = ipaddress.ip_network(self.config.ssh_address_range, strict=False)
-                self.ssh_nodes_reason = probe_port(str(network.network_address + 1), self.config.ssh_port)
+                try:
+                    network = SimNetwork()
+                except NetworkError as exc:
+                    self.ssh_nodes_reason = f"cannot create the nodes' network: {exc}"
             if self.ssh_nodes_reason is None:
                 root = Path(self.config.node_root) if self.config.node_root else None
-                nodes = NodeSupervisor(self.config.sshd_path, self.config.ssh_port, root)
+                nodes = NodeSupervisor(self.config.sshd_path, self.config.ssh_port, root, network=network)
             else:
                 log.warning("simulator runs without SSH nodes: %s", self.ssh_nodes_reason)
         else:

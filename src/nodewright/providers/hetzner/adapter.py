@@ -277,8 +277,13 @@ class HetznerAdapter:
         key = checkpoints.step("provider.client_key", key_step)
         key_id = int(key["key_id"])
 
+        # A first attempt cannot have created anything: the create's name uniqueness (adopting on
+        # uniqueness_error when the labels are ours) guards it, and the lookup call is saved. A
+        # resumed attempt, or a new generation after a cleanup, looks up by labels first.
+        resuming = checkpoints.attempt > 1 or g > 1
+
         def server_step() -> dict[str, Any]:
-            return {**self._find_or_create(request, key_id, labels), "calls": self._calls()}
+            return {**self._find_or_create(request, key_id, labels, resuming), "calls": self._calls()}
 
         server = checkpoints.step(f"provider.server.{g}", server_step)
         server_id = int(server["server_id"])
@@ -368,9 +373,9 @@ class HetznerAdapter:
         return [c.to_dict() for c in self.transport.take_calls()]
 
     def _find_or_create(
-        self, request: AcquireRequest, key_id: int, labels: Mapping[str, str]
+        self, request: AcquireRequest, key_id: int, labels: Mapping[str, str], look_first: bool
     ) -> dict[str, Any]:
-        owned = self._owned_by(labels)
+        owned = self._owned_by(labels) if look_first else None
         if owned is not None:
             return {"server_id": owned, "action_ids": [], "adopted": True}
         try:

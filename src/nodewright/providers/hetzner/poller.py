@@ -1,11 +1,13 @@
 """One action poller per connection and process: every in-flight action in one batched GET.
 
 ``GET /actions?id=1&id=2...`` answers for up to 50 actions at once, so fifty servers being created
-together cost one poll per tick instead of fifty. The schedule learns: it keeps, per kind of action
-(command, server type, location), an average of how long such actions took, sleeps until shortly
-before the earliest in-flight action is expected to finish, then polls at a short interval until
-it does. A new kind starts with a cautious backoff. What is learned is written to the connection
-row, so other processes (and restarts) start from it.
+together cost one poll per tick instead of fifty. The schedule learns: it keeps, per kind of wait
+(e.g. "create:cx22:fsn1", create and start actions together), an average of how long such waits
+took, sends the first poll when the wait is expected to be over, then polls at a short, slowly
+growing interval until it is. A kind never seen starts at one second with the same backoff. What
+is learned is written to the connection row, so other processes (and restarts) start from it.
+Waits that are not due yet ride along in a due wait's batch for free, without losing their own
+schedule.
 
 A failed batch is handed to every waiter of that batch as the mapped ``ProviderError``; none of them
 is retried here: the job engine retries, and the next attempt resumes from the checkpointed action
@@ -31,31 +33,36 @@ BATCH_SIZE = 50  # the API's per_page maximum
 FAST_INTERVAL = 0.2  # once an action is due
 FIRST_GUESS = 1.0  # unknown kind: first poll after this, then backoff
 MAX_INTERVAL = 5.0
-LEAD = 0.85  # poll first at 85% of the expected duration
 IDLE_EXIT = 5.0  # the thread ends after this long with nothing to wait for
-EWMA_WEIGHT = 0.3
+EWMA_WEIGHT = 0.5
 
 
 @dataclass
 class ActionState:
     id: int
-    kind: str
-    registered: float  # monotonic
-    expected: float | None
-    polls: int = 0
     status: str = "running"
     command: str | None = None
     error: dict[str, Any] | None = None
     finished_at: float | None = None  # monotonic, when we learned of it
-    last_polled: float = 0.0
     waiters: int = 0
 
 
 @dataclass
 class Wait:
     ids: list[int]
+    kind: str
+    registered: float  # monotonic
+    expected: float | None
+    polls: int = 0
+    last_polled: float = 0.0
+    last_running_at: float | None = None  # the latest poll that still saw an action running
     event: threading.Event = field(default_factory=threading.Event)
     error: ProviderError | None = None
+
+    def due(self) -> float:
+        if self.polls == 0:
+            return self.registered + (self.expected if self.expected is not None else FIRST_GUESS)
+        return self.last_polled + min(FAST_INTERVAL * 1.25 ** (self.polls - 1), MAX_INTERVAL)
 
 
 class ActionPoller:
@@ -89,21 +96,20 @@ class ActionPoller:
         canceled: Callable[[], bool] = lambda: False,
         timeout: float = 600.0,
     ) -> list[dict[str, Any]]:
-        """Block until every action finished; return {id, command, status, seconds} for each.
+        """Block until every action finished (or one failed); return {id, command, status,
+        seconds, polls} for each.
 
         Raises the mapped ``ProviderError`` for a failed poll or an action that ended in error, and
         ``deadline_exceeded`` after ``timeout`` (the actions keep running; a retry resumes them).
         """
         if not action_ids:
             return []
-        wait = Wait(list(action_ids))
         now = time.monotonic()
+        wait = Wait(list(action_ids), kind, now, None)
         with self._lock:
+            wait.expected = self._learned.get(kind)
             for action_id in action_ids:
-                state = self._actions.get(action_id)
-                if state is None:
-                    state = ActionState(action_id, kind, now, self._learned.get(kind))
-                    self._actions[action_id] = state
+                state = self._actions.setdefault(action_id, ActionState(action_id))
                 state.waiters += 1
             self._waits.append(wait)
             self._ensure_thread()
@@ -136,8 +142,8 @@ class ActionPoller:
                             "id": action_id,
                             "command": state.command,
                             "status": state.status,
-                            "seconds": round((state.finished_at or now) - state.registered, 3),
-                            "polls": state.polls,
+                            "seconds": round((state.finished_at or now) - wait.registered, 3),
+                            "polls": wait.polls,
                         }
                     )
                 return result
@@ -146,10 +152,10 @@ class ActionPoller:
                 if wait in self._waits:
                     self._waits.remove(wait)
                 for action_id in action_ids:
-                    state = self._actions.get(action_id)
-                    if state is not None:
-                        state.waiters -= 1
-                        if state.waiters <= 0:
+                    held = self._actions.get(action_id)
+                    if held is not None:
+                        held.waiters -= 1
+                        if held.waiters <= 0:
                             del self._actions[action_id]
 
     # --- the polling thread -----------------------------------------------------------------------
@@ -159,28 +165,13 @@ class ActionPoller:
             self._thread = threading.Thread(target=self._run, name="nodewright-action-poller", daemon=True)
             self._thread.start()
 
-    def _next_due(self) -> float | None:
-        """When the next batch is due: the earliest of every running action's own schedule."""
-        due: float | None = None
-        for state in self._actions.values():
-            if state.status != "running" or state.waiters <= 0:
-                continue
-            if state.polls == 0:
-                first = state.expected * LEAD if state.expected is not None else FIRST_GUESS
-                at = state.registered + first
-            else:
-                at = state.last_polled + min(FAST_INTERVAL * 1.25 ** (state.polls - 1), MAX_INTERVAL)
-            due = at if due is None else min(due, at)
-        return due
-
     def _run(self) -> None:
         idle_since: float | None = None
-        last_poll = 0.0
         while True:
             with self._lock:
                 now = time.monotonic()
-                running = [s for s in self._actions.values() if s.status == "running" and s.waiters > 0]
-                if not running:
+                pending = [w for w in self._waits if not w.event.is_set()]
+                if not pending:
                     idle_since = idle_since or now
                     if now - idle_since > IDLE_EXIT:
                         self._thread = None
@@ -188,37 +179,63 @@ class ActionPoller:
                     self._wake.wait(0.5)
                     continue
                 idle_since = None
-                due = self._next_due()
-                due = max(due or now, last_poll + FAST_INTERVAL)
+                due = min(w.due() for w in pending)
                 if due > now:
                     self._wake.wait(min(due - now, 1.0))
                     continue
-                ids = sorted(s.id for s in running)
-            last_poll = time.monotonic()
+                # Every running action goes in the batch: a poll costs one call whatever it carries.
+                ids = sorted({i for w in pending for i in w.ids if self._actions[i].status == "running"})
+                polled = [w for w in pending if w.due() <= now]
             for start in range(0, len(ids), BATCH_SIZE):
                 self._poll_batch(ids[start : start + BATCH_SIZE])
+            with self._lock:
+                now = time.monotonic()
+                for w in polled:
+                    w.polls += 1
+                    w.last_polled = now
+
+    def _learn(self, wait: Wait, now: float) -> float:
+        """The new expected duration for the wait's kind.
+
+        The wait ended between the last poll that saw it running and this one: the midpoint is the
+        estimate. Done at the very first poll says only "no later than expected": try a little
+        earlier next time (the schedule then homes in from both sides).
+        """
+        old = self._learned.get(wait.kind)
+        if wait.last_running_at is not None:
+            sample = (wait.last_running_at + now) / 2 - wait.registered
+        elif wait.expected is not None:
+            sample = wait.expected * 0.9
+        else:
+            sample = now - wait.registered
+        sample = max(0.0, sample)
+        return sample if old is None else old + EWMA_WEIGHT * (sample - old)
+
+    def _fail(self, ids: list[int], error: ProviderError) -> None:
+        with self._lock:
+            for wait in self._waits:
+                if not wait.event.is_set() and set(wait.ids) & set(ids):
+                    wait.error = error
+                    wait.event.set()
 
     def _poll_batch(self, ids: list[int]) -> None:
+        if not ids:
+            return
         try:
             data = self._transport.request(
                 "poll", "GET", "/actions", params={"id": ids, "per_page": BATCH_SIZE}
             )
         except ProviderError as error:
-            with self._lock:
-                for wait in self._waits:
-                    if set(wait.ids) & set(ids):
-                        wait.error = error
-                        wait.event.set()
+            self._fail(ids, error)
             return
         except Exception:
             log.exception("action poll failed unexpectedly")
-            unexpected = ProviderError(
-                ErrorCode.provider_unavailable, "the action poll failed unexpectedly", retryable=True
+            self._fail(
+                ids,
+                ProviderError(
+                    ErrorCode.provider_unavailable, "the action poll failed unexpectedly", retryable=True
+                ),
             )
-            with self._lock:
-                for wait in self._waits:
-                    wait.error = unexpected
-                    wait.event.set()
             return
         self.polls += 1
         now = time.monotonic()
@@ -227,12 +244,8 @@ class ActionPoller:
         with self._lock:
             for action_id in ids:
                 state = self._actions.get(action_id)
-                if state is None:
-                    continue
-                state.polls += 1
-                state.last_polled = now
                 action = seen.get(action_id)
-                if action is None:
+                if state is None or action is None:
                     continue
                 state.command = action.get("command")
                 status = str(action.get("status"))
@@ -240,12 +253,6 @@ class ActionPoller:
                     state.status = status
                     state.error = action.get("error")
                     state.finished_at = now
-                    took = now - state.registered
-                    old = self._learned.get(state.kind)
-                    # Learn from what we saw minus half a fast interval (our own detection lag).
-                    sample = max(0.0, took - FAST_INTERVAL / 2)
-                    self._learned[state.kind] = sample if old is None else old + EWMA_WEIGHT * (sample - old)
-                    learned_changed = True
             missing = [i for i in ids if i not in seen]
             for wait in self._waits:
                 if wait.event.is_set():
@@ -258,8 +265,15 @@ class ActionPoller:
                     )
                     wait.event.set()
                     continue
-                if all(self._actions[i].status != "running" for i in wait.ids if i in self._actions):
+                states = [self._actions[i] for i in wait.ids]
+                if any(s.status == "error" for s in states):
                     wait.event.set()
+                elif all(s.status == "success" for s in states):
+                    self._learned[wait.kind] = self._learn(wait, now)
+                    learned_changed = True
+                    wait.event.set()
+                else:
+                    wait.last_running_at = now
             learned = dict(self._learned) if learned_changed else None
         if learned is not None and self._on_learned is not None:
             try:

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import hcloud
 import requests
 from hcloud import APIException
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from nodewright.providers.base import ConnectionInfo, ProviderCall
 from nodewright.providers.errors import ProviderError
@@ -44,6 +46,20 @@ class _RecordingSession(requests.Session):
     def __init__(self, transport: HetznerTransport) -> None:
         super().__init__()
         self._transport = transport
+        # One reconnect for reads only: a kept-alive connection the server closed while idle fails
+        # at once on reuse. A GET is safe to send again; a POST or DELETE never is (it may have
+        # been acted on), so those failures go to the job engine like any other.
+        retry = Retry(
+            total=1,
+            connect=1,
+            read=1,
+            status=0,
+            other=0,
+            allowed_methods=frozenset({"GET"}),
+            raise_on_status=False,
+        )
+        self.mount("http://", HTTPAdapter(max_retries=retry))
+        self.mount("https://", HTTPAdapter(max_retries=retry))
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         method_s = method.decode() if isinstance(method, bytes) else method

@@ -1,0 +1,364 @@
+"""Servers: create (with its validation), read, update, delete, power actions, control ops."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import string
+import time
+from typing import Any
+
+from nodewright.sim import catalog
+from nodewright.sim.actions import Action
+from nodewright.sim.errors import ApiError, invalid_input
+from nodewright.sim.listing import paginate, sort_items
+from nodewright.sim.models import Server, SshKey
+from nodewright.sim.nodes.cloudinit import parse_user_data
+from nodewright.sim.nodes.network import SLOT_PREFIX, TEST_NET, slot_ipv6_prefix
+from nodewright.sim.resources.actions import ActionsResource
+from nodewright.sim.store import JSON, Query
+from nodewright.sim.validation import (
+    USER_DATA_LIMIT,
+    check_labels,
+    is_ref,
+    raise_if,
+    require_object,
+    server_name_problem,
+)
+
+
+def _generate_password() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(20))
+
+
+def ipv6_net(ipv4: str | None, server_id: int) -> str:
+    """A server's /64, derived from its IPv4 in the test range so that simulators holding disjoint
+    IPv4 ranges also hand out disjoint /64s (``2001:db8:<slot + 1>:<offset>::/64``)."""
+    if ipv4 is None:
+        return f"2001:db8:0:{server_id % 0xFFFF:x}::/64"
+    offset = int(ipaddress.IPv4Address(ipv4)) - int(TEST_NET.network_address)
+    slot, index = divmod(offset, 2 ** (32 - SLOT_PREFIX))
+    return f"{slot_ipv6_prefix(slot)}:{index:x}::/64"
+
+
+# Create fields for resources the simulator does not model: refused rather than silently dropped,
+# so a client never believes a server sits in a network or has a volume that does not exist.
+UNMODELLED = {
+    "networks": "private networks are not simulated",
+    "volumes": "volumes are not simulated",
+    "firewalls": "firewalls are not simulated",
+    "placement_group": "placement groups are not simulated",
+}
+
+
+def unmodelled_fields(body: JSON, problems: dict[str, list[str]]) -> None:
+    for name, reason in UNMODELLED.items():
+        if body.get(name) not in (None, [], ""):
+            problems[name] = [reason]
+    public_net = body.get("public_net")
+    if isinstance(public_net, dict):
+        for name in ("ipv4", "ipv6"):
+            if public_net.get(name) is not None:
+                problems[f"public_net.{name}"] = ["primary IPs are not simulated; leave it out"]
+
+
+class ServersResource(ActionsResource):
+    def list_servers(self, project: str, query: Query) -> JSON:
+        with self.lock:
+            self.advance()
+            matches = self._selector(query)
+            names = query.get("name", [])
+            statuses = set(query.get("status", []))
+            items = [
+                s
+                for s in self.servers.values()
+                if s.project == project
+                and (not names or s.name == names[-1])
+                and (not statuses or s.status in statuses)
+                and matches(s.labels)
+            ]
+            items = sort_items(
+                sorted(items, key=lambda s: s.id),
+                query.get("sort", []),
+                {"id": lambda s: s.id, "name": lambda s: s.name, "created": lambda s: (s.created, s.id)},
+            )
+            page, meta = paginate(items, query)
+            return {"servers": [self._server_json(s) for s in page], "meta": meta}
+
+    def get_server(self, project: str, server_id: int) -> JSON:
+        with self.lock:
+            self.advance()
+            return {"server": self._server_json(self._server(project, server_id))}
+
+    def _resolve_create(self, body: JSON) -> tuple[catalog.ServerType, catalog.Image, catalog.Location]:
+        problems: dict[str, list[str]] = {}
+        name_problem = server_name_problem(body.get("name"))
+        if name_problem:
+            problems["name"] = [name_problem]
+        st: catalog.ServerType | None = None
+        if not is_ref(body.get("server_type")):
+            problems["server_type"] = ["is required"]
+        else:
+            st = catalog.find_server_type(body["server_type"])
+            if st is None:
+                problems["server_type"] = [f"server type {body['server_type']} not found"]
+        images: list[catalog.Image] = []
+        if not is_ref(body.get("image")):
+            problems["image"] = ["is required"]
+        else:
+            images = catalog.find_images(body["image"])
+            if not images:
+                problems["image"] = [f"image {body['image']} not found"]
+        location: catalog.Location | None = None
+        if body.get("location") is not None:
+            if not is_ref(body["location"]):
+                problems["location"] = ["must be a location ID or name"]
+            else:
+                location = catalog.find_location(body["location"])
+                if location is None:
+                    problems["location"] = [f"location {body['location']} not found"]
+        check_labels(body, problems)
+        user_data = body.get("user_data")
+        if user_data is not None:
+            if not isinstance(user_data, str):
+                problems["user_data"] = ["must be a string"]
+            elif len(user_data.encode()) > USER_DATA_LIMIT:
+                problems["user_data"] = ["is too long (limited to 32KiB)"]
+        keys = body.get("ssh_keys")
+        if keys is not None and (not isinstance(keys, list) or not all(is_ref(k) for k in keys)):
+            problems["ssh_keys"] = ["must be a list of SSH key IDs or names"]
+        for flag in ("start_after_create", "automount"):
+            if flag in body and not isinstance(body[flag], bool):
+                problems[flag] = ["must be a boolean"]
+        public_net = body.get("public_net")
+        if public_net is not None and (
+            not isinstance(public_net, dict)
+            or any(not isinstance(public_net.get(k, True), bool) for k in ("enable_ipv4", "enable_ipv6"))
+        ):
+            problems["public_net"] = ["enable_ipv4 and enable_ipv6 must be booleans"]
+        unmodelled_fields(body, problems)
+        raise_if(problems)
+        assert st is not None
+        if location is None:
+            sold = [loc for loc in catalog.LOCATIONS if st.sold_in(loc.name)]
+            location = sold[0] if sold else catalog.LOCATIONS[0]
+        if st.deprecation is not None:
+            raise invalid_input({"server_type": [f"server type {st.name} is deprecated"]})
+        if location.name not in st.locations:
+            raise invalid_input(
+                {"server_type": [f"server type {st.name} is not available in location {location.name}"]}
+            )
+        if not st.sold_in(location.name):
+            raise ApiError(
+                "resource_unavailable",
+                f"server type {st.name} is currently not available in location {location.name}",
+            )
+        matching = [img for img in images if img.architecture == st.architecture]
+        if not matching:
+            raise invalid_input(
+                {"image": [f"image architecture does not match server type architecture {st.architecture}"]}
+            )
+        return st, matching[0], location
+
+    def create_server(self, project: str, body: Any, outcome: str | None = None) -> JSON:
+        """``outcome`` carries injected faults: ``action_error`` or ``left_off``."""
+        body = require_object(body)
+        with self.lock:
+            self.advance()
+            st, image, location = self._resolve_create(body)
+            keys: list[SshKey] = []
+            missing: list[str] = []
+            for ref in body.get("ssh_keys") or []:
+                key = self._key_by_ref(project, ref)
+                if key is None:
+                    missing.append(f"SSH key {ref} not found")
+                else:
+                    keys.append(key)
+            if missing:
+                raise invalid_input({"ssh_keys": missing})
+            name = body["name"]
+            if any(s.project == project and s.name == name for s in self.servers.values()):
+                raise ApiError(
+                    "uniqueness_error", "server name is already used", {"fields": [{"name": "name"}]}
+                )
+            limit = self.server_limits.get(
+                project, self.server_limits.get("*", self.config.max_servers_per_project)
+            )
+            if limit is not None and sum(1 for s in self.servers.values() if s.project == project) >= limit:
+                raise ApiError(
+                    "resource_limit_exceeded",
+                    "server limit exceeded",
+                    {"limits": [{"name": "server_limit"}]},
+                )
+            for rule in self.capacity:
+                if rule.blocks(location.name, st.name):
+                    raise ApiError("resource_unavailable", rule.message)
+            public_net = body.get("public_net") or {}
+            ipv4 = self.pool.allocate() if public_net.get("enable_ipv4", True) else None
+            server = Server(
+                id=self.next_server_id,
+                project=project,
+                name=name,
+                status="initializing",
+                created=time.time(),
+                server_type=st.name,
+                image_id=image.id,
+                location=location.name,
+                labels=dict(body.get("labels") or {}),
+                ipv4=ipv4,
+                ipv4_id=self._ip_id() if ipv4 else None,
+                ipv6_net=ipv6_net(ipv4, self.next_server_id) if public_net.get("enable_ipv6", True) else None,
+                ipv6_id=None,
+                user_data=body.get("user_data"),
+                authorized_keys=[k.public_key for k in keys]
+                + parse_user_data(body.get("user_data")).authorized_keys,
+            )
+            if server.ipv6_net is not None:
+                server.ipv6_id = self._ip_id()
+            server.root_password = None if keys else _generate_password()
+            self.next_server_id += 1
+            self.servers[server.id] = server
+            create = self._new_action("create_server", server, self.config.create_duration)
+            create.began = time.monotonic()
+            next_actions: list[Action] = []
+            if body.get("start_after_create", True):
+                start = self._new_action("start_server", server, self.config.start_duration, after=create.id)
+                next_actions.append(start)
+                if outcome == "left_off":
+                    start.outcome = "left_off"
+            if outcome == "action_error":
+                create.planned_error = {"code": "unknown_error", "message": "Unknown Error"}
+            now = time.monotonic()
+            return {
+                "server": self._server_json(server),
+                "action": create.to_json(now),
+                "next_actions": [a.to_json(now) for a in next_actions],
+                "root_password": server.root_password,
+            }
+
+    def _ip_id(self) -> int:
+        self.next_ip_id += 1
+        return self.next_ip_id - 1
+
+    def update_server(self, project: str, server_id: int, body: Any) -> JSON:
+        body = require_object(body)
+        with self.lock:
+            self.advance()
+            server = self._server(project, server_id)
+            self._rename_and_relabel(
+                server, body, self.servers.values(), server_name_problem, "server name is already used"
+            )
+            return {"server": self._server_json(server)}
+
+    def _require_unlocked(self, server: Server) -> None:
+        if self.locked(server.id):
+            # The wording of real captures, e.g. thetechnick/hcloud-ansible#30, terraform-provider-hcloud#492.
+            raise ApiError("locked", "cannot perform operation because server is locked")
+
+    def delete_server(self, project: str, server_id: int) -> JSON:
+        with self.lock:
+            self.advance()
+            server = self._server(project, server_id)
+            self._require_unlocked(server)
+            action = self._new_action("delete_server", server, self.config.delete_duration)
+            action.began = time.monotonic()
+            self._remove(server)
+            return {"action": action.to_json(time.monotonic())}
+
+    def _remove(self, server: Server) -> None:
+        del self.servers[server.id]
+        self.pool.release(server.ipv4)
+        self.changed = True
+        if self.nodes is not None:
+            self.nodes.destroy(server.id)
+
+    def power(self, project: str, server_id: int, on: bool) -> JSON:
+        return self.server_action(project, server_id, "start_server" if on else "stop_server")
+
+    def server_action(self, project: str, server_id: int, command: str) -> JSON:
+        """Power actions: ``start_server``, ``stop_server``, ``shutdown_server`` (graceful stop)
+        and ``reboot_server``/``reset_server`` (the node restarts, its disk is kept)."""
+        durations = {
+            "start_server": self.config.start_duration,
+            "stop_server": self.config.stop_duration,
+            "shutdown_server": self.config.stop_duration,
+            "reboot_server": self.config.start_duration,
+            "reset_server": self.config.start_duration,
+        }
+        with self.lock:
+            self.advance()
+            server = self._server(project, server_id)
+            self._require_unlocked(server)
+            action = self._new_action(command, server, durations[command])
+            self.advance()
+            return {"action": action.to_json(time.monotonic())}
+
+    # -- control ------------------------------------------------------------------------------
+    def all_servers(self, ssh_port: int) -> list[JSON]:
+        with self.lock:
+            self.advance()
+            result = []
+            for server in sorted(self.servers.values(), key=lambda s: s.id):
+                node = self.nodes.info(server.id) if self.nodes is not None else {"state": "disabled"}
+                result.append(
+                    {
+                        "id": server.id,
+                        "name": server.name,
+                        "project": server.project,
+                        "status": server.status,
+                        "locked": self.locked(server.id),
+                        "labels": dict(server.labels),
+                        "server_type": server.server_type,
+                        "location": server.location,
+                        "hostname": server.hostname(),
+                        "ssh": {
+                            "host": server.ipv4,
+                            "port": ssh_port,
+                            "user": "root",
+                            "node": node,
+                        },
+                    }
+                )
+            return result
+
+    def sync_nodes(self) -> None:
+        """A node that stopped by itself (in-node ``poweroff``, a crashed init) leaves its server
+        ``off``, as a VM that powered off or crashed; called by the ticker."""
+        if self.nodes is None:
+            return
+        with self.lock:
+            for server in self.servers.values():
+                if server.status != "running" or self.locked(server.id):
+                    continue
+                if self.nodes.state(server.id) == "stopped":
+                    server.status = "off"
+                    self.changed = True
+
+    def force_delete(self, server_id: int) -> bool:
+        with self.lock:
+            server = self.servers.get(server_id)
+            if server is None:
+                return False
+            for action in [a for a in self.running if a.server_id == server_id]:
+                self._finish(action, {"code": "server_deleted", "message": "server was deleted"})
+            self._remove(server)
+            return True
+
+    def force_power_off(self, server_id: int) -> bool:
+        with self.lock:
+            server = self.servers.get(server_id)
+            if server is None:
+                return False
+            server.status = "off"
+            self.changed = True
+            if self.nodes is not None:
+                self.nodes.stop(server.id)
+            return True
+
+    def resume_nodes(self) -> None:
+        """After loading persisted state, bring back the nodes of servers that are running."""
+        with self.lock:
+            for server in self.servers.values():
+                if server.status == "running":
+                    self._boot(server)
