@@ -15,7 +15,7 @@ from nodewright.app import create_app
 from nodewright.context import AppContext
 from nodewright.security.roles import Role
 from nodewright.sim.server import SimServer
-from tests.fixtures.sim import random_token, ssh_sim_server  # noqa: F401
+from tests.fixtures.sim import ssh_sim_server  # noqa: F401
 from tests.support.apps import TEST_PASSWORD, create_role_users, make_settings
 from tests.support.browser import chromium
 from tests.support.live_server import live_server
@@ -40,18 +40,7 @@ def test_create_watch_inspect_delete_in_the_browser(
     with TestClient(app) as client, live_server(app) as base_url, chromium() as browser:
         ctx: AppContext = client.app.state.ctx  # type: ignore[attr-defined]
         users = create_role_users(ctx)
-        created = client.post(
-            "/api/providers",
-            json={
-                "kind": "hetzner",
-                "name": "sim",
-                "token": random_token(),
-                "api_endpoint": ssh_sim_server.api_url,
-                "ssh_port": ssh_sim_server.config.ssh_port,
-            },
-            headers=users[Role.admin].headers,
-        )  # fmt: skip
-        assert created.status_code == 201, created.text
+        connect_sim(client, users[Role.admin].headers, ssh_sim_server)
 
         page = browser.new_page()
         sign_in(page, base_url, "operator-user")

@@ -19,7 +19,7 @@ from nodewright.app import create_app
 from nodewright.context import AppContext
 from nodewright.security.roles import Role
 from nodewright.sim.server import SimServer
-from tests.fixtures.sim import random_token, ssh_sim_server  # noqa: F401
+from tests.fixtures.sim import ssh_sim_server  # noqa: F401
 from tests.support.apps import RoleUser, create_role_users, make_settings
 from tests.support.live_server import live_server
 from tests.support.system import require_binary
@@ -43,19 +43,7 @@ def served(
     with TestClient(app) as client, live_server(app) as url:
         ctx: AppContext = client.app.state.ctx  # type: ignore[attr-defined]
         users = create_role_users(ctx)
-        provider = client.post(
-            "/api/providers",
-            json={
-                "kind": "hetzner",
-                "name": "sim",
-                "token": random_token(),
-                "api_endpoint": ssh_sim_server.api_url,
-                "ssh_port": ssh_sim_server.config.ssh_port,
-            },
-            headers=users[Role.admin].headers,
-        )  # fmt: skip
-        assert provider.status_code == 201, provider.text
-        yield url, users, provider.json()["id"]
+        yield url, users, connect_sim(client, users[Role.admin].headers, ssh_sim_server)
 
 
 def env_for(url: str, user: RoleUser | None) -> dict[str, str]:

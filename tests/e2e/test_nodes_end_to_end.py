@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from nodewright.security.roles import Role
 from nodewright.sim.server import SimServer
 from tests.fixtures.sim import random_token, ssh_sim_server  # noqa: F401
 from tests.support.apps import RoleUser, create_role_users, make_settings
+from tests.support.nodes import connect_sim, wait_for_node
 from tests.support.system import require_binary
 
 
@@ -46,37 +46,12 @@ def sim_servers(sim: SimServer) -> list[dict[str, Any]]:
     return servers
 
 
-def connect_provider(client: TestClient, admin: RoleUser, sim: SimServer) -> int:
-    response = client.post(
-        "/api/providers",
-        json={"kind": "hetzner", "name": "sim", "token": random_token(), "api_endpoint": sim.api_url,
-              "ssh_port": sim.config.ssh_port},
-        headers=admin.headers,
-    )  # fmt: skip
-    assert response.status_code == 201, response.text
-    provider_id: int = response.json()["id"]
-    return provider_id
-
-
-def wait_status(
-    client: TestClient, viewer: RoleUser, node_id: int, *statuses: str, timeout: float = 240
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    node: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        node = client.get(f"/api/nodes/{node_id}", headers=viewer.headers).json()
-        if node["status"] in statuses:
-            return node
-        time.sleep(0.2)
-    raise AssertionError(f"node {node_id} stayed {node.get('status')} ({node.get('error')})")
-
-
 def test_create_provision_verify_release(
     app: tuple[TestClient, dict[Role, RoleUser]], ssh_sim_server: SimServer, tmp_path: Path
 ) -> None:
     client, users = app
     admin, operator, viewer = users[Role.admin], users[Role.operator], users[Role.viewer]
-    provider_id = connect_provider(client, admin, ssh_sim_server)
+    provider_id = connect_sim(client, admin.headers, ssh_sim_server)
     operator_key = (
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops@laptop"
     )
@@ -105,7 +80,7 @@ def test_create_provision_verify_release(
     conflict = client.post("/api/nodes", json={**body, "name": "web-2"}, headers=headers)
     assert conflict.status_code == 409 and conflict.json()["code"] == "idempotency_conflict"
 
-    ready = wait_status(client, viewer, node["id"], "ready", "failed")
+    ready = wait_for_node(client, viewer.headers, node["id"], "ready", "failed")
     assert ready["status"] == "ready", ready["error"]
     assert ready["server"]["id"] is not None and ready["ssh"]["command"]
     servers = sim_servers(ssh_sim_server)
@@ -136,7 +111,7 @@ def test_create_provision_verify_release(
 
     released = client.delete(f"/api/nodes/{node['id']}", headers=operator.headers)
     assert released.status_code == 202, released.text
-    gone = wait_status(client, viewer, node["id"], "released", "failed", timeout=60)
+    gone = wait_for_node(client, viewer.headers, node["id"], "released", "failed", timeout=60)
     assert gone["status"] == "released", gone["error"]
     assert sim_servers(ssh_sim_server) == []
     again = client.delete(f"/api/nodes/{node['id']}", headers=operator.headers)
@@ -180,7 +155,7 @@ def test_node_secrets_never_leak(
         body["labels"] = {}
         created = client.post("/api/nodes", json=body, headers=operator.headers)
         node_id, job_id = created.json()["node"]["id"], created.json()["job"]["id"]
-        ready = wait_status(client, users[Role.viewer], node_id, "ready", "failed")
+        ready = wait_for_node(client, users[Role.viewer].headers, node_id, "ready", "failed")
         assert ready["status"] == "ready", ready["error"]
         ctx: AppContext = client.app.state.ctx  # type: ignore[attr-defined]
         client_key = load_client_private_key(ctx.database, ctx.box, provider_id).reveal()
@@ -211,7 +186,9 @@ def test_node_secrets_never_leak(
             outputs.append(client.get(page).text)
         released = client.delete(f"/api/nodes/{node_id}", headers=operator.headers)
         assert (
-            wait_status(client, users[Role.viewer], node_id, "released", "failed", timeout=60)["status"]
+            wait_for_node(client, users[Role.viewer].headers, node_id, "released", "failed", timeout=60)[
+                "status"
+            ]
             == "released"
         )
         outputs.append(

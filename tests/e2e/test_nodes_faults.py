@@ -4,7 +4,6 @@ fixed, POST /api/nodes/{id}/retry resumes from the stage that failed (earlier st
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,9 @@ from nodewright.app import create_app
 from nodewright.context import AppContext
 from nodewright.security.roles import Role
 from nodewright.sim.server import SimServer
-from tests.fixtures.sim import random_token, ssh_sim_server  # noqa: F401
+from tests.fixtures.sim import ssh_sim_server  # noqa: F401
 from tests.support.apps import RoleUser, create_role_users, make_settings
+from tests.support.nodes import connect_sim, wait_for_node
 from tests.support.system import require_binary
 
 MARKER_TASK = {
@@ -44,18 +44,7 @@ class World:
         return self.users[role].headers
 
     def provider(self, **overrides: Any) -> int:
-        body = {
-            "kind": "hetzner",
-            "name": f"sim-{time.monotonic_ns()}",
-            "token": random_token(),
-            "api_endpoint": self.sim.api_url,
-            "ssh_port": self.sim.config.ssh_port,
-            **overrides,
-        }
-        response = self.client.post("/api/providers", json=body, headers=self.headers(Role.admin))
-        assert response.status_code == 201, response.text
-        value: int = response.json()["id"]
-        return value
+        return connect_sim(self.client, self.headers(Role.admin), self.sim, **overrides)
 
     def create(self, provider_id: int, name: str, profile: str = "baseline") -> dict[str, Any]:
         body = {"provider_id": provider_id, "name": name, "location": "fsn1", "server_type": "cx22",
@@ -65,15 +54,8 @@ class World:
         node: dict[str, Any] = response.json()["node"]
         return node
 
-    def wait(self, node_id: int, *statuses: str, timeout: float = 240) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        node: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            node = self.client.get(f"/api/nodes/{node_id}", headers=self.headers(Role.viewer)).json()
-            if node["status"] in statuses:
-                return node
-            time.sleep(0.2)
-        raise AssertionError(f"node {node_id} stayed {node.get('status')}: {node.get('error')}")
+    def wait(self, node_id: int, *statuses: str) -> dict[str, Any]:
+        return wait_for_node(self.client, self.headers(Role.viewer), node_id, *statuses)
 
     def retry(self, node_id: int) -> dict[str, Any]:
         response = self.client.post(f"/api/nodes/{node_id}/retry", headers=self.headers(Role.operator))

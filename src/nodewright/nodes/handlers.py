@@ -23,6 +23,7 @@ from nodewright.db.models import Node, ProviderConnection, StoredSecret
 from nodewright.db.types import utcnow
 from nodewright.jobs.context import JobContext
 from nodewright.jobs.errors import DEADLINE_EXCEEDED, JobError
+from nodewright.jobs.processes import MARKER_ENV
 from nodewright.jobs.registry import job_handler
 from nodewright.nodes import progress
 from nodewright.nodes.states import PROVISION_KIND, RELEASE_KIND, NodeStatus, Stage
@@ -114,14 +115,21 @@ def acquire(ctx: JobContext, node: Node) -> None:
     )
 
 
+def job_tag(ctx: JobContext) -> dict[str, str]:
+    """The one environment entry that marks a subprocess (and its descendants) as this job's, so the
+    engine kills whatever a lost or canceled attempt left running (ssh-agent, ssh, ansible-playbook)."""
+    return {MARKER_ENV: ctx.process_env()[MARKER_ENV]}
+
+
 @contextmanager
 def _session(ctx: JobContext, node: Node) -> Iterator[tuple[PinnedSsh, Secret]]:
     """A private agent holding the connection's client key and a pinned SSH client for the node."""
     key = load_client_private_key(ctx.database, runtime.secret_box(), node.provider_id)
     workdir = Path(tempfile.mkdtemp(prefix="nw-ssh-"))
+    tag = job_tag(ctx)
     try:
-        with ssh_agent(key, directory=workdir) as socket:
-            yield PinnedSsh(_target(node), socket, workdir), key
+        with ssh_agent(key, directory=workdir, tag=tag) as socket:
+            yield PinnedSsh(_target(node), socket, workdir, tag=tag), key
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -178,6 +186,7 @@ def provision(ctx: JobContext, node: Node) -> None:
                 sink=lambda level, message, data: ctx.log(message, level, **data),
                 should_cancel=lambda: ctx.canceled,
                 timeout_seconds=profile.timeout_seconds,
+                tag=ssh.tag,
             )
         if outcome.status == "canceled":
             ctx.check_canceled()

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,12 +31,17 @@ def _binary(name: str) -> str:
 
 
 @contextmanager
-def ssh_agent(key: Secret, *, directory: Path | None = None) -> Iterator[Path]:
-    """Yield the socket path of an agent holding ``key``; the agent is killed on exit."""
+def ssh_agent(
+    key: Secret, *, directory: Path | None = None, tag: Mapping[str, str] | None = None
+) -> Iterator[Path]:
+    """Yield the socket path of an agent holding ``key``; the agent is killed on exit.
+
+    ``tag``: environment entries that mark the agent as a job's process (``ctx.process_env()``), so
+    the job engine kills it should this process die before the ``finally`` runs."""
     workdir = Path(tempfile.mkdtemp(prefix="nw-agent-", dir=directory))
     os.chmod(workdir, 0o700)
     socket = workdir / "agent.sock"
-    env = {"PATH": os.defpath}
+    env = {"PATH": os.defpath, **(tag or {})}
     agent = subprocess.Popen(
         [_binary("ssh-agent"), "-D", "-a", str(socket)],
         stdin=subprocess.DEVNULL,

@@ -104,7 +104,9 @@ def run_playbook(
     should_cancel: Callable[[], bool],
     timeout_seconds: float,
     workdir_parent: Path | None = None,
+    tag: Mapping[str, str] | None = None,
 ) -> PlaybookRun:
+    """``tag``: environment entries marking every process of the run as the job's (see ssh_agent)."""
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=workdir_parent))
     control_dir = Path(tempfile.mkdtemp(prefix=CONTROL_DIR_PREFIX))
@@ -116,9 +118,10 @@ def run_playbook(
         (workdir / "ansible.cfg").write_text("[defaults]\n")
         known_hosts = workdir / "known_hosts"
         known_hosts.write_text(target.known_hosts_line())
-        with ssh_agent(client_key, directory=control_dir) as agent_socket:
+        with ssh_agent(client_key, directory=control_dir, tag=tag) as agent_socket:
             env = ansible_environment(workdir, control_dir, known_hosts, target.host_public_key.split()[0])
             env["SSH_AUTH_SOCK"] = str(agent_socket)
+            env.update(tag or {})
             return _run(
                 workdir, control_dir, env, target, playbook, extravars, digest, should_cancel,
                 timeout_seconds, started,

@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +59,17 @@ def ssh_binary() -> str:
 class PinnedSsh:
     """Runs commands on one target through an agent socket, with the host key pinned."""
 
-    def __init__(self, target: SshTarget, agent_socket: Path, workdir: Path, *, connect_timeout: int = 5):
+    def __init__(
+        self,
+        target: SshTarget,
+        agent_socket: Path,
+        workdir: Path,
+        *,
+        connect_timeout: int = 5,
+        tag: Mapping[str, str] | None = None,
+    ):
         self.target = target
+        self.tag = dict(tag or {})
         self.agent_socket = agent_socket
         self.known_hosts = workdir / "known_hosts"
         self.known_hosts.write_text(target.known_hosts_line())
@@ -93,7 +102,7 @@ class PinnedSsh:
             self.target.address,
             command,
         ]  # fmt: skip
-        env = {"PATH": os.defpath, "SSH_AUTH_SOCK": str(self.agent_socket), "LC_ALL": "C"}
+        env = {"PATH": os.defpath, "SSH_AUTH_SOCK": str(self.agent_socket), "LC_ALL": "C", **self.tag}
         try:
             return subprocess.run(
                 argv,
