@@ -30,12 +30,12 @@ from tests.support.apps import RoleUser, create_role_users, make_settings
 from tests.support.nodes import connect_sim
 from tests.support.system import require_binary
 
-ROUNDS = 3
-NODES_PER_ROUND = 5
-KILLS_PER_ROUND = 3  # 3 x 3 = 9 kills per database, plus the kills between rounds: >= 30 over both
+ROUNDS = 2
+NODES_PER_ROUND = 4
+KILLS_PER_ROUND = 7  # (7 + 1 between rounds) x 2 = 16 kills per database, 32 over SQLite and PostgreSQL
 SETTLED = ("ready", "failed")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def job_processes() -> list[str]:
@@ -61,11 +61,18 @@ class Workers:
         self.started = 0
 
     def start(self) -> None:
-        log = open(self.log_dir / f"worker-{self.started}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "nodewright.cli", "worker", "--concurrency", "3"],
+        """Start a worker and return once it runs jobs (a kill before that would test nothing)."""
+        path = self.log_dir / f"worker-{self.started}.log"
+        log = open(path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "nodewright.cli", "worker", "--concurrency", "4"],
                                      env=self.env, stdout=log, stderr=log)  # fmt: skip
         log.close()
         self.started += 1
+        deadline = time.monotonic() + 60
+        while b"started (" not in path.read_bytes():
+            assert self.proc.poll() is None, path.read_text(errors="replace")
+            assert time.monotonic() < deadline, "the worker did not start"
+            time.sleep(0.05)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -130,7 +137,7 @@ def test_kill_9_at_random_points_of_node_provision(
         ids.extend(batch)
         workers.start()
         for _ in range(KILLS_PER_ROUND):
-            time.sleep(rng.uniform(0.3, 6.0))  # anywhere in acquire, connect, provision or verify
+            time.sleep(rng.uniform(0.2, 5.0))  # anywhere in acquire, connect, provision or verify
             if all(n["status"] in SETTLED for n in statuses(client, viewer, batch).values()):
                 break
             workers.kill()
