@@ -19,6 +19,7 @@ from tests.fixtures.sim import ssh_sim_server  # noqa: F401
 from tests.support.apps import TEST_PASSWORD, create_role_users, make_settings
 from tests.support.browser import chromium
 from tests.support.live_server import live_server
+from tests.support.nodes import connect_sim
 from tests.support.system import require_binary
 
 
