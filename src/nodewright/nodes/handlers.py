@@ -258,7 +258,10 @@ STAGES = (
 )
 
 
-@job_handler(PROVISION_KIND, max_attempts=5)
+# Attempts are spent by retryable provider errors and by lost workers (a crash, kill -9, a lost
+# lease): every stage resumes from its checkpoints, so a node outlives many of them; the cap on the
+# backoff keeps a long outage from pushing the next try out by hours.
+@job_handler(PROVISION_KIND, max_attempts=12, backoff_cap=120.0)
 def node_provision(ctx: JobContext) -> dict[str, Any]:
     node_id = int(ctx.args["node_id"])
     node = progress.load(ctx, node_id)
@@ -315,7 +318,7 @@ def _release_server(ctx: JobContext, node: Node) -> dict[str, Any]:
         adapter.close()
 
 
-@job_handler(RELEASE_KIND, max_attempts=8)
+@job_handler(RELEASE_KIND, max_attempts=12, backoff_cap=120.0)
 def node_release(ctx: JobContext) -> dict[str, Any]:
     node_id = int(ctx.args["node_id"])
     keep_server = bool(ctx.args.get("keep_server"))
