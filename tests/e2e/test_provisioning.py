@@ -266,3 +266,36 @@ def test_cancel_stops_the_run_and_leaves_no_process(node: tuple[SshTarget, Secre
     while leftovers(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert leftovers(tmp_path) == []
+
+
+class LogRefused(Exception):
+    """What a job log write raises when the attempt lost its lease or the database is busy."""
+
+
+def test_a_failing_job_log_stops_the_run_and_is_raised_not_blamed_on_the_profile(
+    node: tuple[SshTarget, Secret], tmp_path: Path
+) -> None:
+    target, client_key = node
+    calls: list[str] = []
+
+    def sink(level: str, message: str, data: Mapping[str, Any]) -> None:
+        calls.append(message)
+        if len(calls) == 3:
+            raise LogRefused("the attempt lost its lease")
+
+    with pytest.raises(LogRefused):
+        run_playbook(
+            target=target,
+            client_key=client_key,
+            playbook=get_profile("baseline", None).playbook,
+            extravars=baseline_vars(3, keypair()[1]),
+            sink=sink,
+            should_cancel=lambda: False,
+            timeout_seconds=120,
+            workdir_parent=tmp_path,
+        )
+    assert len(calls) == 3  # nothing logged after the refusal
+    deadline = time.monotonic() + 10  # the runner's kill reaches ssh clients a moment later
+    while leftovers(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert leftovers(tmp_path) == []

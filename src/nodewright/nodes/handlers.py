@@ -197,6 +197,15 @@ def provision(ctx: JobContext, node: Node) -> None:
                 hint="Raise timeout_seconds in the profile or make it faster.",
             )
         failed = outcome.failed
+        if not outcome.ok and failed is None and outcome.status == "failed":
+            # ansible-playbook ended without reporting a failed task (killed, crashed): not the
+            # profile's fault, so another attempt may well succeed.
+            raise JobError(
+                "provisioning_failed",
+                f"ansible-playbook ended without a result (exit {outcome.rc})",
+                retryable=True,
+                hint="Retried automatically; if it repeats, see the server log.",
+            )
         if not outcome.ok:
             if failed is not None and failed.unreachable:
                 raise JobError("ssh_unreachable", f"lost the node during '{failed.task}': {failed.message}",
