@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from playwright.sync_api import Page, expect
 
@@ -21,6 +22,10 @@ from tests.support.browser import chromium
 from tests.support.live_server import live_server
 from tests.support.nodes import connect_sim
 from tests.support.system import require_binary
+
+pytestmark = pytest.mark.db_only(
+    "sqlite", reason="the pages do not depend on the database; the end-to-end tests run on both"
+)
 
 
 def sign_in(page: Page, base_url: str, username: str) -> None:

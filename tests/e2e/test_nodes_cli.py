@@ -25,6 +25,10 @@ from tests.support.live_server import live_server
 from tests.support.nodes import connect_sim
 from tests.support.system import require_binary
 
+pytestmark = pytest.mark.db_only(
+    "sqlite", reason="the CLI talks HTTP; the database behind it is covered by the end-to-end tests"
+)
+
 
 def nodewright(
     args: list[str], env: dict[str, str], timeout: float = 600

@@ -32,6 +32,11 @@ MARKER_TASK = {
     },
 }
 
+pytestmark = pytest.mark.db_only(
+    "postgresql",
+    reason="stage faults and retry do not depend on the database; the end-to-end and kill tests run on both",
+)
+
 
 @dataclass
 class World:
