@@ -18,26 +18,31 @@ from typing import Any
 import httpx
 from fastapi.testclient import TestClient
 
-from nodewright.jobs.processes import MARKER_ENV
+from nodewright.jobs.processes import MARKER_ENV, Marker
 from nodewright.providers.base import LABEL_NODE
 from nodewright.sim.server import SimServer
 
 SETTLED = ("ready", "failed")
 
 
-def job_processes() -> list[str]:
-    """Processes carrying a job marker, or ansible/ssh of a nodewright run (by their directories)."""
+def job_processes(worker_pids: set[int]) -> list[str]:
+    """Live processes marked as a job's by one of ``worker_pids`` (ssh-agent, ssh, ansible-playbook and
+    their descendants all carry the mark; other test runs on the machine carry other workers' pids)."""
     found = []
+    prefix = MARKER_ENV.encode() + b"="
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            environ = (entry / "environ").read_bytes()
+            environ = (entry / "environ").read_bytes().split(b"\0")
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if MARKER_ENV.encode() + b"=" in environ or "nw-ansible-" in cmdline or "nw-cp-" in cmdline:
-            found.append(f"{entry.name}: {cmdline[:160]}")
+        for item in environ:
+            if item.startswith(prefix):
+                marker = Marker.parse(item[len(prefix) :].decode(errors="replace"))
+                if marker is not None and marker.worker_pid in worker_pids:
+                    found.append(f"{entry.name}: {cmdline[:160]}")
     return found
 
 
@@ -48,6 +53,7 @@ class Workers:
         self.env, self.log_dir = env, log_dir
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0
+        self.pids: set[int] = set()
 
     def start(self) -> None:
         """Start a worker and return once it runs jobs (a kill before that would test nothing)."""
@@ -57,6 +63,7 @@ class Workers:
                                      env=self.env, stdout=log, stderr=log)  # fmt: skip
         log.close()
         self.started += 1
+        self.pids.add(self.proc.pid)
         deadline = time.monotonic() + 60
         while b"started (" not in path.read_bytes():
             assert self.proc.poll() is None, path.read_text(errors="replace")
@@ -168,7 +175,7 @@ def run_kill_trials(
     owners = [int(s["labels"].get(LABEL_NODE, "0")) for s in servers]
     report.duplicate_or_orphan = sorted({o for o in owners if owners.count(o) > 1 or o not in ids})
     deadline = time.monotonic() + 15
-    while job_processes() and time.monotonic() < deadline:
+    while job_processes(workers.pids) and time.monotonic() < deadline:
         time.sleep(0.5)
-    report.leftover_processes = job_processes()
+    report.leftover_processes = job_processes(workers.pids)
     return report
