@@ -14,8 +14,11 @@ from fastapi.staticfiles import StaticFiles
 from nodewright import __version__
 from nodewright.api import accounts as accounts_api
 from nodewright.api import audit as audit_api
+from nodewright.api import gates as gates_api
 from nodewright.api import health
 from nodewright.api import jobs as jobs_api
+from nodewright.api import nodes as nodes_api
+from nodewright.api import orphans as orphans_api
 from nodewright.api import providers as providers_api
 from nodewright.api.deps import audit_denied
 from nodewright.api.middleware import BodyLimitMiddleware, NulGuardMiddleware, SecurityHeadersMiddleware
@@ -25,6 +28,7 @@ from nodewright.config import Settings
 from nodewright.context import AppContext
 from nodewright.dashboard import home, login
 from nodewright.dashboard import jobs as jobs_pages
+from nodewright.dashboard import nodes as nodes_pages
 from nodewright.dashboard import providers as providers_pages
 from nodewright.dashboard.rendering import LoginRequired, PageError, current_user, render
 from nodewright.jobs.worker import WorkerPool
@@ -83,10 +87,14 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     app.include_router(accounts_api.router)
     app.include_router(audit_api.router)
     app.include_router(jobs_api.router)
+    app.include_router(gates_api.router)
     app.include_router(providers_api.router)
+    app.include_router(nodes_api.router)
+    app.include_router(orphans_api.router)
     app.include_router(login.router)
     app.include_router(home.router)
     app.include_router(jobs_pages.router)
+    app.include_router(nodes_pages.router)
     app.include_router(providers_pages.router)
     app.mount(
         "/static",

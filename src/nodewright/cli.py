@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy.exc import OperationalError
 
+from nodewright.cli_nodes import nodes_app, smoke_command
 from nodewright.config import (
     ConfigError,
     Settings,
@@ -36,10 +37,16 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 users_app = typer.Typer(help="Dashboard and API users.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 secrets_app = typer.Typer(help="Encryption keys for secrets at rest.", no_args_is_help=True)
+gates_app = typer.Typer(
+    help="Feature gates: `nodewright gates` lists them, `nodewright gates set NAME on|off` switches one.",
+    invoke_without_command=True,
+)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(gates_app, name="gates")
+app.add_typer(nodes_app, name="nodes")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -343,6 +350,59 @@ def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see GE
     typer.echo(f"token {token_id} revoked")
 
 
+# --- gates -----------------------------------------------------------------------------------------
+
+
+def _print_gates(states: list[Any]) -> None:
+    for state in states:
+        where = (
+            f"set by {state.updated_by} at {state.updated_at:%Y-%m-%d %H:%M:%S}Z"
+            if state.updated_by
+            else "default"
+        )
+        typer.echo(f"{state.name}: {'on' if state.enabled else 'off'} ({where})")
+
+
+@gates_app.callback()
+@friendly_errors
+def gates_list(invocation: typer.Context) -> None:
+    """List the feature gates with their values."""
+    if invocation.invoked_subcommand is not None:
+        return
+    from nodewright import gates
+
+    ctx = _context()
+    try:
+        with ctx.database.session() as session:
+            _print_gates(gates.read_gates(session, ctx.settings))
+    finally:
+        ctx.close()
+
+
+@gates_app.command("set")
+@friendly_errors
+def gates_set(
+    name: Annotated[str, typer.Argument(help="Gate name, e.g. provider_create.")],
+    value: Annotated[str, typer.Argument(help="on or off.")],
+) -> None:
+    """Switch a gate; every serve and worker process sees it at once (no restart)."""
+    from nodewright import gates
+
+    if value.lower() not in ("on", "off", "true", "false"):
+        fail(f"value must be on or off, not {value!r}")
+    if name not in gates.DESCRIPTIONS:
+        fail(f"unknown gate {name!r} (known: {', '.join(sorted(gates.DESCRIPTIONS))})")
+    ctx = _context()
+    try:
+        with ctx.database.session(write=True) as session:
+            states = gates.set_gates(
+                session, ctx.settings, {name: value.lower() in ("on", "true")}, actor="cli"
+            )
+            _print_gates([s for s in states if s.name == name])
+    finally:
+        ctx.close()
+
+
 # --- secrets ---------------------------------------------------------------------------------------
 
 
@@ -387,6 +447,7 @@ def secrets_generate_key() -> None:
 
 # Commands whose implementation lives with its domain.
 app.command("worker")(worker_command)
+app.command("smoke")(smoke_command)
 app.command("sim")(sim_command)
 
 

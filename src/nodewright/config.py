@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Feature-gate defaults; the stored gate value (PUT /api/gates) wins once set.
     gate_provider_create: bool = True
+    # Nodes: the create contracts this deployment accepts (rollback: pin an older one), where
+    # operator profiles live (default <data_dir>/profiles), and the stage deadlines in seconds.
+    node_contracts: list[str] = Field(default_factory=lambda: ["provider/v1"], min_length=1)
+    profiles_dir: Path | None = None
+    node_acquire_deadline: float = Field(default=900.0, gt=0)
+    node_connect_deadline: float = Field(default=300.0, gt=0)
+    node_verify_deadline: float = Field(default=180.0, gt=0)
+    reconcile_interval: float = Field(default=300.0, gt=0)
     # Job engine.
     embedded_workers: int = Field(default=2, ge=0, le=64)
     worker_mode: str = Field(default="thread", pattern="^(thread|process)$")
@@ -110,6 +118,15 @@ class Settings(BaseSettings):
             self.cookie_secure = True
         return self
 
+    @field_validator("node_contracts")
+    @classmethod
+    def _known_contracts(cls, value: list[str]) -> list[str]:
+        known = ("provider/v1",)  # nodes.states.CONTRACTS (config imports nothing of the domain)
+        unknown = [v for v in value if v not in known]
+        if unknown:
+            raise ValueError(f"unknown node contract(s) {unknown}; known: {', '.join(known)}")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _non_empty_url(cls, value: str | None) -> str | None:
@@ -137,6 +154,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'nodewright.db').resolve()}"
+
+    @property
+    def resolved_profiles_dir(self) -> Path:
+        return self.profiles_dir if self.profiles_dir is not None else self.data_dir / "profiles"
 
     def ensure_data_dir(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

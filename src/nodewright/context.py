@@ -63,6 +63,9 @@ class AppContext:
         except BaseException:
             database.dispose()
             raise
+        from nodewright import runtime
+
+        runtime.install(settings, box)
         return cls(
             settings,
             database,

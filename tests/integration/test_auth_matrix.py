@@ -98,6 +98,70 @@ def _provider_path(suffix: str = "", body: dict[str, Any] | None = None) -> Call
     return lambda ctx: (f"/api/providers/{_provider_id(ctx)}{suffix}", body)
 
 
+def _new_node_body(ctx: AppContext) -> Prepared:
+    body = {
+        "provider_id": _provider_id(ctx),
+        "name": f"n{next(_names)}",
+        "location": "fsn1",
+        "server_type": "cx22",
+        "image": "ubuntu-24.04",
+    }
+    return "/api/nodes", body
+
+
+def _node_id(ctx: AppContext, status: str = "ready") -> int:
+    from nodewright.db.models import Node
+
+    provider_id = _provider_id(ctx)
+    with ctx.database.session(write=True) as session:
+        node = Node(
+            name=f"n{next(_names)}", contract="provider/v1", provider_id=provider_id, location="fsn1",
+            server_type="cx22", image="ubuntu-24.04", labels={}, profile="baseline", ssh_authorized_keys=[],
+            status=status, evidence={}, created_by="test",
+        )  # fmt: skip
+        session.add(node)
+        session.flush()
+        return int(node.id)
+
+
+def _node_path(suffix: str = "", status: str = "ready") -> Callable[[AppContext], Prepared]:
+    return lambda ctx: (f"/api/nodes/{_node_id(ctx, status)}{suffix}", None)
+
+
+def _orphan_path(suffix: str) -> Callable[[AppContext], Prepared]:
+    def prepare(ctx: AppContext) -> Prepared:
+        from nodewright.db.models import OrphanServer
+
+        provider_id = _provider_id(ctx)
+        with ctx.database.session(write=True) as session:
+            orphan = OrphanServer(provider_id=provider_id, server_id=next(_names) + 1000, name="stray",
+                                  status="running", labels={})  # fmt: skip
+            session.add(orphan)
+            session.flush()
+            return f"/api/orphans/{orphan.id}{suffix}", None
+
+    return prepare
+
+
+def _adoptable_orphan(ctx: AppContext) -> Prepared:
+    """A failed node of ours whose host key nodewright holds, and the server its label names."""
+    from nodewright.db.models import Node, OrphanServer
+    from nodewright.providers.acquisition import generate_host_key
+
+    node_id = _node_id(ctx, "failed")
+    pair = generate_host_key()
+    with ctx.database.session(write=True) as session:
+        node = session.get(Node, node_id)
+        assert node is not None
+        node.host_key_secret_id = ctx.box.store(session, "node_host_key", pair.private_openssh).id
+        node.host_public_key = pair.public_openssh
+        orphan = OrphanServer(provider_id=node.provider_id, server_id=next(_names) + 1000, name="stray",
+                              status="running", labels={}, node_id=node_id, ipv4="198.18.0.9")  # fmt: skip
+        session.add(orphan)
+        session.flush()
+        return f"/api/orphans/{orphan.id}/adopt", None
+
+
 @dataclass(frozen=True)
 class Case:
     method: str
@@ -118,6 +182,17 @@ CASES = [
     Case("GET", "/api/jobs/{job_id}", Role.viewer, _job_path()),
     Case("GET", "/api/jobs/{job_id}/events", Role.viewer, _job_path("/events")),
     Case("POST", "/api/jobs/{job_id}/cancel", Role.operator, _job_path("/cancel")),
+    Case("GET", "/api/nodes", Role.viewer, _static("/api/nodes")),
+    Case("POST", "/api/nodes", Role.operator, _new_node_body),
+    Case("GET", "/api/nodes/{node_id}", Role.viewer, _node_path()),
+    Case("DELETE", "/api/nodes/{node_id}", Role.operator, _node_path()),
+    Case("POST", "/api/nodes/{node_id}/retry", Role.operator, _node_path("/retry", "failed")),
+    Case("GET", "/api/nodes/{node_id}/evidence", Role.viewer, _node_path("/evidence")),
+    Case("GET", "/api/orphans", Role.viewer, _static("/api/orphans")),
+    Case("POST", "/api/orphans/{orphan_id}/delete", Role.operator, _orphan_path("/delete")),
+    Case("POST", "/api/orphans/{orphan_id}/adopt", Role.operator, _adoptable_orphan),
+    Case("GET", "/api/gates", Role.viewer, _static("/api/gates")),
+    Case("PUT", "/api/gates", Role.admin, _static("/api/gates", {"provider_create": True})),
     Case("GET", "/api/providers", Role.viewer, _static("/api/providers")),
     Case("POST", "/api/providers", Role.admin, _new_provider_body),
     Case("GET", "/api/providers/{provider_id}", Role.viewer, _provider_path()),

@@ -23,3 +23,5 @@ def strict_decimal(value: Any) -> Any:
 
 JobId = Annotated[int, BeforeValidator(strict_decimal), Path(ge=1, le=MAX_ID, description="Job id")]
 TokenId = Annotated[int, BeforeValidator(strict_decimal), Path(ge=1, le=MAX_ID, description="Token id")]
+NodeId = Annotated[int, BeforeValidator(strict_decimal), Path(ge=1, le=MAX_ID, description="Node id")]
+OrphanId = Annotated[int, BeforeValidator(strict_decimal), Path(ge=1, le=MAX_ID, description="Orphan id")]

@@ -38,6 +38,7 @@ EVENTS_CHANNEL = "nodewright_job_events"
 SQLITE_POLL_SECONDS = 0.25
 CREDENTIAL_CHECK_SECONDS = 0.5
 IDLE_STOP_SECONDS = 5.0
+ANY_JOB = 0  # a ticket for this "job" wakes on every job's events (the live node list)
 
 
 @dataclass(eq=False)
@@ -148,7 +149,7 @@ class StreamHub:
     def _wake_jobs(self, job_ids: set[int] | None) -> None:
         """Wake the streams of these jobs (all streams when ``None``: a reconnect may have missed some)."""
         for ticket in self._snapshot():
-            if job_ids is None or ticket.job_id in job_ids:
+            if job_ids is None or ticket.job_id in job_ids or ticket.job_id == ANY_JOB:
                 ticket.wake()
 
     async def _run(self) -> None:

@@ -132,8 +132,8 @@ def load_handler(path: str) -> Handler:
 # package that is not built yet).
 HANDLER_MODULES: tuple[str, ...] = (
     "nodewright.jobs.builtin",
-    "nodewright.nodes.jobs",
     "nodewright.nodes.handlers",
+    "nodewright.nodes.reconcile",
 )
 
 

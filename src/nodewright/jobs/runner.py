@@ -10,6 +10,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
+from nodewright import runtime
 from nodewright.db.database import Database
 from nodewright.jobs import completion, processes
 from nodewright.jobs.claim import ClaimedJob
@@ -110,6 +111,7 @@ def child_main(
     cancel_event: Any,
     parent_pid: int,
     marker: str,
+    runtime_payload: runtime.ChildPayload | None = None,
 ) -> None:
     """Entry point of a job child process (process mode, pulpcore style).
 
@@ -125,6 +127,7 @@ def child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging()
+    runtime.restore(runtime_payload)  # settings and key ring of the parent, for handlers that read secrets
     database = Database(database_url)
     try:
         run_claimed(database, claimed, child.to_kind(), cancel_flag=cancel_event)

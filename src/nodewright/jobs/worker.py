@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, select
 
-from nodewright import __version__
+from nodewright import __version__, runtime
 from nodewright.config import Settings
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import Job, WorkerRecord
@@ -339,7 +339,15 @@ class WorkerPool:
         marker = processes.Marker.for_attempt(claimed.id, claimed.attempt)
         process = spawn_context().Process(
             target=child_main,
-            args=(self._db.url, claimed, ChildSpec.of(spec), running.cancel, os.getpid(), str(marker)),
+            args=(
+                self._db.url,
+                claimed,
+                ChildSpec.of(spec),
+                running.cancel,
+                os.getpid(),
+                str(marker),
+                runtime.export_for_child(),
+            ),
             name=f"nodewright-job-{claimed.id}",
             daemon=True,
         )

@@ -20,6 +20,11 @@ from nodewright.security.secret import Secret
 
 T = TypeVar("T")
 
+# Ownership labels every provider puts on the servers it creates for nodewright (nodewright's own
+# convention, not a provider's): which installation made it, for which node.
+LABEL_INSTALLATION = "nodewright.io/installation"
+LABEL_NODE = "nodewright.io/node"
+
 
 class Checkpoints(Protocol):
     """What ``acquire``/``release`` need from the job that runs them (``JobContext`` has it all)."""

@@ -2,8 +2,10 @@
 
 from nodewright.db.models.audit import AuditEvent
 from nodewright.db.models.auth import ApiToken, User, WebSession
+from nodewright.db.models.gates import FeatureGate
 from nodewright.db.models.jobs import Job, JobEvent, JobStep, WorkerRecord
 from nodewright.db.models.meta import AppMeta
+from nodewright.db.models.nodes import Node, OrphanServer
 from nodewright.db.models.providers import ProviderConnection
 from nodewright.db.models.secrets import StoredSecret
 
@@ -11,9 +13,12 @@ __all__ = [
     "ApiToken",
     "AppMeta",
     "AuditEvent",
+    "FeatureGate",
     "Job",
     "JobEvent",
     "JobStep",
+    "Node",
+    "OrphanServer",
     "ProviderConnection",
     "StoredSecret",
     "User",

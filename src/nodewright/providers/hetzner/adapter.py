@@ -25,6 +25,8 @@ import hcloud
 from hcloud.servers.client import BoundServer
 
 from nodewright.providers.base import (
+    LABEL_INSTALLATION,
+    LABEL_NODE,
     AcquireRequest,
     AcquireResult,
     AcquisitionEvidence,
@@ -47,8 +49,6 @@ from nodewright.providers.hetzner.transport import Budget, HetznerTransport
 
 log = logging.getLogger(__name__)
 
-LABEL_INSTALLATION = "nodewright.io/installation"
-LABEL_NODE = "nodewright.io/node"
 WRITE_PROBE_KEY_NAME = "nodewright-write-probe"
 AMBIGUOUS = (ErrorCode.provider_unavailable,)  # the create may or may not have happened
 STATUS_MAP = {

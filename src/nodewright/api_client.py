@@ -1,0 +1,95 @@
+"""The HTTP client the CLI's API commands use: the server's URL and an API token, problems as messages.
+
+The token comes from ``NODEWRIGHT_TOKEN`` or a file (``--token-file``), never from a command-line
+argument (other users of the machine can read those in ``ps``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from nodewright.security.secret import Secret
+
+DEFAULT_URL = "http://127.0.0.1:8400"
+
+
+class ApiError(Exception):
+    """A problem response (or no answer), rendered for a terminal."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, usage: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.usage = usage  # the command was called wrongly (no token, unreadable file): exit 2
+
+
+def load_token(token_file: Path | None) -> Secret:
+    if token_file is not None:
+        try:
+            text = token_file.read_text().strip()
+        except OSError as exc:
+            raise ApiError(f"cannot read the token file {token_file}: {exc.strerror}", usage=True) from None
+        if not text:
+            raise ApiError(f"the token file {token_file} is empty", usage=True)
+        return Secret(text)
+    value = os.environ.get("NODEWRIGHT_TOKEN", "").strip()
+    if not value:
+        raise ApiError(
+            "no API token: set NODEWRIGHT_TOKEN or pass --token-file "
+            "(create one with `nodewright tokens create`)",
+            usage=True,
+        )
+    return Secret(value)
+
+
+def _problem_text(response: httpx.Response) -> ApiError:
+    try:
+        problem = response.json()
+    except ValueError:
+        return ApiError(f"HTTP {response.status_code} from the server", status=response.status_code)
+    if not isinstance(problem, dict):
+        return ApiError(f"HTTP {response.status_code} from the server", status=response.status_code)
+    text = str(problem.get("detail") or problem.get("title") or f"HTTP {response.status_code}")
+    for error in problem.get("errors") or []:
+        if isinstance(error, dict) and error.get("field") and str(error["field"]) not in text:
+            text += f"\n  {error['field']}: {error.get('message')}"
+    if problem.get("hint"):
+        text += f"\nhint: {problem['hint']}"
+    return ApiError(text, status=response.status_code, code=problem.get("code"))
+
+
+class ApiClient:
+    def __init__(self, url: str, token: Secret, *, timeout: float = 30.0) -> None:
+        self._client = httpx.Client(
+            base_url=url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token.reveal()}", "Accept": "application/json"},
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._client.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach {self._client.base_url}: {exc.__class__.__name__}") from None
+        if response.status_code >= 400:
+            raise _problem_text(response)
+        return response.json() if response.content else None
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)

@@ -1,0 +1,310 @@
+"""``nodewright nodes ...`` and ``nodewright smoke``: node commands over the HTTP API.
+
+Every command talks to a running ``serve`` (``--url``, default http://127.0.0.1:8400) with an API
+token, so it works from any machine and obeys the same roles, gates and audit as the API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nodewright.api_client import DEFAULT_URL, ApiClient, ApiError, load_token
+
+nodes_app = typer.Typer(
+    help="Nodes: create from a provider, list, show, release, retry.", no_args_is_help=True
+)
+
+UrlOption = Annotated[str, typer.Option("--url", envvar="NODEWRIGHT_URL", help="The nodewright server.")]
+TokenFile = Annotated[
+    Path | None, typer.Option("--token-file", help="A file holding the API token (else NODEWRIGHT_TOKEN).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")]
+WaitOption = Annotated[bool, typer.Option("--wait", help="Follow the node until its job is done.")]
+SETTLED = {"ready", "failed", "released", "lost"}
+
+
+def client(url: str, token_file: Path | None) -> ApiClient:
+    return ApiClient(url, load_token(token_file))
+
+
+def die(exc: ApiError) -> None:
+    typer.echo(f"error: {exc.message}", err=True)
+    # 2: the request itself was wrong (fix the command); 1: it was refused or failed as things stand.
+    wrong = exc.usage or (exc.status is not None and 400 <= exc.status < 500 and exc.status != 409)
+    raise typer.Exit(2 if wrong else 1)
+
+
+def describe(node: dict[str, Any]) -> str:
+    line = f"node {node['id']} {node['name']}: {node['status']}"
+    if node.get("stage") and node["status"] not in ("ready", "released"):
+        line += f" (stage {node['stage']})"
+    error = node.get("error")
+    if error:
+        line += f"\n  {error['code']}: {error.get('message') or ''}"
+        if error.get("hint"):
+            line += f"\n  hint: {error['hint']}"
+    return line
+
+
+def follow(api: ApiClient, node_id: int, *, until: set[str], timeout: float) -> dict[str, Any]:
+    """Print each status/stage change until the node reaches one of ``until``."""
+    deadline = time.monotonic() + timeout
+    seen: tuple[str, str | None] | None = None
+    while True:
+        node: dict[str, Any] = api.get(f"/api/nodes/{node_id}")
+        now = (node["status"], node.get("stage"))
+        if now != seen:
+            typer.echo(f"{dt.datetime.now():%H:%M:%S} {describe(node)}")
+            seen = now
+        if node["status"] in until:
+            return node
+        if time.monotonic() > deadline:
+            raise ApiError(
+                f"gave up waiting after {timeout:g} s; the job goes on "
+                f"(see `nodewright nodes show {node_id}`)"
+            )
+        time.sleep(1.0)
+
+
+def _exit_for(node: dict[str, Any], wanted: str) -> None:
+    if node["status"] != wanted:
+        raise typer.Exit(1)
+
+
+@nodes_app.command("list")
+def nodes_list(
+    url: UrlOption = DEFAULT_URL,
+    token_file: TokenFile = None,
+    status: Annotated[list[str] | None, typer.Option("--status", help="Only these statuses.")] = None,
+    provider: Annotated[int | None, typer.Option("--provider", help="Only this provider connection.")] = None,
+    label: Annotated[str | None, typer.Option("--label", help="key or key=value")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List nodes, newest first."""
+    params: dict[str, Any] = {"limit": 500}
+    if status:
+        params["status"] = status
+    if provider is not None:
+        params["provider_id"] = provider
+    if label:
+        params["label"] = label
+    try:
+        with client(url, token_file) as api:
+            page = api.get("/api/nodes", params=params)
+    except ApiError as exc:
+        die(exc)
+    if as_json:
+        typer.echo(json.dumps(page, indent=2))
+        return
+    for node in page["items"]:
+        address = node["ssh"]["address"] if node.get("ssh") else "-"
+        typer.echo(f"{node['id']:>5}  {node['name']:<24} {node['status']:<12} {address:<16} "
+                   f"{node['location']}/{node['server_type']}/{node['image']}")  # fmt: skip
+    typer.echo(f"{page['total']} node(s)")
+
+
+@nodes_app.command("create")
+def nodes_create(
+    provider: Annotated[int, typer.Option("--provider", help="Provider connection id.")],
+    name: Annotated[str, typer.Option("--name", help="Node name (also the server's name).")],
+    location: Annotated[str, typer.Option("--location", help="e.g. fsn1")],
+    server_type: Annotated[str, typer.Option("--type", help="Server type, e.g. cx22")],
+    image: Annotated[str, typer.Option("--image", help="e.g. ubuntu-24.04")],
+    label: Annotated[list[str] | None, typer.Option("--label", help="key=value, repeatable")] = None,
+    profile: Annotated[str, typer.Option("--profile", help="Provisioning profile.")] = "baseline",
+    ssh_key: Annotated[
+        list[Path] | None, typer.Option("--ssh-key", help="A public key file for the admin user, repeatable.")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="Retrying with the same key gives the same node.")
+    ] = None,
+    wait: WaitOption = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 1800.0,
+    url: UrlOption = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a node from a provider (answers at once with its job; --wait follows it to ready)."""
+    labels: dict[str, str] = {}
+    for item in label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            typer.echo(f"error: --label {item!r} must be key=value", err=True)
+            raise typer.Exit(2)
+        labels[key] = value
+    keys = []
+    for path in ssh_key or []:
+        try:
+            keys.append(path.read_text().strip())
+        except OSError as exc:
+            typer.echo(f"error: cannot read {path}: {exc.strerror}", err=True)
+            raise typer.Exit(2) from None
+    body = {"provider_id": provider, "name": name, "location": location, "server_type": server_type,
+            "image": image, "labels": labels, "profile": profile, "ssh_authorized_keys": keys}  # fmt: skip
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    try:
+        with client(url, token_file) as api:
+            created = api.post("/api/nodes", json=body, headers=headers)
+            if as_json and not wait:
+                typer.echo(json.dumps(created, indent=2))
+                return
+            node = created["node"]
+            typer.echo(f"node {node['id']} {node['name']} accepted; job {created['job']['id']}")
+            if wait:
+                final = follow(api, node["id"], until=SETTLED, timeout=timeout)
+                if as_json:
+                    typer.echo(json.dumps(final, indent=2))
+                _exit_for(final, "ready")
+    except ApiError as exc:
+        die(exc)
+
+
+@nodes_app.command("show")
+def nodes_show(
+    node_id: Annotated[int, typer.Argument(help="Node id.")],
+    url: UrlOption = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A node's status, stage, SSH command, price and last error."""
+    try:
+        with client(url, token_file) as api:
+            node = api.get(f"/api/nodes/{node_id}")
+    except ApiError as exc:
+        die(exc)
+    if as_json:
+        typer.echo(json.dumps(node, indent=2))
+        return
+    typer.echo(describe(node))
+    typer.echo(f"  provider {node['provider_id']} {node['location']}/{node['server_type']}/{node['image']}, "
+               f"profile {node['profile']}, job {node['job_id']}")  # fmt: skip
+    if node["server"]["id"]:
+        typer.echo(f"  server {node['server']['id']} {node['server']['name']} ({node['server']['status']})")
+    if node.get("ssh"):
+        typer.echo(f"  host key {node['ssh']['host_key_fingerprint']}\n  ssh: {node['ssh']['command']}")
+    if node["price"]["monthly_gross"]:
+        typer.echo(f"  price {node['price']['monthly_gross']} {node['price']['currency']}/month (gross)")
+
+
+@nodes_app.command("delete")
+def nodes_delete(
+    node_id: Annotated[int, typer.Argument(help="Node id.")],
+    keep_server: Annotated[bool, typer.Option("--keep-server", help="Detach: keep the server.")] = False,
+    wait: WaitOption = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 900.0,
+    url: UrlOption = DEFAULT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """Release a node: its server is deleted at the provider (unless --keep-server)."""
+    try:
+        with client(url, token_file) as api:
+            answer = api.request("DELETE", f"/api/nodes/{node_id}", params={"keep_server": keep_server})
+            typer.echo(f"node {node_id} releasing; job {answer['job']['id']}")
+            if wait:
+                _exit_for(follow(api, node_id, until={"released", "failed"}, timeout=timeout), "released")
+    except ApiError as exc:
+        die(exc)
+
+
+@nodes_app.command("retry")
+def nodes_retry(
+    node_id: Annotated[int, typer.Argument(help="Node id.")],
+    wait: WaitOption = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 1800.0,
+    url: UrlOption = DEFAULT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """Retry a failed node from the stage that failed."""
+    try:
+        with client(url, token_file) as api:
+            answer = api.post(f"/api/nodes/{node_id}/retry")
+            typer.echo(f"node {node_id} retrying; job {answer['job']['id']}")
+            if wait:
+                _exit_for(follow(api, node_id, until=SETTLED, timeout=timeout), "ready")
+    except ApiError as exc:
+        die(exc)
+
+
+@nodes_app.command("evidence")
+def nodes_evidence(
+    node_id: Annotated[int, typer.Argument(help="Node id.")],
+    url: UrlOption = DEFAULT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """The node's acquisition and provisioning evidence, as JSON."""
+    try:
+        with client(url, token_file) as api:
+            typer.echo(json.dumps(api.get(f"/api/nodes/{node_id}/evidence"), indent=2))
+    except ApiError as exc:
+        die(exc)
+
+
+def smoke_command(
+    provider: Annotated[int, typer.Option("--provider", help="Provider connection to acquire from.")],
+    location: Annotated[str, typer.Option("--location")] = "fsn1",
+    server_type: Annotated[str, typer.Option("--type")] = "cx22",
+    image: Annotated[str, typer.Option("--image")] = "ubuntu-24.04",
+    evidence_dir: Annotated[Path, typer.Option("--evidence-dir", help="Where the evidence is kept.")] = Path(
+        "smoke-evidence"
+    ),
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the node (default: release it).")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for ready, then for release.")] = 1800.0,
+    url: UrlOption = DEFAULT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """The whole path on a provider-acquired node: create -> ready -> evidence -> release -> gone.
+
+    Keeps everything it saw in --evidence-dir/<node name>/ (node, evidence, job logs, summary).
+    Exits 0 only when the node became ready, passed its checks and (unless --keep) was released.
+    """
+    name = f"smoke-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
+    folder = evidence_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {
+        "name": name,
+        "provider_id": provider,
+        "started_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    ok = False
+    try:
+        with client(url, token_file) as api:
+            body = {"provider_id": provider, "name": name, "location": location, "server_type": server_type,
+                    "image": image, "labels": {"purpose": "smoke"}}  # fmt: skip
+            created = api.post("/api/nodes", json=body, headers={"Idempotency-Key": name})
+            node_id = created["node"]["id"]
+            summary["node_id"], summary["provision_job"] = node_id, created["job"]["id"]
+            started = time.monotonic()
+            node = follow(api, node_id, until=SETTLED, timeout=timeout)
+            summary["seconds_to_settle"] = round(time.monotonic() - started, 2)
+            summary["status"] = node["status"]
+            (folder / "node.json").write_text(json.dumps(node, indent=2))
+            evidence = api.get(f"/api/nodes/{node_id}/evidence")
+            (folder / "evidence.json").write_text(json.dumps(evidence, indent=2))
+            events = api.get(f"/api/jobs/{created['job']['id']}/events", params={"limit": 1000})
+            (folder / "provision-log.json").write_text(json.dumps(events, indent=2))
+            checks = evidence["evidence"].get("checks") or []
+            summary["checks"] = {c["name"]: c["ok"] for c in checks}
+            ok = node["status"] == "ready" and bool(checks) and all(c["ok"] for c in checks)
+            if not keep:
+                released = api.request("DELETE", f"/api/nodes/{node_id}")
+                summary["release_job"] = released["job"]["id"]
+                final = follow(api, node_id, until={"released", "failed"}, timeout=timeout)
+                (folder / "node-released.json").write_text(json.dumps(final, indent=2))
+                log = api.get(f"/api/jobs/{released['job']['id']}/events", params={"limit": 1000})
+                (folder / "release-log.json").write_text(json.dumps(log, indent=2))
+                summary["released"] = final["status"] == "released"
+                ok = ok and final["status"] == "released"
+    except ApiError as exc:
+        summary["error"] = exc.message
+        typer.echo(f"error: {exc.message}", err=True)
+    summary["ok"] = ok
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    typer.echo(f"smoke {'passed' if ok else 'FAILED'}; evidence in {folder}")
+    if not ok:
+        raise typer.Exit(1)

@@ -1,0 +1,58 @@
+"""Node statuses, the stages of ``node_provision``, and the versioned create contract."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class NodeStatus(StrEnum):
+    pending = "pending"
+    acquiring = "acquiring"
+    provisioning = "provisioning"
+    verifying = "verifying"
+    ready = "ready"
+    failed = "failed"
+    releasing = "releasing"
+    released = "released"
+    lost = "lost"
+
+
+class Stage(StrEnum):
+    acquire = "acquire"
+    connect = "connect"
+    provision = "provision"
+    verify = "verify"
+    release = "release"
+
+
+PROVISION_STAGES = (Stage.acquire, Stage.connect, Stage.provision, Stage.verify)
+
+# The status a node shows while a stage runs.
+STAGE_STATUS = {
+    Stage.acquire: NodeStatus.acquiring,
+    Stage.connect: NodeStatus.provisioning,
+    Stage.provision: NodeStatus.provisioning,
+    Stage.verify: NodeStatus.verifying,
+    Stage.release: NodeStatus.releasing,
+}
+
+IN_PROGRESS = frozenset(
+    {NodeStatus.pending, NodeStatus.acquiring, NodeStatus.provisioning, NodeStatus.verifying}
+)
+RETRYABLE_FROM = frozenset({NodeStatus.failed})
+RELEASABLE_FROM = frozenset(
+    {*IN_PROGRESS, NodeStatus.ready, NodeStatus.failed, NodeStatus.lost, NodeStatus.releasing}
+)
+
+# The create contract: what POST /api/nodes accepts. A deployment pins the versions it accepts
+# (NODEWRIGHT_NODE_CONTRACTS), which is the seed's rollback step 3.
+CONTRACT_PROVIDER_V1 = "provider/v1"
+CONTRACTS = (CONTRACT_PROVIDER_V1,)
+
+PROVISION_KIND = "nodes.provision"
+RELEASE_KIND = "nodes.release"
+RECONCILE_KIND = "nodes.reconcile"
+
+
+def resource_key(node_id: int) -> str:
+    return f"node:{node_id}"

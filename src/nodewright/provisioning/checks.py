@@ -1,0 +1,93 @@
+"""Readiness checks of the verify stage; every result is kept as evidence.
+
+Builtin checks first (SSH with the pinned key, the marker names this node, cloud-init finished where
+present), then the profile's own: a shell command on the node, passing on exit status 0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nodewright.provisioning.profiles import Profile
+from nodewright.provisioning.ssh import PinnedSsh, classify
+from nodewright.security.redaction import redact_text
+
+MARKER_PATH = "/etc/nodewright/node.json"
+_NO_CLOUD_INIT = 100
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _detail(text: str) -> str:
+    clean = redact_text(text.strip())
+    return clean if len(clean) <= 300 else clean[:300] + "…"
+
+
+def check_ssh(ssh: PinnedSsh) -> CheckResult:
+    result = ssh.run("true", timeout=30)
+    failure = classify(result.returncode, result.stderr)
+    if failure is None:
+        return CheckResult("ssh with the pinned host key", True, ssh.target.host_key_fingerprint)
+    return CheckResult("ssh with the pinned host key", False, f"{failure.code}: {failure.message}")
+
+
+def check_marker(ssh: PinnedSsh, *, node_id: int, profile: Profile) -> CheckResult:
+    name = "node marker names this node"
+    result = ssh.run(f"cat {MARKER_PATH}", timeout=30)
+    if result.returncode != 0:
+        return CheckResult(name, False, f"{MARKER_PATH} missing: {_detail(result.stderr)}")
+    try:
+        marker = json.loads(result.stdout)
+    except ValueError:
+        return CheckResult(name, False, f"{MARKER_PATH} is not JSON")
+    if not isinstance(marker, dict) or marker.get("node_id") != node_id:
+        return CheckResult(name, False, f"{MARKER_PATH} names node {_detail(str(marker.get('node_id')))}")
+    if marker.get("profile") != profile.name:
+        return CheckResult(name, False, f"{MARKER_PATH} names profile {_detail(str(marker.get('profile')))}")
+    return CheckResult(name, True, f"node {node_id}, profile {profile.name} {marker.get('profile_version')}")
+
+
+def check_cloud_init(ssh: PinnedSsh) -> CheckResult:
+    name = "cloud-init finished"
+    result = ssh.run(
+        f"command -v cloud-init >/dev/null 2>&1 || exit {_NO_CLOUD_INIT}; cloud-init status", timeout=30
+    )
+    if result.returncode == _NO_CLOUD_INIT:
+        return CheckResult(name, True, "cloud-init not present")
+    status = ""
+    for line in result.stdout.splitlines():
+        if line.strip().startswith("status:"):
+            status = line.split(":", 1)[1].strip()
+    if status in ("done", "disabled"):
+        return CheckResult(name, True, f"status: {status}")
+    return CheckResult(name, False, f"status: {status or 'unknown'} {_detail(result.stderr)}".strip())
+
+
+def check_command(ssh: PinnedSsh, name: str, command: str) -> CheckResult:
+    result = ssh.run(command, timeout=60)
+    if result.returncode == 0:
+        return CheckResult(name, True, "exit 0")
+    failure = classify(result.returncode, result.stderr)
+    if failure is not None:
+        return CheckResult(name, False, f"{failure.code}: {failure.message}")
+    return CheckResult(name, False, f"exit {result.returncode}: {_detail(result.stderr or result.stdout)}")
+
+
+def run_checks(ssh: PinnedSsh, *, node_id: int, profile: Profile) -> list[CheckResult]:
+    results = [check_ssh(ssh)]
+    if not results[0].ok:
+        return results  # nothing else can be learned without a connection
+    results.append(check_marker(ssh, node_id=node_id, profile=profile))
+    results.append(check_cloud_init(ssh))
+    results.extend(check_command(ssh, c.name, c.command) for c in profile.checks)
+    return results

@@ -1,0 +1,123 @@
+"""Provisioning profiles: a directory with ``profile.yml``, a playbook, and readiness checks.
+
+The builtin profiles ship in this package; operators add their own as directories under the profiles
+directory (``NODEWRIGHT_PROFILES_DIR``, default ``<data_dir>/profiles``) without touching code. An
+operator profile of the same name as a builtin one takes its place. A profile's version is its
+declared version plus a digest of its files, so the node marker records exactly what ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BUILTIN_DIR = Path(__file__).parent / "profiles"
+PROFILE_FILE = "profile.yml"
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+DEFAULT_PROFILE = "baseline"
+
+
+class ProfileError(ValueError):
+    """A profile that is missing or malformed; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    command: str
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    version: str
+    description: str
+    directory: Path
+    playbook: Path
+    checks: tuple[Check, ...]
+    timeout_seconds: float
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for path in sorted(p for p in self.directory.rglob("*") if p.is_file()):
+            h.update(str(path.relative_to(self.directory)).encode() + b"\0" + path.read_bytes() + b"\0")
+        return h.hexdigest()[:12]
+
+    @property
+    def full_version(self) -> str:
+        return f"{self.version}+{self.digest}"
+
+
+def _field(
+    data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Path, default: Any = None
+) -> Any:
+    value = data.get(key, default)
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if value is None or isinstance(value, bool) or not isinstance(value, kinds):
+        raise ProfileError(f"{where}: '{key}' must be a {' or '.join(k.__name__ for k in kinds)}")
+    return value
+
+
+def load_profile(directory: Path) -> Profile:
+    where = directory / PROFILE_FILE
+    try:
+        data = yaml.safe_load(where.read_text())
+    except OSError as exc:
+        raise ProfileError(f"{where}: cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: must be a mapping")
+    name = directory.name
+    if not NAME_RE.match(name):
+        raise ProfileError(f"{where}: directory name {name!r} is not a profile name (a-z, 0-9, - and _)")
+    version = str(_field(data, "version", (str, int), where))
+    playbook = directory / _field(data, "playbook", str, where, "playbook.yml")
+    if playbook.resolve().parent != directory.resolve() or not playbook.is_file():
+        raise ProfileError(f"{where}: 'playbook' must name a file in the profile directory")
+    checks = []
+    for i, item in enumerate(_field(data, "checks", list, where, [])):
+        if not isinstance(item, dict):
+            raise ProfileError(f"{where}: checks[{i}] must be a mapping with 'name' and 'command'")
+        checks.append(
+            Check(_field(item, "name", str, where).strip(), _field(item, "command", str, where).strip())
+        )
+    timeout = _field(data, "timeout_seconds", (int, float), where, 900)
+    if not 0 < float(timeout) <= 24 * 3600:
+        raise ProfileError(f"{where}: 'timeout_seconds' must be between 1 and 86400")
+    return Profile(
+        name=name,
+        version=version,
+        description=str(data.get("description", "")),
+        directory=directory,
+        playbook=playbook,
+        checks=tuple(checks),
+        timeout_seconds=float(timeout),
+    )
+
+
+def profile_dirs(operator_dir: Path | None) -> dict[str, Path]:
+    found = {p.name: p for p in sorted(BUILTIN_DIR.iterdir()) if (p / PROFILE_FILE).is_file()}
+    if operator_dir is not None and operator_dir.is_dir():
+        found.update({p.name: p for p in sorted(operator_dir.iterdir()) if (p / PROFILE_FILE).is_file()})
+    return found
+
+
+def available_profiles(operator_dir: Path | None) -> list[str]:
+    return sorted(name for name in profile_dirs(operator_dir) if NAME_RE.match(name))
+
+
+def get_profile(name: str, operator_dir: Path | None) -> Profile:
+    if not NAME_RE.match(name):
+        raise ProfileError(f"{name!r} is not a profile name")
+    directory = profile_dirs(operator_dir).get(name)
+    if directory is None:
+        known = ", ".join(available_profiles(operator_dir)) or "none"
+        raise ProfileError(f"unknown profile {name!r} (available: {known})")
+    return load_profile(directory)

@@ -1,0 +1,102 @@
+# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as parameters)
+"""``nodewright nodes`` and ``nodewright smoke`` as an operator runs them: real processes against a
+real server, real SSH nodes at the simulator; the evidence of the smoke run is kept on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from nodewright.app import create_app
+from nodewright.context import AppContext
+from nodewright.security.roles import Role
+from nodewright.sim.server import SimServer
+from tests.fixtures.sim import ssh_sim_server  # noqa: F401
+from tests.support.apps import RoleUser, create_role_users, make_settings
+from tests.support.live_server import live_server
+from tests.support.nodes import connect_sim
+from tests.support.system import require_binary
+
+
+def nodewright(
+    args: list[str], env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nodewright.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)  # fmt: skip
+
+
+@pytest.fixture
+def served(
+    db_url: str, tmp_path: Path, ssh_sim_server: SimServer
+) -> Iterator[tuple[str, dict[Role, RoleUser], int]]:
+    require_binary("ssh-agent")
+    httpx.post(ssh_sim_server.base_url + "/_sim/reset").raise_for_status()
+    settings = make_settings(db_url, tmp_path / "data", embedded_workers=2, job_poll_interval=0.2)
+    app = create_app(settings)
+    with TestClient(app) as client, live_server(app) as url:
+        ctx: AppContext = client.app.state.ctx  # type: ignore[attr-defined]
+        users = create_role_users(ctx)
+        yield url, users, connect_sim(client, users[Role.admin].headers, ssh_sim_server)
+
+
+def env_for(url: str, user: RoleUser | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NODEWRIGHT_")}
+    env["NODEWRIGHT_URL"] = url
+    if user is not None:
+        env["NODEWRIGHT_TOKEN"] = user.token
+    return env
+
+
+def test_smoke_runs_the_whole_path_and_keeps_the_evidence(
+    served: tuple[str, dict[Role, RoleUser], int], tmp_path: Path, ssh_sim_server: SimServer
+) -> None:
+    url, users, provider = served
+    env = env_for(url, users[Role.operator])
+    run = nodewright(["smoke", "--provider", str(provider), "--evidence-dir", str(tmp_path / "ev")], env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "smoke passed" in run.stdout
+    (folder,) = (tmp_path / "ev").iterdir()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["ok"] and summary["status"] == "ready" and summary["released"]
+    assert summary["checks"] and all(summary["checks"].values())
+    evidence = json.loads((folder / "evidence.json").read_text())["evidence"]
+    assert evidence["acquisition"]["calls"] and evidence["host_key"]["fingerprint"].startswith("SHA256:")
+    log = json.loads((folder / "provision-log.json").read_text())
+    assert any(e["message"] == "node ready" for e in log["items"])
+    assert users[Role.operator].token not in "".join(p.read_text() for p in folder.iterdir())
+    assert httpx.get(ssh_sim_server.base_url + "/_sim/servers").json()["servers"] == []
+
+    listed = nodewright(["nodes", "list", "--json"], env)
+    assert listed.returncode == 0 and json.loads(listed.stdout)["items"][0]["status"] == "released"
+
+
+def test_cli_refusals_are_clear(served: tuple[str, dict[Role, RoleUser], int], tmp_path: Path) -> None:
+    url, users, provider = served
+    create = ["nodes", "create", "--provider", str(provider), "--name", "cli-1", "--location", "fsn1",
+              "--type", "cx22", "--image", "ubuntu-24.04"]  # fmt: skip
+    no_token = nodewright(create, env_for(url, None))
+    assert no_token.returncode == 2 and "NODEWRIGHT_TOKEN" in no_token.stderr
+    viewer = nodewright(create, env_for(url, users[Role.viewer]))
+    assert viewer.returncode == 2 and "operator" in viewer.stderr
+    bad = nodewright([*create[:-2], "--image", "windows-11"], env_for(url, users[Role.operator]))
+    assert bad.returncode == 2 and "image" in bad.stderr and "Traceback" not in bad.stderr
+    bad_label = nodewright([*create, "--label", "nokey"], env_for(url, users[Role.operator]))
+    assert bad_label.returncode == 2 and "key=value" in bad_label.stderr
+
+    admin_put = httpx.put(
+        f"{url}/api/gates", json={"provider_create": False}, headers=users[Role.admin].headers
+    )
+    assert admin_put.status_code == 200
+    refused = nodewright(create, env_for(url, users[Role.operator]))
+    assert refused.returncode == 1 and "provider_create" in refused.stderr and "hint:" in refused.stderr
+    assert nodewright(["nodes", "list"], env_for(url, users[Role.viewer])).returncode == 0
+    down = nodewright(["nodes", "list", "--url", "http://127.0.0.1:9"], env_for(url, users[Role.viewer]))
+    assert down.returncode == 1 and "cannot reach" in down.stderr

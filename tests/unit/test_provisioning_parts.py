@@ -1,0 +1,142 @@
+"""Pure parts of provisioning: host-key pinning, SSH failure classes, profiles, the explicit env."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from nodewright.provisioning.events import EventDigest
+from nodewright.provisioning.profiles import ProfileError, available_profiles, get_profile, load_profile
+from nodewright.provisioning.runner import explicit_env
+from nodewright.provisioning.ssh import HOST_KEY_MISMATCH, SSH_AUTH_FAILED, SSH_UNREACHABLE, classify
+from nodewright.provisioning.target import InvalidHostKey, SshTarget, fingerprint
+from nodewright.security.secret import Secret
+from tests.support.system import require_binary
+
+
+def public_key() -> str:
+    key = Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def test_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
+    key = public_key()
+    (tmp_path / "k.pub").write_text(key + " comment\n")
+    out = subprocess.run(
+        [require_binary("ssh-keygen"), "-l", "-E", "sha256", "-f", str(tmp_path / "k.pub")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert out.split()[1] == fingerprint(key)
+
+
+def test_known_hosts_line_uses_openssh_host_patterns() -> None:
+    key = public_key()
+    assert SshTarget("198.18.0.5", 22, "root", key).known_hosts_line() == f"198.18.0.5 {key}\n"
+    assert SshTarget("198.18.0.5", 2222, "root", key).host_pattern == "[198.18.0.5]:2222"
+    assert SshTarget("2001:db8::1", 22, "root", key).host_pattern == "2001:db8::1"
+    assert SshTarget("2001:db8::1", 2222, "root", key + " a comment").host_public_key == key
+
+
+@pytest.mark.parametrize(
+    ("address", "port", "user", "key"),
+    [
+        ("node.example", 22, "root", None),  # a name a resolver could redirect
+        ("198.18.0.5", 0, "root", None),
+        ("198.18.0.5", 22, "root; rm -rf /", None),
+        ("198.18.0.5", 22, "root", "ssh-ed25519"),
+        ("198.18.0.5", 22, "root", "ssh-ed25519 not*base64"),
+        ("198.18.0.5", 22, "root", "ssh-rsa " + public_key().split()[1]),  # blob of another type
+    ],
+)
+def test_bad_targets_are_refused(address: str, port: int, user: str, key: str | None) -> None:
+    with pytest.raises((ValueError, InvalidHostKey)):
+        SshTarget(address, port, user, key or public_key())
+
+
+def test_ssh_failures_are_classified() -> None:
+    assert classify(0, "") is None
+    assert classify(1, "remote command failed") is None  # the command's own status, not ssh's
+    mismatch = classify(
+        255, "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed."
+    )
+    assert mismatch is not None and mismatch.code == HOST_KEY_MISMATCH and not mismatch.retryable
+    auth = classify(255, "root@198.18.0.5: Permission denied (publickey).")
+    assert auth is not None and auth.code == SSH_AUTH_FAILED and not auth.retryable
+    down = classify(255, "ssh: connect to host 198.18.0.5 port 22: Connection refused")
+    assert down is not None and down.code == SSH_UNREACHABLE and down.retryable
+
+
+def test_builtin_baseline_profile_loads() -> None:
+    profile = get_profile("baseline", None)
+    assert "baseline" in available_profiles(None)
+    assert profile.playbook.name == "playbook.yml"
+    assert profile.checks and all(c.command for c in profile.checks)
+    assert profile.full_version.startswith("1+")
+
+
+def write(directory: Path, profile: Any, playbook: str = "- hosts: all\n  tasks: []\n") -> Path:
+    directory.mkdir(parents=True)
+    (directory / "profile.yml").write_text(profile)
+    (directory / "playbook.yml").write_text(playbook)
+    return directory
+
+
+def test_operator_profiles_are_found_and_override_builtin(tmp_path: Path) -> None:
+    write(tmp_path / "web", "version: 2\nchecks:\n  - {name: nginx, command: 'true'}\n")
+    write(tmp_path / "baseline", "version: local\n")
+    assert get_profile("web", tmp_path).version == "2"
+    assert get_profile("baseline", tmp_path).version == "local"
+    first = get_profile("web", tmp_path).digest
+    (tmp_path / "web" / "playbook.yml").write_text("- hosts: all\n  tasks: [{command: 'true'}]\n")
+    assert get_profile("web", tmp_path).digest != first  # the version names what ran
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[unclosed", "not valid YAML"),
+        ("- a list\n", "must be a mapping"),
+        ("playbook: x.yml\n", "'version'"),
+        ("version: 1\nplaybook: ../../etc/passwd\n", "'playbook'"),
+        ("version: 1\nchecks: [{name: x}]\n", "'command'"),
+        ("version: 1\ntimeout_seconds: true\n", "'timeout_seconds'"),
+        ("version: 1\ntimeout_seconds: -5\n", "'timeout_seconds'"),
+    ],
+)
+def test_malformed_profiles_name_the_field(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ProfileError, match=fragment):
+        load_profile(write(tmp_path / "p", text))
+
+
+def test_unknown_or_unsafe_profile_names_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError, match="unknown profile"):
+        get_profile("nope", tmp_path)
+    with pytest.raises(ProfileError, match="not a profile name"):
+        get_profile("../baseline", tmp_path)
+
+
+def test_explicit_env_drops_everything_inherited(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HCLOUD_TOKEN", "inherited-secret-value")
+    runner_env = {"HCLOUD_TOKEN": "inherited-secret-value", "ANSIBLE_STDOUT_CALLBACK": "awx_display"}
+    env = explicit_env(runner_env, {"PATH": "/usr/bin"})
+    assert env == {"ANSIBLE_STDOUT_CALLBACK": "awx_display", "PATH": "/usr/bin"}
+
+
+def test_event_digest_redacts_and_keeps_the_first_failure() -> None:
+    secret = Secret("s3cr3t-value-for-events")
+    lines: list[tuple[str, str]] = []
+    digest = EventDigest(lambda level, message, data: lines.append((level, message)))
+    digest({"event": "playbook_on_task_start", "event_data": {"task": "a"}})
+    digest({"event": "runner_on_failed", "event_data": {"task": "a", "host": "node",
+            "res": {"msg": f"bad {secret.reveal()}", "rc": 1}}})  # fmt: skip
+    digest({"event": "runner_on_failed", "event_data": {"task": "b", "host": "node", "res": {"rc": 2}}})
+    digest({"event": "playbook_on_stats", "event_data": {"ok": {"node": 1}, "failures": {"node": 2}}})
+    assert digest.failed is not None and digest.failed.task == "a"
+    assert secret.reveal() not in repr(lines) and "[REDACTED]" in digest.failed.message
+    assert digest.recap == {"node": {"ok": 1, "failures": 2}}
+    assert lines[-1] == ("info", "recap: node: failures=2 ok=1")
