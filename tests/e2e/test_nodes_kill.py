@@ -49,8 +49,8 @@ def test_kill_9_at_random_points_of_node_provision(
                 provider_id,
                 ssh_sim_server,
                 rounds=1,
-                nodes_per_round=3,
-                kills_per_round=5,
+                nodes_per_round=2,
+                kills_per_round=4,
                 rng=random.Random(seed),
             )
         finally:
