@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import signal
 import sqlite3
@@ -307,6 +308,45 @@ def test_a_long_writer_does_not_get_live_attempts_requeued(
             service.request_cancel(session, job_id)
         pool.stop(timeout=1.0)
     assert not any("expired" in m for m in _events(db, job_id))
+
+
+@pytest.mark.db_only("sqlite", reason="the liveness directory beside the database file is SQLite's")
+def test_a_liveness_directory_others_can_write_is_not_trusted(db: Database, db_url: str) -> None:
+    """The directory next to the database may be planted in advance by someone else (the database
+    in /tmp, a shared data directory): a liveness file forged there must not keep a dead worker's
+    job from being requeued, and no worker may write its files through a planted symlink."""
+    from nodewright.jobs import local
+
+    directory = local.runtime_dir(db_url)
+    assert directory is not None
+    directory.mkdir()
+    directory.chmod(0o777)  # anyone may write here
+    job_id = _enqueue(db, "test.steps", {})
+    claimed = claim(db, owner="ghost-worker", lease=0.5)
+    assert claimed is not None and claimed.id == job_id
+    forged = {"lease": 1e9, "pid": os.getpid(), "start": 0, "jobs": [[job_id, claimed.attempt]]}
+    (directory / f"alive-{local._safe('ghost-worker')}").write_text(json.dumps(forged))
+    with db.session(write=True) as session:
+        session.execute(
+            text("UPDATE jobs SET lease_expires_at = '2000-01-01 00:00:00.000000' WHERE id = :id"),
+            {"id": job_id},
+        )
+    assert job_id in requeue_expired(db)
+    assert job_row(db, job_id).state == JobState.QUEUED
+
+    elsewhere = directory.with_name("elsewhere")
+    elsewhere.mkdir()
+    for child in directory.iterdir():
+        child.unlink()
+    directory.rmdir()
+    directory.symlink_to(elsewhere)  # a symlink planted where the directory goes
+    pool = WorkerPool(db, concurrency=1, registry=REGISTRY, lease_seconds=1.0, poll_interval=0.05)
+    pool.start()
+    try:
+        wait_for_state(db, job_id, JobState.SUCCEEDED)
+        assert list(elsewhere.iterdir()) == []
+    finally:
+        pool.stop(timeout=1.0)
 
 
 # ----------------------------------------------------------------- 6. clock skew

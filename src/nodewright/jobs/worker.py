@@ -155,7 +155,7 @@ class WorkerPool:
 
     def _start_local(self) -> None:
         """SQLite: liveness beside the database, and wake-ups from other processes (see ``local``)."""
-        directory = local.runtime_dir(self._db.url)
+        directory = local.trusted_dir(self._db.url)
         if directory is None:
             return
         renewer = self._renewer
