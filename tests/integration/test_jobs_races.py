@@ -30,6 +30,7 @@ from nodewright.jobs.maintainer import requeue_expired
 from nodewright.jobs.runner import run_claimed
 from nodewright.jobs.states import JobState
 from nodewright.jobs.worker import WorkerPool
+from tests.support.databases import clone_sqlite
 from tests.support.job_handlers import REGISTRY, create_test_tables
 from tests.support.jobs import claim, job_row, make_due, wait_for_state, wait_until, worker_processes
 
@@ -461,6 +462,40 @@ def test_a_job_child_dies_with_a_worker_killed_while_the_child_starts(
             for pid in marker.read_text().split():
                 _kill_if_alive(int(pid))
     assert job_row(db, job_id).state == JobState.RUNNING  # until its lease runs out; nobody runs it
+
+
+@pytest.mark.slow
+@pytest.mark.db_only("sqlite", reason="two installations on one machine; one database kind shows it")
+def test_cleaning_up_a_job_does_not_kill_the_same_job_id_of_another_database(
+    db: Database, db_url: str, tmp_path: Path, sqlite_template: Path
+) -> None:
+    """Job ids are per database: staging beside production, or a test run beside either, both have
+    a job 1. When one installation's job 1 ends, the processes of the other's job 1 (its child and
+    a setsid'd grandchild) must keep running."""
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    other_url = clone_sqlite(sqlite_template, other_dir)
+    other = Database(other_url)
+    marker = tmp_path / "tree"
+    pids: list[int] = []
+    try:
+        create_test_tables(other)
+        other_job = _enqueue(other, "test.tree", {"marker": str(marker)})
+        job_id = _enqueue(db, "test.steps", {})
+        assert job_id == other_job
+        with worker_processes(other_url, other_dir) as other_workers:
+            other_workers.start(concurrency=1, lease=30.0, mode="process")
+            wait_until(lambda: marker.exists() and marker.read_text().strip() != "", what="the job tree")
+            pids = [int(p) for p in marker.read_text().split()]
+            with worker_processes(db_url, tmp_path) as workers:
+                workers.start(concurrency=1, lease=30.0, mode="process")
+                wait_for_state(db, job_id, JobState.SUCCEEDED)
+            assert [pid for pid in pids if not _alive(pid)] == []
+            assert job_row(other, other_job).attempt == 1
+    finally:
+        for pid in pids:
+            _kill_if_alive(pid)
+        other.dispose()
 
 
 # ----------------------------------------------------------------- also found: SQLite wake-up
