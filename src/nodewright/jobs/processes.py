@@ -46,7 +46,10 @@ _PROC = "/proc"
 
 def database_tag(database_url: str) -> str:
     """A short name of the database, the same in every process of an installation."""
-    rendered = make_url(database_url).render_as_string(hide_password=True)
+    url = make_url(database_url)
+    if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
+        url = url.set(drivername="sqlite", database=os.path.realpath(url.database))  # one file, one tag
+    rendered = url.render_as_string(hide_password=True)
     return hashlib.sha256(rendered.encode()).hexdigest()[:4]
 
 
