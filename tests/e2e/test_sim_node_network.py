@@ -10,6 +10,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -288,3 +289,42 @@ def test_the_next_simulator_removes_a_killed_ones_network(ssh_sim_server: SimSer
     finally:
         subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "del", space], capture_output=True, check=False)
+
+
+BROADCAST = """
+import socket, sys
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    try:
+        sock.sendto(b"from the node", (sys.argv[1], int(sys.argv[2])))
+    except OSError as exc:
+        print(type(exc).__name__)
+"""
+
+
+def test_a_node_cannot_reach_the_hosts_udp_services_through_the_broadcast_address() -> None:
+    """A host service bound to every address (DNS, syslog, NTP, on UDP) receives what is sent to
+    the broadcast address of the bridge's subnet: the node must not be able to send there."""
+    reason = simnet.probe_network()
+    if reason is not None:
+        pytest.skip(reason)
+    net = simnet.SimNetwork()
+    try:
+        netns = net.attach(4_200_002, simnet.NodeAddresses(str(net.ipv4.network_address + 10)))
+        for target in (net.ipv4.broadcast_address, net.ipv4.network_address):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as host:
+                host.bind(("0.0.0.0", 0))  # a host service bound to every address
+                host.settimeout(1.0)
+                port = str(host.getsockname()[1])
+                subprocess.run(
+                    ["nsenter", f"--net={netns}", "setpriv", "--bounding-set=-net_admin,-net_raw",
+                     sys.executable, "-I", "-c", BROADCAST, str(target), port],
+                    capture_output=True, text=True, timeout=30, check=True,
+                )  # fmt: skip
+                try:
+                    received: tuple[bytes, Any] | None = host.recvfrom(64)
+                except TimeoutError:
+                    received = None
+                assert received is None, f"the host received a datagram sent to {target}"
+    finally:
+        net.close()

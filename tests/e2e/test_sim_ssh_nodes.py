@@ -26,6 +26,7 @@ from hcloud.server_types import ServerType
 from hcloud.ssh_keys import SSHKey
 
 from nodewright.sim.nodes import FHS_TOP_LEVEL
+from nodewright.sim.nodes.layers import readable_by_nodes
 from nodewright.sim.server import SimServer
 from tests.fixtures.sim import (  # noqa: F401
     fast_config,
@@ -498,3 +499,31 @@ def test_a_start_that_fails_leaves_no_node_root(tmp_path: Path) -> None:
         SimServer(ssh_nodes=True, state_file=state_file, config=config).start()
     after = {p for base in ("/run", "/dev/shm") for p in Path(base).glob(mine + "*")}
     assert after <= before
+
+
+def test_a_state_file_the_nodes_could_read_is_refused(tmp_path: Path) -> None:
+    """The state file holds every project's servers and user data; the nodes' disks are
+    copy-on-write copies of the host's root filesystem, so one kept there (/srv, /opt, /var/lib)
+    would be readable by root in every node. The simulator refuses it, saying where to put it."""
+    require_root()
+    require_binary("sshd", "/usr/sbin/sshd")
+    visible = next(
+        (
+            Path("/", top, f"nodewright-sim-state-{secrets.token_hex(4)}.json")
+            for top in ("srv", "opt", "mnt", "var/lib", "etc")
+            if Path("/", top).is_dir() and readable_by_nodes(Path("/", top, "probe"))
+        ),
+        None,
+    )
+    if visible is None:
+        pytest.skip("every candidate directory is on a filesystem of its own here")
+    assert not readable_by_nodes(tmp_path / "state.json")  # where the other tests keep theirs
+    config = fast_config()
+    config.ssh_port = PORT
+    server = SimServer(ssh_nodes=True, state_file=visible, config=config)
+    try:
+        with pytest.raises(ValueError, match="readable inside every simulated node"):
+            server.start()
+    finally:
+        server.stop()
+        visible.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import signal
 import sqlite3
@@ -29,6 +30,7 @@ from nodewright.jobs.maintainer import requeue_expired
 from nodewright.jobs.runner import run_claimed
 from nodewright.jobs.states import JobState
 from nodewright.jobs.worker import WorkerPool
+from tests.support.databases import clone_sqlite
 from tests.support.job_handlers import REGISTRY, create_test_tables
 from tests.support.jobs import claim, job_row, make_due, wait_for_state, wait_until, worker_processes
 
@@ -309,6 +311,45 @@ def test_a_long_writer_does_not_get_live_attempts_requeued(
     assert not any("expired" in m for m in _events(db, job_id))
 
 
+@pytest.mark.db_only("sqlite", reason="the liveness directory beside the database file is SQLite's")
+def test_a_liveness_directory_others_can_write_is_not_trusted(db: Database, db_url: str) -> None:
+    """The directory next to the database may be planted in advance by someone else (the database
+    in /tmp, a shared data directory): a liveness file forged there must not keep a dead worker's
+    job from being requeued, and no worker may write its files through a planted symlink."""
+    from nodewright.jobs import local
+
+    directory = local.runtime_dir(db_url)
+    assert directory is not None
+    directory.mkdir()
+    directory.chmod(0o777)  # anyone may write here
+    job_id = _enqueue(db, "test.steps", {})
+    claimed = claim(db, owner="ghost-worker", lease=0.5)
+    assert claimed is not None and claimed.id == job_id
+    forged = {"lease": 1e9, "pid": os.getpid(), "start": 0, "jobs": [[job_id, claimed.attempt]]}
+    (directory / f"alive-{local._safe('ghost-worker')}").write_text(json.dumps(forged))
+    with db.session(write=True) as session:
+        session.execute(
+            text("UPDATE jobs SET lease_expires_at = '2000-01-01 00:00:00.000000' WHERE id = :id"),
+            {"id": job_id},
+        )
+    assert job_id in requeue_expired(db)
+    assert job_row(db, job_id).state == JobState.QUEUED
+
+    elsewhere = directory.with_name("elsewhere")
+    elsewhere.mkdir()
+    for child in directory.iterdir():
+        child.unlink()
+    directory.rmdir()
+    directory.symlink_to(elsewhere)  # a symlink planted where the directory goes
+    pool = WorkerPool(db, concurrency=1, registry=REGISTRY, lease_seconds=1.0, poll_interval=0.05)
+    pool.start()
+    try:
+        wait_for_state(db, job_id, JobState.SUCCEEDED)
+        assert list(elsewhere.iterdir()) == []
+    finally:
+        pool.stop(timeout=1.0)
+
+
 # ----------------------------------------------------------------- 6. clock skew
 
 
@@ -421,6 +462,40 @@ def test_a_job_child_dies_with_a_worker_killed_while_the_child_starts(
             for pid in marker.read_text().split():
                 _kill_if_alive(int(pid))
     assert job_row(db, job_id).state == JobState.RUNNING  # until its lease runs out; nobody runs it
+
+
+@pytest.mark.slow
+@pytest.mark.db_only("sqlite", reason="two installations on one machine; one database kind shows it")
+def test_cleaning_up_a_job_does_not_kill_the_same_job_id_of_another_database(
+    db: Database, db_url: str, tmp_path: Path, sqlite_template: Path
+) -> None:
+    """Job ids are per database: staging beside production, or a test run beside either, both have
+    a job 1. When one installation's job 1 ends, the processes of the other's job 1 (its child and
+    a setsid'd grandchild) must keep running."""
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    other_url = clone_sqlite(sqlite_template, other_dir)
+    other = Database(other_url)
+    marker = tmp_path / "tree"
+    pids: list[int] = []
+    try:
+        create_test_tables(other)
+        other_job = _enqueue(other, "test.tree", {"marker": str(marker)})
+        job_id = _enqueue(db, "test.steps", {})
+        assert job_id == other_job
+        with worker_processes(other_url, other_dir) as other_workers:
+            other_workers.start(concurrency=1, lease=30.0, mode="process")
+            wait_until(lambda: marker.exists() and marker.read_text().strip() != "", what="the job tree")
+            pids = [int(p) for p in marker.read_text().split()]
+            with worker_processes(db_url, tmp_path) as workers:
+                workers.start(concurrency=1, lease=30.0, mode="process")
+                wait_for_state(db, job_id, JobState.SUCCEEDED)
+            assert [pid for pid in pids if not _alive(pid)] == []
+            assert job_row(other, other_job).attempt == 1
+    finally:
+        for pid in pids:
+            _kill_if_alive(pid)
+        other.dispose()
 
 
 # ----------------------------------------------------------------- also found: SQLite wake-up

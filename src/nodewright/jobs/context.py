@@ -112,7 +112,12 @@ class JobContext:
         descendants, setsid'd ones too, as this job's, so a lost, canceled or killed attempt's
         processes are killed with it. (In process mode the child's environment already carries the
         marker; passing this is still right.)"""
-        return processes.process_env(processes.Marker.for_attempt(self.job_id, self.attempt), extra)
+        return processes.process_env(
+            processes.Marker.for_attempt(
+                processes.database_tag(self._database.url), self.job_id, self.attempt
+            ),
+            extra,
+        )
 
     @property
     def completed_steps(self) -> dict[str, Any]:

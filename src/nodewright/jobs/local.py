@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -46,11 +47,35 @@ def runtime_dir(database_url: str) -> Path | None:
 
 
 def _ensure(directory: Path) -> bool:
+    """Create the directory, and say whether it is ours alone to trust.
+
+    It sits next to the database file, whose directory others may write to (``/tmp``, a shared
+    data directory). One planted there in advance (a symlink, another user's directory, one others
+    can write into) would let them forge liveness files (so a dead worker's jobs are never
+    requeued) or plant a symlink where a worker writes its file. Such a directory is not used:
+    liveness and wake-ups then fall back to the database alone.
+    """
     try:
         directory.mkdir(mode=0o700, exist_ok=True)
+        info = directory.lstat()
     except OSError:
         return False
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        log.warning(
+            "not using %s for job liveness and wake-ups: it must be a directory of this user that no "
+            "one else can write to (remove it and it is recreated)",
+            directory,
+        )
+        return False
     return True
+
+
+def trusted_dir(database_url: str) -> Path | None:
+    """:func:`runtime_dir`, created if need be, or None when it is missing or not safe to use."""
+    directory = runtime_dir(database_url)
+    if directory is None or not _ensure(directory):
+        return None
+    return directory
 
 
 def _safe(name: str) -> str:
@@ -217,7 +242,7 @@ def _peers(directory: Path) -> list[str]:
 def wake_others(database_url: str) -> None:
     """Poke the workers of other processes on this SQLite database (after a commit)."""
     directory = runtime_dir(database_url)
-    if directory is None:
+    if directory is None or not directory.is_dir() or not _ensure(directory):
         return
     names = _peers(directory)
     if not names:

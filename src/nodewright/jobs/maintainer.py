@@ -51,7 +51,7 @@ def requeue_expired(database: Database) -> list[int]:
             is None
         ):
             return changed
-    directory = local.runtime_dir(database.url)
+    directory = local.trusted_dir(database.url)
     with database.session(write=True) as session:
         now = utcnow()
         clock = _lease_clock(database)

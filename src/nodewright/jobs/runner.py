@@ -119,7 +119,9 @@ def child_main(
     cancel request sets ``cancel_event``, which ``ctx.canceled`` reads. The child dies with its
     parent (``tie_to_parent``) and marks everything it starts as the job's (see ``processes``).
     """
-    if not processes.tie_to_parent(parent_pid, claimed.id):
+    parsed = processes.Marker.parse(marker)
+    assert parsed is not None, marker
+    if not processes.tie_to_parent(parent_pid, parsed):
         os._exit(70)  # the worker died while we started: its lease will expire, the job is not ours
     os.environ[processes.MARKER_ENV] = marker
     # The parent decides when we stop (finish, hand back, or kill); a SIGTERM to the process group

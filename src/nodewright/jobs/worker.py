@@ -97,6 +97,7 @@ class WorkerPool:
         self._maintenance = maintenance
         self._listen = listen
         self._connections = Connections(self._db)
+        self._db_tag = processes.database_tag(self._db.url)  # job ids are per database
         self._kinds: list[str] = []
         self._wakeup = Wakeup()
         self._stopping = threading.Event()
@@ -155,7 +156,7 @@ class WorkerPool:
 
     def _start_local(self) -> None:
         """SQLite: liveness beside the database, and wake-ups from other processes (see ``local``)."""
-        directory = local.runtime_dir(self._db.url)
+        directory = local.trusted_dir(self._db.url)
         if directory is None:
             return
         renewer = self._renewer
@@ -314,7 +315,9 @@ class WorkerPool:
     def _run_in_thread(self, running: _Running) -> None:
         claimed = running.claimed
         if claimed.attempt > 1:
-            processes.kill_job_processes(claimed.id)  # what an earlier attempt's subprocesses left
+            processes.kill_job_processes(
+                self._db_tag, claimed.id
+            )  # what an earlier attempt's subprocesses left
         try:
             run_claimed(
                 self._db,
@@ -325,8 +328,10 @@ class WorkerPool:
                 connections=self._connections,
             )
         finally:
-            if processes.take_marked(claimed.id):  # it started subprocesses with ctx.process_env()
-                processes.kill_job_processes(claimed.id)
+            if processes.take_marked(
+                self._db_tag, claimed.id
+            ):  # it started subprocesses with ctx.process_env()
+                processes.kill_job_processes(self._db_tag, claimed.id)
 
     def _run_in_process(self, running: _Running) -> None:
         claimed = running.claimed
@@ -335,8 +340,8 @@ class WorkerPool:
         # Whatever an earlier attempt of this job left on this machine (its worker was paused past
         # the lease, or killed) must be gone before this attempt starts.
         if claimed.attempt > 1:
-            processes.kill_job_processes(claimed.id)
-        marker = processes.Marker.for_attempt(claimed.id, claimed.attempt)
+            processes.kill_job_processes(self._db_tag, claimed.id)
+        marker = processes.Marker.for_attempt(self._db_tag, claimed.id, claimed.attempt)
         process = spawn_context().Process(
             target=child_main,
             args=(
@@ -373,7 +378,7 @@ class WorkerPool:
             process.join()
         finally:
             # The child is gone; so must be everything it started (setsid'd or not).
-            processes.kill_job_processes(claimed.id)
+            processes.kill_job_processes(self._db_tag, claimed.id)
         if running.lost.is_set():
             return
         if overran:

@@ -80,6 +80,9 @@ def sim_command(
         except OSError as exc:
             print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
             raise typer.Exit(2) from None
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(2) from None
         print(f"{server.base_url}/v1", flush=True)
         if not _is_loopback(host):
             print(

@@ -19,6 +19,7 @@ from nodewright.sim.app import create_app
 from nodewright.sim.config import SimConfig
 from nodewright.sim.control_client import SimControl
 from nodewright.sim.nodes import NodeSupervisor, probe_isolation
+from nodewright.sim.nodes.layers import readable_by_nodes
 from nodewright.sim.nodes.network import NetworkError, SimNetwork, probe_network
 from nodewright.sim.runtime import SimRuntime
 
@@ -69,6 +70,15 @@ class SimServer:
         nodes: NodeSupervisor | None = None
         if self.requested_ssh_nodes:
             self.ssh_nodes_reason = probe_isolation(self.config.sshd_path) or probe_network()
+            state_file = self.state_file
+            if self.ssh_nodes_reason is None and state_file is not None and readable_by_nodes(state_file):
+                # It holds every project's servers and user data (host keys a client injected, secrets
+                # in runcmd): root in any node would read the other projects' through its disk.
+                raise ValueError(
+                    f"the state file {state_file} would be readable inside every simulated node (their "
+                    "disks are copy-on-write copies of /): put it under /root, /home, /tmp, /run or on "
+                    "another mounted filesystem, or run without SSH nodes"
+                )
             network: SimNetwork | None = None
             if self.ssh_nodes_reason is None:
                 try:

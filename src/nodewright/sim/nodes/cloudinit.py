@@ -19,6 +19,9 @@ import yaml
 from nodewright.sim.nodes.layers import _real_dir, _write
 
 HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
+# YAML aliases let 32 KiB of user data stand for a document of terabytes ("billion laughs"); the
+# seed is written as JSON, which expands every alias. No real cloud-config comes near this.
+MAX_DOCUMENT_NODES = 100_000
 
 
 @dataclass
@@ -39,6 +42,23 @@ def _keys(value: Any) -> list[str]:
     return []
 
 
+def _too_large(data: Any) -> bool:
+    """Whether ``data``, aliases expanded, has more than :data:`MAX_DOCUMENT_NODES` values."""
+    budget = MAX_DOCUMENT_NODES
+    stack = [data]
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return True
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
 def parse_user_data(user_data: str | None) -> CloudConfig:
     """Best effort: malformed user data boots a node without those settings, as cloud-init would."""
     config = CloudConfig()
@@ -53,6 +73,10 @@ def parse_user_data(user_data: str | None) -> CloudConfig:
         config.errors.append(f"('init', ValueError('user data is not valid YAML: {exc}'))")
         return config
     if not isinstance(data, dict):
+        return config
+    if _too_large(data):
+        problem = f"user data expands to more than {MAX_DOCUMENT_NODES} values (YAML aliases)"
+        config.errors.append(f"('init', ValueError('{problem}'))")
         return config
     config.document = data
     hostname = data.get("hostname") or data.get("fqdn")

@@ -83,6 +83,28 @@ FHS_TOP_LEVEL = frozenset({
 })  # fmt: skip
 
 
+# Top-level directories a node never sees the host's copy of: fresh (opaque or tmpfs) in every node.
+HIDDEN_TOP_LEVEL = frozenset({"root", "home", "tmp", "run", "dev", "proc", "sys"})
+
+
+def readable_by_nodes(path: Path) -> bool:
+    """Whether root in a node can read the host's ``path``: the lower layer of every node is the
+    host's root filesystem (not the filesystems mounted below it), minus what a fresh server
+    lacks (non-FHS top-level directories, homes, temporary directories)."""
+    resolved = path.resolve()
+    parts = resolved.parts[1:]
+    if not parts or parts[0] not in FHS_TOP_LEVEL or parts[0] in HIDDEN_TOP_LEVEL:
+        return False
+    if parts[:2] == ("var", "tmp"):
+        return False
+    ancestor = resolved
+    while ancestor != ancestor.parent:
+        if os.path.ismount(ancestor):
+            return False  # another filesystem: overlayfs does not show it
+        ancestor = ancestor.parent
+    return True
+
+
 def _start_ticks(pid: int) -> str | None:
     """A process's start time in clock ticks since boot: with the pid it names one process."""
     try:

@@ -12,7 +12,8 @@ as servers do over the public network, the host reaches every port of every node
 the API reports, and a node reaches nothing else:
 
 - an nftables table in the node's namespace drops every new connection to anything but the
-  other nodes (the host's bridge address included), set before the node's root loses
+  other nodes (the host's bridge address included, and the slot's broadcast address, which the
+  host's sockets bound to every address would receive), set before the node's root loses
   ``CAP_NET_ADMIN`` so it cannot be undone from inside; its default route (via the host, as
   facts expect one) therefore carries nothing new, and the host does not forward anyway;
 - ``127.0.0.1`` is the node's own loopback, not the host's.
@@ -220,9 +221,9 @@ table inet {TABLE} {{
     oif "lo" accept
     ct state established,related accept
     icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept
-    ip daddr {self.gateway} drop
+    ip daddr {{ {self.gateway}, {self.ipv4.broadcast_address}, {self.ipv4.network_address} }} drop
     ip daddr {self.ipv4} accept
-    ip6 daddr {self.ipv6_prefix}::1 drop
+    ip6 daddr {{ {self.ipv6_prefix}::1, {self.ipv6_prefix}:: }} drop
     ip6 daddr {self.ipv6_prefix}::/48 accept
   }}
 }}
