@@ -40,6 +40,7 @@ def test_known_hosts_line_uses_openssh_host_patterns() -> None:
     assert SshTarget("198.18.0.5", 2222, "root", key).host_pattern == "[198.18.0.5]:2222"
     assert SshTarget("2001:db8::1", 22, "root", key).host_pattern == "2001:db8::1"
     assert SshTarget("2001:db8::1", 2222, "root", key + " a comment").host_public_key == key
+    assert SshTarget("2001:DB8:0::1", 22, "root", key).address == "2001:db8::1"
 
 
 @pytest.mark.parametrize(
@@ -48,6 +49,14 @@ def test_known_hosts_line_uses_openssh_host_patterns() -> None:
         ("node.example", 22, "root", None),  # a name a resolver could redirect
         ("198.18.0.5", 0, "root", None),
         ("198.18.0.5", 22, "root; rm -rf /", None),
+        # An IPv6 scope id is free text: it would reach known_hosts, ssh's destination and the
+        # copy-paste command shown to operators.
+        ("fe80::1%x\n* ssh-ed25519 AAAA", 22, "root", None),
+        ("fe80::1%';touch /tmp/owned;'", 22, "root", None),
+        ("fe80::1%eth0", 22, "root", None),
+        (" 198.18.0.5", 22, "root", None),
+        ("198.18.0.5", 22, "-oProxyCommand", None),  # an option, not an account
+        ("198.18.0.5", 22, "röot", None),  # unicode letters pass str.isalnum
         ("198.18.0.5", 22, "root", "ssh-ed25519"),
         ("198.18.0.5", 22, "root", "ssh-ed25519 not*base64"),
         ("198.18.0.5", 22, "root", "ssh-rsa " + public_key().split()[1]),  # blob of another type

@@ -16,6 +16,7 @@ from nodewright.db.models import Job, Node, OrphanServer, ProviderConnection
 from nodewright.jobs.enqueue import enqueue
 from nodewright.nodes.reconcile import ORPHAN_DELETE_KIND
 from nodewright.nodes.states import PROVISION_KIND, NodeStatus, Stage, resource_key
+from nodewright.provisioning.target import plain_address
 from nodewright.security import audit
 
 
@@ -80,8 +81,12 @@ def adopt_orphan(app: AppContext, orphan_id: int, *, actor: str) -> tuple[Node, 
             raise CannotAdopt(
                 "nodewright does not hold this server's host key, so it cannot be pinned: delete it"
             )
+        try:
+            address = plain_address(orphan.ipv4)
+        except ValueError:
+            raise CannotAdopt(f"server address {orphan.ipv4[:64]!r} is not a plain IP address") from None
         node.server_id, node.server_name, node.server_status = orphan.server_id, orphan.name, orphan.status
-        node.ssh_address, node.ssh_port, node.ssh_user = orphan.ipv4, connection.ssh_port, connection.ssh_user
+        node.ssh_address, node.ssh_port, node.ssh_user = address, connection.ssh_port, connection.ssh_user
         evidence = dict(node.evidence or {})
         stages = dict(evidence.get("stages") or {})
         stages[Stage.acquire.value] = {"ok": True, "adopted": True}
