@@ -31,6 +31,8 @@ from nodewright.providers.registry import make_adapter
 RECONCILE_ALL_KIND = "nodes.reconcile_all"
 ORPHAN_DELETE_KIND = "nodes.orphan_delete"
 RECONCILE_INTERVAL_SECONDS = 300.0
+# Only a node at rest can be lost; one in a job is that job's to settle.
+LOSABLE = (NodeStatus.ready.value, NodeStatus.failed.value)
 LOST_HINT = "The server was deleted outside nodewright. Release the node to clear it, then create a new one."
 
 
@@ -102,7 +104,7 @@ def reconcile(ctx: JobContext) -> dict[str, Any]:
             for n in nodes
             if n.server_id is not None
             and n.server_id not in by_id
-            and n.status in (NodeStatus.ready.value, NodeStatus.failed.value)
+            and n.status in LOSABLE
             and adapter.inspect(n.server_id) is None
         }
     except ProviderError as error:
@@ -119,7 +121,8 @@ def reconcile(ctx: JobContext) -> dict[str, Any]:
                 continue
             if _settle_stuck(session, node):
                 settled.append(node.id)
-            if node.id in gone:
+            # Decided from a snapshot: a node released, retried or adopted since keeps its state.
+            if node.id in gone and node.status in LOSABLE and node.server_id == snapshot.server_id:
                 node.status = NodeStatus.lost.value
                 node.server_status = "gone"
                 node.error_code = "server_gone"
