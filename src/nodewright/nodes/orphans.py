@@ -15,6 +15,7 @@ from nodewright.context import AppContext
 from nodewright.db.models import Job, Node, OrphanServer, ProviderConnection
 from nodewright.jobs.enqueue import enqueue
 from nodewright.nodes.reconcile import ORPHAN_DELETE_KIND
+from nodewright.nodes.service import release_pending
 from nodewright.nodes.states import PROVISION_KIND, NodeStatus, Stage, resource_key
 from nodewright.provisioning.target import plain_address
 from nodewright.security import audit
@@ -77,6 +78,8 @@ def adopt_orphan(app: AppContext, orphan_id: int, *, actor: str) -> tuple[Node, 
             raise CannotAdopt(f"node {node.id} is {node.status} with another server: delete this one instead")
         if NodeStatus(node.status) not in (NodeStatus.failed, NodeStatus.lost):
             raise CannotAdopt(f"node {node.id} is {node.status}: wait until it has failed, then adopt")
+        if release_pending(session, node):
+            raise CannotAdopt(f"node {node.id} is being released: delete this server instead")
         if node.host_key_secret_id is None or not node.host_public_key or not orphan.ipv4:
             raise CannotAdopt(
                 "nodewright does not hold this server's host key, so it cannot be pinned: delete it"
