@@ -115,6 +115,10 @@ def test_operator_profiles_are_found_and_override_builtin(tmp_path: Path) -> Non
         ("version: 1\nchecks: [{name: x}]\n", "'command'"),
         ("version: 1\ntimeout_seconds: true\n", "'timeout_seconds'"),
         ("version: 1\ntimeout_seconds: -5\n", "'timeout_seconds'"),
+        # str() of aliases nested n deep is 2**n long: a few lines of YAML, gigabytes of text.
+        ("version: 1\na: &a [x, x]\nb: &b [*a, *a]\ndescription: [*b, *b]\n", "'description'"),
+        ("version: 1\nchecks: [{name: x, command: '  '}]\n", "'command'"),
+        ("version: 1\nchecks: [{name: '', command: 'true'}]\n", "'name'"),
     ],
 )
 def test_malformed_profiles_name_the_field(tmp_path: Path, text: str, fragment: str) -> None:
