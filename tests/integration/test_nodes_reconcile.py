@@ -176,3 +176,60 @@ def test_a_node_released_while_reconcile_looks_is_not_made_lost(
         row = session.get(Node, node_id)
         assert row is not None
         assert (row.status, row.server_status, row.error_code) == ("released", "deleted", None)
+
+
+def test_an_orphan_a_node_took_back_is_not_deleted(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    setup: tuple[int, hcloud.Client],
+) -> None:
+    """A node failed before it recorded its server: reconcile lists the server as an orphan. The node
+    is retried and its acquire adopts the server by its labels; the stale orphan entry must not let
+    anyone delete the server the node now holds."""
+    provider_id, cloud = setup
+    ours = {LABEL_INSTALLATION: installation_id(app_context.database)}
+    node_id = add_node(app_context, provider_id, "comeback", "failed", None)
+    server_id = make_server(cloud, "comeback", {**ours, LABEL_NODE: str(node_id)})
+    with app_context.database.session(write=True) as session:
+        enqueue(session, RECONCILE_ALL_KIND, {})
+    assert "failed" not in drain(app_context)
+    viewer, operator = role_users[Role.viewer].headers, role_users[Role.operator].headers
+    orphans = client.get("/api/orphans", headers=viewer).json()
+    assert [o["server_id"] for o in orphans] == [server_id]
+    with app_context.database.session(write=True) as session:  # what the retried acquire records
+        row = session.get(Node, node_id)
+        assert row is not None
+        row.server_id, row.status = server_id, "provisioning"
+    refused = client.post(f"/api/orphans/{orphans[0]['id']}/delete", headers=operator)
+    assert refused.status_code == 409, refused.text
+    assert f"node {node_id}" in refused.json()["detail"]
+    drain(app_context)
+    assert cloud.servers.get_by_id(server_id).id == server_id
+
+
+def test_an_orphan_delete_queued_before_a_node_took_it_back_spares_it(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    setup: tuple[int, hcloud.Client],
+) -> None:
+    provider_id, cloud = setup
+    ours = {LABEL_INSTALLATION: installation_id(app_context.database)}
+    node_id = add_node(app_context, provider_id, "comeback", "failed", None)
+    server_id = make_server(cloud, "comeback", {**ours, LABEL_NODE: str(node_id)})
+    with app_context.database.session(write=True) as session:
+        enqueue(session, RECONCILE_ALL_KIND, {})
+    assert "failed" not in drain(app_context)
+    orphans = client.get("/api/orphans", headers=role_users[Role.viewer].headers).json()
+    queued = client.post(f"/api/orphans/{orphans[0]['id']}/delete", headers=role_users[Role.operator].headers)
+    assert queued.status_code == 202, queued.text
+    with app_context.database.session(write=True) as session:  # the node is retried first
+        row = session.get(Node, node_id)
+        assert row is not None
+        row.status = "acquiring"
+    assert drain(app_context) == ["failed"]
+    assert cloud.servers.get_by_id(server_id).id == server_id
+    with app_context.database.session() as session:
+        job = session.scalars(select(Job).where(Job.kind == "nodes.orphan_delete")).one()
+        assert job.error is not None and job.error["code"] == "conflict"

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from nodewright.context import AppContext
 from nodewright.db.models import Job, Node, OrphanServer, ProviderConnection
 from nodewright.jobs.enqueue import enqueue
-from nodewright.nodes.reconcile import ORPHAN_DELETE_KIND
+from nodewright.nodes.reconcile import ORPHAN_DELETE_KIND, orphan_holder
 from nodewright.nodes.service import release_pending
 from nodewright.nodes.states import PROVISION_KIND, NodeStatus, Stage, resource_key
 from nodewright.provisioning.target import plain_address
@@ -27,6 +27,10 @@ class OrphanNotFound(LookupError):
 
 class CannotAdopt(Exception):
     pass
+
+
+class OrphanHeld(Exception):
+    """The listed server is held by a node again (the list is reconcile's last snapshot)."""
 
 
 def list_orphans(session: Session, provider_id: int | None = None) -> list[OrphanServer]:
@@ -46,6 +50,13 @@ def _get(session: Session, orphan_id: int) -> OrphanServer:
 def delete_orphan(app: AppContext, orphan_id: int, *, actor: str) -> Job:
     with app.database.session(write=True) as session:
         orphan = _get(session, orphan_id)
+        label = str(orphan.node_id) if orphan.node_id is not None else None
+        holder = orphan_holder(session, orphan.provider_id, orphan.server_id, label)
+        if holder is not None:
+            raise OrphanHeld(
+                f"node {holder.id} holds server {orphan.server_id} now ({holder.status}): it is no orphan; "
+                "release the node to delete it"
+            )
         job = enqueue(
             session,
             ORPHAN_DELETE_KIND,
