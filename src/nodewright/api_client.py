@@ -7,6 +7,7 @@ argument (other users of the machine can read those in ``ps``).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import httpx
 from nodewright.security.secret import Secret
 
 DEFAULT_URL = "http://127.0.0.1:8400"
+# What an HTTP header can carry as one bearer token (the tokens nodewright issues are of this kind).
+_TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")
 
 
 class ApiError(Exception):
@@ -38,6 +41,11 @@ def load_token(token_file: Path | None) -> Secret:
             raise ApiError(f"cannot read the token file {token_file}: {exc.strerror}", usage=True) from None
         if not text:
             raise ApiError(f"the token file {token_file} is empty", usage=True)
+        if not _TOKEN_RE.match(text):
+            raise ApiError(
+                f"the token file {token_file} must hold one API token (printable ASCII, no spaces)",
+                usage=True,
+            )
         return Secret(text)
     value = os.environ.get("NODEWRIGHT_TOKEN", "").strip()
     if not value:
@@ -46,6 +54,8 @@ def load_token(token_file: Path | None) -> Secret:
             "(create one with `nodewright tokens create`)",
             usage=True,
         )
+    if not _TOKEN_RE.match(value):
+        raise ApiError("NODEWRIGHT_TOKEN must be one API token (printable ASCII, no spaces)", usage=True)
     return Secret(value)
 
 

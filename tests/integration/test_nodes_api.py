@@ -195,3 +195,28 @@ def test_unknown_contract_in_config_is_a_clear_error() -> None:
 
     with pytest.raises(ConfigError, match="unknown node contract"):
         load_settings(node_contracts=["provider/v9"])
+
+
+def test_retry_is_refused_while_a_release_is_queued(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser], provider_id: int
+) -> None:
+    """Delete, then Retry before the release job starts: the node stays on its way out (a retry would
+    put it back to pending and race a second provisioning against the release)."""
+    operator = role_users[Role.operator].headers
+    created = client.post("/api/nodes", json=body(provider_id), headers=operator).json()
+    node_id = created["node"]["id"]
+    with app_context.database.session(write=True) as session:
+        node, job = session.get(Node, node_id), session.get(Job, created["job"]["id"])
+        assert node is not None and job is not None
+        node.status, node.stage, node.error_code = "failed", "connect", "ssh_unreachable"
+        job.state = "failed"
+    release = client.delete(f"/api/nodes/{node_id}", headers=operator)
+    assert release.status_code == 202, release.text
+    retry = client.post(f"/api/nodes/{node_id}/retry", headers=operator)
+    assert retry.status_code == 409, retry.text
+    assert "releas" in retry.json()["detail"]
+    shown = client.get(f"/api/nodes/{node_id}", headers=operator).json()
+    assert shown["job_id"] == release.json()["job"]["id"]
+    with app_context.database.session() as session:
+        kinds = session.scalars(select(Job.kind).where(Job.state == "queued")).all()
+    assert kinds == ["nodes.release"]

@@ -5,7 +5,10 @@ that no node holds are orphans to delete (or, when nodewright can pin them, adop
 
 from __future__ import annotations
 
+import threading
+
 import hcloud
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from hcloud.images import Image
@@ -131,3 +134,102 @@ def test_reconcile_marks_lost_off_stuck_and_orphans(
     assert client.get("/api/orphans", headers=viewer).json() == []
     with app_context.database.session() as session:
         assert session.scalars(select(Job.state).where(Job.kind == "nodes.reconcile")).all() == ["succeeded"]
+
+
+def test_a_node_released_while_reconcile_looks_is_not_made_lost(
+    app_context: AppContext, setup: tuple[int, hcloud.Client], sim: SimServer
+) -> None:
+    """Reconcile decides "gone" from the provider, then writes: a node released (or retried, or
+    adopted) in between keeps the state its own job gave it."""
+    provider_id, cloud = setup
+    ours = {LABEL_INSTALLATION: installation_id(app_context.database)}
+    node_id = add_node(app_context, provider_id, "leaving", "ready", None)
+    server_id = make_server(cloud, "leaving", {**ours, LABEL_NODE: str(node_id)})
+    with app_context.database.session(write=True) as session:
+        row = session.get(Node, node_id)
+        assert row is not None
+        row.server_id = server_id
+        enqueue(session, "nodes.reconcile", {"provider_id": provider_id})
+    while cloud.servers.get_by_id(server_id).status != "running":  # its create action still holds it
+        threading.Event().wait(0.02)
+    cloud.servers.get_by_id(server_id).delete().wait_until_finished()
+    # Hold reconcile's direct lookup of the server while the node's release finishes.
+    control = httpx.Client(base_url=sim.base_url + "/_sim")
+    control.post(
+        "/faults", json={"kind": "slow", "method": "GET", "path": f"/v1/servers/{server_id}", "delay": 5}
+    ).raise_for_status()
+    outcome: list[str | None] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(run_next(app_context.database, registry=default_registry))
+    )
+    worker.start()
+    while not any(f["fired"] for f in control.get("/faults").json()["faults"]):
+        assert worker.is_alive()
+        threading.Event().wait(0.01)
+    with app_context.database.session(write=True) as session:
+        row = session.get(Node, node_id)
+        assert row is not None
+        row.status, row.server_status = "released", "deleted"
+    worker.join()
+    assert outcome == ["succeeded"]
+    with app_context.database.session() as session:
+        row = session.get(Node, node_id)
+        assert row is not None
+        assert (row.status, row.server_status, row.error_code) == ("released", "deleted", None)
+
+
+def test_an_orphan_a_node_took_back_is_not_deleted(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    setup: tuple[int, hcloud.Client],
+) -> None:
+    """A node failed before it recorded its server: reconcile lists the server as an orphan. The node
+    is retried and its acquire adopts the server by its labels; the stale orphan entry must not let
+    anyone delete the server the node now holds."""
+    provider_id, cloud = setup
+    ours = {LABEL_INSTALLATION: installation_id(app_context.database)}
+    node_id = add_node(app_context, provider_id, "comeback", "failed", None)
+    server_id = make_server(cloud, "comeback", {**ours, LABEL_NODE: str(node_id)})
+    with app_context.database.session(write=True) as session:
+        enqueue(session, RECONCILE_ALL_KIND, {})
+    assert "failed" not in drain(app_context)
+    viewer, operator = role_users[Role.viewer].headers, role_users[Role.operator].headers
+    orphans = client.get("/api/orphans", headers=viewer).json()
+    assert [o["server_id"] for o in orphans] == [server_id]
+    with app_context.database.session(write=True) as session:  # what the retried acquire records
+        row = session.get(Node, node_id)
+        assert row is not None
+        row.server_id, row.status = server_id, "provisioning"
+    refused = client.post(f"/api/orphans/{orphans[0]['id']}/delete", headers=operator)
+    assert refused.status_code == 409, refused.text
+    assert f"node {node_id}" in refused.json()["detail"]
+    drain(app_context)
+    assert cloud.servers.get_by_id(server_id).id == server_id
+
+
+def test_an_orphan_delete_queued_before_a_node_took_it_back_spares_it(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    setup: tuple[int, hcloud.Client],
+) -> None:
+    provider_id, cloud = setup
+    ours = {LABEL_INSTALLATION: installation_id(app_context.database)}
+    node_id = add_node(app_context, provider_id, "comeback", "failed", None)
+    server_id = make_server(cloud, "comeback", {**ours, LABEL_NODE: str(node_id)})
+    with app_context.database.session(write=True) as session:
+        enqueue(session, RECONCILE_ALL_KIND, {})
+    assert "failed" not in drain(app_context)
+    orphans = client.get("/api/orphans", headers=role_users[Role.viewer].headers).json()
+    queued = client.post(f"/api/orphans/{orphans[0]['id']}/delete", headers=role_users[Role.operator].headers)
+    assert queued.status_code == 202, queued.text
+    with app_context.database.session(write=True) as session:  # the node is retried first
+        row = session.get(Node, node_id)
+        assert row is not None
+        row.status = "acquiring"
+    assert drain(app_context) == ["failed"]
+    assert cloud.servers.get_by_id(server_id).id == server_id
+    with app_context.database.session() as session:
+        job = session.scalars(select(Job).where(Job.kind == "nodes.orphan_delete")).one()
+        assert job.error is not None and job.error["code"] == "conflict"

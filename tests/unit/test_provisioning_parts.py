@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nodewright.provisioning.events import EventDigest
 from nodewright.provisioning.profiles import ProfileError, available_profiles, get_profile, load_profile
-from nodewright.provisioning.runner import explicit_env
+from nodewright.provisioning.runner import explicit_env, write_extravars
 from nodewright.provisioning.ssh import HOST_KEY_MISMATCH, SSH_AUTH_FAILED, SSH_UNREACHABLE, classify
 from nodewright.provisioning.target import InvalidHostKey, SshTarget, fingerprint
 from nodewright.security.secret import Secret
@@ -40,6 +42,7 @@ def test_known_hosts_line_uses_openssh_host_patterns() -> None:
     assert SshTarget("198.18.0.5", 2222, "root", key).host_pattern == "[198.18.0.5]:2222"
     assert SshTarget("2001:db8::1", 22, "root", key).host_pattern == "2001:db8::1"
     assert SshTarget("2001:db8::1", 2222, "root", key + " a comment").host_public_key == key
+    assert SshTarget("2001:DB8:0::1", 22, "root", key).address == "2001:db8::1"
 
 
 @pytest.mark.parametrize(
@@ -48,6 +51,14 @@ def test_known_hosts_line_uses_openssh_host_patterns() -> None:
         ("node.example", 22, "root", None),  # a name a resolver could redirect
         ("198.18.0.5", 0, "root", None),
         ("198.18.0.5", 22, "root; rm -rf /", None),
+        # An IPv6 scope id is free text: it would reach known_hosts, ssh's destination and the
+        # copy-paste command shown to operators.
+        ("fe80::1%x\n* ssh-ed25519 AAAA", 22, "root", None),
+        ("fe80::1%';touch /tmp/owned;'", 22, "root", None),
+        ("fe80::1%eth0", 22, "root", None),
+        (" 198.18.0.5", 22, "root", None),
+        ("198.18.0.5", 22, "-oProxyCommand", None),  # an option, not an account
+        ("198.18.0.5", 22, "röot", None),  # unicode letters pass str.isalnum
         ("198.18.0.5", 22, "root", "ssh-ed25519"),
         ("198.18.0.5", 22, "root", "ssh-ed25519 not*base64"),
         ("198.18.0.5", 22, "root", "ssh-rsa " + public_key().split()[1]),  # blob of another type
@@ -106,6 +117,10 @@ def test_operator_profiles_are_found_and_override_builtin(tmp_path: Path) -> Non
         ("version: 1\nchecks: [{name: x}]\n", "'command'"),
         ("version: 1\ntimeout_seconds: true\n", "'timeout_seconds'"),
         ("version: 1\ntimeout_seconds: -5\n", "'timeout_seconds'"),
+        # str() of aliases nested n deep is 2**n long: a few lines of YAML, gigabytes of text.
+        ("version: 1\na: &a [x, x]\nb: &b [*a, *a]\ndescription: [*b, *b]\n", "'description'"),
+        ("version: 1\nchecks: [{name: x, command: '  '}]\n", "'command'"),
+        ("version: 1\nchecks: [{name: '', command: 'true'}]\n", "'name'"),
     ],
 )
 def test_malformed_profiles_name_the_field(tmp_path: Path, text: str, fragment: str) -> None:
@@ -140,3 +155,29 @@ def test_event_digest_redacts_and_keeps_the_first_failure() -> None:
     assert secret.reveal() not in repr(lines) and "[REDACTED]" in digest.failed.message
     assert digest.recap == {"node": {"ok": 1, "failures": 2}}
     assert lines[-1] == ("info", "recap: node: failures=2 ok=1")
+
+
+def test_extra_vars_are_never_templated(tmp_path: Path) -> None:
+    """An operator's SSH key comment holding a Jinja lookup reaches the playbook as text; it does
+    not run on the controller (the real ansible-playbook, on the local connection)."""
+    marker = tmp_path / "pwned"
+    evil = f"ssh-ed25519 AAAA {{{{ lookup('pipe', 'touch {marker}') }}}} \"quoted\" \\ é"
+    extravars = {"nw_admin_keys": [evil], "nw_node_id": 7, "nw_node_name": "{{ 7 * 6 }}"}
+    playbook = tmp_path / "pb.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  connection: local\n  tasks:\n"
+        "    - copy:\n        dest: " + str(tmp_path / "out.txt") + "\n"
+        "        content: \"{{ nw_admin_keys | join(',') }}|{{ nw_node_id + 1 }}|{{ nw_node_name }}\"\n"
+    )
+    args = write_extravars(tmp_path / "extravars.yml", extravars)
+    bindir = Path(sys.executable).parent
+    result = subprocess.run(
+        [str(bindir / "ansible-playbook"), "-i", "localhost,", str(playbook),
+         "-e", f"ansible_python_interpreter={sys.executable}", *shlex.split(args)],
+        capture_output=True, text=True, check=False, timeout=300,
+        env={"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path), "ANSIBLE_LOCAL_TEMP": str(tmp_path),
+             "ANSIBLE_HOME": str(tmp_path / "ah")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not marker.exists()
+    assert (tmp_path / "out.txt").read_text() == f"{evil}|8|{{{{ 7 * 6 }}}}"

@@ -45,12 +45,15 @@ def list_orphans(
     "/orphans/{orphan_id}/delete",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Delete an orphaned server at the provider (a job)",
+    responses={409: problem_doc("A node holds the server again")},
 )
 def delete_orphan(caller: Operator, ctx: ContextDep, response: Response, orphan_id: OrphanId) -> JobRef:
     try:
         job = orphans.delete_orphan(ctx, orphan_id, actor=caller.actor)
     except orphans.OrphanNotFound:
         raise not_found("Orphan", orphan_id) from None
+    except orphans.OrphanHeld as exc:
+        raise ProblemError(409, "conflict", "Not an orphan", str(exc)) from None
     response.headers["Location"] = f"/api/jobs/{job.id}"
     return job_ref(job)
 

@@ -14,8 +14,10 @@ from sqlalchemy.orm import Session
 from nodewright.context import AppContext
 from nodewright.db.models import Job, Node, OrphanServer, ProviderConnection
 from nodewright.jobs.enqueue import enqueue
-from nodewright.nodes.reconcile import ORPHAN_DELETE_KIND
+from nodewright.nodes.reconcile import ORPHAN_DELETE_KIND, orphan_holder
+from nodewright.nodes.service import release_pending
 from nodewright.nodes.states import PROVISION_KIND, NodeStatus, Stage, resource_key
+from nodewright.provisioning.target import plain_address
 from nodewright.security import audit
 
 
@@ -25,6 +27,10 @@ class OrphanNotFound(LookupError):
 
 class CannotAdopt(Exception):
     pass
+
+
+class OrphanHeld(Exception):
+    """The listed server is held by a node again (the list is reconcile's last snapshot)."""
 
 
 def list_orphans(session: Session, provider_id: int | None = None) -> list[OrphanServer]:
@@ -44,6 +50,13 @@ def _get(session: Session, orphan_id: int) -> OrphanServer:
 def delete_orphan(app: AppContext, orphan_id: int, *, actor: str) -> Job:
     with app.database.session(write=True) as session:
         orphan = _get(session, orphan_id)
+        label = str(orphan.node_id) if orphan.node_id is not None else None
+        holder = orphan_holder(session, orphan.provider_id, orphan.server_id, label)
+        if holder is not None:
+            raise OrphanHeld(
+                f"node {holder.id} holds server {orphan.server_id} now ({holder.status}): it is no orphan; "
+                "release the node to delete it"
+            )
         job = enqueue(
             session,
             ORPHAN_DELETE_KIND,
@@ -76,12 +89,18 @@ def adopt_orphan(app: AppContext, orphan_id: int, *, actor: str) -> tuple[Node, 
             raise CannotAdopt(f"node {node.id} is {node.status} with another server: delete this one instead")
         if NodeStatus(node.status) not in (NodeStatus.failed, NodeStatus.lost):
             raise CannotAdopt(f"node {node.id} is {node.status}: wait until it has failed, then adopt")
+        if release_pending(session, node):
+            raise CannotAdopt(f"node {node.id} is being released: delete this server instead")
         if node.host_key_secret_id is None or not node.host_public_key or not orphan.ipv4:
             raise CannotAdopt(
                 "nodewright does not hold this server's host key, so it cannot be pinned: delete it"
             )
+        try:
+            address = plain_address(orphan.ipv4)
+        except ValueError:
+            raise CannotAdopt(f"server address {orphan.ipv4[:64]!r} is not a plain IP address") from None
         node.server_id, node.server_name, node.server_status = orphan.server_id, orphan.name, orphan.status
-        node.ssh_address, node.ssh_port, node.ssh_user = orphan.ipv4, connection.ssh_port, connection.ssh_user
+        node.ssh_address, node.ssh_port, node.ssh_user = address, connection.ssh_port, connection.ssh_user
         evidence = dict(node.evidence or {})
         stages = dict(evidence.get("stages") or {})
         stages[Stage.acquire.value] = {"ok": True, "adopted": True}

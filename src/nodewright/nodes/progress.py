@@ -16,7 +16,7 @@ from nodewright.jobs.context import JobContext
 from nodewright.jobs.errors import INTERNAL_ERROR, JobCanceled, JobError, LeaseLost
 from nodewright.nodes.states import STAGE_STATUS, NodeStatus, Stage
 from nodewright.providers.errors import ProviderError
-from nodewright.security.redaction import redact
+from nodewright.security.redaction import redact, redact_text
 
 T = TypeVar("T")
 
@@ -77,8 +77,9 @@ def fail(ctx: JobContext, node_id: int, stage: Stage, error: JobError) -> None:
     final = not error.retryable or ctx.attempt >= ctx.max_attempts
     fields: dict[str, Any] = {
         "error_code": error.code,
-        "error_message": error.message,
-        "error_hint": error.hint,
+        # Redacted as the job's own error is: a message may carry what a node or provider echoed.
+        "error_message": redact_text(error.message) if error.message is not None else None,
+        "error_hint": redact_text(error.hint) if error.hint is not None else None,
         "error_retryable": error.retryable and not final,
         "stage": stage.value,
     }

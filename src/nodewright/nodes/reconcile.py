@@ -13,12 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from nodewright import runtime
 from nodewright.db.models import Job, Node, OrphanServer, ProviderConnection
 from nodewright.db.types import utcnow
 from nodewright.jobs.context import JobContext
 from nodewright.jobs.enqueue import enqueue
+from nodewright.jobs.errors import JobError
 from nodewright.jobs.registry import job_handler, registry
 from nodewright.jobs.states import TERMINAL
 from nodewright.nodes.states import IN_PROGRESS, RECONCILE_KIND, NodeStatus
@@ -31,6 +33,8 @@ from nodewright.providers.registry import make_adapter
 RECONCILE_ALL_KIND = "nodes.reconcile_all"
 ORPHAN_DELETE_KIND = "nodes.orphan_delete"
 RECONCILE_INTERVAL_SECONDS = 300.0
+# Only a node at rest can be lost; one in a job is that job's to settle.
+LOSABLE = (NodeStatus.ready.value, NodeStatus.failed.value)
 LOST_HINT = "The server was deleted outside nodewright. Release the node to clear it, then create a new one."
 
 
@@ -102,7 +106,7 @@ def reconcile(ctx: JobContext) -> dict[str, Any]:
             for n in nodes
             if n.server_id is not None
             and n.server_id not in by_id
-            and n.status in (NodeStatus.ready.value, NodeStatus.failed.value)
+            and n.status in LOSABLE
             and adapter.inspect(n.server_id) is None
         }
     except ProviderError as error:
@@ -119,7 +123,8 @@ def reconcile(ctx: JobContext) -> dict[str, Any]:
                 continue
             if _settle_stuck(session, node):
                 settled.append(node.id)
-            if node.id in gone:
+            # Decided from a snapshot: a node released, retried or adopted since keeps its state.
+            if node.id in gone and node.status in LOSABLE and node.server_id == snapshot.server_id:
                 node.status = NodeStatus.lost.value
                 node.server_status = "gone"
                 node.error_code = "server_gone"
@@ -166,11 +171,49 @@ def reconcile(ctx: JobContext) -> dict[str, Any]:
             "server_status_changed": changed, "orphans": len(orphans)}  # fmt: skip
 
 
+def orphan_holder(session: Session, provider_id: int, server_id: int, label: str | None) -> Node | None:
+    """The node that holds (or is acquiring) this server, which makes it no orphan (any more): one
+    that recorded it, or the node its label names while that node is in progress without a server
+    (a retried acquire adopts a server by its labels)."""
+    held = session.scalar(
+        select(Node).where(
+            Node.provider_id == provider_id,
+            Node.server_id == server_id,
+            Node.status != NodeStatus.released.value,
+        )
+    )
+    if held is not None or not (label and label.isdigit()):
+        return held
+    node = session.get(Node, int(label))
+    if (
+        node is not None
+        and node.provider_id == provider_id
+        and node.server_id is None
+        and NodeStatus(node.status) in IN_PROGRESS
+    ):
+        return node
+    return None
+
+
 @job_handler(ORPHAN_DELETE_KIND, max_attempts=8)
 def orphan_delete(ctx: JobContext) -> dict[str, Any]:
     provider_id, server_id = int(ctx.args["provider_id"]), int(ctx.args["server_id"])
     adapter = adapter_for(ctx, provider_id)
     try:
+        # The orphan list is a snapshot: look again, at the provider and at the nodes, before deleting.
+        server = adapter.inspect(server_id)
+        with ctx.database.session() as session:
+            holder = orphan_holder(
+                session, provider_id, server_id, server.labels.get(LABEL_NODE) if server else None
+            )
+            holder_id = holder.id if holder is not None else None
+        if holder_id is not None:
+            raise JobError(
+                "conflict",
+                f"server {server_id} belongs to node {holder_id} again: not deleted",
+                retryable=False,
+                hint="Release the node to delete its server.",
+            )
         adapter.release(server_id, ctx)
     except ProviderError as error:
         raise error.to_job_error() from None

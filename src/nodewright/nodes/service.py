@@ -23,6 +23,7 @@ from nodewright.context import AppContext
 from nodewright.db.models import Job, Node, ProviderConnection
 from nodewright.jobs import service as jobs_service
 from nodewright.jobs.enqueue import enqueue
+from nodewright.jobs.states import TERMINAL
 from nodewright.nodes.states import (
     CONTRACT_PROVIDER_V1,
     IN_PROGRESS,
@@ -298,6 +299,15 @@ def release_node(app: AppContext, node_id: int, *, actor: str, keep_server: bool
         return node, job
 
 
+def release_pending(session: Session, node: Node) -> bool:
+    """A release was asked for and has not ended: the node shows its old status until the release
+    job starts, but it is on its way out (a retry or adoption would race it)."""
+    if node.job_id is None:
+        return False
+    job = session.get(Job, node.job_id)
+    return job is not None and job.kind == RELEASE_KIND and job.state not in TERMINAL
+
+
 def retry_node(app: AppContext, node_id: int, *, actor: str) -> tuple[Node, Job]:
     """Run ``node_provision`` again for a failed node; it resumes from the stage that failed."""
     with app.database.session(write=True) as session:
@@ -306,6 +316,8 @@ def retry_node(app: AppContext, node_id: int, *, actor: str) -> tuple[Node, Job]
             raise NodeStateConflict(
                 node, f"node {node.id} is {node.status}; only a failed provisioning is retried"
             )
+        if release_pending(session, node):
+            raise NodeStateConflict(node, f"node {node.id} is being released; it cannot be retried")
         job = enqueue(
             session,
             PROVISION_KIND,

@@ -85,16 +85,20 @@ def load_profile(directory: Path) -> Profile:
     for i, item in enumerate(_field(data, "checks", list, where, [])):
         if not isinstance(item, dict):
             raise ProfileError(f"{where}: checks[{i}] must be a mapping with 'name' and 'command'")
-        checks.append(
-            Check(_field(item, "name", str, where).strip(), _field(item, "command", str, where).strip())
-        )
+        name_, command = (_field(item, key, str, where).strip() for key in ("name", "command"))
+        for key, value in (("name", name_), ("command", command)):
+            if not value:
+                # An empty command makes ssh open a login shell that passes on EOF: a vacuous check.
+                raise ProfileError(f"{where}: checks[{i}] '{key}' must not be empty")
+        checks.append(Check(name_, command))
     timeout = _field(data, "timeout_seconds", (int, float), where, 900)
     if not 0 < float(timeout) <= 24 * 3600:
         raise ProfileError(f"{where}: 'timeout_seconds' must be between 1 and 86400")
     return Profile(
         name=name,
         version=version,
-        description=str(data.get("description", "")),
+        # A string only: str() of a structure of YAML aliases grows exponentially (a YAML bomb).
+        description=_field(data, "description", str, where, ""),
         directory=directory,
         playbook=playbook,
         checks=tuple(checks),

@@ -14,7 +14,9 @@ What the run is given, and what it is not:
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -66,6 +68,30 @@ def inventory_for(target: SshTarget) -> dict[str, Any]:
             }
         }
     }
+
+
+def unsafe_yaml(value: Any) -> str:
+    """``value`` as YAML with every string tagged ``!unsafe``: Ansible never templates it.
+
+    Extra vars are templated when a task uses them, so ``{{ lookup('pipe', ...) }}`` inside one
+    (an SSH key's free-text comment, a node or profile field) would run on this machine, the
+    controller. JSON strings are valid YAML double-quoted scalars; flow style keeps it one line."""
+    if isinstance(value, str):
+        return "!unsafe " + json.dumps(value)
+    if value is None or isinstance(value, bool | int | float):
+        return json.dumps(value)
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{json.dumps(str(k))}: {unsafe_yaml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(unsafe_yaml(v) for v in value) + "]"
+    raise TypeError(f"extra var of type {type(value).__name__} is not supported")
+
+
+def write_extravars(path: Path, extravars: Mapping[str, Any]) -> str:
+    """Write ``extravars`` to ``path`` (0600) and return the ansible-playbook arguments that load it."""
+    path.write_text(unsafe_yaml(dict(extravars)) + "\n")
+    os.chmod(path, 0o600)
+    return f"-e @{shlex.quote(str(path))}"
 
 
 def explicit_env(runner_env: Mapping[str, str], ours: Mapping[str, str]) -> dict[str, str]:
@@ -147,7 +173,8 @@ def _run(
         private_data_dir=str(workdir),
         playbook=str(playbook.resolve()),
         inventory=inventory_for(target),
-        extravars=dict(extravars),
+        # Not ansible-runner's ``extravars`` (plain JSON: its strings would be templates).
+        cmdline=write_extravars(workdir / "extravars.yml", extravars),
         envvars=env,
         suppress_env_files=True,
         quiet=True,

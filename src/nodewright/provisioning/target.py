@@ -5,11 +5,28 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import re
 from dataclasses import dataclass
 
 
 class InvalidHostKey(ValueError):
     pass
+
+
+# A POSIX account name (useradd's default rule): never an option (``-o...``), never non-ASCII.
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+def plain_address(address: str) -> str:
+    """The canonical text of an IP address, or ``ValueError``.
+
+    An IPv6 scope id (``fe80::1%...``) is free text to :mod:`ipaddress` (spaces, newlines, quotes):
+    it would reach the known_hosts line, ssh's destination and the command shown to operators, so a
+    scoped address is refused; a public server address never has one."""
+    ip = ipaddress.ip_address(address)  # an address, never a name a resolver could redirect
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        raise ValueError(f"SSH address {address!r} has a scope id; a public address has none")
+    return str(ip)
 
 
 def parse_public_key(line: str) -> tuple[str, bytes]:
@@ -44,10 +61,10 @@ class SshTarget:
     host_public_key: str
 
     def __post_init__(self) -> None:
-        ipaddress.ip_address(self.address)  # an address, never a name a resolver could redirect
-        if not 0 < self.port < 65536:
+        object.__setattr__(self, "address", plain_address(self.address))
+        if isinstance(self.port, bool) or not 0 < self.port < 65536:
             raise ValueError(f"SSH port {self.port} is out of range")
-        if not self.user or not self.user.replace("-", "").replace("_", "").isalnum():
+        if not USER_RE.match(self.user):
             raise ValueError(f"SSH user {self.user!r} is not a plain account name")
         key_type, _ = parse_public_key(self.host_public_key)
         object.__setattr__(self, "host_public_key", f"{key_type} {self.host_public_key.split()[1]}")
