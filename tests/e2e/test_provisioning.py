@@ -58,6 +58,7 @@ class Log:
 
 @pytest.fixture
 def node(ssh_sim_server: SimServer) -> tuple[SshTarget, Secret]:
+    _BEFORE.update(processes_mentioning("/" + CONTROL_DIR_PREFIX))
     """A fresh simulated server whose host key we generated and injected: (pinned target, client key)."""
     require_binary("ssh-agent")
     httpx.post(ssh_sim_server.base_url + "/_sim/reset").raise_for_status()
@@ -85,9 +86,16 @@ def node(ssh_sim_server: SimServer) -> tuple[SshTarget, Secret]:
     return target, Secret(client_private)
 
 
+_BEFORE: set[str] = set()
+
+
 def leftovers(tmp_path: Path) -> list[str]:
-    """Processes of a run still alive: anything naming its directories (ssh masters name theirs)."""
-    return processes_mentioning(str(tmp_path)) + processes_mentioning("/" + CONTROL_DIR_PREFIX)
+    """Processes of a run still alive: anything naming its directories (ssh masters and agents name
+    their control directory, in the system temp dir); those that ran before this module (another
+    test run on the machine) are not ours."""
+    return processes_mentioning(str(tmp_path)) + [
+        p for p in processes_mentioning("/" + CONTROL_DIR_PREFIX) if p not in _BEFORE
+    ]
 
 
 def processes_mentioning(marker: str) -> list[str]:

@@ -50,7 +50,9 @@ def check_marker(ssh: PinnedSsh, *, node_id: int, profile: Profile) -> CheckResu
         marker = json.loads(result.stdout)
     except ValueError:
         return CheckResult(name, False, f"{MARKER_PATH} is not JSON")
-    if not isinstance(marker, dict) or marker.get("node_id") != node_id:
+    if not isinstance(marker, dict):
+        return CheckResult(name, False, f"{MARKER_PATH} is not a JSON object")
+    if marker.get("node_id") != node_id:
         return CheckResult(name, False, f"{MARKER_PATH} names node {_detail(str(marker.get('node_id')))}")
     if marker.get("profile") != profile.name:
         return CheckResult(name, False, f"{MARKER_PATH} names profile {_detail(str(marker.get('profile')))}")
