@@ -175,7 +175,7 @@ def main() -> None:
             secret_keys=SecretStr(Fernet.generate_key().decode()),
             embedded_workers=max(2, args.concurrent),
             job_poll_interval=0.2,
-            provider_endpoints=["http://127.0.0.1:"],
+            provider_endpoints="http://127.0.0.1:",
         )  # type: ignore[call-arg]
         with TestClient(create_app(settings)) as client:
             ctx: AppContext = client.app.state.ctx  # type: ignore[attr-defined]
