@@ -256,3 +256,47 @@ def test_endpoint_outside_the_allowed_prefixes_is_refused_without_a_call(
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "api_endpoint"
     assert _counts(app_context) == (0, 0)
+
+
+def test_an_endpoint_that_only_looks_allowed_is_refused_without_a_call(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    sim: SimServer,  # noqa: F811
+) -> None:
+    """``http://127.0.0.1:@host/`` starts with the allowed prefix ``http://127.0.0.1:`` but its host
+    is ``host`` (the part before ``@`` is a user name): the allow-list must look at the host."""
+    control = SimControl(sim.base_url)
+    control.clear_requests()
+    port = sim.base_url.rsplit(":", 1)[1]
+    for endpoint in (
+        f"http://127.0.0.1:@localhost:{port}/v1",
+        f"http://127.0.0.1:x@localhost:{port}/v1",
+        f"http://127.0.0.1:{port}\\@localhost:{port}/v1",
+    ):
+        body = {"kind": "hetzner", "name": "x", "token": random_token(), "api_endpoint": endpoint}
+        response = client.post("/api/providers", json=body, headers=role_users[Role.admin].headers)
+        assert response.status_code == 422, endpoint
+        assert response.json()["errors"][0]["field"] == "api_endpoint", response.text
+    assert control.requests() == []
+    assert _counts(app_context) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "ok"),
+    [
+        ("http://127.0.0.1:@evil.example/v1", False),
+        ("https://api.hetzner.cloud.evil.example/v1", False),
+        ("https://api.hetzner.cloud@evil.example/v1", False),
+        ("http://127.0.0.1:8080/v1", True),
+        ("https://api.hetzner.cloud/v1", True),
+    ],
+)
+def test_allowed_endpoint_prefixes_match_scheme_and_host(endpoint: str, ok: bool) -> None:
+    prefixes = ("http://127.0.0.1:", "https://api.hetzner.cloud")
+    if ok:
+        connections.check_endpoint("hetzner", endpoint, prefixes)
+        return
+    with pytest.raises(connections.ConnectionError_) as refused:
+        connections.check_endpoint("hetzner", endpoint, prefixes)
+    assert refused.value.field == "api_endpoint"

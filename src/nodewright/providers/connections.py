@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -106,16 +107,51 @@ def status_message(row: ProviderConnection, now: dt.datetime | None = None) -> s
 DEFAULT_ENDPOINTS = {"hetzner": "https://api.hetzner.cloud/v1"}
 
 
+def _endpoint_host(url: str) -> tuple[str, str | None]:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower(), parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return "", None
+
+
 def check_endpoint(kind: str, endpoint: str | None, allowed: tuple[str, ...] | None) -> None:
-    """Refuse an endpoint (or the provider's default one) outside ``NODEWRIGHT_PROVIDER_ENDPOINTS``."""
+    """Refuse an endpoint (or the provider's default one) outside ``NODEWRIGHT_PROVIDER_ENDPOINTS``.
+
+    A prefix match alone is not enough: ``http://127.0.0.1:@evil.example/`` starts with
+    ``http://127.0.0.1:`` but names the host ``evil.example`` (what precedes ``@`` is a user name),
+    and ``https://api.hetzner.cloud.evil.example`` starts with ``https://api.hetzner.cloud``. So an
+    endpoint may carry no user information, and it must name the same scheme and host as the prefix
+    it matches."""
     effective = endpoint or DEFAULT_ENDPOINTS.get(kind, "")
-    if allowed is not None and not any(effective.startswith(prefix) for prefix in allowed):
+    try:
+        netloc = urlsplit(effective).netloc
+    except ValueError:
+        netloc = ""
+    if "@" in netloc or "\\" in netloc or _endpoint_host(effective)[1] is None:
         raise ConnectionError_(
             422,
             "invalid_request",
-            f"the API endpoint {effective} is not allowed here (NODEWRIGHT_PROVIDER_ENDPOINTS)",
+            "the API endpoint must be an http(s) URL with a host and no user name or password",
             "api_endpoint",
         )
+    if allowed is None:
+        return
+    scheme, host = _endpoint_host(effective)
+    for prefix in allowed:
+        prefix_scheme, prefix_host = _endpoint_host(prefix)
+        if (
+            effective.startswith(prefix)
+            and scheme == prefix_scheme
+            and (prefix_host is None or host == prefix_host)
+        ):
+            return
+    raise ConnectionError_(
+        422,
+        "invalid_request",
+        f"the API endpoint {effective} is not allowed here (NODEWRIGHT_PROVIDER_ENDPOINTS)",
+        "api_endpoint",
+    )
 
 
 def _validate(kind: str, token: Secret, api_endpoint: str | None, ssh_port: int, ssh_user: str) -> None:
