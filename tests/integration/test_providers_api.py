@@ -300,3 +300,30 @@ def test_allowed_endpoint_prefixes_match_scheme_and_host(endpoint: str, ok: bool
     with pytest.raises(connections.ConnectionError_) as refused:
         connections.check_endpoint("hetzner", endpoint, prefixes)
     assert refused.value.field == "api_endpoint"
+
+
+def test_the_stored_token_never_follows_a_changed_endpoint(
+    client: TestClient,
+    role_users: dict[Role, RoleUser],
+    sim: SimServer,  # noqa: F811
+) -> None:
+    """Moving a connection to another endpoint needs the token pasted again: otherwise anyone who
+    may edit the connection could send the stored token to a URL of their choosing and read it."""
+    headers = role_users[Role.admin].headers
+    token = random_token()
+    created = client.post("/api/providers", json=_body(sim, token), headers=headers).json()
+    control = SimControl(sim.base_url)
+    control.clear_requests()
+    elsewhere = sim.base_url + "/v1/"  # another spelling stands in for another host
+    moved = client.patch(f"/api/providers/{created['id']}", json={"api_endpoint": elsewhere}, headers=headers)
+    assert moved.status_code == 422, moved.text
+    assert moved.json()["errors"][0]["field"] == "token"
+    assert control.requests() == []
+    assert client.get(f"/api/providers/{created['id']}", headers=headers).json()["api_endpoint"] == (
+        sim.base_url + "/v1"
+    )
+    with_token = client.patch(
+        f"/api/providers/{created['id']}", json={"api_endpoint": elsewhere, "token": token}, headers=headers
+    )
+    assert with_token.status_code == 200, with_token.text
+    assert with_token.json()["api_endpoint"] == elsewhere

@@ -276,10 +276,16 @@ def update_connection(
                     409, "conflict", f"a provider connection named {name!r} exists", "name"
                 )
     new_endpoint = api_endpoint if api_endpoint is not None else endpoint
-    if token is not None or new_endpoint != endpoint:
-        if token is None:
-            with database.session() as session:
-                token = box.load(session, _require(session, connection_id).token_secret_id)
+    if new_endpoint != endpoint and token is None:
+        # The stored token goes only to the endpoint it was handed in for: sending it to a new one
+        # would let whoever may edit the connection collect it at a URL of their choosing.
+        raise ConnectionError_(
+            422,
+            "invalid_request",
+            "changing the API endpoint needs the token again: paste it with the new endpoint",
+            "token",
+        )
+    if token is not None:
         try:
             _validate(kind, token, new_endpoint, ssh_port or port, ssh_user or user)
         except ProviderError as error:
