@@ -327,3 +327,35 @@ def test_the_stored_token_never_follows_a_changed_endpoint(
     )
     assert with_token.status_code == 200, with_token.text
     assert with_token.json()["api_endpoint"] == elsewhere
+
+
+@pytest.mark.parametrize(
+    ("name", "endpoint_suffix"),
+    [
+        ("main\r\nforged line", ""),
+        ("main\u202egnp.exe", ""),
+        ("<b>main</b>", ""),
+        ("n" * 65, ""),
+        ("main", " \r\nX-Injected: 1"),
+        ("main", "/" + "a" * 300),
+    ],
+)
+def test_the_dashboard_form_holds_names_and_endpoints_to_the_api_rules(
+    name: str,
+    endpoint_suffix: str,
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    sim: SimServer,  # noqa: F811
+) -> None:
+    """The connect form refuses what the API refuses (it used to keep control, bidi and markup
+    characters in names, silently cut long ones, and accept any endpoint starting with http)."""
+    from tests.integration.test_dashboard_auth import login
+
+    csrf = login(client, "admin-user")
+    form = {"csrf_token": csrf, "name": name, "token": random_token(), "api_endpoint": sim.base_url + "/v1"}
+    form["api_endpoint"] += endpoint_suffix
+    response = client.post("/providers", data=form)
+    assert response.status_code == 422
+    assert "Not connected (invalid_request)" in response.text
+    assert _counts(app_context) == (0, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -105,6 +106,20 @@ def status_message(row: ProviderConnection, now: dt.datetime | None = None) -> s
 
 
 DEFAULT_ENDPOINTS = {"hetzner": "https://api.hetzner.cloud/v1"}
+# The same rules as the API's schema, here so that every entry point (API, dashboard) holds to them.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
+ENDPOINT_RE = re.compile(r"https?://\S{1,247}")
+
+
+def check_name(name: str) -> None:
+    if not NAME_RE.fullmatch(name):
+        raise ConnectionError_(
+            422,
+            "invalid_request",
+            "the name must be 1-64 letters, digits, spaces, dots, dashes or underscores, "
+            "starting with a letter or digit",
+            "name",
+        )
 
 
 def _endpoint_host(url: str) -> tuple[str, str | None]:
@@ -124,6 +139,13 @@ def check_endpoint(kind: str, endpoint: str | None, allowed: tuple[str, ...] | N
     endpoint may carry no user information, and it must name the same scheme and host as the prefix
     it matches."""
     effective = endpoint or DEFAULT_ENDPOINTS.get(kind, "")
+    if not ENDPOINT_RE.fullmatch(effective) or not effective.isascii() or not effective.isprintable():
+        raise ConnectionError_(
+            422,
+            "invalid_request",
+            "the API endpoint must be an http(s) URL of at most 255 characters, without spaces",
+            "api_endpoint",
+        )
     try:
         netloc = urlsplit(effective).netloc
     except ValueError:
@@ -181,6 +203,7 @@ def create_connection(
 ) -> ProviderConnection:
     if kind not in KINDS:
         raise ConnectionError_(422, "invalid_request", f"unknown provider kind {kind!r}", "kind")
+    check_name(name)
     check_endpoint(kind, api_endpoint, allowed_endpoints)
     with database.session() as session:
         if session.scalar(select(ProviderConnection.id).where(ProviderConnection.name == name)) is not None:
@@ -269,6 +292,8 @@ def update_connection(
         kind, endpoint = current.kind, current.api_endpoint
         check_endpoint(kind, api_endpoint if api_endpoint is not None else endpoint, allowed_endpoints)
         port, user = current.ssh_port, current.ssh_user
+        if name is not None:
+            check_name(name)
         if name is not None and name != current.name:
             taken = session.scalar(select(ProviderConnection.id).where(ProviderConnection.name == name))
             if taken is not None:
