@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import resource
 from dataclasses import dataclass
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+_BLANK_LINE = re.compile(rb"\n\r?\n")
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,10 @@ class GuardedH11Protocol(H11Protocol):
     def _check_head(self, data: bytes) -> bool:
         start = max(0, len(self._head) - 3)
         self._head += data
-        end = self._head.find(b"\r\n\r\n", start)
+        # h11 ends a head at a blank line and takes bare LF line ends as well as CRLF, so both are
+        # looked for (a count of CRLF alone let a head of LF-ended lines carry any number of them).
+        blank = _BLANK_LINE.search(self._head, start)
+        end = -1 if blank is None else blank.start()
         head = self._head if end < 0 else self._head[:end]
         if len(head) > self.limits.max_header_bytes:
             self._reject(
@@ -114,7 +120,7 @@ class GuardedH11Protocol(H11Protocol):
                 f"The request head exceeds {self.limits.max_header_bytes} bytes.",
             )
             return False
-        if head.lstrip(b"\r\n").count(b"\r\n") > self.limits.max_headers:
+        if head.lstrip(b"\r\n").count(b"\n") > self.limits.max_headers:
             self._reject(
                 431,
                 "Request Header Fields Too Large",

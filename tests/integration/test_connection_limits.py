@@ -119,6 +119,16 @@ def test_too_many_header_lines_are_refused(server: ServeProcess) -> None:
     assert b"too_many_headers" in answer
 
 
+def test_too_many_header_lines_with_bare_line_feeds_are_refused(server: ServeProcess) -> None:
+    """h11 accepts lines ended by a bare LF: they count like CRLF-ended ones."""
+    lines = b"".join(b"X-H%d: v\n" % i for i in range(30))
+    with _connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\nHost: x\n" + lines + b"\n")
+        answer = _read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 431"), answer
+    assert b"too_many_headers" in answer
+
+
 def test_normal_requests_and_keep_alive(server: ServeProcess) -> None:
     with _connect(server) as sock:
         for _ in range(3):  # several requests on one connection, each with a fresh head deadline

@@ -256,3 +256,106 @@ def test_endpoint_outside_the_allowed_prefixes_is_refused_without_a_call(
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "api_endpoint"
     assert _counts(app_context) == (0, 0)
+
+
+def test_an_endpoint_that_only_looks_allowed_is_refused_without_a_call(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    sim: SimServer,  # noqa: F811
+) -> None:
+    """``http://127.0.0.1:@host/`` starts with the allowed prefix ``http://127.0.0.1:`` but its host
+    is ``host`` (the part before ``@`` is a user name): the allow-list must look at the host."""
+    control = SimControl(sim.base_url)
+    control.clear_requests()
+    port = sim.base_url.rsplit(":", 1)[1]
+    for endpoint in (
+        f"http://127.0.0.1:@localhost:{port}/v1",
+        f"http://127.0.0.1:x@localhost:{port}/v1",
+        f"http://127.0.0.1:{port}\\@localhost:{port}/v1",
+    ):
+        body = {"kind": "hetzner", "name": "x", "token": random_token(), "api_endpoint": endpoint}
+        response = client.post("/api/providers", json=body, headers=role_users[Role.admin].headers)
+        assert response.status_code == 422, endpoint
+        assert response.json()["errors"][0]["field"] == "api_endpoint", response.text
+    assert control.requests() == []
+    assert _counts(app_context) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "ok"),
+    [
+        ("http://127.0.0.1:@evil.example/v1", False),
+        ("https://api.hetzner.cloud.evil.example/v1", False),
+        ("https://api.hetzner.cloud@evil.example/v1", False),
+        ("http://127.0.0.1:8080/v1", True),
+        ("https://api.hetzner.cloud/v1", True),
+    ],
+)
+def test_allowed_endpoint_prefixes_match_scheme_and_host(endpoint: str, ok: bool) -> None:
+    prefixes = ("http://127.0.0.1:", "https://api.hetzner.cloud")
+    if ok:
+        connections.check_endpoint("hetzner", endpoint, prefixes)
+        return
+    with pytest.raises(connections.ConnectionError_) as refused:
+        connections.check_endpoint("hetzner", endpoint, prefixes)
+    assert refused.value.field == "api_endpoint"
+
+
+def test_the_stored_token_never_follows_a_changed_endpoint(
+    client: TestClient,
+    role_users: dict[Role, RoleUser],
+    sim: SimServer,  # noqa: F811
+) -> None:
+    """Moving a connection to another endpoint needs the token pasted again: otherwise anyone who
+    may edit the connection could send the stored token to a URL of their choosing and read it."""
+    headers = role_users[Role.admin].headers
+    token = random_token()
+    created = client.post("/api/providers", json=_body(sim, token), headers=headers).json()
+    control = SimControl(sim.base_url)
+    control.clear_requests()
+    elsewhere = sim.base_url + "/v1/"  # another spelling stands in for another host
+    moved = client.patch(f"/api/providers/{created['id']}", json={"api_endpoint": elsewhere}, headers=headers)
+    assert moved.status_code == 422, moved.text
+    assert moved.json()["errors"][0]["field"] == "token"
+    assert control.requests() == []
+    assert client.get(f"/api/providers/{created['id']}", headers=headers).json()["api_endpoint"] == (
+        sim.base_url + "/v1"
+    )
+    with_token = client.patch(
+        f"/api/providers/{created['id']}", json={"api_endpoint": elsewhere, "token": token}, headers=headers
+    )
+    assert with_token.status_code == 200, with_token.text
+    assert with_token.json()["api_endpoint"] == elsewhere
+
+
+@pytest.mark.parametrize(
+    ("name", "endpoint_suffix"),
+    [
+        ("main\r\nforged line", ""),
+        ("main\u202egnp.exe", ""),
+        ("<b>main</b>", ""),
+        ("n" * 65, ""),
+        ("main", " \r\nX-Injected: 1"),
+        ("main", "/" + "a" * 300),
+    ],
+)
+def test_the_dashboard_form_holds_names_and_endpoints_to_the_api_rules(
+    name: str,
+    endpoint_suffix: str,
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    sim: SimServer,  # noqa: F811
+) -> None:
+    """The connect form refuses what the API refuses (it used to keep control, bidi and markup
+    characters in names, silently cut long ones, and accept any endpoint starting with http)."""
+    from tests.integration.test_dashboard_auth import login
+
+    csrf = login(client, "admin-user")
+    form = {"csrf_token": csrf, "name": name, "token": random_token(), "api_endpoint": sim.base_url + "/v1"}
+    form["api_endpoint"] += endpoint_suffix
+    response = client.post("/providers", data=form)
+    assert response.status_code == 422
+    assert "Not connected (invalid_request)" in response.text
+    assert _counts(app_context) == (0, 0)

@@ -121,15 +121,13 @@ def connect(
         field = "Name" if not name.strip() else "Token"
         return _page(request, error=f"{field} is required.", form=kept, status_code=422)
     endpoint = api_endpoint.strip() or None
-    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
-        return _page(request, error="API endpoint must be an http(s) URL.", form=kept, status_code=422)
     try:
         connections.create_connection(
             _ctx(request).database,
             _ctx(request).box,
             actor=user.actor,
             kind="hetzner",
-            name=name.strip()[:64],
+            name=name.strip(),
             token=secret,
             api_endpoint=endpoint,
             allowed_endpoints=_ctx(request).settings.allowed_provider_endpoints,

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -104,18 +106,74 @@ def status_message(row: ProviderConnection, now: dt.datetime | None = None) -> s
 
 
 DEFAULT_ENDPOINTS = {"hetzner": "https://api.hetzner.cloud/v1"}
+# The same rules as the API's schema, here so that every entry point (API, dashboard) holds to them.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
+ENDPOINT_RE = re.compile(r"https?://\S{1,247}")
 
 
-def check_endpoint(kind: str, endpoint: str | None, allowed: tuple[str, ...] | None) -> None:
-    """Refuse an endpoint (or the provider's default one) outside ``NODEWRIGHT_PROVIDER_ENDPOINTS``."""
-    effective = endpoint or DEFAULT_ENDPOINTS.get(kind, "")
-    if allowed is not None and not any(effective.startswith(prefix) for prefix in allowed):
+def check_name(name: str) -> None:
+    if not NAME_RE.fullmatch(name):
         raise ConnectionError_(
             422,
             "invalid_request",
-            f"the API endpoint {effective} is not allowed here (NODEWRIGHT_PROVIDER_ENDPOINTS)",
+            "the name must be 1-64 letters, digits, spaces, dots, dashes or underscores, "
+            "starting with a letter or digit",
+            "name",
+        )
+
+
+def _endpoint_host(url: str) -> tuple[str, str | None]:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower(), parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return "", None
+
+
+def check_endpoint(kind: str, endpoint: str | None, allowed: tuple[str, ...] | None) -> None:
+    """Refuse an endpoint (or the provider's default one) outside ``NODEWRIGHT_PROVIDER_ENDPOINTS``.
+
+    A prefix match alone is not enough: ``http://127.0.0.1:@evil.example/`` starts with
+    ``http://127.0.0.1:`` but names the host ``evil.example`` (what precedes ``@`` is a user name),
+    and ``https://api.hetzner.cloud.evil.example`` starts with ``https://api.hetzner.cloud``. So an
+    endpoint may carry no user information, and it must name the same scheme and host as the prefix
+    it matches."""
+    effective = endpoint or DEFAULT_ENDPOINTS.get(kind, "")
+    if not ENDPOINT_RE.fullmatch(effective) or not effective.isascii() or not effective.isprintable():
+        raise ConnectionError_(
+            422,
+            "invalid_request",
+            "the API endpoint must be an http(s) URL of at most 255 characters, without spaces",
             "api_endpoint",
         )
+    try:
+        netloc = urlsplit(effective).netloc
+    except ValueError:
+        netloc = ""
+    if "@" in netloc or "\\" in netloc or _endpoint_host(effective)[1] is None:
+        raise ConnectionError_(
+            422,
+            "invalid_request",
+            "the API endpoint must be an http(s) URL with a host and no user name or password",
+            "api_endpoint",
+        )
+    if allowed is None:
+        return
+    scheme, host = _endpoint_host(effective)
+    for prefix in allowed:
+        prefix_scheme, prefix_host = _endpoint_host(prefix)
+        if (
+            effective.startswith(prefix)
+            and scheme == prefix_scheme
+            and (prefix_host is None or host == prefix_host)
+        ):
+            return
+    raise ConnectionError_(
+        422,
+        "invalid_request",
+        f"the API endpoint {effective} is not allowed here (NODEWRIGHT_PROVIDER_ENDPOINTS)",
+        "api_endpoint",
+    )
 
 
 def _validate(kind: str, token: Secret, api_endpoint: str | None, ssh_port: int, ssh_user: str) -> None:
@@ -145,6 +203,7 @@ def create_connection(
 ) -> ProviderConnection:
     if kind not in KINDS:
         raise ConnectionError_(422, "invalid_request", f"unknown provider kind {kind!r}", "kind")
+    check_name(name)
     check_endpoint(kind, api_endpoint, allowed_endpoints)
     with database.session() as session:
         if session.scalar(select(ProviderConnection.id).where(ProviderConnection.name == name)) is not None:
@@ -233,6 +292,8 @@ def update_connection(
         kind, endpoint = current.kind, current.api_endpoint
         check_endpoint(kind, api_endpoint if api_endpoint is not None else endpoint, allowed_endpoints)
         port, user = current.ssh_port, current.ssh_user
+        if name is not None:
+            check_name(name)
         if name is not None and name != current.name:
             taken = session.scalar(select(ProviderConnection.id).where(ProviderConnection.name == name))
             if taken is not None:
@@ -240,10 +301,16 @@ def update_connection(
                     409, "conflict", f"a provider connection named {name!r} exists", "name"
                 )
     new_endpoint = api_endpoint if api_endpoint is not None else endpoint
-    if token is not None or new_endpoint != endpoint:
-        if token is None:
-            with database.session() as session:
-                token = box.load(session, _require(session, connection_id).token_secret_id)
+    if new_endpoint != endpoint and token is None:
+        # The stored token goes only to the endpoint it was handed in for: sending it to a new one
+        # would let whoever may edit the connection collect it at a URL of their choosing.
+        raise ConnectionError_(
+            422,
+            "invalid_request",
+            "changing the API endpoint needs the token again: paste it with the new endpoint",
+            "token",
+        )
+    if token is not None:
         try:
             _validate(kind, token, new_endpoint, ssh_port or port, ssh_user or user)
         except ProviderError as error:

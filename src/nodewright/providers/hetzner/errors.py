@@ -9,6 +9,7 @@ nothing about our server), and a rate limit or a 5xx is never read as anything b
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,8 +133,11 @@ def map_api_error(
         headers = headers or {}
         retry_after = _seconds_for_one_request(headers, now)
         reset = headers.get("ratelimit-reset")
-        if reset:
-            until = dt.datetime.fromtimestamp(float(reset), dt.UTC).strftime("%H:%M UTC")
+        try:
+            until = dt.datetime.fromtimestamp(float(reset), dt.UTC).strftime("%H:%M UTC") if reset else None
+        except (ValueError, OverflowError, OSError):
+            until = None  # a header that is no time (a proxy's, a bug) must not hide the rate limit
+        if until is not None:
             hint = f"Rate limited until {until}; nodewright waits and retries by itself."
     field = None
     if isinstance(details, dict) and details.get("fields"):
@@ -166,9 +170,12 @@ def _seconds_for_one_request(headers: dict[str, str], now: dt.datetime) -> float
         remaining = int(headers.get("ratelimit-remaining", "0"))
     except (KeyError, ValueError):
         return None
+    if not math.isfinite(reset):
+        return None
     until_full = max(0.0, reset - now.timestamp())
     missing = max(1, limit - remaining)
-    return max(1.0, until_full / missing)
+    # At most an hour: Hetzner's bucket refills completely within one; a far-off reset is bogus.
+    return min(3600.0, max(1.0, until_full / missing))
 
 
 def map_network_error(exc: BaseException, *, step: str) -> ProviderError:

@@ -46,5 +46,8 @@ def hetzner_adapter(
             on_learned=lambda learned: _store_learned(database, connection.id, learned),
         )
 
-    poller = poller_for((connection.id, token_fingerprint(connection.token)), make_poller)
+    # Keyed by the endpoint too: a connection moved to another endpoint must not keep polling
+    # the old one through a poller built before the move.
+    key = (connection.id, token_fingerprint(connection.token), connection.api_endpoint or "")
+    poller = poller_for(key, make_poller)
     return HetznerAdapter(connection, budget=budget, poller=poller)

@@ -283,11 +283,12 @@ class ActionPoller:
 
 
 _registry_lock = threading.Lock()
-_registry: dict[tuple[int, str], ActionPoller] = {}
+_registry: dict[tuple[int, str, str], ActionPoller] = {}
 
 
-def poller_for(key: tuple[int, str], factory: Callable[[], ActionPoller]) -> ActionPoller:
-    """The process's poller for (connection id, token fingerprint): one per project and token."""
+def poller_for(key: tuple[int, str, str], factory: Callable[[], ActionPoller]) -> ActionPoller:
+    """The process's poller for (connection id, token fingerprint, endpoint): one per project,
+    token and endpoint."""
     with _registry_lock:
         poller = _registry.get(key)
         if poller is None:
