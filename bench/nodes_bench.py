@@ -38,6 +38,8 @@ from pydantic import SecretStr
 from nodewright.app import create_app
 from nodewright.config import Settings
 from nodewright.context import AppContext
+from nodewright.db import migrate
+from nodewright.db.database import Database
 from nodewright.db.models import User
 from nodewright.provisioning.profiles import get_profile
 from nodewright.security import api_tokens
@@ -55,6 +57,14 @@ def keypair() -> tuple[str, str]:
     ).decode()
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return private, public.decode()
+
+
+def migrate_database(url: str) -> None:
+    database = Database(url)
+    try:
+        migrate.upgrade(database.engine)
+    finally:
+        database.dispose()
 
 
 def pct(values: list[float], p: float) -> float:
@@ -177,6 +187,7 @@ def main() -> None:
             job_poll_interval=0.2,
             provider_endpoints="http://127.0.0.1:",
         )  # type: ignore[call-arg]
+        migrate_database(settings.resolved_database_url)
         with TestClient(create_app(settings)) as client:
             ctx: AppContext = client.app.state.ctx  # type: ignore[attr-defined]
             with ctx.database.session(write=True) as session:

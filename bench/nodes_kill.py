@@ -32,6 +32,7 @@ from tests.support.node_kill import Workers, run_kill_trials, worker_env  # noqa
 from tests.support.nodes import connect_sim  # noqa: E402
 
 from jobs_bench import PgDatabases  # noqa: E402
+from nodes_bench import migrate_database  # noqa: E402
 from nodewright.app import create_app  # noqa: E402
 from nodewright.config import Settings  # noqa: E402
 from nodewright.context import AppContext  # noqa: E402
@@ -47,6 +48,7 @@ def one(url: str, label: str, work: Path, sim: SimServer, options: argparse.Name
     keys = Fernet.generate_key().decode()
     settings = Settings(data_dir=work / label, database_url=url, secret_keys=SecretStr(keys),
                         embedded_workers=0, provider_endpoints="http://127.0.0.1:")  # type: ignore[call-arg]  # fmt: skip
+    migrate_database(url)
     started = time.monotonic()
     with TestClient(create_app(settings, start_workers=False)) as client:
         ctx: AppContext = client.app.state.ctx  # type: ignore[attr-defined]
