@@ -118,6 +118,7 @@ def test_create_provision_verify_release(
     assert again.status_code == 409
 
 
+@pytest.mark.db_only("sqlite", reason="where secrets may surface does not depend on the database")
 def test_node_secrets_never_leak(
     app: tuple[TestClient, dict[Role, RoleUser]],
     ssh_sim_server: SimServer,
