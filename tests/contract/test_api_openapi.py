@@ -23,6 +23,9 @@ def test_api_conforms_to_its_openapi(
     headers = role_users[Role.admin].headers
     operations = [result.ok() for result in schema.get_all_operations()]
     assert operations, "the OpenAPI document lists no operations"
+    # Switching the provider_create gate off makes POST /api/nodes a deliberate 503 afterwards: the
+    # gate's operation runs last, so every other operation is checked with the gate as configured.
+    operations.sort(key=lambda op: f"{op.method.upper()} {op.path}" == "PUT /api/gates")
     for operation in operations:
 
         @given(case=operation.as_strategy())
