@@ -15,8 +15,8 @@ from nodewright.context import AppContext
 from nodewright.db.models import Job, Node, OrphanServer, ProviderConnection
 from nodewright.jobs.enqueue import enqueue
 from nodewright.nodes.reconcile import ORPHAN_DELETE_KIND, orphan_holder
-from nodewright.nodes.service import release_pending
-from nodewright.nodes.states import PROVISION_KIND, NodeStatus, Stage, resource_key
+from nodewright.nodes.service import release_pending, start_node_job
+from nodewright.nodes.states import PROVISION_KIND, NodeStatus, Stage
 from nodewright.provisioning.target import plain_address
 from nodewright.security import audit
 
@@ -114,23 +114,10 @@ def adopt_orphan(app: AppContext, orphan_id: int, *, actor: str) -> tuple[Node, 
         node.status, node.stage = NodeStatus.pending.value, Stage.connect.value
         node.error_code = node.error_message = node.error_hint = None
         node.error_retryable = None
-        job = enqueue(
-            session,
-            PROVISION_KIND,
-            {"node_id": node.id, "adopted": orphan.server_id},
-            resource_key=resource_key(node.id),
-            dedup_key=f"node-provision:{node.id}",
-            created_by=actor,
-        )
-        node.job_id = job.id
-        audit.record(
-            session,
-            actor=actor,
-            action="orphan.adopt",
-            target=f"server:{orphan.provider_id}:{orphan.server_id}",
-            outcome="ok",
-            detail={"node_id": node.id, "job_id": job.id},
-        )
+        job = start_node_job(
+            session, node, PROVISION_KIND, {"adopted": orphan.server_id}, actor=actor, action="orphan.adopt",
+            target=f"server:{orphan.provider_id}:{orphan.server_id}", detail={"node_id": node.id},
+        )  # fmt: skip
         session.delete(orphan)
         session.flush()
         session.expunge_all()

@@ -265,6 +265,39 @@ def count_nodes_using(session: Session, connection_id: int) -> int:
     )
 
 
+def start_node_job(
+    session: Session,
+    node: Node,
+    kind: str,
+    args: dict[str, Any],
+    *,
+    actor: str,
+    action: str,
+    target: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> Job:
+    """Enqueue the node's next job (one pending job per node and kind), make it the node's current
+    job, and audit the request, all in the caller's transaction."""
+    job = enqueue(
+        session,
+        kind,
+        {"node_id": node.id, **args},
+        resource_key=resource_key(node.id),
+        dedup_key=f"{kind}:{node.id}",
+        created_by=actor,
+    )
+    node.job_id = job.id
+    audit.record(
+        session,
+        actor=actor,
+        action=action,
+        target=target or f"node:{node.id}",
+        outcome="ok",
+        detail={**(detail or {}), "job_id": job.id},
+    )
+    return job
+
+
 def release_node(app: AppContext, node_id: int, *, actor: str, keep_server: bool = False) -> tuple[Node, Job]:
     """Enqueue ``node_release``; a provisioning job still running is asked to cancel first (the
     release runs once it has stopped: both hold the node's resource key)."""
@@ -277,23 +310,10 @@ def release_node(app: AppContext, node_id: int, *, actor: str, keep_server: bool
             if current is not None and current.kind == PROVISION_KIND:
                 with contextlib.suppress(jobs_service.JobAlreadyFinished):
                     jobs_service.request_cancel(session, current.id, actor=actor)
-        job = enqueue(
-            session,
-            RELEASE_KIND,
-            {"node_id": node.id, "keep_server": keep_server},
-            resource_key=resource_key(node.id),
-            dedup_key=f"node-release:{node.id}",
-            created_by=actor,
-        )
-        node.job_id = job.id
-        audit.record(
-            session,
-            actor=actor,
-            action="node.release",
-            target=f"node:{node.id}",
-            outcome="ok",
-            detail={"job_id": job.id, "keep_server": keep_server},
-        )
+        job = start_node_job(
+            session, node, RELEASE_KIND, {"keep_server": keep_server}, actor=actor, action="node.release",
+            detail={"keep_server": keep_server},
+        )  # fmt: skip
         session.flush()
         session.expunge_all()
         return node, job
@@ -318,26 +338,13 @@ def retry_node(app: AppContext, node_id: int, *, actor: str) -> tuple[Node, Job]
             )
         if release_pending(session, node):
             raise NodeStateConflict(node, f"node {node.id} is being released; it cannot be retried")
-        job = enqueue(
-            session,
-            PROVISION_KIND,
-            {"node_id": node.id, "retry": True},
-            resource_key=resource_key(node.id),
-            dedup_key=f"node-provision:{node.id}",
-            created_by=actor,
-        )
-        node.job_id = job.id
+        job = start_node_job(
+            session, node, PROVISION_KIND, {"retry": True}, actor=actor, action="node.retry",
+            detail={"stage": node.stage},
+        )  # fmt: skip
         node.status = NodeStatus.pending.value
         node.error_code = node.error_message = node.error_hint = None
         node.error_retryable = None
-        audit.record(
-            session,
-            actor=actor,
-            action="node.retry",
-            target=f"node:{node.id}",
-            outcome="ok",
-            detail={"job_id": job.id, "stage": node.stage},
-        )
         session.flush()
         session.expunge_all()
         return node, job
