@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -200,6 +202,34 @@ def test_a_host_with_another_key_is_refused(node: tuple[SshTarget, Secret], tmp_
     )
     assert not run.ok
     assert run.failed is not None and run.failed.unreachable, log.text()
+
+
+def test_a_multiplexed_client_shares_one_connection_and_ends_it(
+    node: tuple[SshTarget, Secret], tmp_path: Path
+) -> None:
+    target, client_key = node
+    workdir = Path(tempfile.mkdtemp(prefix="nw-mux-"))  # short: the control socket lives here
+    try:
+        with ssh_agent(client_key, directory=tmp_path) as sock:
+            plain = PinnedSsh(target, sock, workdir)
+            ports = {plain.run("echo $SSH_CONNECTION").stdout.split()[1] for _ in range(2)}
+            assert len(ports) == 2  # one TCP connection per command
+            shared = PinnedSsh(target, sock, workdir, multiplex=True)
+            ports = {shared.run("echo $SSH_CONNECTION").stdout.split()[1] for _ in range(3)}
+            assert len(ports) == 1  # one TCP connection (one handshake) for all three
+            assert shared.control_path is not None and shared.control_path.exists()
+            assert processes_mentioning(str(shared.control_path))  # the master
+            shared.close()
+            assert not shared.control_path.exists()
+            assert processes_mentioning(str(shared.control_path)) == []
+            # The pinned key still decides: a multiplexed client of the wrong key is refused.
+            _, impostor = keypair()
+            wrong = PinnedSsh(SshTarget(target.address, target.port, target.user, impostor), sock, workdir,
+                              multiplex=True)  # fmt: skip
+            assert wrong.wait_until_reachable(deadline=time.monotonic() + 30)[1].code == HOST_KEY_MISMATCH  # type: ignore[union-attr]
+            wrong.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def write_profile(root: Path, name: str, tasks: list[dict[str, Any]]) -> Path:

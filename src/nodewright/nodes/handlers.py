@@ -122,14 +122,19 @@ def job_tag(ctx: JobContext) -> dict[str, str]:
 
 
 @contextmanager
-def _session(ctx: JobContext, node: Node) -> Iterator[tuple[PinnedSsh, Secret]]:
-    """A private agent holding the connection's client key and a pinned SSH client for the node."""
+def _session(ctx: JobContext, node: Node, *, multiplex: bool = False) -> Iterator[tuple[PinnedSsh, Secret]]:
+    """A private agent holding the connection's client key and a pinned SSH client for the node
+    (``multiplex``: its commands share one master connection, ended with the session)."""
     key = load_client_private_key(ctx.database, runtime.secret_box(), node.provider_id)
     workdir = Path(tempfile.mkdtemp(prefix="nw-ssh-"))
     tag = job_tag(ctx)
     try:
         with ssh_agent(key, directory=workdir, tag=tag) as socket:
-            yield PinnedSsh(_target(node), socket, workdir, tag=tag), key
+            ssh = PinnedSsh(_target(node), socket, workdir, tag=tag, multiplex=multiplex)
+            try:
+                yield ssh, key
+            finally:
+                ssh.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -230,7 +235,7 @@ def provision(ctx: JobContext, node: Node) -> None:
 
 def verify(ctx: JobContext, node: Node) -> None:
     profile = _profile(node)
-    with _session(ctx, node) as (ssh, _key):
+    with _session(ctx, node, multiplex=True) as (ssh, _key):
         results = run_checks(ssh, node_id=node.id, profile=profile)
     checks = [r.as_dict() for r in results]
     progress.add_evidence(ctx, node.id, "checks", checks)

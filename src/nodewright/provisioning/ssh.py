@@ -67,13 +67,42 @@ class PinnedSsh:
         *,
         connect_timeout: int = 5,
         tag: Mapping[str, str] | None = None,
+        multiplex: bool = False,
     ):
+        """``multiplex``: commands share one master connection (one handshake for many commands);
+        the caller ends it with :meth:`close`. ``workdir`` must be short enough for its socket."""
         self.target = target
         self.tag = dict(tag or {})
         self.agent_socket = agent_socket
         self.known_hosts = workdir / "known_hosts"
         self.known_hosts.write_text(target.known_hosts_line())
         self.connect_timeout = connect_timeout
+        self.control_path = workdir / "cm" if multiplex else None
+
+    def multiplex_options(self) -> list[str]:
+        if self.control_path is None:
+            return []
+        return [
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={self.control_path}",
+            "-o",
+            "ControlPersist=60s",
+        ]
+
+    def close(self) -> None:
+        """End the master connection, if one runs (it would otherwise outlive the caller by a minute)."""
+        if self.control_path is None or not self.control_path.exists():
+            return
+        subprocess.run(
+            [ssh_binary(), "-F", "/dev/null", "-o", f"ControlPath={self.control_path}", "-O", "exit", "nw"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+            env={"PATH": os.defpath},
+            stdin=subprocess.DEVNULL,
+        )
 
     def options(self) -> list[str]:
         """Options shared with Ansible's ssh connection (see provisioning.environment)."""
@@ -97,6 +126,7 @@ class PinnedSsh:
         argv = [
             ssh_binary(),
             *self.options(),
+            *self.multiplex_options(),
             "-p", str(self.target.port),
             "-l", self.target.user,
             self.target.address,
