@@ -103,6 +103,8 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     )
 
     app.add_middleware(NulGuardMiddleware)
+    # Inside the security headers (its answer gets them), outside everything else.
+    app.add_middleware(login.LoginShedMiddleware)
     app.add_middleware(SecurityHeadersMiddleware, https=settings.cookie_secure)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

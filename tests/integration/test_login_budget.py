@@ -133,3 +133,55 @@ def test_password_check_holds_no_write_lock(
     monkeypatch.setattr(argon2.PasswordHasher, "verify", verify_while_someone_writes)
     assert _attempt(client, "viewer-user", TEST_PASSWORD).status_code == 303
     assert wrote.is_set()
+
+
+def test_a_spent_budget_refuses_sign_ins_before_reading_them(
+    client: TestClient, app_context: AppContext
+) -> None:
+    """While every password check is taken, ``POST /login`` is answered 429 by the middleware on the
+    event loop: the request's body is never awaited (here it never comes), so a flood costs no form
+    parse, no CSRF check and no thread-pool hop."""
+    import asyncio
+
+    gate = app_context.password_gate
+    held = [gate.try_acquire() for _ in range(gate.limit)]
+    assert all(held) and gate.would_refuse()
+    sent: list[dict[str, object]] = []
+    read = asyncio.Event()
+
+    async def receive() -> dict[str, object]:
+        read.set()
+        await asyncio.Event().wait()  # the body never arrives
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/login", "raw_path": b"/login", "root_path": "", "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/x-www-form-urlencoded"),
+                    (b"content-length", b"64")],
+        "client": ("203.0.113.9", 50000), "server": ("testserver", 80), "app": client.app,
+    }  # fmt: skip
+    try:
+        asyncio.run(asyncio.wait_for(client.app(scope, receive, send), timeout=5))  # type: ignore[arg-type]
+    finally:
+        for _ in held:
+            gate.release()
+    assert not read.is_set()
+    start = sent[0]
+    assert start["status"] == 429
+    headers = dict(start["headers"])  # type: ignore[call-overload]
+    assert headers[b"retry-after"] == b"1"
+    assert headers[b"x-content-type-options"] == b"nosniff"  # the security headers still apply
+
+
+def test_would_refuse_takes_nothing() -> None:
+    now = [0.0]
+    gate = PasswordCheckGate(1, per_second=1.0, clock=lambda: now[0])
+    assert not gate.would_refuse() and not gate.would_refuse()
+    assert gate.try_acquire()
+    assert gate.would_refuse()  # the one slot is taken (and the bucket empty)
+    gate.release()
+    now[0] += 1.0

@@ -6,6 +6,7 @@ import html
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nodewright.context import AppContext
 from nodewright.dashboard.rendering import (
@@ -68,6 +69,27 @@ def _refused(message: str, wait: int) -> Response:
     return response
 
 
+_BUSY = "The server is busy checking other sign-ins. Try again in a moment."
+
+
+class LoginShedMiddleware:
+    """Refuses ``POST /login`` while the password-check budget is spent, on the event loop and before
+    the request's body is read: no form parse, no CSRF check, no thread-pool hop. A flood of sign-ins
+    then costs a dictionary lookup and a fixed answer each, and leaves the thread pool to everyone
+    else. What gets past it is checked again by the route (the budget may be spent in between)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/login":
+            gate = scope["app"].state.ctx.password_gate
+            if gate.would_refuse():
+                await _refused(_BUSY, gate.retry_after())(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request) -> Response:
     if current_user(request) is not None:
@@ -106,8 +128,7 @@ def login(request: Request, form: PostedForm) -> Response:
         return _refused(f"Too many failed sign-ins. Try again in {minutes} minute(s).", wait)
     if not ctx.password_gate.try_acquire():
         # Every password check slot is busy: refuse at once rather than queue unauthenticated work.
-        wait = ctx.password_gate.retry_after()
-        return _refused("The server is busy checking other sign-ins. Try again in a moment.", wait)
+        return _refused(_BUSY, ctx.password_gate.retry_after())
     try:
         check = accounts.check_login(ctx.database, username, password)
     finally:

@@ -155,6 +155,7 @@ class PasswordCheckGate:
         self._lock = threading.Lock()
         self._tokens = float(limit)
         self._filled_at = clock()
+        self._in_flight = 0
 
     def _refill(self, now: float) -> None:
         self._tokens = min(float(self.limit), self._tokens + (now - self._filled_at) * self.per_second)
@@ -168,10 +169,20 @@ class PasswordCheckGate:
             if not self._slots.acquire(blocking=False):
                 return False
             self._tokens -= 1.0
+            self._in_flight += 1
             return True
 
     def release(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
         self._slots.release()
+
+    def would_refuse(self) -> bool:
+        """True when ``try_acquire`` would fail now (no token or no free slot), without taking
+        anything: lets a flood be refused before its request is even read."""
+        with self._lock:
+            self._refill(self._clock())
+            return self._tokens < 1.0 or self._in_flight >= self.limit
 
     def retry_after(self) -> int:
         """Whole seconds until a check could be admitted again (at least 1)."""
