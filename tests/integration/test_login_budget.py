@@ -135,8 +135,9 @@ def test_password_check_holds_no_write_lock(
     assert wrote.is_set()
 
 
+@pytest.mark.parametrize("root_path", ["", "/nw"])
 def test_a_spent_budget_refuses_sign_ins_before_reading_them(
-    client: TestClient, app_context: AppContext
+    client: TestClient, app_context: AppContext, root_path: str
 ) -> None:
     """While every password check is taken, ``POST /login`` is answered 429 by the middleware on the
     event loop: the request's body is never awaited (here it never comes), so a flood costs no form
@@ -159,7 +160,8 @@ def test_a_spent_budget_refuses_sign_ins_before_reading_them(
 
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/login", "raw_path": b"/login", "root_path": "", "query_string": b"",
+        "scheme": "http", "path": root_path + "/login", "raw_path": root_path.encode() + b"/login",
+        "root_path": root_path, "query_string": b"",
         "headers": [(b"host", b"testserver"), (b"content-type", b"application/x-www-form-urlencoded"),
                     (b"content-length", b"64")],
         "client": ("203.0.113.9", 50000), "server": ("testserver", 80), "app": client.app,
@@ -185,3 +187,12 @@ def test_would_refuse_takes_nothing() -> None:
     assert gate.would_refuse()  # the one slot is taken (and the bucket empty)
     gate.release()
     now[0] += 1.0
+    assert not gate.would_refuse()  # the slot is free and the bucket refilled
+
+
+def test_an_unmatched_release_does_not_skew_the_count() -> None:
+    gate = PasswordCheckGate(1)
+    with pytest.raises(ValueError):
+        gate.release()
+    assert gate.try_acquire()
+    assert gate.would_refuse()  # the one slot is taken: the count agrees with the semaphore

@@ -15,7 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nodewright.provisioning.events import EventDigest
 from nodewright.provisioning.profiles import ProfileError, available_profiles, get_profile, load_profile
 from nodewright.provisioning.runner import explicit_env, write_extravars
-from nodewright.provisioning.ssh import HOST_KEY_MISMATCH, SSH_AUTH_FAILED, SSH_UNREACHABLE, classify
+from nodewright.provisioning.ssh import (
+    HOST_KEY_MISMATCH,
+    SSH_AUTH_FAILED,
+    SSH_UNREACHABLE,
+    PinnedSsh,
+    classify,
+)
 from nodewright.provisioning.target import InvalidHostKey, SshTarget, fingerprint
 from nodewright.security.secret import Secret
 from tests.support.system import require_binary
@@ -181,3 +187,37 @@ def test_extra_vars_are_never_templated(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert not marker.exists()
     assert (tmp_path / "out.txt").read_text() == f"{evil}|8|{{{{ 7 * 6 }}}}"
+
+
+def _pinned(tmp_path: Path, *, multiplex: bool) -> PinnedSsh:
+    return PinnedSsh(SshTarget("198.18.0.9", 22, "root", public_key()), tmp_path / "agent", tmp_path,
+                     multiplex=multiplex)  # fmt: skip
+
+
+def test_a_background_master_holding_stderr_does_not_hold_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ssh that leaves a background process with its stderr (a ControlPersist master of OpenSSH
+    before 8) must not keep ``run`` waiting for that stderr's end."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "ssh"
+    fake.write_text("#!/bin/sh\nsleep 20 </dev/null >/dev/null &\necho connected\necho warned >&2\nexit 0\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    result = _pinned(tmp_path, multiplex=True).run("true", timeout=5)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "connected\n", "warned\n")
+
+
+def test_ending_a_master_never_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``close`` runs in a ``finally``: a wedged master must not replace the caller's own outcome."""
+    ssh = _pinned(tmp_path, multiplex=True)
+    assert ssh.control_path is not None
+    ssh.control_path.write_text("")  # a socket that is there
+
+    def wedged(argv: list[str], **_kwargs: Any) -> subprocess.CompletedProcess[str]:
+        raise subprocess.TimeoutExpired(argv, 10)
+
+    monkeypatch.setattr(subprocess, "run", wedged)
+    ssh.close()  # does not raise
+    _pinned(tmp_path, multiplex=False).close()  # nothing to end

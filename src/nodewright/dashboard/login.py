@@ -72,6 +72,13 @@ def _refused(message: str, wait: int) -> Response:
 _BUSY = "The server is busy checking other sign-ins. Try again in a moment."
 
 
+def _route_path(scope: Scope) -> str:
+    """The path the router sees: uvicorn puts ``--root-path`` in front of ``path``."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 class LoginShedMiddleware:
     """Refuses ``POST /login`` while the password-check budget is spent, on the event loop and before
     the request's body is read: no form parse, no CSRF check, no thread-pool hop. A flood of sign-ins
@@ -82,7 +89,7 @@ class LoginShedMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/login":
+        if scope["type"] == "http" and scope["method"] == "POST" and _route_path(scope) == "/login":
             gate = scope["app"].state.ctx.password_gate
             if gate.would_refuse():
                 await _refused(_BUSY, gate.retry_after())(scope, receive, send)

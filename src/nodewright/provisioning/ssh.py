@@ -7,15 +7,19 @@ authentication. Failures are classified into the taxonomy codes the connect stag
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from nodewright.provisioning.target import SshTarget
+
+log = logging.getLogger(__name__)
 
 SSH_UNREACHABLE = "ssh_unreachable"
 SSH_AUTH_FAILED = "ssh_auth_failed"
@@ -95,14 +99,33 @@ class PinnedSsh:
         """End the master connection, if one runs (it would otherwise outlive the caller by a minute)."""
         if self.control_path is None or not self.control_path.exists():
             return
-        subprocess.run(
-            [ssh_binary(), "-F", "/dev/null", "-o", f"ControlPath={self.control_path}", "-O", "exit", "nw"],
-            capture_output=True,
-            timeout=10,
-            check=False,
-            env={"PATH": os.defpath},
-            stdin=subprocess.DEVNULL,
-        )
+        try:
+            subprocess.run(
+                [
+                    ssh_binary(),
+                    "-F",
+                    "/dev/null",
+                    "-o",
+                    f"ControlPath={self.control_path}",
+                    "-O",
+                    "exit",
+                    "nw",
+                ],
+                capture_output=True,
+                timeout=10,
+                check=False,
+                env={"PATH": os.defpath},
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            # Never replaces the caller's own outcome: the engine kills the job's marked processes
+            # (the master among them) when the attempt ends, and ControlPersist bounds it anyway.
+            log.warning("could not end the SSH master connection: %s", exc)
+            return
+        # The master acknowledges "exit" before it removes its socket and ends.
+        gone_by = time.monotonic() + 2.0
+        while self.control_path.exists() and time.monotonic() < gone_by:
+            time.sleep(0.02)
 
     def options(self) -> list[str]:
         """Options shared with Ansible's ssh connection (see provisioning.environment)."""
@@ -133,18 +156,28 @@ class PinnedSsh:
             command,
         ]  # fmt: skip
         env = {"PATH": os.defpath, "SSH_AUTH_SOCK": str(self.agent_socket), "LC_ALL": "C", **self.tag}
-        try:
-            return subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=timeout,
-                check=False,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            return subprocess.CompletedProcess(argv, 255, "", f"ssh: command timed out after {timeout:g} s")
+        # stderr goes to a file, not a pipe: a master that ssh puts in the background inherits it,
+        # and OpenSSH releases before 8 kept that stderr open (the run would wait for its EOF).
+        with tempfile.TemporaryFile() as stderr:
+            try:
+                done = subprocess.run(
+                    argv,
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    env=env,
+                    timeout=timeout,
+                    check=False,
+                    stdin=subprocess.DEVNULL,
+                )
+            except subprocess.TimeoutExpired:
+                return subprocess.CompletedProcess(
+                    argv, 255, "", f"ssh: command timed out after {timeout:g} s"
+                )
+            stderr.seek(0)
+            errors = stderr.read(1 << 20).decode(errors="replace")
+        return subprocess.CompletedProcess(
+            argv, done.returncode, done.stdout.decode(errors="replace"), errors
+        )
 
     def wait_until_reachable(
         self, *, deadline: float, interval: float = 0.5, should_stop: Callable[[], bool] | None = None

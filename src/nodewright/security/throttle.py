@@ -174,8 +174,8 @@ class PasswordCheckGate:
 
     def release(self) -> None:
         with self._lock:
+            self._slots.release()  # ValueError on a release without an acquire, before counting
             self._in_flight -= 1
-        self._slots.release()
 
     def would_refuse(self) -> bool:
         """True when ``try_acquire`` would fail now (no token or no free slot), without taking
