@@ -91,6 +91,8 @@ def test_expired_lease_is_requeued_and_resumes_from_the_checkpoint_while_the_sta
     with pytest.raises(LeaseLost):
         stale.log("late log line")
     with pytest.raises(LeaseLost):
+        stale.log_many([("late batch", "info", {})])
+    with pytest.raises(LeaseLost):
         stale.check_canceled()
     assert run_claimed(db, first, REGISTRY.get("test.steps"), cancel_flag=threading.Event()) == "lost"
     with db.session() as session:
@@ -381,3 +383,21 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_batch_of_log_lines_is_one_ordered_write(db: Database) -> None:
+    with db.session() as session:
+        job_id = enqueue(session, "test.steps", {}, registry=REGISTRY).id
+    claimed = claim(db, "worker-a")
+    assert claimed is not None
+    ctx = JobContext(db, claimed, cancel_flag=threading.Event())
+    first = ctx.log("before")
+    ctx.log_many([(f"line {i}", "warning" if i == 1 else "info", {"i": i}) for i in range(3)])
+    after = ctx.log("after")
+    with db.session() as session:
+        rows = session.execute(
+            text("SELECT seq, message, level FROM job_events WHERE job_id = :j AND seq > :s AND seq < :e "
+                 "ORDER BY seq"), {"j": job_id, "s": first, "e": after},
+        ).all()  # fmt: skip
+    assert [(r[1], r[2]) for r in rows] == [("line 0", "info"), ("line 1", "warning"), ("line 2", "info")]
+    assert [r[0] for r in rows] == [first + 1, first + 2, first + 3]

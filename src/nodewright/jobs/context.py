@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -28,6 +28,7 @@ from nodewright.jobs.claim import ClaimedJob
 from nodewright.jobs.errors import DEADLINE_EXCEEDED, JobCanceled, JobError, LeaseLost
 from nodewright.jobs.events import append_event, jsonable
 from nodewright.jobs.fencing import Fence, fenced_touch, renew_lease
+from nodewright.jobs.logbuffer import LogEntry
 from nodewright.jobs.plaintext import refuse_secrets
 from nodewright.jobs.states import HOLDING
 
@@ -258,6 +259,24 @@ class JobContext:
             if remaining <= 0:
                 return
             self._cancel_flag.wait(min(remaining, 1.0))
+
+    def log_many(self, entries: Sequence[LogEntry]) -> None:
+        """Append several ``(message, level, data)`` events in one fenced write transaction: a chatty
+        subprocess (Ansible's events) costs one commit per batch instead of one per line."""
+        if not entries:
+            return
+        with self._database.session(write=True) as session:
+            for message, level, data in entries:
+                append_event(
+                    session,
+                    self.job_id,
+                    type="log",
+                    message=message,
+                    level=level,
+                    data=dict(data),
+                    attempt=self.attempt,
+                    fence=self.fence,
+                )
 
     def log(self, message: str, level: str = "info", **data: Any) -> int:
         """Append an event to the job's log (redacted); returns its sequence number.

@@ -23,6 +23,7 @@ from nodewright.db.models import Node, ProviderConnection, StoredSecret
 from nodewright.db.types import utcnow
 from nodewright.jobs.context import JobContext
 from nodewright.jobs.errors import DEADLINE_EXCEEDED, JobError
+from nodewright.jobs.logbuffer import BufferedLog
 from nodewright.jobs.processes import MARKER_ENV
 from nodewright.jobs.registry import job_handler
 from nodewright.nodes import progress
@@ -176,7 +177,8 @@ def provision(ctx: JobContext, node: Node) -> None:
     profile = _profile(node)
 
     def run() -> dict[str, Any]:
-        with _session(ctx, node) as (ssh, key):
+        # Ansible's events reach the job log in batches (one commit each), not one write per event.
+        with _session(ctx, node) as (ssh, key), BufferedLog(ctx.log_many) as sink:
             outcome = run_playbook(
                 target=ssh.target,
                 client_key=key,
@@ -188,7 +190,7 @@ def provision(ctx: JobContext, node: Node) -> None:
                     "nw_profile_version": profile.full_version,
                     "nw_admin_keys": list(node.ssh_authorized_keys),
                 },
-                sink=lambda level, message, data: ctx.log(message, level, **data),
+                sink=sink,
                 should_cancel=lambda: ctx.canceled,
                 timeout_seconds=profile.timeout_seconds,
                 tag=ssh.tag,
