@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from sqlalchemy.exc import OperationalError
@@ -25,6 +25,9 @@ from nodewright.jobs.cli import worker_command
 from nodewright.security.accounts import AccountError
 from nodewright.security.secretbox import SecretKeyError
 from nodewright.sim.cli import sim_command
+
+if TYPE_CHECKING:
+    from nodewright.context import AppContext
 
 app = typer.Typer(
     name="nodewright",
@@ -98,7 +101,10 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _run_server(settings: Settings, *, banner: str) -> None:
+def _run_server(
+    settings: Settings, *, banner: str, prepare: Callable[[AppContext], str] | None = None
+) -> None:
+    """``prepare``: run once the database is ready, before serving; its line is printed."""
     import uvicorn
 
     from nodewright.app import create_app
@@ -121,6 +127,8 @@ def _run_server(settings: Settings, *, banner: str) -> None:
         typer.echo("This password is shown once. Reset it with `nodewright users reset-password admin`.")
     else:
         typer.echo("Sign in with an existing user (`nodewright users reset-password NAME` if forgotten).")
+    if prepare is not None:
+        typer.echo(prepare(ctx))
     sys.stdout.flush()
     application = create_app(settings, ctx=ctx)
     # Half-sent requests, huge heads and connection floods are bounded below uvicorn (see
@@ -188,6 +196,7 @@ def demo(
 ) -> None:
     """Run nodewright on its embedded defaults: SQLite in the data directory, an embedded worker, and
     the Hetzner Cloud simulator with real SSH nodes standing in for the provider."""
+    from nodewright.demo import connect_simulator
     from nodewright.sim.config import SimConfig
     from nodewright.sim.server import SimServer
 
@@ -195,7 +204,13 @@ def demo(
     with SimServer(host="127.0.0.1", port=sim_port, config=SimConfig()) as sim:
         nodes = "on" if sim.ssh_nodes else f"off ({sim.ssh_nodes_reason})"
         typer.echo(f"Hetzner Cloud simulator: {sim.api_url} (SSH nodes: {nodes})")
-        _run_server(settings, banner="nodewright demo is running at")
+        url = settings.public_url or f"http://{settings.host}:{settings.port}"
+
+        def prepare(ctx: AppContext) -> str:
+            line = connect_simulator(ctx, sim.api_url, sim.config.ssh_port)
+            return f"{line} Create a node at {url}/nodes"
+
+        _run_server(settings, banner="nodewright demo is running at", prepare=prepare)
 
 
 # --- db ----------------------------------------------------------------------------------------------

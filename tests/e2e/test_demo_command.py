@@ -35,6 +35,9 @@ def test_demo_starts_serves_and_stops_cleanly(tmp_path: Path) -> None:
                 break
         output = "".join(lines)
         assert f"Hetzner Cloud simulator: http://127.0.0.1:{sim_port}/v1" in output, output
+        # The simulator is connected as a provider: a first try goes straight to creating a node.
+        assert "Provider connection 'simulator' created for the simulator." in output, output
+        assert f"Create a node at http://127.0.0.1:{port}/nodes" in output, output
         assert f"nodewright demo is running at: http://127.0.0.1:{port}" in output, output
         password = re.search(r"sign in as 'admin' with password: (\S+)", output)
         assert password, output
@@ -59,3 +62,39 @@ def test_demo_starts_serves_and_stops_cleanly(tmp_path: Path) -> None:
             proc.wait()
     leftovers = list(Path("/run").glob(f"nodewright-sim-{proc.pid}.*"))
     assert leftovers == [], f"simulator node layers left behind: {leftovers}"
+
+
+def _connections(data_dir: Path) -> list[tuple[str, str | None, str]]:
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "nodewright.db") as db:
+        rows = db.execute("SELECT name, api_endpoint, status FROM provider_connections").fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def test_a_restarted_demo_points_its_connection_at_the_new_simulator(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NODEWRIGHT_")}
+    env["NODEWRIGHT_DATA_DIR"] = str(tmp_path / "data")
+    seen = []
+    for expected in ("created for", "points at"):
+        port, sim_port = free_port(), free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nodewright.cli", "demo", "--port", str(port), "--sim-port", str(sim_port)],  # noqa: E501
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            lines: list[str] = []
+            for line in proc.stdout:
+                lines.append(line)
+                if "Application startup complete" in line:
+                    break
+            assert f"Provider connection 'simulator' {expected} the simulator." in "".join(lines), lines
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        seen.append(_connections(tmp_path / "data"))
+        assert seen[-1] == [("simulator", f"http://127.0.0.1:{sim_port}/v1", "ok")]
