@@ -250,6 +250,7 @@ def main() -> None:
             database_url=url,
             secret_keys=SecretStr(Fernet.generate_key().decode()),
             embedded_workers=0,
+            provider_endpoints="http://127.0.0.1:",
         )
         ctx = AppContext.open(settings)
         row = connections.create_connection(

@@ -205,6 +205,7 @@ def demo(
         nodes = "on" if sim.ssh_nodes else f"off ({sim.ssh_nodes_reason})"
         typer.echo(f"Hetzner Cloud simulator: {sim.api_url} (SSH nodes: {nodes})")
         url = settings.public_url or f"http://{settings.host}:{settings.port}"
+        settings.allow_provider_endpoint(sim.base_url + "/")
 
         def prepare(ctx: AppContext) -> str:
             line = connect_simulator(ctx, sim.api_url, sim.config.ssh_port)

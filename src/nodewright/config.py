@@ -31,6 +31,9 @@ def _config_file() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+DEFAULT_PROVIDER_ENDPOINTS = "https://api.hetzner.cloud/"
+
+
 class Settings(BaseSettings):
     """Everything an operator can set. Secrets are ``SecretStr`` so they never render."""
 
@@ -99,16 +102,25 @@ class Settings(BaseSettings):
     # Live job event streams (SSE).
     sse_max_streams: int = Field(default=1000, ge=1, description="Open event streams per process.")
     sse_max_streams_per_user: int = Field(default=20, ge=1, description="Open event streams per user.")
-    # Providers: which API endpoints a connection may point at (comma-separated URL prefixes).
-    # Unset = any. Connecting makes the server call the endpoint, so an installation that must not
-    # reach arbitrary URLs (or a test run that must stay on loopback) narrows it.
-    provider_endpoints: str | None = None
+    # Providers: which API endpoints a connection may point at (comma-separated URL prefixes; "*" =
+    # any). Connecting makes the server send the token to the endpoint and call it from then on, so
+    # by default only the real provider API is allowed; a proxy or the simulator is added by name.
+    provider_endpoints: str = Field(
+        default=DEFAULT_PROVIDER_ENDPOINTS,
+        description='URL prefixes a provider connection may point at, comma-separated; "*" for any.',
+    )
 
     @property
     def allowed_provider_endpoints(self) -> tuple[str, ...] | None:
-        if self.provider_endpoints is None:
+        """The allowed prefixes; ``None`` when any endpoint is allowed."""
+        if self.provider_endpoints.strip() == "*":
             return None
         return tuple(p.strip() for p in self.provider_endpoints.split(",") if p.strip())
+
+    def allow_provider_endpoint(self, prefix: str) -> None:
+        """Add ``prefix`` to the allowed endpoints (the demo's simulator)."""
+        if self.allowed_provider_endpoints is not None:
+            self.provider_endpoints = ",".join([*self.allowed_provider_endpoints, prefix])
 
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:

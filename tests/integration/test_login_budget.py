@@ -196,3 +196,17 @@ def test_an_unmatched_release_does_not_skew_the_count() -> None:
         gate.release()
     assert gate.try_acquire()
     assert gate.would_refuse()  # the one slot is taken: the count agrees with the semaphore
+
+
+def test_ipv6_clients_are_throttled_per_64() -> None:
+    """One IPv6 subscriber has a whole /64: a new address per guess must not escape the count."""
+    throttle = LoginThrottle(max_failures=5, max_failures_per_address=3)
+    for i in range(3):
+        throttle.failed(f"made-up-{i}", f"2001:db8:1:2::{i + 1}")
+    assert throttle.retry_after("anyone", "2001:db8:1:2:ffff::9") is not None  # same /64
+    assert throttle.retry_after("anyone", "2001:db8:1:3::1") is None  # the next /64
+    # IPv4, also written as IPv4-mapped IPv6, stays per address.
+    for i in range(3):
+        throttle.failed(f"other-{i}", "::ffff:192.0.2.7")
+    assert throttle.retry_after("anyone", "192.0.2.7") is not None
+    assert throttle.retry_after("anyone", "192.0.2.8") is None

@@ -72,6 +72,7 @@ def serve_process(db_url: str, data_dir: Path, **settings: object) -> Iterator[S
         NODEWRIGHT_SECRET_KEYS=Fernet.generate_key().decode(),
         NODEWRIGHT_EMBEDDED_WORKERS="0",
         NODEWRIGHT_LOG_LEVEL="WARNING",
+        NODEWRIGHT_PROVIDER_ENDPOINTS="http://127.0.0.1:",
     )
     env.update({f"NODEWRIGHT_{k.upper()}": str(v) for k, v in settings.items()})
     data_dir.mkdir(parents=True, exist_ok=True)

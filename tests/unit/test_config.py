@@ -84,3 +84,23 @@ def test_https_public_url_makes_cookies_secure(monkeypatch: pytest.MonkeyPatch) 
     assert load_settings(public_url="https://nw.example.org", cookie_secure=False).cookie_secure is False
     monkeypatch.setenv("NODEWRIGHT_PUBLIC_URL", "https://nw.example.org")
     assert load_settings().cookie_secure is True
+
+
+def test_provider_endpoints_default_to_the_real_api_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nodewright.providers.connections import ConnectionError_, check_endpoint
+
+    settings = load_settings()
+    allowed = settings.allowed_provider_endpoints
+    check_endpoint("hetzner", None, allowed)  # the provider's own API
+    check_endpoint("hetzner", "https://api.hetzner.cloud/v1", allowed)
+    with pytest.raises(ConnectionError_, match="not allowed here"):
+        check_endpoint("hetzner", "http://169.254.169.254/latest", allowed)  # any other URL: refused
+    settings.allow_provider_endpoint("http://127.0.0.1:8480/")  # what the demo does for its simulator
+    check_endpoint("hetzner", "http://127.0.0.1:8480/v1", settings.allowed_provider_endpoints)
+    with pytest.raises(ConnectionError_, match="not allowed here"):
+        check_endpoint("hetzner", "http://127.0.0.1:9999/v1", settings.allowed_provider_endpoints)
+    monkeypatch.setenv("NODEWRIGHT_PROVIDER_ENDPOINTS", "*")
+    anything = load_settings()
+    assert anything.allowed_provider_endpoints is None
+    anything.allow_provider_endpoint("http://127.0.0.1:8480/")  # any stays any
+    check_endpoint("hetzner", "http://203.0.113.5/v1", anything.allowed_provider_endpoints)

@@ -2,8 +2,8 @@
 
 - per (username, address): an attacker guessing one account's password from one place is stopped
   after a handful of guesses, without locking the user out from elsewhere;
-- per address: one client spraying guesses over many (made-up or real) user names is stopped, so a
-  flood of new names never escapes the throttle;
+- per address (an IPv6 client per /64): one client spraying guesses over many (made-up or real)
+  user names is stopped, so a flood of new names never escapes the throttle;
 - per account: guesses at one account from many addresses are slowed down too. Its limit is higher
   than the pair's, since anyone can push an account into it (the price of bounding distributed
   guessing; the account's owner waits out the window).
@@ -15,6 +15,7 @@ process throttles on its own, which bounds the guessing rate per process and nee
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
@@ -27,6 +28,20 @@ MAX_FAILURES_PER_ACCOUNT = 20
 WINDOW_SECONDS = 15 * 60
 # Bound on remembered keys per counter, so a flood of made-up usernames cannot grow memory.
 MAX_KEYS = 10_000
+
+
+def address_key(address: str) -> str:
+    """The key a client address is throttled under: the address itself for IPv4, its /64 for IPv6
+    (one subscriber gets a whole /64 and can pick a new address per request)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class FailureCounter:
@@ -115,6 +130,7 @@ class LoginThrottle:
 
     def _keys(self, username: str, address: str) -> list[tuple[FailureCounter, str]]:
         account = self._account(username)
+        address = address_key(address)
         return [
             (self._pairs, f"{account}\x00{address}"),
             (self._addresses, address),
