@@ -221,3 +221,20 @@ def test_ending_a_master_never_raises(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(subprocess, "run", wedged)
     ssh.close()  # does not raise
     _pinned(tmp_path, multiplex=False).close()  # nothing to end
+
+
+def test_ansible_reads_every_setting_of_the_explicit_environment(tmp_path: Path) -> None:
+    """A misspelt ANSIBLE_* name is silently ignored by Ansible: ask Ansible what it took."""
+    from nodewright.provisioning.environment import ANSIBLE_CFG, ansible_environment
+
+    (tmp_path / "ansible.cfg").write_text(ANSIBLE_CFG)
+    env = ansible_environment(tmp_path, tmp_path, tmp_path / "known_hosts", "ssh-ed25519")
+    dumped = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-config"), "dump", "--only-changed"],
+        env=env, capture_output=True, text=True, check=True, cwd=tmp_path,
+    ).stdout  # fmt: skip
+    taken = {line.split("(env: ", 1)[1].split(")", 1)[0] for line in dumped.splitlines() if "(env: " in line}
+    # Connection-plugin settings (ssh args, control path) are not in this dump; the rest must be.
+    plugin = {"ANSIBLE_SSH_ARGS", "ANSIBLE_SSH_CONTROL_PATH_DIR", "ANSIBLE_CONFIG"}
+    assert {n for n in env if n.startswith("ANSIBLE_")} - plugin - taken == set(), dumped
+    assert "DEFAULT_INTERNAL_POLL_INTERVAL(" in dumped and ") = 0.02" in dumped

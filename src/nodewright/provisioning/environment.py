@@ -32,6 +32,12 @@ _FIXED = {
 }
 
 
+# What only the configuration file can set (no environment variable exists for it). Ansible's
+# processes poll each other every millisecond by default, which burns CPU for as long as a run lasts;
+# with many runs at once that spinning takes CPU from the runs themselves.
+ANSIBLE_CFG = "[defaults]\ninternal_poll_interval = 0.02\n"
+
+
 def ssh_args(known_hosts: Path, host_key_type: str) -> str:
     """Strict checking against the one pinned key; a short-lived master connection per run."""
     return " ".join(

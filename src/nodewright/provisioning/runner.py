@@ -29,7 +29,7 @@ from typing import Any
 import ansible_runner
 
 from nodewright.provisioning.agent import ssh_agent
-from nodewright.provisioning.environment import ansible_environment
+from nodewright.provisioning.environment import ANSIBLE_CFG, ansible_environment
 from nodewright.provisioning.events import EventDigest, FailedTask, LogSink
 from nodewright.provisioning.ssh import ssh_binary
 from nodewright.provisioning.target import SshTarget
@@ -141,7 +141,7 @@ def run_playbook(
         os.chmod(workdir, 0o700)
         os.chmod(control_dir, 0o700)
         (workdir / "tmp").mkdir(mode=0o700)
-        (workdir / "ansible.cfg").write_text("[defaults]\n")
+        (workdir / "ansible.cfg").write_text(ANSIBLE_CFG)
         known_hosts = workdir / "known_hosts"
         known_hosts.write_text(target.known_hosts_line())
         with ssh_agent(client_key, directory=control_dir, tag=tag) as agent_socket:
