@@ -171,7 +171,8 @@ def run_batch(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--concurrent", type=int, default=20)
+    parser.add_argument("--concurrent", type=int, default=20, help="nodes at once (0: skip the batch)")
+    parser.add_argument("--single", type=int, default=1, help="single nodes, one after the other")
     parser.add_argument("--bare-runs", type=int, default=3)
     parser.add_argument("--postgres-url", help="PostgreSQL server to create a scratch database on")
     args = parser.parse_args()
@@ -187,13 +188,15 @@ def main() -> None:
             raise SystemExit(f"no SSH nodes: {sim.ssh_nodes_reason}")
         bare_stock = [bare_playbook(sim, workdir, stock=True) for _ in range(args.bare_runs)]
         bare_ours = [bare_playbook(sim, workdir, stock=False) for _ in range(args.bare_runs)]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=args.concurrent) as pool:
-            bare_burst = list(
-                pool.map(lambda _: bare_playbook(sim, workdir, stock=True), range(args.concurrent))
-            )
+        bare_burst: list[float] = []
+        if args.concurrent > 0:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=args.concurrent) as pool:
+                bare_burst = list(
+                    pool.map(lambda _: bare_playbook(sim, workdir, stock=True), range(args.concurrent))
+                )
         action_floor = config.create_duration + config.start_duration
         floor = action_floor + statistics.median(bare_stock)
-        burst_floor = action_floor + statistics.median(bare_burst)
+        burst_floor = action_floor + statistics.median(bare_burst) if bare_burst else 0.0
         database_url = pg.create("nodes") if pg else None
         settings = Settings(
             database_url=database_url,
@@ -222,20 +225,27 @@ def main() -> None:
             provider = client.post("/api/providers", json=connect, headers=headers)
             assert provider.status_code == 201, provider.text
             provider_id = provider.json()["id"]
-            single = run_batch(client, headers, provider_id, 1, "one")
-            burst = run_batch(client, headers, provider_id, args.concurrent, "burst")
+            single = [
+                r for i in range(args.single) for r in run_batch(client, headers, provider_id, 1, f"one{i}")
+            ]
+            burst = (
+                run_batch(client, headers, provider_id, args.concurrent, "burst") if args.concurrent else []
+            )
         print(f"floor: simulated actions {action_floor:.2f} s + bare ansible-playbook (stock) "
               f"median {statistics.median(bare_stock):.2f} s = {floor:.2f} s")  # fmt: skip
         print(f"bare ansible-playbook, stock settings: {', '.join(f'{s:.2f}' for s in bare_stock)} s")
         print(f"bare ansible-playbook, nodewright's settings: {', '.join(f'{s:.2f}' for s in bare_ours)} s")
-        print(f"concurrent floor: simulated actions {action_floor:.2f} s + {args.concurrent} bare "
-              f"ansible-playbook (stock) at once, median {statistics.median(bare_burst):.2f} s "
-              f"= {burst_floor:.2f} s")  # fmt: skip
+        if bare_burst:
+            print(f"concurrent floor: simulated actions {action_floor:.2f} s + {args.concurrent} bare "
+                  f"ansible-playbook (stock) at once, median {statistics.median(bare_burst):.2f} s "
+                  f"= {burst_floor:.2f} s")  # fmt: skip
         print(f"database: {'postgresql' if pg else 'sqlite'}")
         for label, batch, batch_floor in (
-            ("1 node", single, floor),
+            (f"1 node ({args.single} runs)", single, floor),
             (f"{args.concurrent} concurrent", burst, burst_floor),
         ):
+            if not batch:
+                continue
             ready = [r["ready"] for r in batch]
             over = [r["ready"] - batch_floor for r in batch]
             print(f"{label}: time to ready p50 {pct(ready, 50):.2f} s, p95 {pct(ready, 95):.2f} s; "
