@@ -15,10 +15,10 @@ import httpx
 from tests.support.live_server import free_port
 
 
-def test_demo_starts_serves_and_stops_cleanly(tmp_path: Path) -> None:
+def start_demo(data_dir: Path, port: int, sim_port: int) -> tuple[subprocess.Popen[str], str]:
+    """``nodewright demo`` on its own data directory; returns it and its output up to startup."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NODEWRIGHT_")}
-    env["NODEWRIGHT_DATA_DIR"] = str(tmp_path / "data")
-    port, sim_port = free_port(), free_port()
+    env["NODEWRIGHT_DATA_DIR"] = str(data_dir)
     proc = subprocess.Popen(
         [sys.executable, "-m", "nodewright.cli", "demo", "--port", str(port), "--sim-port", str(sim_port)],
         env=env,
@@ -26,14 +26,20 @@ def test_demo_starts_serves_and_stops_cleanly(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Application startup complete" in line:
+            break
+    return proc, "".join(lines)
+
+
+def test_demo_starts_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    port, sim_port = free_port(), free_port()
+    proc, output = start_demo(tmp_path / "data", port, sim_port)
     try:
         assert proc.stdout is not None
-        lines: list[str] = []
-        for line in proc.stdout:
-            lines.append(line)
-            if "Application startup complete" in line:
-                break
-        output = "".join(lines)
         assert f"Hetzner Cloud simulator: http://127.0.0.1:{sim_port}/v1" in output, output
         # The simulator is connected as a provider: a first try goes straight to creating a node.
         assert "Provider connection 'simulator' created for the simulator." in output, output
@@ -73,23 +79,12 @@ def _connections(data_dir: Path) -> list[tuple[str, str | None, str]]:
 
 
 def test_a_restarted_demo_points_its_connection_at_the_new_simulator(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NODEWRIGHT_")}
-    env["NODEWRIGHT_DATA_DIR"] = str(tmp_path / "data")
     seen = []
     for expected in ("created for", "points at"):
         port, sim_port = free_port(), free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "nodewright.cli", "demo", "--port", str(port), "--sim-port", str(sim_port)],  # noqa: E501
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        proc, output = start_demo(tmp_path / "data", port, sim_port)
         try:
-            assert proc.stdout is not None
-            lines: list[str] = []
-            for line in proc.stdout:
-                lines.append(line)
-                if "Application startup complete" in line:
-                    break
-            assert f"Provider connection 'simulator' {expected} the simulator." in "".join(lines), lines
+            assert f"Provider connection 'simulator' {expected} the simulator." in output, output
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
         finally:
