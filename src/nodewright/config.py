@@ -7,6 +7,7 @@ by ``NODEWRIGHT_CONFIG_FILE`` (or ``<data_dir>/nodewright.toml`` when it exists)
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,19 @@ class Settings(BaseSettings):
         if "cookie_secure" not in self.model_fields_set and (self.public_url or "").startswith("https://"):
             self.cookie_secure = True
         return self
+
+    @field_validator("provider_endpoints")
+    @classmethod
+    def _endpoint_prefixes(cls, value: str) -> str:
+        if value.strip() == "*":
+            return value
+        prefixes = [p.strip() for p in value.split(",") if p.strip()]
+        if not prefixes:
+            raise ValueError('must name at least one URL prefix (or "*" for any)')
+        bad = [p for p in prefixes if not re.match(r"https?://[^/\s]+", p)]
+        if bad:
+            raise ValueError(f"not an http(s) URL prefix with a host: {', '.join(bad)}")
+        return value
 
     @field_validator("node_contracts")
     @classmethod

@@ -34,6 +34,10 @@ def connect_simulator(ctx: AppContext, api_url: str, ssh_port: int) -> str:
                 api_endpoint=api_url, ssh_port=ssh_port, allowed_endpoints=allowed,
             )  # fmt: skip
             return f"Provider connection '{CONNECTION_NAME}' created for the simulator."
+        if not (existing.api_endpoint or "").startswith("http://127.0.0.1:"):
+            # Not one the demo made (a real account of that name in this database): left alone.
+            return (f"Provider connection '{CONNECTION_NAME}' exists and is not a simulator: left as it is; "
+                    "connect the simulator on /providers under another name.")  # fmt: skip
         if (existing.api_endpoint, existing.ssh_port) != (api_url, ssh_port):
             connections.update_connection(
                 ctx.database, ctx.box, existing.id, actor=ACTOR, token=token, api_endpoint=api_url,

@@ -210,3 +210,12 @@ def test_ipv6_clients_are_throttled_per_64() -> None:
         throttle.failed(f"other-{i}", "::ffff:192.0.2.7")
     assert throttle.retry_after("anyone", "192.0.2.7") is not None
     assert throttle.retry_after("anyone", "192.0.2.8") is None
+
+
+def test_ipv4_clients_behind_nat64_are_counted_per_ipv4_address() -> None:
+    from nodewright.security.throttle import address_key
+
+    assert address_key("64:ff9b::203.0.113.5") == "203.0.113.5"
+    assert address_key("64:ff9b::203.0.113.6") != address_key("64:ff9b::203.0.113.5")
+    assert address_key("2001:db8:1:2::7") == "2001:db8:1:2::/64"
+    assert address_key("unknown") == "unknown"

@@ -104,3 +104,12 @@ def test_provider_endpoints_default_to_the_real_api_only(monkeypatch: pytest.Mon
     assert anything.allowed_provider_endpoints is None
     anything.allow_provider_endpoint("http://127.0.0.1:8480/")  # any stays any
     check_endpoint("hetzner", "http://203.0.113.5/v1", anything.allowed_provider_endpoints)
+
+
+@pytest.mark.parametrize("value", ["", " , ", "api.hetzner.cloud", "https://api.hetzner.cloud/,ftp://x"])
+def test_a_blank_or_malformed_endpoint_allowlist_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("NODEWRIGHT_PROVIDER_ENDPOINTS", value)
+    with pytest.raises(ConfigError, match="provider_endpoints"):
+        load_settings()

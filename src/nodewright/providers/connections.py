@@ -171,7 +171,8 @@ def check_endpoint(kind: str, endpoint: str | None, allowed: tuple[str, ...] | N
     raise ConnectionError_(
         422,
         "invalid_request",
-        f"the API endpoint {effective} is not allowed here (NODEWRIGHT_PROVIDER_ENDPOINTS)",
+        f"the API endpoint {effective} is not allowed here (NODEWRIGHT_PROVIDER_ENDPOINTS allows: "
+        f"{', '.join(allowed)})",
         "api_endpoint",
     )
 
@@ -290,7 +291,10 @@ def update_connection(
     with database.session() as session:
         current = _require(session, connection_id)
         kind, endpoint = current.kind, current.api_endpoint
-        check_endpoint(kind, api_endpoint if api_endpoint is not None else endpoint, allowed_endpoints)
+        if api_endpoint is not None or token is not None:
+            # Only what will be sent somewhere is checked: a new endpoint, or a new token that goes
+            # to the stored one. Renaming a connection made before the allowlist narrowed stays possible.
+            check_endpoint(kind, api_endpoint if api_endpoint is not None else endpoint, allowed_endpoints)
         port, user = current.ssh_port, current.ssh_user
         if name is not None:
             check_name(name)

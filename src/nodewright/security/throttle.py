@@ -30,6 +30,9 @@ WINDOW_SECONDS = 15 * 60
 MAX_KEYS = 10_000
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def address_key(address: str) -> str:
     """The key a client address is throttled under: the address itself for IPv4, its /64 for IPv6
     (one subscriber gets a whole /64 and can pick a new address per request)."""
@@ -40,6 +43,8 @@ def address_key(address: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
+        if ip in _NAT64:  # an IPv4 client behind a translator (RFC 6052): one per IPv4 address
+            return str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
 
