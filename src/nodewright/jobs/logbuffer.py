@@ -35,7 +35,6 @@ class BufferedLog:
         self._pending: list[LogEntry] = []
         self._error: BaseException | None = None
         self._closed = False
-        self._writing = False
         self._thread = threading.Thread(target=self._run, name="job-log-writer", daemon=True)
         self._thread.start()
 
@@ -60,18 +59,15 @@ class BufferedLog:
                     self._lock.wait(self._interval)
                 batch, self._pending = self._pending, []
                 closed = self._closed
-                self._writing = bool(batch)
             if batch:
                 try:
                     self._write_many(batch)
                 except BaseException as exc:  # handed to the source, not lost
                     with self._lock:
                         self._error = exc
-                        self._writing = False
                         self._lock.notify_all()
                     return
             with self._lock:
-                self._writing = False
                 self._lock.notify_all()
                 if closed and not self._pending:
                     return

@@ -18,7 +18,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -31,7 +30,7 @@ import ansible_runner
 from nodewright.provisioning.agent import ssh_agent
 from nodewright.provisioning.environment import ANSIBLE_CFG, ansible_environment
 from nodewright.provisioning.events import EventDigest, FailedTask, LogSink
-from nodewright.provisioning.ssh import ssh_binary
+from nodewright.provisioning.ssh import end_master
 from nodewright.provisioning.target import SshTarget
 from nodewright.security.secret import Secret
 
@@ -111,13 +110,7 @@ def close_masters(control_dir: Path) -> None:
     if not control_dir.is_dir():
         return
     for sock in control_dir.iterdir():
-        subprocess.run(
-            [ssh_binary(), "-F", "/dev/null", "-o", f"ControlPath={sock}", "-O", "exit", "nodewright-master"],
-            capture_output=True,
-            timeout=10,
-            check=False,
-            env={"PATH": os.defpath},
-        )
+        end_master(sock)
 
 
 def run_playbook(

@@ -60,6 +60,27 @@ def ssh_binary() -> str:
     return path
 
 
+def end_master(control_path: Path) -> None:
+    """Ask the ControlPersist master listening on ``control_path`` to exit."""
+    subprocess.run(
+        [
+            ssh_binary(),
+            "-F",
+            "/dev/null",
+            "-o",
+            f"ControlPath={control_path}",
+            "-O",
+            "exit",
+            "nodewright-master",
+        ],
+        capture_output=True,
+        timeout=10,
+        check=False,
+        env={"PATH": os.defpath},
+        stdin=subprocess.DEVNULL,
+    )
+
+
 class PinnedSsh:
     """Runs commands on one target through an agent socket, with the host key pinned."""
 
@@ -100,23 +121,7 @@ class PinnedSsh:
         if self.control_path is None or not self.control_path.exists():
             return
         try:
-            subprocess.run(
-                [
-                    ssh_binary(),
-                    "-F",
-                    "/dev/null",
-                    "-o",
-                    f"ControlPath={self.control_path}",
-                    "-O",
-                    "exit",
-                    "nw",
-                ],
-                capture_output=True,
-                timeout=10,
-                check=False,
-                env={"PATH": os.defpath},
-                stdin=subprocess.DEVNULL,
-            )
+            end_master(self.control_path)
         except (OSError, subprocess.TimeoutExpired) as exc:
             # Never replaces the caller's own outcome: the engine kills the job's marked processes
             # (the master among them) when the attempt ends, and ControlPersist bounds it anyway.
