@@ -10,12 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from nodewright.api.deps import Admin, DatabaseDep, Viewer
 from nodewright.api.ids import TokenId
 from nodewright.api.problems import PROBLEM_RESPONSES, ProblemError, field_problem, not_found, problem_doc
+from nodewright.api.routing import OneHopRoute
 from nodewright.db.models import ApiToken
 from nodewright.security import accounts, api_tokens, audit
 from nodewright.security.api_tokens import TOKEN_NAME_PATTERN
 from nodewright.security.roles import Role
 
-router = APIRouter(prefix="/api", tags=["accounts"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/api", tags=["accounts"], responses=PROBLEM_RESPONSES, route_class=OneHopRoute)
 
 
 class Me(BaseModel):

@@ -10,9 +10,10 @@ from pydantic import BaseModel, Field
 
 from nodewright.api.deps import Admin, DatabaseDep
 from nodewright.api.problems import PROBLEM_RESPONSES
+from nodewright.api.routing import OneHopRoute
 from nodewright.security import audit
 
-router = APIRouter(prefix="/api/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/api/audit", tags=["audit"], responses=PROBLEM_RESPONSES, route_class=OneHopRoute)
 
 
 class AuditEntry(BaseModel):

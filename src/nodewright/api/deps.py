@@ -42,8 +42,18 @@ def get_database(request: Request) -> Database:
     return get_context(request).database
 
 
-ContextDep = Annotated[AppContext, Depends(get_context)]
-DatabaseDep = Annotated[Database, Depends(get_database)]
+# The dependencies themselves are coroutines: FastAPI runs a plain ``def`` dependency in the thread
+# pool, a hand-off that costs more than the attribute lookup it would run there.
+async def _context_dependency(request: Request) -> AppContext:
+    return get_context(request)
+
+
+async def _database_dependency(request: Request) -> Database:
+    return get_database(request)
+
+
+ContextDep = Annotated[AppContext, Depends(_context_dependency)]
+DatabaseDep = Annotated[Database, Depends(_database_dependency)]
 
 
 def _unauthenticated(detail: str) -> ProblemError:

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from nodewright import gates
 from nodewright.api.deps import Admin, ContextDep, Viewer
 from nodewright.api.problems import PROBLEM_RESPONSES, ProblemError, field_problem
+from nodewright.api.routing import OneHopRoute
 
-router = APIRouter(prefix="/api", tags=["gates"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/api", tags=["gates"], responses=PROBLEM_RESPONSES, route_class=OneHopRoute)
 
 
 class GateOut(BaseModel):

@@ -9,10 +9,11 @@ from sqlalchemy import text
 
 from nodewright.api.deps import ContextDep
 from nodewright.api.problems import PROBLEM_RESPONSES, problem_response
+from nodewright.api.routing import OneHopRoute
 from nodewright.db import migrate
 from nodewright.jobs import metrics as job_metrics
 
-router = APIRouter(tags=["service"])
+router = APIRouter(tags=["service"], route_class=OneHopRoute)
 
 
 @router.get("/healthz", summary="Liveness: the process answers")

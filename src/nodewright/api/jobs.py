@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from nodewright.api.deps import DatabaseDep, Operator, Viewer
 from nodewright.api.ids import JobId
 from nodewright.api.problems import PROBLEM_RESPONSES, ProblemError, problem_doc
+from nodewright.api.routing import OneHopRoute
 from nodewright.api.streams import StreamHub, StreamTicket
 from nodewright.db.database import Database
 from nodewright.db.models.jobs import Job, JobEvent, JobStep
@@ -28,7 +29,7 @@ from nodewright.jobs.states import ALL_STATES, TERMINAL
 from nodewright.security import audit
 from nodewright.security.redaction import redact
 
-router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES, route_class=OneHopRoute)
 
 SSE_MEDIA_TYPE = "text/event-stream"
 SSE_POLL_SECONDS = 0.25
@@ -313,6 +314,10 @@ async def event_stream(
             hub.ensure_running()
     last = after
     last_sent = started = time.monotonic()
+    # The first keep-alive comes at a random point of its interval: 500 streams opened together
+    # would otherwise send their keep-alives, and make their safety-net reads, in the same instant
+    # (measured: one 1.5 s stall of every other request every 15 s).
+    keepalive_due = keepalive_seconds * (0.5 + random.random() / 2)
     yield "retry: 2000\n\n"
     while True:
         if ticket is not None and ticket.closed:
@@ -339,14 +344,15 @@ async def event_stream(
             now = time.monotonic()
             if now - started >= max_seconds:
                 return
-            if now - last_sent >= keepalive_seconds:
+            if now - last_sent >= keepalive_due:
                 yield ": keep-alive\n\n"
                 last_sent = time.monotonic()
+                keepalive_due = keepalive_seconds
                 break  # and read again: a safety net should the feed have missed something
             if ticket is None:
                 await asyncio.sleep(poll_seconds)
                 break
-            wait = min(keepalive_seconds - (now - last_sent), max_seconds - (now - started))
+            wait = min(keepalive_due - (now - last_sent), max_seconds - (now - started))
             if await ticket.wait(max(0.0, wait)):
                 break
 

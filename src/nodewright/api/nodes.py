@@ -17,6 +17,7 @@ from nodewright.api.deps import ContextDep, Operator, Viewer
 from nodewright.api.gates import gate_closed_problem
 from nodewright.api.ids import NodeId
 from nodewright.api.problems import PROBLEM_RESPONSES, FieldError, ProblemError, not_found, problem_doc
+from nodewright.api.routing import OneHopRoute
 from nodewright.db.models import Job, Node
 from nodewright.nodes import service
 from nodewright.nodes.states import CONTRACT_PROVIDER_V1, CONTRACTS, NodeStatus
@@ -24,7 +25,7 @@ from nodewright.providers.errors import ProviderError
 from nodewright.provisioning.profiles import DEFAULT_PROFILE, NAME_RE
 from nodewright.provisioning.target import InvalidHostKey, fingerprint, parse_public_key
 
-router = APIRouter(prefix="/api", tags=["nodes"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/api", tags=["nodes"], responses=PROBLEM_RESPONSES, route_class=OneHopRoute)
 
 MAX_ID = 2**31 - 1
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # a hostname label: also the server's name

@@ -12,9 +12,10 @@ from nodewright.api.deps import ContextDep, Operator, Viewer
 from nodewright.api.ids import OrphanId
 from nodewright.api.nodes import MAX_ID, JobRef, NodeJobOut, job_ref, node_out
 from nodewright.api.problems import PROBLEM_RESPONSES, ProblemError, not_found, problem_doc
+from nodewright.api.routing import OneHopRoute
 from nodewright.nodes import orphans
 
-router = APIRouter(prefix="/api", tags=["nodes"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/api", tags=["nodes"], responses=PROBLEM_RESPONSES, route_class=OneHopRoute)
 
 
 class OrphanOut(BaseModel):

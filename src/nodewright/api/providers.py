@@ -14,12 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nodewright.api.deps import Admin, ContextDep, Viewer
 from nodewright.api.problems import PROBLEM_RESPONSES, FieldError, ProblemError, problem_doc
+from nodewright.api.routing import OneHopRoute
 from nodewright.db.models import ProviderConnection
 from nodewright.providers import connections
 from nodewright.providers.errors import ProviderError
 from nodewright.security.secret import Secret
 
-router = APIRouter(prefix="/api/providers", tags=["providers"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/api/providers", tags=["providers"], responses=PROBLEM_RESPONSES, route_class=OneHopRoute
+)
 
 MAX_ID = 2**31 - 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$"

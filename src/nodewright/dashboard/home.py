@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from nodewright.api.ids import TokenId
+from nodewright.api.routing import OneHopRoute
 from nodewright.context import AppContext
 from nodewright.dashboard.rendering import (
     PageError,
@@ -18,7 +19,7 @@ from nodewright.dashboard.rendering import (
 from nodewright.security import accounts, api_tokens
 from nodewright.security.roles import Role
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=OneHopRoute)
 
 
 def _ctx(request: Request) -> AppContext:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from nodewright.api.ids import JobId
+from nodewright.api.routing import OneHopRoute
 from nodewright.context import AppContext
 from nodewright.dashboard.rendering import (
     PageError,
@@ -21,7 +22,7 @@ from nodewright.security import audit
 from nodewright.security.redaction import redact
 from nodewright.security.roles import Role
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=OneHopRoute)
 PAGE_SIZE = 50
 
 

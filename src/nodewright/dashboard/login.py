@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from nodewright.api.routing import OneHopRoute
 from nodewright.context import AppContext
 from nodewright.dashboard.rendering import (
     PageError,
@@ -19,7 +20,7 @@ from nodewright.dashboard.rendering import (
 )
 from nodewright.security import accounts, audit, web_sessions
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=OneHopRoute)
 
 
 def _ctx(request: Request) -> AppContext:

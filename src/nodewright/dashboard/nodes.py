@@ -20,6 +20,7 @@ from nodewright import gates
 from nodewright.api.ids import NodeId
 from nodewright.api.jobs import SSE_MAX_STREAM_SECONDS, SSE_MEDIA_TYPE, _TicketedStream
 from nodewright.api.nodes import NAME_PATTERN, node_out
+from nodewright.api.routing import OneHopRoute
 from nodewright.api.streams import ANY_JOB, StreamHub, StreamTicket
 from nodewright.context import AppContext
 from nodewright.dashboard.rendering import (
@@ -40,7 +41,7 @@ from nodewright.providers.errors import ProviderError
 from nodewright.provisioning.profiles import DEFAULT_PROFILE, available_profiles
 from nodewright.security.roles import Role
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=OneHopRoute)
 KEEPALIVE_SECONDS = 15.0
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from nodewright.api.routing import OneHopRoute
 from nodewright.context import AppContext
 from nodewright.dashboard.rendering import PageError, PageUser, render, require_page_role, require_user
 from nodewright.db.models import ProviderConnection
@@ -21,7 +22,7 @@ from nodewright.security import web_sessions
 from nodewright.security.roles import Role
 from nodewright.security.secret import Secret
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=OneHopRoute)
 MAX_ID = 2**31 - 1
 BADGES = {
     "ok": "ok",
