@@ -22,7 +22,9 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
+import anyio
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
@@ -39,6 +41,12 @@ SQLITE_POLL_SECONDS = 0.25
 CREDENTIAL_CHECK_SECONDS = 0.5
 IDLE_STOP_SECONDS = 5.0
 ANY_JOB = 0  # a ticket for this "job" wakes on every job's events (the live node list)
+# The streams' own reads share this many worker threads, apart from the pool everyone else uses:
+# 500 streams opened (or woken) together queue behind each other, not in front of every request.
+STREAM_READ_THREADS = 4
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -94,6 +102,16 @@ class StreamHub:
         self._task: asyncio.Task[None] | None = None
         self._listener: _PostgresEventListener | None = None
         self._sqlite_cursor: int | None = None
+        self._reads: anyio.CapacityLimiter | None = None
+
+    async def read(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a stream's database read in a worker thread of the streams' own small share.
+
+        The hub's feed and credential checks do not use it: a revoked token's stream must close
+        in time however many streams wait to read."""
+        if self._reads is None:  # made on the loop: anyio wants a running event loop for it
+            self._reads = anyio.CapacityLimiter(STREAM_READ_THREADS)
+        return await anyio.to_thread.run_sync(lambda: func(*args, **kwargs), limiter=self._reads)
 
     # --- admission ---------------------------------------------------------------------------------
 

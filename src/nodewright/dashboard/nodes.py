@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -219,7 +218,7 @@ async def _node_stream(
             yield f"event: end\ndata: {json.dumps({'reason': ticket.closed_reason})}\n\n"
             return
         try:
-            now = await run_in_threadpool(_snapshot, ctx)
+            now = await hub.read(_snapshot, ctx)
         except (OperationalError, InterfaceError):
             return
         changed = [row for node_id, row in now.items() if sent.get(node_id) != row]
