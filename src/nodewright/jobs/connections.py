@@ -1,9 +1,9 @@
 """Transactions for the engine's hot path: Core statements on long-lived per-thread connections.
 
 Claiming and finishing run for every job, so they skip the ORM and do not open a connection per
-transaction: on SQLite (NullPool) that would reconnect, replay the PRAGMAs and checkpoint the WAL on
-every close; on PostgreSQL it would pay the pool's pre-ping. Each thread keeps its own connection;
-a connection that fails is dropped and replaced on next use.
+transaction: on SQLite that would take a connection from the pool (or open one, replaying the
+PRAGMAs, when the pool is drained); on PostgreSQL it would pay the pool's pre-ping. Each thread
+keeps its own connection; a connection that fails is dropped and replaced on next use.
 
 On PostgreSQL those held connections come from an engine of their own (no pool limit), never from
 the ``Database``'s pool: a worker keeps up to two per executor thread for its whole life, and taking
