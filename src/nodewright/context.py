@@ -12,6 +12,7 @@ from nodewright.config import Settings
 from nodewright.db.database import Database
 from nodewright.security.accounts import KnownUsernames
 from nodewright.security.audit import RefusalTally
+from nodewright.security.login_failures import SharedLoginThrottle
 from nodewright.security.secretbox import (
     SecretBox,
     SecretKeyError,
@@ -31,7 +32,7 @@ class AppContext:
     database: Database
     box: SecretBox
     signer: SessionSigner
-    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    login_throttle: LoginThrottle | SharedLoginThrottle = field(default_factory=LoginThrottle)
     password_gate: PasswordCheckGate = field(default_factory=lambda: PasswordCheckGate(2))
     refusal_tally: RefusalTally = field(default_factory=lambda: RefusalTally(window_seconds=900.0))
     known_usernames: KnownUsernames = field(init=False)
@@ -71,11 +72,14 @@ class AppContext:
             database,
             box,
             SessionSigner(signing_key, settings.session_max_age_seconds),
-            login_throttle=LoginThrottle(
-                max_failures=settings.login_max_failures,
-                max_failures_per_address=settings.login_max_failures_per_address,
-                max_failures_per_account=settings.login_max_failures_per_account,
-                window_seconds=settings.login_throttle_window_seconds,
+            login_throttle=SharedLoginThrottle(
+                database,
+                LoginThrottle(
+                    max_failures=settings.login_max_failures,
+                    max_failures_per_address=settings.login_max_failures_per_address,
+                    max_failures_per_account=settings.login_max_failures_per_account,
+                    window_seconds=settings.login_throttle_window_seconds,
+                ),
             ),
             password_gate=PasswordCheckGate(
                 settings.max_concurrent_password_checks, settings.password_checks_per_second

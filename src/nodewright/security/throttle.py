@@ -9,8 +9,9 @@
   guessing; the account's owner waits out the window).
 
 The check runs before the password is verified and treats unknown and existing usernames alike, so a
-refusal says nothing about whether the account exists. State is kept in the process: each ``serve``
-process throttles on its own, which bounds the guessing rate per process and needs no shared storage.
+refusal says nothing about whether the account exists. This class keeps the counts of one process;
+``security.login_failures.SharedLoginThrottle`` puts the database's counts, which every ``serve``
+process writes, behind it.
 """
 
 from __future__ import annotations
@@ -91,6 +92,14 @@ class FailureCounter:
             times = self._failures[key] = deque(maxlen=self.limit)
         times.append(now)
 
+    def hold(self, key: str, seconds: int) -> None:
+        """Count ``key`` as at its limit for ``seconds`` more (a refusal learned elsewhere)."""
+        now = self._clock()
+        if key not in self._failures and len(self._failures) >= self.max_keys:
+            self._prune(now)
+        at = now + seconds - self.window_seconds
+        self._failures[key] = deque([at] * self.limit, maxlen=self.limit)
+
     def forget(self, key: str) -> None:
         self._failures.pop(key, None)
 
@@ -115,6 +124,8 @@ class LoginThrottle:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_failures = max_failures
+        self.max_failures_per_address = max_failures_per_address
+        self.max_failures_per_account = max_failures_per_account
         self.window_seconds = window_seconds
         self._lock = threading.Lock()
 
@@ -130,11 +141,11 @@ class LoginThrottle:
         return self._pairs._failures
 
     @staticmethod
-    def _account(username: str) -> str:
+    def account_key(username: str) -> str:
         return username.strip().lower()[:128]
 
     def _keys(self, username: str, address: str) -> list[tuple[FailureCounter, str]]:
-        account = self._account(username)
+        account = self.account_key(username)
         address = address_key(address)
         return [
             (self._pairs, f"{account}\x00{address}"),
@@ -152,6 +163,15 @@ class LoginThrottle:
         with self._lock:
             for counter, key in self._keys(username, address):
                 counter.failed(key)
+
+    def hold(self, username: str, address: str, seconds: dict[str, int]) -> None:
+        """Refuse for a while what another process's failures put over a limit: ``seconds`` maps
+        ``pair``, ``address`` or ``account`` to the wait the shared counts gave."""
+        with self._lock:
+            pair, by_address, by_account = self._keys(username, address)
+            for name, (counter, key) in (("pair", pair), ("address", by_address), ("account", by_account)):
+                if name in seconds:
+                    counter.hold(key, seconds[name])
 
     def succeeded(self, username: str, address: str) -> None:
         """A right password clears the pair's failures (not the address's or the account's: one

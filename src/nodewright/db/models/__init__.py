@@ -4,6 +4,7 @@ from nodewright.db.models.audit import AuditEvent
 from nodewright.db.models.auth import ApiToken, User, WebSession
 from nodewright.db.models.gates import FeatureGate
 from nodewright.db.models.jobs import Job, JobEvent, JobStep, WorkerRecord
+from nodewright.db.models.login_failures import LoginFailure
 from nodewright.db.models.meta import AppMeta
 from nodewright.db.models.nodes import Node, OrphanServer
 from nodewright.db.models.providers import ProviderConnection
@@ -17,6 +18,7 @@ __all__ = [
     "Job",
     "JobEvent",
     "JobStep",
+    "LoginFailure",
     "Node",
     "OrphanServer",
     "ProviderConnection",
