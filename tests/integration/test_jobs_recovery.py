@@ -401,3 +401,31 @@ def test_a_batch_of_log_lines_is_one_ordered_write(db: Database) -> None:
         ).all()  # fmt: skip
     assert [(r[1], r[2]) for r in rows] == [("line 0", "info"), ("line 1", "warning"), ("line 2", "info")]
     assert [r[0] for r in rows] == [first + 1, first + 2, first + 3]
+
+
+def test_a_buffered_log_is_refused_inside_a_transaction_block(db: Database) -> None:
+    """Its writer thread waits for the job-row lock that the block holds: fed or closed from inside
+    the block, it would wait forever on PostgreSQL. It is refused with a clear error instead, and
+    works outside the block."""
+    with db.session() as session:
+        job_id = enqueue(session, "test.steps", {}, registry=REGISTRY).id
+    claimed = claim(db, "worker-a")
+    assert claimed is not None
+    ctx = JobContext(db, claimed, cancel_flag=threading.Event())
+    sink = ctx.buffered_log()
+    with ctx.transaction():
+        with pytest.raises(RuntimeError, match=r"inside ctx\.transaction"):
+            sink("info", "from inside the block", {})
+        with pytest.raises(RuntimeError, match=r"inside ctx\.transaction"):
+            sink.close()
+    sink("info", "after the block", {})
+    sink.close()
+    with db.session() as session:
+        messages = (
+            session.execute(
+                text("SELECT message FROM job_events WHERE job_id = :j ORDER BY seq"), {"j": job_id}
+            )
+            .scalars()
+            .all()
+        )
+    assert "after the block" in messages and "from inside the block" not in messages

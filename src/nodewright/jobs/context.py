@@ -28,7 +28,7 @@ from nodewright.jobs.claim import ClaimedJob
 from nodewright.jobs.errors import DEADLINE_EXCEEDED, JobCanceled, JobError, LeaseLost
 from nodewright.jobs.events import append_event, jsonable
 from nodewright.jobs.fencing import Fence, fenced_touch, renew_lease
-from nodewright.jobs.logbuffer import LogEntry
+from nodewright.jobs.logbuffer import BufferedLog, LogEntry
 from nodewright.jobs.plaintext import refuse_secrets
 from nodewright.jobs.states import HOLDING
 
@@ -259,6 +259,19 @@ class JobContext:
             if remaining <= 0:
                 return
             self._cancel_flag.wait(min(remaining, 1.0))
+
+    def buffered_log(self) -> BufferedLog:
+        """A ``BufferedLog`` writing through ``log_many``. Its writer thread takes the job-row lock
+        for each batch, so it is refused (``RuntimeError``) inside a ``transaction()`` block, whose
+        thread holds that lock: waiting there for the writer would never end on PostgreSQL."""
+        return BufferedLog(self.log_many, check_caller=self._refuse_inside_block)
+
+    def _refuse_inside_block(self) -> None:
+        if self._transaction_session() is not None:
+            raise RuntimeError(
+                "a buffered job log cannot be used inside ctx.transaction(): its writer waits for the "
+                "job-row lock that the block holds; use ctx.log() there"
+            )
 
     def log_many(self, entries: Sequence[LogEntry]) -> None:
         """Append several ``(message, level, data)`` events in one fenced write transaction: a chatty

@@ -27,8 +27,13 @@ class BufferedLog:
         *,
         interval: float = 0.25,
         max_pending: int = 1000,
+        check_caller: Callable[[], None] | None = None,
     ) -> None:
+        """``check_caller`` runs before each event handed in and before ``close``, in the caller's
+        thread; it raises to refuse a caller that must not wait for the writer (see
+        ``JobContext.buffered_log``)."""
         self._write_many = write_many
+        self._check_caller = check_caller
         self._interval = interval
         self._max_pending = max_pending
         self._lock = threading.Condition()
@@ -40,6 +45,8 @@ class BufferedLog:
 
     def __call__(self, level: str, message: str, data: Mapping[str, Any]) -> None:
         """The sink signature of ``provisioning.runner.run_playbook``."""
+        if self._check_caller is not None:
+            self._check_caller()
         with self._lock:
             self._raise_error()
             # A writer that cannot keep up slows the source down instead of growing without end.
@@ -74,6 +81,8 @@ class BufferedLog:
 
     def close(self) -> None:
         """Write what is left and stop; raises the first failed write."""
+        if self._check_caller is not None:
+            self._check_caller()
         with self._lock:
             self._closed = True
             self._lock.notify_all()

@@ -23,7 +23,6 @@ from nodewright.db.models import Node, ProviderConnection, StoredSecret
 from nodewright.db.types import utcnow
 from nodewright.jobs.context import JobContext
 from nodewright.jobs.errors import DEADLINE_EXCEEDED, JobError
-from nodewright.jobs.logbuffer import BufferedLog
 from nodewright.jobs.processes import MARKER_ENV
 from nodewright.jobs.registry import job_handler
 from nodewright.nodes import progress
@@ -178,7 +177,7 @@ def provision(ctx: JobContext, node: Node) -> None:
 
     def run() -> dict[str, Any]:
         # Ansible's events reach the job log in batches (one commit each), not one write per event.
-        with _session(ctx, node) as (ssh, key), BufferedLog(ctx.log_many) as sink:
+        with _session(ctx, node) as (ssh, key), ctx.buffered_log() as sink:
             outcome = run_playbook(
                 target=ssh.target,
                 client_key=key,
