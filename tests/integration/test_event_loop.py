@@ -1,17 +1,23 @@
-"""No route blocks the event loop: every database statement and every password hash runs in a
-worker thread, never on the loop's own thread.
+"""No route blocks the event loop: every database statement, every password hash, and every other
+blocking call Python can report runs in a worker thread, never on the loop's own thread.
 
 A timing check (``/healthz`` latency while a route is hammered) is flaky on a loaded machine; this
 check is deterministic. Every statement SQLAlchemy sends and every argon2 call records whether it
-runs on a thread that is running an event loop, and every route the app serves (found from the app
-itself, so a new route is checked without being listed) is requested with valid credentials. One
-``async def`` route that queries the database or verifies a password on the loop fails the test.
+runs on a thread that is running an event loop; so does every blocking call that raises a Python
+audit event (``sys.addaudithook``): opening a file, starting a process, connecting a
+socket or resolving a name, opening an SQLite database, listing or changing a directory. Every
+route the app serves (found from the app itself, so a new route is checked without being listed)
+is requested with valid credentials. One ``async def`` route that does any of that on the loop
+fails the test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -33,8 +39,40 @@ from tests.support.apps import TEST_PASSWORD, RoleUser
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
+# Audit events (https://docs.python.org/3/library/audit_events.html) of calls that block.
+BLOCKING_EVENTS = frozenset(
+    {
+        "open",
+        "subprocess.Popen",
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+        "os.fork",
+        "socket.connect",
+        "socket.getaddrinfo",
+        "socket.gethostbyname",
+        "socket.gethostbyaddr",
+        "sqlite3.connect",
+        "os.listdir",
+        "os.scandir",
+        "os.remove",
+        "os.rename",
+        "os.mkdir",
+        "os.chmod",
+        "shutil.rmtree",
+        "shutil.copyfile",
+        "http.client.connect",
+        "urllib.Request",
+    }
+)
+# Opened by the import system: a module imported lazily reads its file once, as at start.
+IMPORTED = (".py", ".pyc", ".so", ".pth")
+
+
 class LoopWatch:
     """Collects blocking calls made on a thread that runs an event loop."""
+
+    active: LoopWatch | None = None  # the audit hook (added once, never removed) reports here
 
     def __init__(self) -> None:
         self.violations: list[str] = []
@@ -47,9 +85,31 @@ class LoopWatch:
                 self.violations.append(f"{self.route}: {what}")
 
 
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    watch = LoopWatch.active
+    if watch is None or event not in BLOCKING_EVENTS:
+        return
+    subject = args[0] if args else ""
+    if event == "open" and isinstance(subject, str | bytes) and str(subject).endswith(IMPORTED):
+        return
+    watch.check(f"{event} {subject!r}"[:200])
+
+
+_hook_added = False
+
+
+def _add_audit_hook() -> None:
+    global _hook_added
+    if not _hook_added:
+        sys.addaudithook(_audit)
+        _hook_added = True
+
+
 @pytest.fixture
 def watch(app_context: AppContext, monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopWatch]:
     watch = LoopWatch()
+    _add_audit_hook()
+    LoopWatch.active = watch
 
     def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         watch.check(f"SQL {statement.split()[0]}")
@@ -71,6 +131,7 @@ def watch(app_context: AppContext, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     try:
         yield watch
     finally:
+        LoopWatch.active = None
         event.remove(engine, "before_cursor_execute", on_execute)
 
 
@@ -165,3 +226,28 @@ def test_the_watch_sees_blocking_work_on_the_loop(app_context: AppContext, watch
 
     asyncio.run(blocking_route())
     assert any("SQL SELECT" in v for v in watch.violations)
+
+
+@pytest.mark.parametrize(
+    ("what", "blocking"),
+    [
+        ("open", lambda path: open(path, "rb").close()),
+        ("subprocess.Popen", lambda _path: subprocess.run(["true"], check=True)),
+        ("os.listdir", lambda path: os.listdir(os.path.dirname(path))),
+    ],
+)
+def test_the_watch_sees_other_blocking_calls_on_the_loop(
+    watch: LoopWatch, tmp_path: Any, what: str, blocking: Any
+) -> None:
+    """Calls that raise an audit event are caught on the loop, and only there."""
+    path = str(tmp_path / "file.txt")
+    with open(path, "w") as out:
+        out.write("x")
+    blocking(path)  # no loop on this thread: allowed
+    assert watch.violations == []
+
+    async def route() -> None:
+        blocking(path)
+
+    asyncio.run(route())
+    assert any(v.startswith(f"(none): {what}") for v in watch.violations), watch.violations
