@@ -251,3 +251,59 @@ def test_an_ended_session_closes_its_stream(served: tuple[str, AppContext, dict[
     wait_until(lambda: follower.ended, what="the stream to close")
     assert 'event: end\ndata: {"reason": "session_ended"}' in follower.text
     follower.stop()
+
+
+@pytest.mark.parametrize("feed_up", [True, False])
+def test_a_quiet_stream_reads_at_its_keep_alives_only_when_the_feed_is_down(
+    app_context: AppContext, monkeypatch: pytest.MonkeyPatch, feed_up: bool
+) -> None:
+    """While the shared feed runs it wakes a stream for its job's events, so a keep-alive needs no
+    read (500 quiet streams each reading at every keep-alive slowed every other request); when the
+    feed has failed, each keep-alive reads, as a poll."""
+    import asyncio
+
+    from nodewright.api.jobs import event_stream
+    from nodewright.api.streams import StreamHub
+
+    job_id = _queued_job(app_context)
+    hub = StreamHub(app_context.database, max_streams=10, max_per_user=10)
+    if not feed_up:
+        monkeypatch.setattr(hub, "feed_running", lambda: False)
+    ticket = hub.open(user_id=None, job_id=job_id, token_id=None, session_id=None)
+    reads: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "job_events.seq >" in statement:  # a stream's read, not the feed's poll
+            reads.append(statement)
+
+    async def follow() -> list[str]:
+        frames = []
+        stream = event_stream(
+            app_context.database,
+            job_id,
+            1,
+            hub=hub,
+            ticket=ticket,
+            keepalive_seconds=0.05,
+            max_seconds=1.0,
+            first=("queued", []),
+        )
+        async for frame in stream:
+            frames.append(frame)
+        await hub.stop()
+        return frames
+
+    event.listen(app_context.database.engine, "before_cursor_execute", count)
+    try:
+        frames = asyncio.run(follow())
+    finally:
+        event.remove(app_context.database.engine, "before_cursor_execute", count)
+        hub.release(ticket)
+    keepalives = frames.count(": keep-alive\n\n")
+    assert keepalives >= 5, frames
+    if feed_up:
+        # PostgreSQL: one read when the feed's LISTEN connection comes up (it wakes every stream
+        # then, for what was committed while it connected); none at the keep-alives.
+        assert len(reads) <= (0 if app_context.database.is_sqlite else 1), reads
+    else:
+        assert len(reads) >= keepalives - 1

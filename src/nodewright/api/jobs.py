@@ -321,8 +321,7 @@ async def event_stream(
     last = after
     last_sent = started = time.monotonic()
     # The first keep-alive comes at a random point of its interval: 500 streams opened together
-    # would otherwise send their keep-alives, and make their safety-net reads, in the same instant
-    # (measured: one 1.5 s stall of every other request every 15 s).
+    # would otherwise send their keep-alives in the same instant.
     keepalive_due = keepalive_seconds * (0.5 + random.random() / 2)
     yield "retry: 2000\n\n"
     while True:
@@ -359,7 +358,9 @@ async def event_stream(
                 yield ": keep-alive\n\n"
                 last_sent = time.monotonic()
                 keepalive_due = keepalive_seconds
-                break  # and read again: a safety net should the feed have missed something
+                if hub is not None and hub.feed_running():
+                    continue  # the feed wakes this stream for its job's events: nothing to read
+                break  # no feed (it failed, or a direct caller): read again, as a poll
             if ticket is None:
                 await asyncio.sleep(poll_seconds)
                 break

@@ -151,6 +151,11 @@ class StreamHub:
 
     # --- the shared feed ---------------------------------------------------------------------------
 
+    def feed_running(self) -> bool:
+        """Whether the change feed is running (it wakes streams for their jobs' events); when it
+        failed, streams fall back to reading at every keep-alive."""
+        return self._task is not None and not self._task.done()
+
     def ensure_running(self) -> None:
         """Start the feed task on the running loop if it is not running (it stops when idle)."""
         if self._task is None or self._task.done():

@@ -213,25 +213,32 @@ async def _node_stream(
     started = time.monotonic()
     sent: dict[int, dict[str, Any]] = {}
     yield "retry: 2000\n\n"
+    read = True
     while time.monotonic() - started < lifetime:
         if ticket.closed:
             yield f"event: end\ndata: {json.dumps({'reason': ticket.closed_reason})}\n\n"
             return
-        try:
-            now = await hub.read(_snapshot, ctx)
-        except (OperationalError, InterfaceError):
-            return
-        changed = [row for node_id, row in now.items() if sent.get(node_id) != row]
+        changed: list[dict[str, Any]] = []
+        if read:
+            try:
+                now = await hub.read(_snapshot, ctx)
+            except (OperationalError, InterfaceError):
+                return
+            changed = [row for node_id, row in now.items() if sent.get(node_id) != row]
+            if changed:
+                sent = now
         if changed:
             yield f"event: nodes\ndata: {json.dumps(changed, separators=(',', ':'))}\n\n"
-            sent = now
         else:
             yield ": keep-alive\n\n"
         remaining = lifetime - (time.monotonic() - started)
         if remaining <= 0:
             return
-        await ticket.wait(min(KEEPALIVE_SECONDS, remaining))
-        await asyncio.sleep(0.2)  # coalesce a burst of events into one read
+        woken = await ticket.wait(min(KEEPALIVE_SECONDS, remaining))
+        # A quiet interval needs no read while the feed runs: it would have woken this stream.
+        read = woken or not hub.feed_running()
+        if woken:
+            await asyncio.sleep(0.2)  # coalesce a burst of events into one read
 
 
 @router.get("/nodes/{node_id}", response_class=HTMLResponse)
