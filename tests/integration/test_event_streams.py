@@ -4,6 +4,7 @@ polling), caps per user and per process (429), and streams closed when their cre
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import socket
 import threading
@@ -302,8 +303,136 @@ def test_a_quiet_stream_reads_at_its_keep_alives_only_when_the_feed_is_down(
     keepalives = frames.count(": keep-alive\n\n")
     assert keepalives >= 5, frames
     if feed_up:
-        # PostgreSQL: one read when the feed's LISTEN connection comes up (it wakes every stream
-        # then, for what was committed while it connected); none at the keep-alives.
-        assert len(reads) <= (0 if app_context.database.is_sqlite else 1), reads
+        # One read when the feed starts (it wakes every stream then, for what was committed before
+        # it took its cursor or its LISTEN connection came up); none at the keep-alives.
+        assert len(reads) <= 1, reads
     else:
         assert len(reads) >= keepalives - 1
+
+
+def test_a_refused_stream_reads_no_events(served: tuple[str, AppContext, dict[Role, RoleUser]]) -> None:
+    """A stream over its cap is refused before the request reads the job's events: a viewer at the
+    cap asking again and again costs no event reads."""
+    url, ctx, users = served
+    job_id = _queued_job(ctx)
+    viewer = users[Role.viewer]
+    open_ = [_follow(url, job_id, viewer), _follow(url, job_id, viewer)]
+    reads: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "job_events.seq >" in statement:
+            reads.append(statement)
+
+    try:
+        event.listen(ctx.database.engine, "before_cursor_execute", count)
+        try:
+            for _ in range(3):
+                refused = httpx.get(
+                    f"{url}/api/jobs/{job_id}/events",
+                    headers={**viewer.headers, "Accept": "text/event-stream"},
+                )
+                assert refused.status_code == 429
+        finally:
+            event.remove(ctx.database.engine, "before_cursor_execute", count)
+    finally:
+        for f in open_:
+            f.stop()
+    assert reads == []
+
+
+async def _frames_until(stream: Any, marker: str, seconds: float) -> tuple[list[str], float]:
+    """Frames of ``stream`` until one contains ``marker`` (or ``seconds`` pass); the time taken."""
+    import asyncio
+
+    frames: list[str] = []
+    started = time.monotonic()
+
+    async def run() -> None:
+        async for frame in stream:
+            frames.append(frame)
+            if marker in frame:
+                return
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(run(), seconds)
+    return frames, time.monotonic() - started
+
+
+@pytest.mark.parametrize("feed_already_running", [False, True])
+def test_events_written_between_the_first_read_and_the_stream_start_are_sent_at_once(
+    app_context: AppContext, feed_already_running: bool
+) -> None:
+    """The request reads the stream's first events itself; an event committed after that read but
+    before the stream started must not wait for a keep-alive (which, with the feed running, reads
+    nothing): the feed's start wakes every stream, and a wake that comes before the stream is
+    bound is kept for it."""
+    import asyncio
+
+    from nodewright.api.jobs import event_stream
+    from nodewright.api.streams import StreamHub
+
+    job_id = _queued_job(app_context)
+    hub = StreamHub(app_context.database, max_streams=10, max_per_user=10)
+
+    async def scenario() -> tuple[list[str], float]:
+        if feed_already_running:
+            keeper = hub.open(user_id=None, job_id=_queued_job(app_context), token_id=None, session_id=None)
+            keeper.bind()
+            hub.ensure_running()
+            await asyncio.sleep(1.0)  # the feed has taken its cursor
+        ticket = hub.open(user_id=None, job_id=job_id, token_id=None, session_id=None)
+        first: tuple[str | None, list[Any]] = ("queued", [])  # the request's own read: nothing new
+        _log(app_context, job_id, "written after the first read")
+        if feed_already_running:
+            await asyncio.sleep(1.0)  # the running feed sees it and wakes the not yet bound ticket
+        stream = event_stream(
+            app_context.database,
+            job_id,
+            1,
+            hub=hub,
+            ticket=ticket,
+            keepalive_seconds=30.0,
+            max_seconds=6.0,
+            first=first,
+        )
+        frames, taken = await _frames_until(stream, "written after the first read", 5.0)
+        await hub.stop()
+        return frames, taken
+
+    frames, taken = asyncio.run(scenario())
+    assert any("written after the first read" in f for f in frames), frames
+    assert taken < 3.0, taken  # a generous bound: the keep-alive is 30 s away
+
+
+def test_a_batch_read_after_the_credential_went_is_not_sent(
+    app_context: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that waited its turn while the token was revoked returns events; they are not sent,
+    the stream ends with its reason instead."""
+    import asyncio
+
+    from nodewright.api.jobs import EventOut, event_stream
+    from nodewright.api.streams import StreamHub
+
+    job_id = _queued_job(app_context)
+    hub = StreamHub(app_context.database, max_streams=10, max_per_user=10)
+    ticket = hub.open(user_id=None, job_id=job_id, token_id=1, session_id=None)
+    secret_event = EventOut(
+        seq=2,
+        at=dt.datetime.now(dt.UTC),
+        type="log",
+        level="info",
+        message="after revocation",
+        data={},
+        attempt=0,
+    )
+
+    async def late_read(*_args: Any, **_kwargs: Any) -> tuple[str, list[EventOut]]:
+        ticket.close("token_revoked")  # revoked while this read waited
+        return "running", [secret_event]
+
+    monkeypatch.setattr(hub, "read", late_read)
+    stream = event_stream(app_context.database, job_id, 1, hub=hub, ticket=ticket, max_seconds=2.0)
+    frames, _taken = asyncio.run(_frames_until(stream, "event: end", 5.0))
+    assert not any("after revocation" in f for f in frames), frames
+    assert any("token_revoked" in f for f in frames), frames

@@ -237,12 +237,21 @@ def job_events(
             raise _not_found(job_id)
         if SSE_MEDIA_TYPE in request.headers.get("accept", ""):
             hub: StreamHub = request.app.state.streams
-            # The stream's first read, in this session (the job's state first, as _poll_events
-            # reads them): one hand-off to a worker thread fewer per stream opened.
-            first = (job.state, [_event_out(e) for e in service.list_events(session, job_id, after=start)])
+            # Admitted (or refused, 429) before any read; from here on the feed wakes the ticket
+            # for new events of the job, even before its stream starts.
             ticket = hub.open(
                 user_id=caller.user_id, job_id=job_id, token_id=caller.token_id, session_id=caller.session_id
             )
+            try:
+                # The stream's first read, in this session (the job's state first, as _poll_events
+                # reads them): one hand-off to a worker thread fewer per stream opened.
+                first = (
+                    job.state,
+                    [_event_out(e) for e in service.list_events(session, job_id, after=start)],
+                )
+            except BaseException:
+                hub.release(ticket)
+                raise
             # Streams end after 20-30 s, spread so that many streams opened together (a page of
             # tabs, a restart) do not all reconnect in the same instant.
             lifetime = SSE_MAX_STREAM_SECONDS * (1 + random.random() / 2)
@@ -338,6 +347,10 @@ async def event_stream(
         except (OperationalError, InterfaceError):
             # The database went away mid-stream: too late for a 503, so end the stream; the client
             # reconnects with Last-Event-ID and then gets the 503 (or its events).
+            return
+        if ticket is not None and ticket.closed:
+            # Closed while the read waited its turn: what it read is not sent to a revoked caller.
+            yield _end_frame(ticket)
             return
         for event in batch:
             payload = json.dumps(event.model_dump(mode="json"), separators=(",", ":"))

@@ -22,7 +22,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from fastapi.concurrency import run_in_threadpool
@@ -43,9 +43,9 @@ IDLE_STOP_SECONDS = 5.0
 ANY_JOB = 0  # a ticket for this "job" wakes on every job's events (the live node list)
 # The streams' own reads share this many worker threads, apart from the pool everyone else uses:
 # 500 streams opened (or woken) together queue behind each other, not in front of every request.
-STREAM_READ_THREADS = 4
+# Job-event streams and the live node list (woken by every job's events) have a share each.
+STREAM_READ_THREADS = {"events": 4, "nodes": 2}
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -60,6 +60,8 @@ class StreamTicket:
     closed_reason: str | None = None
     _wake: asyncio.Event | None = field(default=None, repr=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    # Woken before its stream started (events committed just after the request's own read).
+    _woken_early: bool = field(default=False, repr=False)
 
     @property
     def closed(self) -> bool:
@@ -69,10 +71,14 @@ class StreamTicket:
         """Attach to the running loop (the ticket was made in a worker thread)."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        if self._woken_early:
+            self._wake.set()
 
     def wake(self) -> None:
         if self._wake is not None:
             self._wake.set()
+        else:
+            self._woken_early = True
 
     def close(self, reason: str) -> None:
         self.closed_reason = reason
@@ -102,16 +108,18 @@ class StreamHub:
         self._task: asyncio.Task[None] | None = None
         self._listener: _PostgresEventListener | None = None
         self._sqlite_cursor: int | None = None
-        self._reads: anyio.CapacityLimiter | None = None
+        self._reads: dict[str, anyio.CapacityLimiter] = {}
 
-    async def read(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a stream's database read in a worker thread of the streams' own small share.
+    async def read(self, func: Callable[..., T], *args: Any, share: str = "events") -> T:
+        """Run a stream's database read in a worker thread of the streams' own small ``share``
+        (``events`` or ``nodes``, see ``STREAM_READ_THREADS``).
 
         The hub's feed and credential checks do not use it: a revoked token's stream must close
         in time however many streams wait to read."""
-        if self._reads is None:  # made on the loop: anyio wants a running event loop for it
-            self._reads = anyio.CapacityLimiter(STREAM_READ_THREADS)
-        return await anyio.to_thread.run_sync(lambda: func(*args, **kwargs), limiter=self._reads)
+        limiter = self._reads.get(share)
+        if limiter is None:  # made on the loop: anyio wants a running event loop for it
+            limiter = self._reads[share] = anyio.CapacityLimiter(STREAM_READ_THREADS[share])
+        return await anyio.to_thread.run_sync(lambda: func(*args), limiter=limiter)
 
     # --- admission ---------------------------------------------------------------------------------
 
@@ -184,6 +192,9 @@ class StreamHub:
             self._listener.start()
         else:
             self._sqlite_cursor = await run_in_threadpool(self._latest_event_id)
+            # Events committed before the cursor was taken (after a stream's own first read) are
+            # not in the feed: every open stream reads once, as on PostgreSQL's LISTEN (re)connect.
+            self._wake_jobs(None)
         idle_since: float | None = None
         next_check = 0.0
         try:

@@ -221,7 +221,7 @@ async def _node_stream(
         changed: list[dict[str, Any]] = []
         if read:
             try:
-                now = await hub.read(_snapshot, ctx)
+                now = await hub.read(_snapshot, ctx, share="nodes")
             except (OperationalError, InterfaceError):
                 return
             changed = [row for node_id, row in now.items() if sent.get(node_id) != row]
