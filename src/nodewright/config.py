@@ -73,11 +73,12 @@ class Settings(BaseSettings):
     audit_retention_days: float = Field(
         default=365.0, gt=0, description="Audit rows older than this are pruned (hourly, with the jobs)."
     )
-    # Sign-in budget for unauthenticated callers (per process).
+    # Sign-in budget for unauthenticated callers: failure counts shared by every process (the
+    # database), the password-check budget per process.
     login_max_failures: int = Field(default=5, ge=1, description="Failed sign-ins per user and address.")
     login_max_failures_per_address: int = Field(default=30, ge=1, description="Failed sign-ins per address.")
     login_max_failures_per_account: int = Field(default=20, ge=1, description="Failed sign-ins per account.")
-    login_throttle_window_seconds: float = Field(default=900.0, gt=0)
+    login_throttle_window_seconds: float = Field(default=900.0, gt=0, le=30 * 86400)
     max_concurrent_password_checks: int = Field(
         default=2, ge=1, le=256, description="Password verifications at once; more get 429 at once."
     )

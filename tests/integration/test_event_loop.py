@@ -61,6 +61,11 @@ BLOCKING_EVENTS = frozenset(
         "os.chmod",
         "shutil.rmtree",
         "shutil.copyfile",
+        "fcntl.flock",
+        "fcntl.lockf",
+        "tempfile.mkstemp",
+        "tempfile.mkdtemp",
+        "glob.glob",
         "http.client.connect",
         "urllib.Request",
     }

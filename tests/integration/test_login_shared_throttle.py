@@ -20,7 +20,7 @@ from nodewright.db.types import utcnow
 from nodewright.security.login_failures import SharedLoginThrottle
 from nodewright.security.roles import Role
 from nodewright.security.throttle import LoginThrottle
-from tests.integration.test_dashboard_auth import _attempt
+from tests.integration.test_dashboard_auth import CSRF_RE, _attempt
 from tests.support.apps import TEST_PASSWORD, RoleUser
 
 
@@ -124,3 +124,34 @@ def test_failures_older_than_the_window_stop_counting_and_are_deleted(app_contex
     throttle.failed("alice", "10.0.0.1")
     wait = throttle.retry_after("alice", "10.0.0.1")
     assert wait is not None and 59 <= wait <= 60
+
+
+def test_a_sign_in_past_the_shed_asks_the_database_nothing_when_the_budget_is_spent(
+    client: TestClient, app_context: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shed middleware let the sign-in through, then the budget was spent (another sign-in took
+    the last check): it is refused as busy before the shared counts are read, so a flood arriving
+    in bursts costs no query per request."""
+    gate = app_context.password_gate
+    answers = iter([False])  # the middleware's look: not spent; every later look: spent
+
+    monkeypatch.setattr(gate, "would_refuse", lambda: next(answers, True))
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "login_failures" in statement:
+            statements.append(statement)
+
+    token = CSRF_RE.search(client.get("/login").text)
+    assert token
+    event.listen(app_context.database.engine, "before_cursor_execute", count)
+    try:
+        response = client.post(
+            "/login",
+            data={"username": "someone", "password": "wrong password!", "csrf_token": token.group(1)},
+            follow_redirects=False,
+        )
+    finally:
+        event.remove(app_context.database.engine, "before_cursor_execute", count)
+    assert response.status_code == 429 and "busy" in response.text
+    assert statements == []

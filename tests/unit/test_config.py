@@ -113,3 +113,14 @@ def test_a_blank_or_malformed_endpoint_allowlist_is_refused_at_start(
     monkeypatch.setenv("NODEWRIGHT_PROVIDER_ENDPOINTS", value)
     with pytest.raises(ConfigError, match="provider_endpoints"):
         load_settings()
+
+
+def test_a_throttle_window_past_thirty_days_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unbounded window overflowed the date arithmetic of every sign-in (a 500 each)."""
+    monkeypatch.setenv("NODEWRIGHT_LOGIN_THROTTLE_WINDOW_SECONDS", "1e11")
+    with pytest.raises(
+        ConfigError, match="login_throttle_window_seconds: Input should be less than or equal"
+    ):
+        load_settings()
+    monkeypatch.setenv("NODEWRIGHT_LOGIN_THROTTLE_WINDOW_SECONDS", str(30 * 86400))
+    assert load_settings().login_throttle_window_seconds == 30 * 86400

@@ -35,10 +35,12 @@ def in_thread_pool(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _plain_function(endpoint: Callable[..., Any]) -> bool:
+    # A callable object counts by its __call__ (an object with an async __call__ is no plain one).
+    call = endpoint if inspect.isroutine(endpoint) else getattr(endpoint, "__call__", endpoint)  # noqa: B004
     return not (
-        inspect.iscoroutinefunction(endpoint)
-        or inspect.isasyncgenfunction(endpoint)
-        or inspect.isgeneratorfunction(endpoint)
+        inspect.iscoroutinefunction(call)
+        or inspect.isasyncgenfunction(call)
+        or inspect.isgeneratorfunction(call)
     )
 
 

@@ -121,7 +121,13 @@ def login(request: Request, form: PostedForm) -> Response:
     address = request.client.host if request.client else "unknown"
     # Checked before the password, for known and unknown usernames alike: no guess is evaluated
     # while throttled, and a refusal does not reveal whether the account exists.
-    wait = ctx.login_throttle.retry_after(username, address)
+    wait = ctx.login_throttle.known_retry_after(username, address)
+    if wait is None:
+        if ctx.password_gate.would_refuse():
+            # No password would be checked now anyway: refuse before asking the database for the
+            # shared counts (the shed middleware let this through a moment ago, the budget is spent).
+            return _refused(_BUSY, ctx.password_gate.retry_after())
+        wait = ctx.login_throttle.retry_after(username, address)
     if wait is not None:
         # One audit row per throttle window with a count, not one per refused request (made-up
         # names all count as one unknown user); no query per refusal.

@@ -49,6 +49,8 @@ class BufferedLog:
             self._check_caller()
         with self._lock:
             self._raise_error()
+            if self._closed:
+                raise RuntimeError("the job log is closed")
             # A writer that cannot keep up slows the source down instead of growing without end.
             while len(self._pending) >= self._max_pending and self._error is None:
                 self._lock.wait(0.5)
@@ -82,7 +84,14 @@ class BufferedLog:
     def close(self) -> None:
         """Write what is left and stop; raises the first failed write."""
         if self._check_caller is not None:
-            self._check_caller()
+            try:
+                self._check_caller()
+            except BaseException:
+                # Refused to wait here; the writer still ends, once it can write what is left.
+                with self._lock:
+                    self._closed = True
+                    self._lock.notify_all()
+                raise
         with self._lock:
             self._closed = True
             self._lock.notify_all()

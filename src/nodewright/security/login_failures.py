@@ -43,6 +43,10 @@ class SharedLoginThrottle:
     def _keys(self, username: str, address: str) -> tuple[str, str]:
         return LoginThrottle.account_key(username), address_key(address)[:64]
 
+    def known_retry_after(self, username: str, address: str) -> int | None:
+        """``retry_after`` from what this process already knows, without asking the database."""
+        return self.local.retry_after(username, address)
+
     def retry_after(self, username: str, address: str) -> int | None:
         """Seconds until the next attempt is allowed, or None when it is allowed now."""
         wait = self.local.retry_after(username, address)
@@ -64,19 +68,23 @@ class SharedLoginThrottle:
             ("account", LoginFailure.account == account, self.local.max_failures_per_account),
         ]
         now = utcnow()
-        holds: dict[str, int] = {}
+        # Per count, the limit-th newest failure in the window (none while under the limit): the
+        # count stays at its limit until that failure leaves the window. One statement for all three.
+        oldest = [
+            select(LoginFailure.failed_at)
+            .where(condition, LoginFailure.failed_at > now - window)
+            .order_by(LoginFailure.failed_at.desc())
+            .offset(limit - 1)
+            .limit(1)
+            .scalar_subquery()
+            for _name, condition, limit in counts
+        ]
         with self.database.session() as session:
-            for name, condition, limit in counts:
-                # The limit-th newest failure in the window: the count is at the limit while it is in.
-                oldest_counted = session.scalar(
-                    select(LoginFailure.failed_at)
-                    .where(condition, LoginFailure.failed_at > now - window)
-                    .order_by(LoginFailure.failed_at.desc())
-                    .offset(limit - 1)
-                    .limit(1)
-                )
-                if oldest_counted is not None:
-                    holds[name] = max(1, math.ceil((oldest_counted + window - now).total_seconds()))
+            row = session.execute(select(*oldest)).one()
+        holds: dict[str, int] = {}
+        for (name, _condition, _limit), oldest_counted in zip(counts, row, strict=True):
+            if oldest_counted is not None:
+                holds[name] = max(1, math.ceil((oldest_counted + window - now).total_seconds()))
         if not holds:
             return None
         self.local.hold(username, address, holds)

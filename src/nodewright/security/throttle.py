@@ -153,6 +153,10 @@ class LoginThrottle:
             (self._accounts, account),
         ]
 
+    def known_retry_after(self, username: str, address: str) -> int | None:
+        """The same as ``retry_after``: everything this throttle knows is in the process."""
+        return self.retry_after(username, address)
+
     def retry_after(self, username: str, address: str) -> int | None:
         """Seconds until the next attempt is allowed, or None when it is allowed now."""
         with self._lock:

@@ -186,10 +186,18 @@ class ActionPoller:
                     continue
                 # Every running action goes in the batch: a poll costs one call whatever it carries.
                 ids = sorted({i for w in pending for i in w.ids if self._actions[i].status == "running"})
+                settled: dict[str, float] | None = None
+                if not ids:
+                    # A wait on actions another wait already saw finish (a retry resuming an action
+                    # the attempt before it still waits for): nothing to ask, settle it now.
+                    settled = dict(self._learned) if self._settle(now, []) else {}
                 # A wait due within the next fast interval takes this poll as its own, a little
                 # early: otherwise waits registered a few milliseconds apart (fifty servers created
                 # together) each set off a poll of their own, back to back.
                 polled = [w for w in pending if w.due() <= now + FAST_INTERVAL]
+            if settled is not None:
+                self._store_learned(settled or None)
+                continue
             for start in range(0, len(ids), BATCH_SIZE):
                 self._poll_batch(ids[start : start + BATCH_SIZE])
             with self._lock:
@@ -244,7 +252,6 @@ class ActionPoller:
         self.polls += 1
         now = time.monotonic()
         seen = {int(a["id"]): a for a in data.get("actions", []) if isinstance(a, dict) and "id" in a}
-        learned_changed = False
         with self._lock:
             for action_id in ids:
                 state = self._actions.get(action_id)
@@ -258,27 +265,37 @@ class ActionPoller:
                     state.error = action.get("error")
                     state.finished_at = now
             missing = [i for i in ids if i not in seen]
-            for wait in self._waits:
-                if wait.event.is_set():
-                    continue
-                if any(i in missing for i in wait.ids):
-                    wait.error = ProviderError(
-                        ErrorCode.provider_error,
-                        f"Hetzner did not return actions {sorted(set(wait.ids) & set(missing))}",
-                        retryable=True,
-                    )
-                    wait.event.set()
-                    continue
-                states = [self._actions[i] for i in wait.ids]
-                if any(s.status == "error" for s in states):
-                    wait.event.set()
-                elif all(s.status == "success" for s in states):
-                    self._learned[wait.kind] = self._learn(wait, now)
-                    learned_changed = True
-                    wait.event.set()
-                else:
-                    wait.last_running_at = now
+            learned_changed = self._settle(now, missing)
             learned = dict(self._learned) if learned_changed else None
+        self._store_learned(learned)
+
+    def _settle(self, now: float, missing: list[int]) -> bool:
+        """Under the lock: end every wait whose actions all finished (or one failed or went
+        missing); returns whether a timing was learned."""
+        learned_changed = False
+        for wait in self._waits:
+            if wait.event.is_set():
+                continue
+            if any(i in missing for i in wait.ids):
+                wait.error = ProviderError(
+                    ErrorCode.provider_error,
+                    f"Hetzner did not return actions {sorted(set(wait.ids) & set(missing))}",
+                    retryable=True,
+                )
+                wait.event.set()
+                continue
+            states = [self._actions[i] for i in wait.ids]
+            if any(s.status == "error" for s in states):
+                wait.event.set()
+            elif all(s.status == "success" for s in states):
+                self._learned[wait.kind] = self._learn(wait, now)
+                learned_changed = True
+                wait.event.set()
+            else:
+                wait.last_running_at = now
+        return learned_changed
+
+    def _store_learned(self, learned: dict[str, float] | None) -> None:
         if learned is not None and self._on_learned is not None:
             try:
                 self._on_learned(learned)
