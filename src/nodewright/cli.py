@@ -4,6 +4,7 @@ fix becomes a one-line message and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import signal
 import sys
@@ -149,6 +150,11 @@ def _run_server(
     # ``finally`` runs (the demo's simulator would leave its nodes' layers behind); this one turns
     # it into an orderly exit with the conventional status.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Everything built so far (modules, the app, the context) lives as long as the process: out of
+    # the collector's reach, a full collection scans only what requests made. With 500 open event
+    # streams that cut the longest collection pause from about 100 ms to about 50 ms.
+    gc.collect()
+    gc.freeze()
     try:
         uvicorn.run(
             application,
