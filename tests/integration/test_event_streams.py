@@ -258,15 +258,18 @@ def test_an_ended_session_closes_its_stream(served: tuple[str, AppContext, dict[
 def test_a_quiet_stream_reads_at_its_keep_alives_only_when_the_feed_is_down(
     app_context: AppContext, monkeypatch: pytest.MonkeyPatch, feed_up: bool
 ) -> None:
-    """While the shared feed runs it wakes a stream for its job's events, so a keep-alive needs no
-    read (500 quiet streams each reading at every keep-alive slowed every other request); when the
-    feed has failed, each keep-alive reads, as a poll."""
+    """While the shared feed runs it wakes a stream for its job's events, so neither a keep-alive
+    nor a batch that was not full needs another read (500 quiet streams reading at every keep-alive
+    and after their first batch slowed every other request); when the feed has failed, each
+    keep-alive reads, as a poll."""
     import asyncio
 
-    from nodewright.api.jobs import event_stream
+    from nodewright.api.jobs import _poll_events, event_stream
     from nodewright.api.streams import StreamHub
 
     job_id = _queued_job(app_context)
+    first = _poll_events(app_context.database, job_id, 0)  # what the request reads: one event
+    assert len(first[1]) == 1
     hub = StreamHub(app_context.database, max_streams=10, max_per_user=10)
     if not feed_up:
         monkeypatch.setattr(hub, "feed_running", lambda: False)
@@ -282,12 +285,12 @@ def test_a_quiet_stream_reads_at_its_keep_alives_only_when_the_feed_is_down(
         stream = event_stream(
             app_context.database,
             job_id,
-            1,
+            0,
             hub=hub,
             ticket=ticket,
             keepalive_seconds=0.05,
             max_seconds=1.0,
-            first=("queued", []),
+            first=first,
         )
         async for frame in stream:
             frames.append(frame)
@@ -302,6 +305,7 @@ def test_a_quiet_stream_reads_at_its_keep_alives_only_when_the_feed_is_down(
         hub.release(ticket)
     keepalives = frames.count(": keep-alive\n\n")
     assert keepalives >= 5, frames
+    assert any(f.startswith("id: 1\n") for f in frames)
     if feed_up:
         # One read when the feed starts (it wakes every stream then, for what was committed before
         # it took its cursor or its LISTEN connection came up); none at the keep-alives.

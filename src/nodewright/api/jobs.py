@@ -40,6 +40,7 @@ SSE_KEEPALIVE_SECONDS = 15.0
 SSE_MAX_STREAM_SECONDS = 20.0
 
 MAX_SEQ = 2**31 - 1
+STREAM_BATCH = 500  # events per read of a stream
 
 
 class JobErrorOut(BaseModel):
@@ -247,7 +248,10 @@ def job_events(
                 # reads them): one hand-off to a worker thread fewer per stream opened.
                 first = (
                     job.state,
-                    [_event_out(e) for e in service.list_events(session, job_id, after=start)],
+                    [
+                        _event_out(e)
+                        for e in service.list_events(session, job_id, after=start, limit=STREAM_BATCH)
+                    ],
                 )
             except BaseException:
                 hub.release(ticket)
@@ -283,7 +287,7 @@ def _poll_events(database: Database, job_id: int, after: int) -> tuple[str | Non
     with database.session() as session:
         job = session.get(Job, job_id)
         state = job.state if job is not None else None
-        batch = [_event_out(e) for e in service.list_events(session, job_id, after=after, limit=500)]
+        batch = [_event_out(e) for e in service.list_events(session, job_id, after=after, limit=STREAM_BATCH)]
     return state, batch
 
 
@@ -357,12 +361,15 @@ async def event_stream(
             yield f"id: {event.seq}\nevent: {event.type}\ndata: {payload}\n\n"
             last = event.seq
             last_sent = time.monotonic()
-        if not batch and (state is None or state in TERMINAL):
+        full = len(batch) >= STREAM_BATCH
+        if state is None or (state in TERMINAL and not full):
+            # Finished, and every event sent: the state was read before the events, and a job's
+            # final state commits together with its last event.
             return
         if time.monotonic() - started >= max_seconds:
             return
-        if batch:
-            continue
+        if full:
+            continue  # more are waiting; otherwise the feed wakes this stream for new ones
         while True:
             now = time.monotonic()
             if now - started >= max_seconds:
