@@ -14,7 +14,7 @@ from nodewright.config import Settings
 from nodewright.context import AppContext
 from nodewright.db.database import Database
 from nodewright.security.roles import Role
-from tests.support.apps import RoleUser, create_role_users, make_settings
+from tests.support.apps import RoleUser, create_role_users, make_settings, opened_context
 from tests.support.databases import (
     PostgresTemplates,
     build_sqlite_template,
@@ -117,11 +117,8 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def app_context(settings: Settings) -> Iterator[AppContext]:
-    ctx = AppContext.open(settings)
-    try:
+    with opened_context(settings) as ctx:
         yield ctx
-    finally:
-        ctx.close()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from nodewright.db.database import Database
 from nodewright.jobs.enqueue import enqueue
 from nodewright.jobs.states import JobState
 from tests.support.job_handlers import REGISTRY, create_test_tables
-from tests.support.jobs import job_row, wait_for_state, wait_until, worker_processes
+from tests.support.jobs import job_messages, job_row, wait_for_state, wait_until, worker_processes
 
 pytestmark = pytest.mark.slow
 
@@ -133,14 +133,7 @@ def test_sigkill_mid_step_resumes_from_the_checkpoint_on_another_worker(
     runs = _step_runs(db, job_id)
     assert [(s, a) for s, a, _ in runs] == [("one", 1), ("two", 1), ("two", 2)]
     assert runs[0][2] == victim.pid and runs[2][2] == rescuer.pid
-    with db.session() as session:
-        messages = (
-            session.execute(
-                text("SELECT message FROM job_events WHERE job_id = :j ORDER BY seq"), {"j": job_id}
-            )
-            .scalars()
-            .all()
-        )
+    messages = job_messages(db, job_id)
     assert any("lease of attempt 1 expired" in m for m in messages)
 
 

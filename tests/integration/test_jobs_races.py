@@ -32,7 +32,15 @@ from nodewright.jobs.states import JobState
 from nodewright.jobs.worker import WorkerPool
 from tests.support.databases import clone_sqlite
 from tests.support.job_handlers import REGISTRY, create_test_tables
-from tests.support.jobs import claim, job_row, make_due, wait_for_state, wait_until, worker_processes
+from tests.support.jobs import (
+    claim,
+    job_messages,
+    job_row,
+    make_due,
+    wait_for_state,
+    wait_until,
+    worker_processes,
+)
 
 
 @pytest.fixture
@@ -44,15 +52,6 @@ def db(database: Database) -> Database:
 def _enqueue(db: Database, kind: str, args: dict[str, Any] | None = None, **options: Any) -> int:
     with db.session(write=True) as session:
         return enqueue(session, kind, args or {}, registry=REGISTRY, **options).id
-
-
-def _events(db: Database, job_id: int) -> list[str]:
-    with db.session() as session:
-        return list(
-            session.execute(
-                text("SELECT message FROM job_events WHERE job_id = :j ORDER BY seq"), {"j": job_id}
-            ).scalars()
-        )
 
 
 # ----------------------------------------------------------------- 1. cancel
@@ -136,7 +135,7 @@ def test_a_cancel_holds_in_every_state_a_job_can_be_in(db: Database) -> None:
         assert service.request_cancel(session, running).state == JobState.CANCELING
     with db.session(write=True) as session:  # idempotent, and no second event
         assert service.request_cancel(session, running).state == JobState.CANCELING
-    assert sum("cancel requested" in m for m in _events(db, running)) == 1
+    assert sum("cancel requested" in m for m in job_messages(db, running)) == 1
     for job_id in (queued, retrying, requeued):
         make_due(db, job_id)
     assert claim(db) is None
@@ -308,7 +307,7 @@ def test_a_long_writer_does_not_get_live_attempts_requeued(
         with db.session(write=True) as session:
             service.request_cancel(session, job_id)
         pool.stop(timeout=1.0)
-    assert not any("expired" in m for m in _events(db, job_id))
+    assert not any("expired" in m for m in job_messages(db, job_id))
 
 
 @pytest.mark.db_only("sqlite", reason="the liveness directory beside the database file is SQLite's")

@@ -24,7 +24,7 @@ from nodewright.jobs.runner import run_claimed
 from nodewright.jobs.states import JobState
 from nodewright.jobs.worker import WorkerPool
 from tests.support.job_handlers import REGISTRY, create_test_tables, tick
-from tests.support.jobs import claim, job_row, wait_for_state, wait_until
+from tests.support.jobs import claim, job_messages, job_row, wait_for_state, wait_until
 
 
 @pytest.fixture
@@ -422,12 +422,5 @@ def test_a_buffered_log_is_refused_inside_a_transaction_block(db: Database) -> N
     wait_until(lambda: not sink._thread.is_alive(), timeout=10, what="the writer to end after the block")
     with pytest.raises(RuntimeError, match="closed"):
         sink("info", "after close", {})
-    with db.session() as session:
-        messages = (
-            session.execute(
-                text("SELECT message FROM job_events WHERE job_id = :j ORDER BY seq"), {"j": job_id}
-            )
-            .scalars()
-            .all()
-        )
+    messages = job_messages(db, job_id)
     assert "before the block" in messages and "from inside the block" not in messages

@@ -21,7 +21,7 @@ from nodewright.security.login_failures import SharedLoginThrottle
 from nodewright.security.roles import Role
 from nodewright.security.throttle import LoginThrottle
 from tests.integration.test_dashboard_auth import CSRF_RE, _attempt
-from tests.support.apps import TEST_PASSWORD, RoleUser
+from tests.support.apps import TEST_PASSWORD, RoleUser, opened_context
 
 
 def _shared(ctx: AppContext, **limits: Any) -> SharedLoginThrottle:
@@ -31,11 +31,8 @@ def _shared(ctx: AppContext, **limits: Any) -> SharedLoginThrottle:
 @pytest.fixture
 def other_context(settings: Settings, app_context: AppContext) -> Iterator[AppContext]:
     """A second "process": its own context (throttle, budget, pool) on the same database."""
-    ctx = AppContext.open(settings)
-    try:
+    with opened_context(settings) as ctx:
         yield ctx
-    finally:
-        ctx.close()
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,16 @@ def make_settings(db_url: str, data_dir: Path, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@contextmanager
+def opened_context(settings: Settings) -> Iterator[AppContext]:
+    """An app context on ``settings``, closed at the end (one "process" of the app)."""
+    ctx = AppContext.open(settings)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,16 @@ def job_row(database: Database, job_id: int) -> Job:
         return job
 
 
+def job_messages(database: Database, job_id: int) -> list[str]:
+    """The messages of a job's events, in order."""
+    with database.session() as session:
+        return list(
+            session.execute(
+                text("SELECT message FROM job_events WHERE job_id = :j ORDER BY seq"), {"j": job_id}
+            ).scalars()
+        )
+
+
 def wait_until(predicate: Callable[[], bool], *, timeout: float = 30.0, what: str = "condition") -> None:
     """Poll a database fact until it holds; a deadline, not a timing assertion."""
     deadline = time.monotonic() + timeout
