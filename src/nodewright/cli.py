@@ -168,6 +168,7 @@ def _run_server(
             timeout_keep_alive=settings.http_keepalive_timeout_seconds,
         )
     finally:
+        gc.unfreeze()  # for a caller that goes on (the tests run this in their own process)
         ctx.close()
 
 

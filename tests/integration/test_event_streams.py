@@ -282,6 +282,11 @@ def test_a_quiet_stream_reads_at_its_keep_alives_only_when_the_feed_is_down(
 
     async def follow() -> list[str]:
         frames = []
+        if feed_up:  # on PostgreSQL the feed hears events once its LISTEN connection is up
+            hub.ensure_running()
+            deadline = time.monotonic() + 10
+            while not hub.feed_running() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
         stream = event_stream(
             app_context.database,
             job_id,
@@ -440,3 +445,121 @@ def test_a_batch_read_after_the_credential_went_is_not_sent(
     frames, _taken = asyncio.run(_frames_until(stream, "event: end", 5.0))
     assert not any("after revocation" in f for f in frames), frames
     assert any("token_revoked" in f for f in frames), frames
+
+
+def test_an_event_committed_while_a_stream_is_being_opened_is_sent_at_once(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's last event and its final state commit while the request that opens the stream is
+    being admitted, and the running feed (kept up by another stream) has already passed that event
+    by: the stream still sends it and ends at once, not at its end 20-30 s later."""
+    settings = make_settings(db_url, tmp_path / "data")
+    ctx = AppContext.open(settings)
+    users = create_role_users(ctx)
+    app = create_app(settings, ctx=ctx, start_workers=False)
+    hub = app.state.streams
+    job_id = _queued_job(ctx)
+    real_open = hub.open
+
+    def open_while_the_job_finishes(**kwargs: Any) -> Any:
+        if kwargs["job_id"] == job_id:
+            from sqlalchemy import update
+
+            from nodewright.db.models.jobs import Job
+
+            with ctx.database.session(write=True) as session:
+                append_event(session, job_id, type="log", message="the last event", data={}, attempt=0)
+                session.execute(update(Job).where(Job.id == job_id).values(state="succeeded"))
+            time.sleep(1.0)  # the feed sees it (SQLite poll, PostgreSQL notify) with no ticket to wake
+        return real_open(**kwargs)
+
+    monkeypatch.setattr(hub, "open", open_while_the_job_finishes)
+    try:
+        with live_server(app) as url:
+            keeper = _follow(url, _queued_job(ctx), users[Role.viewer])  # keeps the feed running
+            try:
+                wait_until(lambda: keeper.messages == ["queued"], what="the keeper's first event")
+                follower = _follow(url, job_id, users[Role.operator])
+                try:
+                    wait_until(lambda: follower.ended, timeout=6, what="the finished job's stream to end")
+                    assert "the last event" in follower.messages
+                finally:
+                    follower.stop()
+            finally:
+                keeper.stop()
+    finally:
+        ctx.close()
+
+
+@pytest.mark.db_only("postgresql", "the LISTEN connection of the PostgreSQL feed")
+def test_the_feed_counts_as_running_only_while_its_listen_connection_is_up(
+    app_context: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the LISTEN connection down the feed wakes nobody: streams must read at their keep-alives
+    then, so the feed does not count as running."""
+    import asyncio
+
+    from nodewright.api.streams import StreamHub
+    from nodewright.jobs import notify
+
+    async def running_after(seconds: float, hub: StreamHub) -> bool:
+        ticket = hub.open(user_id=None, job_id=_queued_job(app_context), token_id=None, session_id=None)
+        ticket.bind()
+        hub.ensure_running()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not hub.feed_running():
+            await asyncio.sleep(0.05)
+        up = hub.feed_running()
+        await hub.stop()
+        hub.release(ticket)
+        return up
+
+    assert asyncio.run(running_after(10.0, StreamHub(app_context.database, max_streams=5, max_per_user=5)))
+    # A server nobody listens on (loopback): every connection attempt is refused.
+    monkeypatch.setattr(notify, "libpq_url", lambda _url: "postgresql://postgres@127.0.0.1:1/nowhere")
+    down = StreamHub(app_context.database, max_streams=5, max_per_user=5)
+    assert not asyncio.run(running_after(2.0, down))
+
+
+def test_streams_waiting_when_the_feed_fails_read_at_once(
+    app_context: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feed task fails (here: its credential check raises) right after an event was committed:
+    the waiting stream is woken to read, instead of sleeping until its keep-alive."""
+    import asyncio
+
+    from nodewright.api.jobs import event_stream
+    from nodewright.api.streams import StreamHub
+
+    job_id = _queued_job(app_context)
+    hub = StreamHub(app_context.database, max_streams=5, max_per_user=5)
+    ticket = hub.open(user_id=None, job_id=job_id, token_id=None, session_id=None)
+    calls = []
+
+    async def failing_check() -> None:
+        calls.append(1)
+        if len(calls) == 2:  # the first check passes; the stream is waiting by the second
+            _log(app_context, job_id, "written as the feed fails")
+            raise RuntimeError("the credential check failed")
+
+    monkeypatch.setattr(hub, "_check_credentials", failing_check)
+
+    async def scenario() -> tuple[list[str], float]:
+        stream = event_stream(
+            app_context.database,
+            job_id,
+            1,
+            hub=hub,
+            ticket=ticket,
+            keepalive_seconds=30.0,
+            max_seconds=8.0,
+            first=("queued", []),
+        )
+        result = await _frames_until(stream, "written as the feed fails", 6.0)
+        await hub.stop()
+        return result
+
+    frames, taken = asyncio.run(scenario())
+    hub.release(ticket)
+    assert any("written as the feed fails" in f for f in frames), frames
+    assert taken < 4.0, taken  # the keep-alive is 30 s away

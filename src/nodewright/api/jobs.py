@@ -10,14 +10,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.types import Receive, Scope, Send
 
-from nodewright.api.deps import DatabaseDep, Operator, Viewer
+from nodewright.api.deps import DatabaseDep, Operator, Principal, Viewer
 from nodewright.api.ids import JobId
 from nodewright.api.problems import PROBLEM_RESPONSES, ProblemError, problem_doc
 from nodewright.api.routing import OneHopRoute
@@ -232,41 +232,12 @@ def job_events(
 ) -> Any:
     resume = _parse_last_event_id(last_event_id)
     start = resume if resume is not None else after
+    if SSE_MEDIA_TYPE in request.headers.get("accept", ""):
+        return _open_stream(request, caller, database, job_id, start)
     with database.session() as session:
         job = session.get(Job, job_id)
         if job is None:
             raise _not_found(job_id)
-        if SSE_MEDIA_TYPE in request.headers.get("accept", ""):
-            hub: StreamHub = request.app.state.streams
-            # Admitted (or refused, 429) before any read; from here on the feed wakes the ticket
-            # for new events of the job, even before its stream starts.
-            ticket = hub.open(
-                user_id=caller.user_id, job_id=job_id, token_id=caller.token_id, session_id=caller.session_id
-            )
-            try:
-                # The stream's first read, in this session (the job's state first, as _poll_events
-                # reads them): one hand-off to a worker thread fewer per stream opened.
-                first = (
-                    job.state,
-                    [
-                        _event_out(e)
-                        for e in service.list_events(session, job_id, after=start, limit=STREAM_BATCH)
-                    ],
-                )
-            except BaseException:
-                hub.release(ticket)
-                raise
-            # Streams end after 20-30 s, spread so that many streams opened together (a page of
-            # tabs, a restart) do not all reconnect in the same instant.
-            lifetime = SSE_MAX_STREAM_SECONDS * (1 + random.random() / 2)
-            return _TicketedStream(
-                event_stream(
-                    database, job_id, start, hub=hub, ticket=ticket, max_seconds=lifetime, first=first
-                ),
-                release=lambda: hub.release(ticket),
-                media_type=SSE_MEDIA_TYPE,
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
         state = job.state
         events = [_event_out(e) for e in service.list_events(session, job_id, after=start, limit=limit)]
     next_after = events[-1].seq if events else start
@@ -275,6 +246,39 @@ def job_events(
         next_after=next_after,
         job_state=state,
         finished=state in TERMINAL and len(events) < limit,
+    )
+
+
+def _open_stream(
+    request: Request, caller: Principal, database: Database, job_id: int, start: int
+) -> Response:
+    """Admit a stream (or refuse it, 429) before anything is read, then read its first batch.
+
+    The ticket is registered before the first statement of that read: an event committed from then
+    on is either in the read or wakes the ticket (a wake before the stream starts is kept). Read
+    first and register after, and an event committed in between, seen by the feed while no ticket
+    was there, would wait for the stream's end (20-30 s) to be sent."""
+    hub: StreamHub = request.app.state.streams
+    ticket = hub.open(
+        user_id=caller.user_id, job_id=job_id, token_id=caller.token_id, session_id=caller.session_id
+    )
+    try:
+        # The stream's first read, here: one hand-off to a worker thread fewer per stream opened.
+        first = _poll_events(database, job_id, start)
+    except BaseException:
+        hub.release(ticket)
+        raise
+    if first[0] is None:
+        hub.release(ticket)
+        raise _not_found(job_id)
+    # Streams end after 20-30 s, spread so that many streams opened together (a page of tabs, a
+    # restart) do not all reconnect in the same instant.
+    lifetime = SSE_MAX_STREAM_SECONDS * (1 + random.random() / 2)
+    return _TicketedStream(
+        event_stream(database, job_id, start, hub=hub, ticket=ticket, max_seconds=lifetime, first=first),
+        release=lambda: hub.release(ticket),
+        media_type=SSE_MEDIA_TYPE,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 

@@ -160,13 +160,27 @@ class StreamHub:
     # --- the shared feed ---------------------------------------------------------------------------
 
     def feed_running(self) -> bool:
-        """Whether the change feed is running (it wakes streams for their jobs' events); when it
-        failed, streams fall back to reading at every keep-alive."""
-        return self._task is not None and not self._task.done()
+        """Whether the change feed is running and hearing events (it wakes streams for their jobs'
+        events): its task alive on this loop, and on PostgreSQL its LISTEN connection up. When not,
+        streams fall back to reading at every keep-alive."""
+        if not self._task_alive():
+            return False
+        listener = self._listener
+        return self.database.is_sqlite or (listener is not None and listener.connected.is_set())
+
+    def _task_alive(self) -> bool:
+        task = self._task
+        if task is None or task.done():
+            return False
+        try:
+            # A task of a loop that stopped without finishing it (a test client's) never runs again.
+            return task.get_loop() is asyncio.get_running_loop()
+        except RuntimeError:
+            return True  # asked from outside any loop: the task is not done
 
     def ensure_running(self) -> None:
         """Start the feed task on the running loop if it is not running (it stops when idle)."""
-        if self._task is None or self._task.done():
+        if not self._task_alive():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="nodewright-stream-feed")
 
     async def stop(self) -> None:
@@ -221,6 +235,9 @@ class StreamHub:
             log.warning(
                 "event stream feed failed; streams fall back to their keep-alive polls", exc_info=True
             )
+            # Waiting streams would otherwise sleep until their keep-alive: each reads once now,
+            # then at every keep-alive until a new stream starts the feed again.
+            self._wake_jobs(None)
         finally:
             self._stop_listener()
 
@@ -319,6 +336,8 @@ class _PostgresEventListener(threading.Thread):
         self._conninfo = libpq_url(database_url)
         self._deliver = deliver
         self._stop_event = threading.Event()
+        # Set while LISTEN is in force; streams read at their keep-alives while it is not.
+        self.connected = threading.Event()
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -328,13 +347,26 @@ class _PostgresEventListener(threading.Thread):
 
         while not self._stop_event.is_set():
             try:
-                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                # TCP keep-alives: a connection that died silently (no reset) is noticed in about
+                # 30 s instead of being listened on forever.
+                with psycopg.connect(
+                    self._conninfo,
+                    autocommit=True,
+                    keepalives=1,
+                    keepalives_idle=15,
+                    keepalives_interval=5,
+                    keepalives_count=3,
+                ) as conn:
                     conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                    self.connected.set()
                     self._deliver(None)  # anything committed while (re)connecting
                     while not self._stop_event.is_set():
                         ids = {int(n.payload) for n in conn.notifies(timeout=0.2) if n.payload.isdigit()}
                         if ids:
                             self._deliver(ids)
             except Exception:
+                self.connected.clear()
                 log.warning("job event LISTEN connection failed; retrying", exc_info=True)
                 self._stop_event.wait(1.0)
+            finally:
+                self.connected.clear()
