@@ -367,6 +367,25 @@ async def _frames_until(stream: Any, marker: str, seconds: float) -> tuple[list[
     return frames, time.monotonic() - started
 
 
+def _quiet_stream(
+    ctx: AppContext, hub: Any, ticket: Any, job_id: int, *, first: tuple[str | None, list[Any]] | None = None
+) -> Any:
+    """A stream after the job's first event ("queued"), with the request's own first read given (by
+    default: nothing new) and its keep-alive 30 s away, so only a wake makes it read within a test."""
+    from nodewright.api.jobs import event_stream
+
+    return event_stream(
+        ctx.database,
+        job_id,
+        1,
+        hub=hub,
+        ticket=ticket,
+        keepalive_seconds=30.0,
+        max_seconds=8.0,
+        first=first if first is not None else ("queued", []),
+    )
+
+
 @pytest.mark.parametrize("feed_already_running", [False, True])
 def test_events_written_between_the_first_read_and_the_stream_start_are_sent_at_once(
     app_context: AppContext, feed_already_running: bool
@@ -377,7 +396,6 @@ def test_events_written_between_the_first_read_and_the_stream_start_are_sent_at_
     bound is kept for it."""
     import asyncio
 
-    from nodewright.api.jobs import event_stream
     from nodewright.api.streams import StreamHub
 
     job_id = _queued_job(app_context)
@@ -394,16 +412,7 @@ def test_events_written_between_the_first_read_and_the_stream_start_are_sent_at_
         _log(app_context, job_id, "written after the first read")
         if feed_already_running:
             await asyncio.sleep(1.0)  # the running feed sees it and wakes the not yet bound ticket
-        stream = event_stream(
-            app_context.database,
-            job_id,
-            1,
-            hub=hub,
-            ticket=ticket,
-            keepalive_seconds=30.0,
-            max_seconds=6.0,
-            first=first,
-        )
+        stream = _quiet_stream(app_context, hub, ticket, job_id, first=first)
         frames, taken = await _frames_until(stream, "written after the first read", 5.0)
         await hub.stop()
         return frames, taken
@@ -528,7 +537,6 @@ def test_streams_waiting_when_the_feed_fails_read_at_once(
     the waiting stream is woken to read, instead of sleeping until its keep-alive."""
     import asyncio
 
-    from nodewright.api.jobs import event_stream
     from nodewright.api.streams import StreamHub
 
     job_id = _queued_job(app_context)
@@ -545,17 +553,9 @@ def test_streams_waiting_when_the_feed_fails_read_at_once(
     monkeypatch.setattr(hub, "_check_credentials", failing_check)
 
     async def scenario() -> tuple[list[str], float]:
-        stream = event_stream(
-            app_context.database,
-            job_id,
-            1,
-            hub=hub,
-            ticket=ticket,
-            keepalive_seconds=30.0,
-            max_seconds=8.0,
-            first=("queued", []),
+        result = await _frames_until(
+            _quiet_stream(app_context, hub, ticket, job_id), "written as the feed fails", 6.0
         )
-        result = await _frames_until(stream, "written as the feed fails", 6.0)
         await hub.stop()
         return result
 
