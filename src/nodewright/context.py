@@ -67,11 +67,12 @@ class AppContext:
         from nodewright import runtime
 
         runtime.install(settings, box)
+        signer = SessionSigner(signing_key, settings.session_max_age_seconds)
         return cls(
             settings,
             database,
             box,
-            SessionSigner(signing_key, settings.session_max_age_seconds),
+            signer,
             login_throttle=SharedLoginThrottle(
                 database,
                 LoginThrottle(
@@ -80,6 +81,7 @@ class AppContext:
                     max_failures_per_account=settings.login_max_failures_per_account,
                     window_seconds=settings.login_throttle_window_seconds,
                 ),
+                signer.account_digest,
             ),
             password_gate=PasswordCheckGate(
                 settings.max_concurrent_password_checks, settings.password_checks_per_second

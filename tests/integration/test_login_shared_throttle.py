@@ -25,7 +25,7 @@ from tests.support.apps import TEST_PASSWORD, RoleUser, opened_context
 
 
 def _shared(ctx: AppContext, **limits: Any) -> SharedLoginThrottle:
-    return SharedLoginThrottle(ctx.database, LoginThrottle(**limits))
+    return SharedLoginThrottle(ctx.database, LoginThrottle(**limits), ctx.signer.account_digest)
 
 
 @pytest.fixture
@@ -113,7 +113,8 @@ def test_failures_older_than_the_window_stop_counting_and_are_deleted(app_contex
     throttle = _shared(app_context, max_failures=2, window_seconds=60)
     old = utcnow() - dt.timedelta(seconds=61)
     with app_context.database.session(write=True) as session:
-        session.add_all([LoginFailure(account="alice", address="10.0.0.1", failed_at=old) for _ in range(5)])
+        account = app_context.signer.account_digest("alice")
+        session.add_all([LoginFailure(account=account, address="10.0.0.1", failed_at=old) for _ in range(5)])
     assert throttle.retry_after("alice", "10.0.0.1") is None
     throttle.failed("alice", "10.0.0.1")
     with app_context.database.session() as session:

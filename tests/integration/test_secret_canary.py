@@ -120,6 +120,8 @@ def test_canary_never_leaks(
         assert secret not in everything, f"{name} in an API response or page"
         assert secret not in caplog.text, f"{name} in a log record"
         assert secret not in db_text, f"{name} in the database in plaintext"
+    # Also folded to lower case, as the sign-in throttle folds what is typed into the user field.
+    assert CANARY.lower() not in db_text.lower(), "stored secret in the database, case folded"
 
 
 # A provider token is 64 letters and digits; the canaries are, so the simulator accepts them.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 
 from sqlalchemy import ColumnElement, and_, delete, select, update
 
@@ -28,9 +29,14 @@ from nodewright.security.throttle import LoginThrottle, address_key
 class SharedLoginThrottle:
     """``LoginThrottle``'s interface, with the counts of every process sharing the database."""
 
-    def __init__(self, database: Database, local: LoginThrottle) -> None:
+    def __init__(
+        self, database: Database, local: LoginThrottle, account_digest: Callable[[str], str]
+    ) -> None:
+        """``account_digest``: the keyed digest (the same in every process) that stands for the
+        typed user name in the table, which never holds the text itself."""
         self.database = database
         self.local = local
+        self._account_digest = account_digest
 
     @property
     def max_failures(self) -> int:
@@ -41,7 +47,7 @@ class SharedLoginThrottle:
         return self.local.window_seconds
 
     def _keys(self, username: str, address: str) -> tuple[str, str]:
-        return LoginThrottle.account_key(username), address_key(address)[:64]
+        return self._account_digest(LoginThrottle.account_key(username)), address_key(address)[:64]
 
     def known_retry_after(self, username: str, address: str) -> int | None:
         """``retry_after`` from what this process already knows, without asking the database."""

@@ -67,6 +67,12 @@ class SessionSigner:
     def csrf_for(self, session_id: str) -> str:
         return hmac.new(self._key, b"csrf:" + session_id.encode(), hashlib.sha256).hexdigest()
 
+    def account_digest(self, account: str) -> str:
+        """A keyed digest of what was typed into the sign-in form's user field, the same in every
+        process: the shared throttle counts by it without storing the text, which is often a
+        password typed into the wrong field."""
+        return hmac.new(self._key, b"account:" + account.encode(), hashlib.sha256).hexdigest()
+
     def new_login_csrf(self) -> tuple[str, str]:
         """(form token, cookie value) for a form shown before login."""
         token = secrets.token_urlsafe(24)

@@ -20,7 +20,8 @@ class LoginFailure(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    # The throttle's keys: the user name as typed (folded), and the client's address key.
+    # The throttle's keys: a keyed digest of the user name as typed (folded; the text itself is
+    # often a password typed into the wrong field), and the client's address key.
     account: Mapped[str] = mapped_column(String(128))
     address: Mapped[str] = mapped_column(String(64))
     failed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
