@@ -208,7 +208,8 @@ def demo(
     from nodewright.sim.server import SimServer
 
     settings = load_settings(host=host, port=port)
-    with SimServer(host="127.0.0.1", port=sim_port, config=SimConfig()) as sim:
+    sim_config = SimConfig(protected_paths=(str(settings.data_dir),))
+    with SimServer(host="127.0.0.1", port=sim_port, config=sim_config) as sim:
         nodes = "on" if sim.ssh_nodes else f"off ({sim.ssh_nodes_reason})"
         typer.echo(f"Hetzner Cloud simulator: {sim.api_url} (SSH nodes: {nodes})")
         url = settings.public_url or f"http://{settings.host}:{settings.port}"

@@ -502,28 +502,25 @@ def test_a_start_that_fails_leaves_no_node_root(tmp_path: Path) -> None:
 
 
 def test_a_state_file_the_nodes_could_read_is_refused(tmp_path: Path) -> None:
-    """The state file holds every project's servers and user data; the nodes' disks are
-    copy-on-write copies of the host's root filesystem, so one kept there (/srv, /opt, /var/lib)
-    would be readable by root in every node. The simulator refuses it, saying where to put it."""
+    """The state file holds every project's servers and user data; the nodes' disks share the
+    host's /usr and a copy of /etc, so one kept there would be readable by root in every node. The
+    simulator refuses it, saying where it is, in one line."""
     require_root()
     require_binary("sshd", "/usr/sbin/sshd")
-    visible = next(
-        (
-            Path("/", top, f"nodewright-sim-state-{secrets.token_hex(4)}.json")
-            for top in ("srv", "opt", "mnt", "var/lib", "etc")
-            if Path("/", top).is_dir() and readable_by_nodes(Path("/", top, "probe"))
-        ),
-        None,
-    )
-    if visible is None:
-        pytest.skip("every candidate directory is on a filesystem of its own here")
+    visible = Path("/usr/local/share", f"nodewright-sim-state-{secrets.token_hex(4)}.json")
+    assert readable_by_nodes(visible) and readable_by_nodes(Path("/etc/nodewright-sim-state.json"))
     assert not readable_by_nodes(tmp_path / "state.json")  # where the other tests keep theirs
+    for hidden in ("/opt/x", "/srv/x", "/var/lib/postgresql", "/root/x", "/mnt/x"):
+        assert not readable_by_nodes(Path(hidden))  # a fresh server's own, empty, not the host's
     config = fast_config()
     config.ssh_port = PORT
     server = SimServer(ssh_nodes=True, state_file=visible, config=config)
     try:
-        with pytest.raises(ValueError, match="readable inside every simulated node"):
+        with pytest.raises(
+            ValueError, match=r"state file .* would be readable inside every simulated node"
+        ) as err:
             server.start()
+        assert "\n" not in str(err.value)
     finally:
         server.stop()
         visible.unlink(missing_ok=True)

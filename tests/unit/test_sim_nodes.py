@@ -67,18 +67,20 @@ def test_only_the_leftovers_of_dead_simulators_are_reaped(tmp_path: Path) -> Non
 
 def test_reaping_kills_node_launchers_that_outlived_their_simulator(tmp_path: Path) -> None:
     """Nodes started without a parent-death signal (older versions) would still run: the reaper
-    recognises their launcher by the start script under the dead simulator's directory."""
+    recognises their launcher by the start configuration (its last argument) under the dead
+    simulator's directory."""
     stale = tmp_path / "nodewright-sim-999999999.1-old"
-    script = stale / "node-7" / "start.sh"
-    script.parent.mkdir(parents=True)
+    config = stale / "node-7" / "start.json"
+    config.parent.mkdir(parents=True)
+    config.write_text("{}")
     started = tmp_path / "started"
-    script.write_text(f"touch {started}\nwhile :; do sleep 0.1; done\n")
-    launcher = subprocess.Popen(["/bin/sh", str(script)])
+    loop = f"touch {started}; while :; do sleep 0.1; done"
+    launcher = subprocess.Popen(["/bin/sh", "-c", loop, "launcher", str(config)])
     try:
         deadline = time.monotonic() + 30  # bounds a broken test only; asserts nothing about speed
         while not started.exists() and launcher.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert started.exists()  # the shell runs the script: it is what a launcher looks like
+        assert started.exists()  # the process runs: it is what a launcher looks like
         assert reap_stale_roots([tmp_path]) == [stale]
         assert launcher.wait(timeout=30) == -9
     finally:

@@ -26,6 +26,9 @@ class SimConfig:
     max_servers_per_project: int | None = None
     tick_interval: float = 0.05
     request_log_size: int = 10_000
+    # Directories of a control plane that uses this simulator (its data directory): SSH nodes are
+    # refused if root in a node could read them.
+    protected_paths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         net = ipaddress.ip_network(self.ssh_address_range, strict=False)

@@ -7,6 +7,7 @@ uvicorn runs in a background thread so that callers keep control of their own th
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -24,6 +25,25 @@ from nodewright.sim.nodes.network import NetworkError, SimNetwork, probe_network
 from nodewright.sim.runtime import SimRuntime
 
 log = logging.getLogger(__name__)
+
+
+def exposed_to_nodes(state_file: Path | None, config: SimConfig) -> tuple[str, Path] | None:
+    """The first of the simulator's own state, its nodes' directory or a nodewright data directory
+    (``NODEWRIGHT_DATA_DIR``, the default ``.nodewright``, and what ``config.protected_paths``
+    names) that root in a node could read, with what it is; None when none is."""
+    candidates: list[tuple[str, Path]] = []
+    if state_file is not None:
+        candidates.append(("state file", state_file))
+    if config.node_root:
+        candidates.append(("node root", Path(config.node_root)))
+    candidates.append(
+        ("nodewright data directory", Path(os.environ.get("NODEWRIGHT_DATA_DIR", ".nodewright")))
+    )
+    candidates.extend(("nodewright data directory", Path(p)) for p in config.protected_paths)
+    for what, path in candidates:
+        if readable_by_nodes(path.absolute() / "probe") or readable_by_nodes(path.absolute()):
+            return what, path
+    return None
 
 
 class SimServer:
@@ -70,15 +90,18 @@ class SimServer:
         nodes: NodeSupervisor | None = None
         if self.requested_ssh_nodes:
             self.ssh_nodes_reason = probe_isolation(self.config.sshd_path) or probe_network()
-            state_file = self.state_file
-            if self.ssh_nodes_reason is None and state_file is not None and readable_by_nodes(state_file):
-                # It holds every project's servers and user data (host keys a client injected, secrets
-                # in runcmd): root in any node would read the other projects' through its disk.
-                raise ValueError(
-                    f"the state file {state_file} would be readable inside every simulated node (their "
-                    "disks are copy-on-write copies of /): put it under /root, /home, /tmp, /run or on "
-                    "another mounted filesystem, or run without SSH nodes"
-                )
+            if self.ssh_nodes_reason is None:
+                exposed = exposed_to_nodes(self.state_file, self.config)
+                if exposed is not None:
+                    # The state holds every project's servers and user data (host keys a client
+                    # injected, secrets in runcmd), a data directory the control plane's database
+                    # and keys: root in any node would read them through its disk.
+                    what, path = exposed
+                    raise ValueError(
+                        f"refusing SSH nodes: the {what} {path} would be readable inside every simulated "
+                        "node (their disks share the host's /usr and a copy of /etc); put it elsewhere, "
+                        "or run without SSH nodes"
+                    )
             network: SimNetwork | None = None
             if self.ssh_nodes_reason is None:
                 try:

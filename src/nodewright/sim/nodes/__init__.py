@@ -5,7 +5,7 @@ in (:mod:`.isolation`), its sshd (:mod:`.sshd`), the slice of cloud-init it hono
 (:mod:`.cloudinit`) and the supervisor that starts and stops nodes (:mod:`.supervisor`).
 """
 
-from nodewright.sim.nodes.isolation import launcher, node_script, probe_isolation
+from nodewright.sim.nodes.isolation import launcher, node_config, probe_isolation
 from nodewright.sim.nodes.layers import FHS_TOP_LEVEL, _real_dir, _write, default_root, reap_stale_roots
 from nodewright.sim.nodes.supervisor import Node, NodeSpec, NodeSupervisor
 
@@ -18,7 +18,7 @@ __all__ = [
     "_write",
     "default_root",
     "launcher",
-    "node_script",
+    "node_config",
     "probe_isolation",
     "reap_stale_roots",
 ]

@@ -11,7 +11,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from nodewright.sim.nodes.layers import _real_dir, _write
+from nodewright.sim.nodes.layers import _real_dir, _write, layer_of
 
 GUEST_DIR = "usr/local/lib/nodewright"
 # Exit statuses of the node's init (see guest/init.py): anything else means it crashed.
@@ -28,13 +28,14 @@ LINKS = {
 
 def install_init(upper: Path) -> list[str]:
     """Lay the guest programs into the node and return the command that runs its init."""
-    target = _real_dir(upper, GUEST_DIR, 0o755)
+    target = _real_dir(*layer_of(upper, GUEST_DIR), 0o755)
     package = resources.files("nodewright.sim.nodes.guest")
     for name in ("init.py", "service.py", "power.py", "cloud_init.py"):
         _write(target / name, package.joinpath(name).read_text(), 0o755)
     for link, name in LINKS.items():
-        path = upper / link
-        _real_dir(upper, str(Path(link).parent), 0o755)
+        layer, relative = layer_of(upper, link)
+        path = layer / relative
+        _real_dir(layer, str(Path(relative).parent), 0o755)
         if os.path.lexists(path):
             if path.is_dir() and not path.is_symlink():
                 continue

@@ -1,8 +1,11 @@
-"""A node's disk: a copy-on-write overlay of the host's ``/`` whose upper layer is the node's own.
+"""A node's disk: its own copy-on-write layer over an image base built from an allowlist.
 
-The upper layers and the logs live under a root directory outside every overlaid path (``/run``
-by default), named after the simulator that owns it, so the next simulator can remove what a
-killed one left behind.
+The image base (see :func:`build_image`) holds what a fresh server's root has and nothing of the
+host's own: a filtered copy of ``/etc``, an empty ``/var`` but for the package databases, empty
+homes, ``/opt`` and ``/srv``; ``/usr`` is the host's, read-only beneath the node's layer. Nodes see
+both through id-mapped mounts into their own user namespace (``entry.py``). The layers and the logs
+live under a root directory of the simulator's own (``/run`` by default), named after the
+simulator that owns it, so the next simulator can remove what a killed one left behind.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import signal
 import stat
 import tempfile
 from pathlib import Path
+
+from nodewright.sim.nodes.entry import ID_COUNT
 
 log = logging.getLogger(__name__)
 
@@ -75,32 +80,53 @@ def _is_whiteout(path: Path) -> bool:
 
 
 ROOT_PREFIX = "nodewright-sim-"
-ROOT_BASES = ("/run", "/dev/shm")  # noqa: S108 - outside every overlaid path, never seen by nodes
-# What a fresh Debian/Ubuntu server has at the top of its root filesystem; nodes see nothing else.
+ROOT_BASES = ("/run", "/dev/shm")  # noqa: S108 - never part of a node's disk
+# What a fresh Debian/Ubuntu server has at the top of its root filesystem.
 FHS_TOP_LEVEL = frozenset({
     "bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "lost+found", "media",
     "mnt", "opt", "proc", "root", "run", "sbin", "snap", "srv", "sys", "tmp", "usr", "var",
 })  # fmt: skip
-
-
-# Top-level directories a node never sees the host's copy of: fresh (opaque or tmpfs) in every node.
-HIDDEN_TOP_LEVEL = frozenset({"root", "home", "tmp", "run", "dev", "proc", "sys"})
+# The node's disk is built from an allowlist, not from the host's root minus a denylist: the
+# host's /usr (read-only beneath the node's own layer), a filtered copy of /etc, and of /var only
+# what the package tools need. Everything else starts empty, as on a fresh server.
+MERGED_USR_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+EMPTY_DIRS = {
+    "boot": 0o755, "dev": 0o755, "home": 0o755, "media": 0o755, "mnt": 0o755, "opt": 0o755,
+    "proc": 0o555, "root": 0o700, "run": 0o755, "srv": 0o755, "sys": 0o555, "tmp": 0o1777, "usr": 0o755,
+    "var": 0o755, "var/backups": 0o755, "var/cache": 0o755, "var/cache/apt/archives/partial": 0o700,
+    "var/lib": 0o755, "var/lib/apt/lists/partial": 0o700, "var/lib/misc": 0o755, "var/local": 0o2775,
+    "var/log": 0o755, "var/log/apt": 0o755, "var/mail": 0o2775, "var/opt": 0o755, "var/spool": 0o755,
+    "var/tmp": 0o1777,
+}  # fmt: skip
+VAR_LINKS = {"var/run": "/run", "var/lock": "/run/lock"}
+# Copied from the host where readable by everyone (what a package manager reads: its database and
+# its configuration answers); a file only root or a service may read is a secret and never copied.
+COPIED_TREES = ("etc", "var/lib/dpkg", "var/cache/debconf")
+# Readable by everyone on the host, but not the node's to see: the host's services and their
+# configuration (PostgreSQL's pg_hba.conf and friends), credentials tools keep in /etc, the host's
+# identity. Paths relative to /etc; a directory excludes everything below it.
+ETC_EXCLUDED = frozenset({
+    "postgresql", "postgresql-common", "mysql", "redis", "rabbitmq", "mosquitto", "nats-server.conf",
+    "ssl/private", "npmrc", "pip.conf", "gitconfig", "netrc", "machine-id", "hostname", "hosts",
+    "subuid", "subgid", "shadow-", "gshadow-", "passwd-", "group-", "security/opasswd", "nodewright",
+})  # fmt: skip
+ETC_SECRETS_KEPT = {"sudoers": 0o440, "sudoers.d": 0o750}  # root-only, but sudo needs them
+LOCKED_PASSWORD_FILES = ("shadow", "gshadow")
 
 
 def readable_by_nodes(path: Path) -> bool:
-    """Whether root in a node can read the host's ``path``: the lower layer of every node is the
-    host's root filesystem (not the filesystems mounted below it), minus what a fresh server
-    lacks (non-FHS top-level directories, homes, temporary directories)."""
+    """Whether root in a node could read the host's ``path``: the host's ``/usr`` (where it is not
+    another filesystem mounted below it) and what the image base copies (``/etc``, the package
+    databases in ``/var``). Conservative for the copies: any path under them counts."""
     resolved = path.resolve()
-    parts = resolved.parts[1:]
-    if not parts or parts[0] not in FHS_TOP_LEVEL or parts[0] in HIDDEN_TOP_LEVEL:
-        return False
-    if parts[:2] == ("var", "tmp"):
+    if any(resolved.is_relative_to(Path("/", tree)) for tree in COPIED_TREES):
+        return True
+    if not resolved.is_relative_to("/usr"):
         return False
     ancestor = resolved
-    while ancestor != ancestor.parent:
+    while ancestor != Path("/usr"):
         if os.path.ismount(ancestor):
-            return False  # another filesystem: overlayfs does not show it
+            return False  # another filesystem: the node's /usr overlay does not show it
         ancestor = ancestor.parent
     return True
 
@@ -159,7 +185,7 @@ def reap_stale_roots(bases: list[Path] | None = None) -> list[Path]:
 
 
 def _node_launchers(root: Path) -> list[int]:
-    """Node launchers (``unshare ... /bin/sh ROOT/node-N/start.sh``) still running from ``root``."""
+    """Node launchers (``unshare ... python entry.py ROOT/node-N/start.json``) still running from ``root``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -169,54 +195,157 @@ def _node_launchers(root: Path) -> list[int]:
         except OSError:
             continue
         script = Path(argv[-2]) if len(argv) > 1 and argv[-1] == "" else None
-        if script is not None and script.name == "start.sh" and script.parent.parent == root:
+        if script is not None and script.name == "start.json" and script.parent.parent == root:
             found.append(int(entry.name))
     return found
 
 
-def prepare_upper(directory: Path) -> tuple[Path, bool]:
-    """Create the node's layers; a fresh upper layer hides what a fresh server would not have.
+def _excluded(relative: str) -> bool:
+    parts = Path(relative).parts
+    if relative.startswith("etc/") or relative == "etc":
+        inner = Path(*parts[1:]) if len(parts) > 1 else Path()
+        if any(inner == Path(x) or inner.is_relative_to(x) for x in ETC_EXCLUDED):
+            return True
+        if parts[1:2] == ("ssh",) and len(parts) > 2 and parts[2].startswith("ssh_host_"):
+            return True  # the host's SSH host keys, private and public: each node has its own
+    return False
 
-    The lower layer is the host's root filesystem. A fresh server has none of the host's own
-    top-level directories (a checkout, data, credentials): whiteouts hide them, and /tmp and
-    /var/tmp start empty (opaque) rather than showing the host's temporary files. The homes, where
-    host secrets live (SSH keys, tool credentials), are hidden too, as a fresh server has its own
-    empty ones. The layer persists across power cycles until deletion. Returns the upper layer
-    and whether this is the node's first boot.
+
+def _copy_tree(source: Path, target: Path, relative: str) -> None:
+    """Copy what everyone may read of ``source`` (not following symlinks) into the image base."""
+    for directory, subdirs, files in os.walk(source):
+        here = Path(directory)
+        rel_dir = Path(relative) / here.relative_to(source)
+        kept = []
+        for name in subdirs:
+            info = (here / name).lstat()
+            rel = str(rel_dir / name)
+            if _excluded(rel):
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                files.append(name)  # copied as a link below
+                continue
+            if info.st_mode & 0o005 != 0o005 and rel.removeprefix("etc/") not in ETC_SECRETS_KEPT:
+                continue  # a directory only root or a service may enter
+            (target / rel).mkdir(exist_ok=True)
+            os.chmod(target / rel, stat.S_IMODE(info.st_mode))
+            os.chown(target / rel, info.st_uid, info.st_gid)
+            kept.append(name)
+        subdirs[:] = kept
+        for name in files:
+            path = here / name
+            rel = str(rel_dir / name)
+            if _excluded(rel):
+                continue
+            info = path.lstat()
+            destination = target / rel
+            if stat.S_ISLNK(info.st_mode):
+                os.symlink(os.readlink(path), destination)
+            elif stat.S_ISREG(info.st_mode):
+                inside_kept = any(rel.startswith(f"etc/{k}") for k in ETC_SECRETS_KEPT)
+                if info.st_mode & 0o004 == 0 and not inside_kept:
+                    continue  # readable by root or a service only: a secret
+                shutil.copyfile(path, destination, follow_symlinks=False)
+                os.chmod(destination, stat.S_IMODE(info.st_mode))
+            else:
+                continue  # sockets, fifos, devices: nothing a fresh image has in these trees
+            os.chown(destination, info.st_uid, info.st_gid, follow_symlinks=False)
+
+
+def build_image(target: Path, minimal: bool = False) -> Path:
+    """The image base every node's disk is an overlay of, built from the allowlist above.
+
+    Owned by the host's ids (each node sees it through an id-mapped mount into its own range) and
+    kept in a root-only directory. ``minimal`` builds the skeleton only (the isolation probe).
     """
-    upper = directory / "upper"
-    fresh = not upper.exists()
-    for sub in ("upper", "work", "merged"):
+    target.mkdir(mode=0o755)
+    for name in MERGED_USR_LINKS:
+        host = Path("/", name)
+        if host.is_symlink():
+            os.symlink(os.readlink(host), target / name)
+    for relative, mode in EMPTY_DIRS.items():
+        (target / relative).mkdir(parents=True, exist_ok=True)
+        os.chmod(target / relative, mode)
+    for link, destination in VAR_LINKS.items():
+        os.symlink(destination, target / link)
+    if minimal:
+        return target
+    for tree in COPIED_TREES:
+        if Path("/", tree).is_dir():
+            (target / tree).mkdir(parents=True, exist_ok=True)
+            _copy_tree(Path("/", tree), target, tree)
+    _lock_passwords(target)
+    for name in (".bashrc", ".profile"):  # as a fresh server's root has them
+        if (target / "etc/skel" / name).is_file():
+            shutil.copyfile(target / "etc/skel" / name, target / "root" / name)
+    with contextlib.suppress(KeyError):
+        os.chown(target / "var/mail", 0, grp.getgrnam("mail").gr_gid)
+    with contextlib.suppress(KeyError):
+        os.chown(target / "var/local", 0, grp.getgrnam("staff").gr_gid)
+    return target
+
+
+def host_is_merged_usr() -> bool:
+    """Nodes share the host's /usr only: its /bin, /sbin and /lib must be links into it."""
+    return all(Path("/", name).is_symlink() for name in ("bin", "sbin", "lib"))
+
+
+def node_id_base(server_id: int) -> int:
+    """The first host id of a node's user namespace: a range of its own per server (modulo a
+    collision every 60,000 ids), never the host's first 131,072 ids."""
+    return (2 + server_id % 60_000) * ID_COUNT
+
+
+def shift_ids(tree: Path, base: int) -> None:
+    """Give what the simulator wrote into a node's layer to the node's root: host ids below
+    :data:`ID_COUNT` move into the node's range (what the node made is there already). Runs while
+    the node is down, never following links."""
+    for directory, subdirs, files in os.walk(tree):
+        for name in (".", *subdirs, *files):
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            uid = info.st_uid + base if info.st_uid < ID_COUNT else info.st_uid
+            gid = info.st_gid + base if info.st_gid < ID_COUNT else info.st_gid
+            if (uid, gid) != (info.st_uid, info.st_gid):
+                os.chown(path, uid, gid, follow_symlinks=False)
+
+
+LAYER_DIRS = ("upper", "work", "upper-usr", "work-usr", "lower", "lower-usr", "merged")
+
+
+def prepare_upper(directory: Path) -> tuple[Path, bool]:
+    """Create the node's layer directories; returns its root layer and whether this is its first
+    boot. The layers persist across power cycles until deletion; ``/usr`` has a layer of its own
+    (``upper-usr``), as it is an overlay of its own on the host's ``/usr``."""
+    fresh = not (directory / "upper").exists()
+    for sub in LAYER_DIRS:
         (directory / sub).mkdir(parents=True, exist_ok=True)
-    if fresh:
-        for entry in sorted(os.listdir("/")):
-            if entry not in FHS_TOP_LEVEL:
-                os.mknod(upper / entry, stat.S_IFCHR | 0o000, os.makedev(0, 0))
-        _real_dir(upper, "tmp", 0o1777, opaque=True)
-        _real_dir(upper, "var/tmp", 0o1777, opaque=True)
-        _lock_passwords(upper)
-    fresh_home = not os.path.lexists(upper / "root")
-    root_home = _real_dir(upper, "root", 0o700, opaque=True)
-    for name in (".bashrc", ".profile") if fresh_home else ():  # as a fresh server has them
-        if (Path("/etc/skel") / name).is_file():
-            _write(root_home / name, (Path("/etc/skel") / name).read_text(errors="replace"), 0o644)
-    _real_dir(upper, "home", 0o755, opaque=True)
-    return upper, fresh
+    return directory / "upper", fresh
 
 
-def _lock_passwords(upper: Path) -> None:
-    """The node's /etc/shadow starts from the host's with every password hash replaced by ``*``:
-    no host password works in (or can be read from) a node, as no password works on a fresh image."""
-    try:
-        lines = Path("/etc/shadow").read_text().splitlines()
-    except OSError:
-        return
-    locked = []
-    for line in lines:
-        fields = line.split(":")
-        if len(fields) > 1:
-            fields[1] = "*"
-        locked.append(":".join(fields))
-    _write(_real_dir(upper, "etc", 0o755) / "shadow", "\n".join(locked) + "\n", 0o640)
-    with contextlib.suppress(KeyError, OSError):
-        os.chown(upper / "etc" / "shadow", 0, grp.getgrnam("shadow").gr_gid)
+def layer_of(upper: Path, relative: str) -> tuple[Path, str]:
+    """The layer that holds the node's ``/relative`` and the path within it."""
+    parts = Path(relative).parts
+    if parts[:1] == ("usr",):
+        return upper.parent / "upper-usr", str(Path(*parts[1:])) if len(parts) > 1 else "."
+    return upper, relative
+
+
+def _lock_passwords(image: Path) -> None:
+    """The image's /etc/shadow and /etc/gshadow come from the host's with every password hash
+    replaced by ``*``: no host password works in (or can be read from) a node."""
+    for name in LOCKED_PASSWORD_FILES:
+        try:
+            source = Path("/etc", name)
+            info = source.stat()
+            lines = source.read_text().splitlines()
+        except OSError:
+            continue
+        locked = []
+        for line in lines:
+            fields = line.split(":")
+            if len(fields) > 1:
+                fields[1] = "*" if name == "shadow" else "!"
+            locked.append(":".join(fields))
+        _write(image / "etc" / name, "\n".join(locked) + "\n", 0o640)
+        os.chown(image / "etc" / name, 0, info.st_gid)

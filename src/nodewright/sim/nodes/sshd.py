@@ -3,9 +3,7 @@ cloud image has them after cloud-init ran."""
 
 from __future__ import annotations
 
-import os
 import socket
-import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,8 +38,8 @@ def _public_from_private(private: str) -> str | None:
 
 
 def install_host_keys(etc_ssh: Path, host_keys: dict[str, tuple[str, str | None]]) -> list[str]:
-    """Write the host keys cloud-init was given (or keep the node's own, or make one) and hide the
-    host's; returns the ``HostKey`` paths as the node sees them."""
+    """Write the host keys cloud-init was given (or keep the node's own, or make one); returns the
+    ``HostKey`` paths as the node sees them. The host's own are not in the image base."""
     keys = dict(host_keys)
     existing = [p for p in sorted(etc_ssh.glob("ssh_host_*_key")) if not _is_whiteout(p)]
     if not keys and existing:
@@ -60,11 +58,6 @@ def install_host_keys(etc_ssh: Path, host_keys: dict[str, tuple[str, str | None]
             if pub:
                 _write(etc_ssh / f"ssh_host_{kind}_key.pub", pub.strip() + "\n", 0o644)
             key_paths.append(f"/etc/ssh/{path.name}")
-    # Hide the host's own host keys from the node: overlay whiteouts are 0/0 character devices.
-    for host_key in Path("/etc/ssh").glob("ssh_host_*"):
-        shadow = etc_ssh / host_key.name
-        if not os.path.lexists(shadow):
-            os.mknod(shadow, stat.S_IFCHR | 0o000, os.makedev(0, 0))
     return key_paths
 
 

@@ -20,8 +20,15 @@ from typing import Literal
 
 from nodewright.sim.nodes.cloudinit import CloudConfig, seed
 from nodewright.sim.nodes.init import POWEROFF_STATUS, REBOOT_STATUS, install_init
-from nodewright.sim.nodes.isolation import launcher, node_script
-from nodewright.sim.nodes.layers import default_root, prepare_upper, reap_stale_roots
+from nodewright.sim.nodes.isolation import launcher, node_config
+from nodewright.sim.nodes.layers import (
+    build_image,
+    default_root,
+    node_id_base,
+    prepare_upper,
+    reap_stale_roots,
+    shift_ids,
+)
 from nodewright.sim.nodes.network import NetworkError, NodeAddresses, SimNetwork
 from nodewright.sim.nodes.sshd import address_taken, connection_arrived, install_sshd
 
@@ -96,6 +103,8 @@ class NodeSupervisor:
             threading.Thread(target=self._work, name=f"sim-node-{i}", daemon=True) for i in range(workers)
         ]
         self._busy: set[int] = set()
+        self._image: Path | None = None
+        self._image_lock = threading.Lock()
         self._closing = threading.Event()
         self._threads.append(threading.Thread(target=self._watch, name="sim-node-watch", daemon=True))
         for thread in self._threads:
@@ -244,7 +253,7 @@ class NodeSupervisor:
                 if taken:
                     raise NetworkError(taken)
                 netns = self.network.attach(spec.server_id, NodeAddresses(spec.address, spec.ipv6_net))
-            script = self._prepare(node.directory, spec)
+            script = self._prepare(node.directory, spec, netns is not None)
         except NetworkError as exc:
             self._fail(node, str(exc))
             return
@@ -309,16 +318,30 @@ class NodeSupervisor:
         except OSError:
             return "sshd exited"
 
-    def _prepare(self, directory: Path, spec: NodeSpec) -> Path:
-        """Lay the node's own files into its layers and write the start script."""
+    def image(self) -> Path:
+        """The image base every node's disk is an overlay of, built at the first boot (a simulator
+        that never boots a node never copies anything)."""
+        with self._image_lock:
+            if self._image is None:
+                staging = self.root / "image.partial"
+                shutil.rmtree(staging, ignore_errors=True)
+                build_image(staging)
+                staging.rename(self.root / "image")
+                self._image = self.root / "image"
+            return self._image
+
+    def _prepare(self, directory: Path, spec: NodeSpec, own_network: bool) -> Path:
+        """Lay the node's own files into its layers, give them to the node's root and write the
+        configuration of its entry program."""
         upper, first_boot = prepare_upper(directory)
         command = install_init(upper)
         if first_boot:
             seed(upper, spec.cloud, f"i-{spec.server_id}", spec.root_password)
         install_sshd(upper, spec, self.port, first_boot)
-        script = directory / "start.sh"
-        script.write_text(node_script(directory, spec.hostname, command))
-        return script
+        base = node_id_base(spec.server_id)
+        for layer in ("upper", "upper-usr"):
+            shift_ids(directory / layer, base)
+        return node_config(directory, self.image(), spec.hostname, command, base, own_network)
 
     def _kill(self, node: Node, final: Desired) -> None:
         with self._lock:
