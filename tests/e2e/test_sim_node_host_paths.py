@@ -276,3 +276,37 @@ def test_simulated_nodes_refuse_a_data_directory_they_could_read(
             server.start()
     finally:
         server.stop()
+
+
+def test_the_tools_of_a_server_still_work_in_a_node(
+    client: hcloud.Client, ssh_keypair: tuple[Path, str], tmp_path: Path
+) -> None:
+    """What the user namespace must not break: users and sudo (setuid root from the shared /usr),
+    the package tools' databases, cloud-init, the node's own hostname, a copy-on-write /usr.
+    (Changing the hostname at run time needs ``sys_admin``, which nodes do not keep.)"""
+    key_path, public_key = ssh_keypair
+    _, address = create_node(client, "tools-1", public_key)
+    checks = {
+        "useradd": "useradd -m -s /bin/bash probe && echo ok",
+        "sudo": "echo 'probe ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/probe "
+        "&& chmod 0440 /etc/sudoers.d/probe && su - probe -c 'sudo -n id -u'",
+        "dpkg": "dpkg-query -W -f='${Status}' openssh-server",
+        "apt": "apt-get check -qq >/dev/null 2>&1 && echo ok",
+        "cloud-init": "cloud-init status | tr -d '\\n'",
+        "hostname": "hostname",
+        "usr-write": "echo x > /usr/local/bin/probe-tool && cat /usr/local/bin/probe-tool",
+        "shadow": "stat -c '%U:%G' /etc/shadow",
+    }
+    command = "; ".join(f"echo {name}=$({check})" for name, check in checks.items())
+    result = node_root_run(key_path, tmp_path, address, command)
+    seen = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    assert seen.get("useradd") == "ok", result.stdout + result.stderr
+    assert seen["sudo"] == "0"
+    assert seen["dpkg"] == "install ok installed"
+    assert seen["apt"] == "ok"
+    assert "done" in seen["cloud-init"]
+    assert seen["hostname"] == "tools-1"  # its own UTS namespace, named by the simulator
+    assert seen["usr-write"] == "x"
+    assert seen["shadow"] == "root:shadow"
+    assert not Path("/usr/local/bin/probe-tool").exists()  # the node's own layer, not the host's /usr
+    assert "probe" not in Path("/etc/passwd").read_text().split(":")[0::6]
