@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +27,7 @@ TokenFile = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Follow the node until its job is done.")]
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # the API's rule
 SETTLED = {"ready", "failed", "released", "lost"}
 
 
@@ -147,6 +149,10 @@ def nodes_create(
             raise typer.Exit(2) from None
     body = {"provider_id": provider, "name": name, "location": location, "server_type": server_type,
             "image": image, "labels": labels, "profile": profile, "ssh_authorized_keys": keys}  # fmt: skip
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        # Checked here too: a character outside ASCII cannot go into a header at all.
+        typer.echo("error: --idempotency-key must be 1-128 printable ASCII characters, no spaces", err=True)
+        raise typer.Exit(2)
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     try:
         with client(url, token_file) as api:
