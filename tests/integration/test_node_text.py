@@ -158,3 +158,28 @@ def test_multi_line_node_output_is_indented_under_a_margin_in_the_cli(
     assert "  provisioning_failed: task 'x' failed: boom" in lines
     forged = [line for line in lines if "[nodewright] node ready" in line]
     assert forged and all(line.startswith("    | ") for line in forged), lines
+
+
+def test_the_cli_writes_no_control_character_even_from_a_row_stored_raw(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser], sim: SimServer
+) -> None:
+    """A node failed before text was cleaned at storage (or a server of an older version) still
+    holds raw escapes: the CLI cleans what it writes itself, whatever the server sends."""
+    provider_id = _connect(client, role_users[Role.admin].headers, sim)
+    with app_context.database.session(write=True) as session:
+        node = Node(
+            name="old", contract="provider/v1", provider_id=provider_id, location="fsn1", server_type="cx22",
+            image="ubuntu-24.04", labels={}, profile="baseline", ssh_authorized_keys=[], status="failed",
+            stage="provision", error_code="provisioning_failed", error_message=f"boom{FORGED}",
+            error_hint=FORGED, error_retryable=False, evidence={}, created_by="test",
+        )  # fmt: skip
+        session.add(node)
+        session.flush()
+        node_id = node.id
+    with live_server(client.app) as url:  # type: ignore[arg-type]
+        show = _cli(url, role_users[Role.viewer].token, "nodes", "show", str(node_id))
+        listed = _cli(url, role_users[Role.viewer].token, "nodes", "list")
+    assert show.returncode == 0 and listed.returncode == 0, show.stderr + listed.stderr
+    assert "\\x1b]0;owned" in show.stdout and not RAW.search(show.stdout), repr(show.stdout)
+    assert not any(line.startswith("[nodewright]") for line in show.stdout.splitlines())
+    assert not RAW.search(listed.stdout)
