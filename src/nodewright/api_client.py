@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from nodewright.security.secret import Secret
+from nodewright.security.text import clean_line, for_terminal
 
 DEFAULT_URL = "http://127.0.0.1:8400"
 # What an HTTP header can carry as one bearer token (the tokens nodewright issues are of this kind).
@@ -66,12 +67,13 @@ def _problem_text(response: httpx.Response) -> ApiError:
         return ApiError(f"HTTP {response.status_code} from the server", status=response.status_code)
     if not isinstance(problem, dict):
         return ApiError(f"HTTP {response.status_code} from the server", status=response.status_code)
-    text = str(problem.get("detail") or problem.get("title") or f"HTTP {response.status_code}")
+    # The detail can quote a provider or a node: shown cleaned, its continuation lines indented.
+    text = for_terminal(str(problem.get("detail") or problem.get("title") or f"HTTP {response.status_code}"))
     for error in problem.get("errors") or []:
         if isinstance(error, dict) and error.get("field") and str(error["field"]) not in text:
-            text += f"\n  {error['field']}: {error.get('message')}"
+            text += f"\n  {clean_line(str(error['field']))}: {clean_line(str(error.get('message')))}"
     if problem.get("hint"):
-        text += f"\nhint: {problem['hint']}"
+        text += f"\nhint: {for_terminal(str(problem['hint']))}"
     return ApiError(text, status=response.status_code, code=problem.get("code"))
 
 

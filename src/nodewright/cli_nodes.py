@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from nodewright.api_client import DEFAULT_URL, ApiClient, ApiError, load_token
+from nodewright.security.text import clean, clean_line, for_terminal
 
 nodes_app = typer.Typer(
     help="Nodes: create from a provider, list, show, release, retry.", no_args_is_help=True
@@ -26,7 +28,14 @@ TokenFile = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Follow the node until its job is done.")]
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # the API's rule
 SETTLED = {"ready", "failed", "released", "lost"}
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """Every line this module writes goes through here: whatever the server sent, no control
+    character but newline and tab reaches the terminal raw (``security.text``)."""
+    typer.echo(clean(text), err=err)
 
 
 def client(url: str, token_file: Path | None) -> ApiClient:
@@ -34,7 +43,7 @@ def client(url: str, token_file: Path | None) -> ApiClient:
 
 
 def die(exc: ApiError) -> None:
-    typer.echo(f"error: {exc.message}", err=True)
+    say(f"error: {exc.message}", err=True)
     # 2: the request itself was wrong (fix the command); 1: it was refused or failed as things stand.
     wrong = exc.usage or (exc.status is not None and 400 <= exc.status < 500 and exc.status != 409)
     raise typer.Exit(2 if wrong else 1)
@@ -46,9 +55,12 @@ def describe(node: dict[str, Any]) -> str:
         line += f" (stage {node['stage']})"
     error = node.get("error")
     if error:
-        line += f"\n  {error['code']}: {error.get('message') or ''}"
+        # Node and provider text: continuation lines go under a margin, never at column 0.
+        line += (
+            f"\n  {clean_line(str(error['code']))}: {for_terminal(str(error.get('message') or ''), '    ')}"
+        )
         if error.get("hint"):
-            line += f"\n  hint: {error['hint']}"
+            line += f"\n  hint: {for_terminal(str(error['hint']), '    ')}"
     return line
 
 
@@ -60,7 +72,7 @@ def follow(api: ApiClient, node_id: int, *, until: set[str], timeout: float) -> 
         node: dict[str, Any] = api.get(f"/api/nodes/{node_id}")
         now = (node["status"], node.get("stage"))
         if now != seen:
-            typer.echo(f"{dt.datetime.now():%H:%M:%S} {describe(node)}")
+            say(f"{dt.datetime.now():%H:%M:%S} {describe(node)}")
             seen = now
         if node["status"] in until:
             return node
@@ -100,13 +112,13 @@ def nodes_list(
     except ApiError as exc:
         die(exc)
     if as_json:
-        typer.echo(json.dumps(page, indent=2))
+        say(json.dumps(page, indent=2))
         return
     for node in page["items"]:
         address = node["ssh"]["address"] if node.get("ssh") else "-"
-        typer.echo(f"{node['id']:>5}  {node['name']:<24} {node['status']:<12} {address:<16} "
+        say(f"{node['id']:>5}  {node['name']:<24} {node['status']:<12} {address:<16} "
                    f"{node['location']}/{node['server_type']}/{node['image']}")  # fmt: skip
-    typer.echo(f"{page['total']} node(s)")
+    say(f"{page['total']} node(s)")
 
 
 @nodes_app.command("create")
@@ -135,7 +147,7 @@ def nodes_create(
     for item in label or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            typer.echo(f"error: --label {item!r} must be key=value", err=True)
+            say(f"error: --label {item!r} must be key=value", err=True)
             raise typer.Exit(2)
         labels[key] = value
     keys = []
@@ -143,23 +155,27 @@ def nodes_create(
         try:
             keys.append(path.read_text().strip())
         except OSError as exc:
-            typer.echo(f"error: cannot read {path}: {exc.strerror}", err=True)
+            say(f"error: cannot read {path}: {exc.strerror}", err=True)
             raise typer.Exit(2) from None
     body = {"provider_id": provider, "name": name, "location": location, "server_type": server_type,
             "image": image, "labels": labels, "profile": profile, "ssh_authorized_keys": keys}  # fmt: skip
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        # Checked here too: a character outside ASCII cannot go into a header at all.
+        say("error: --idempotency-key must be 1-128 printable ASCII characters, no spaces", err=True)
+        raise typer.Exit(2)
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     try:
         with client(url, token_file) as api:
             created = api.post("/api/nodes", json=body, headers=headers)
             if as_json and not wait:
-                typer.echo(json.dumps(created, indent=2))
+                say(json.dumps(created, indent=2))
                 return
             node = created["node"]
-            typer.echo(f"node {node['id']} {node['name']} accepted; job {created['job']['id']}")
+            say(f"node {node['id']} {node['name']} accepted; job {created['job']['id']}")
             if wait:
                 final = follow(api, node["id"], until=SETTLED, timeout=timeout)
                 if as_json:
-                    typer.echo(json.dumps(final, indent=2))
+                    say(json.dumps(final, indent=2))
                 _exit_for(final, "ready")
     except ApiError as exc:
         die(exc)
@@ -179,17 +195,17 @@ def nodes_show(
     except ApiError as exc:
         die(exc)
     if as_json:
-        typer.echo(json.dumps(node, indent=2))
+        say(json.dumps(node, indent=2))
         return
-    typer.echo(describe(node))
-    typer.echo(f"  provider {node['provider_id']} {node['location']}/{node['server_type']}/{node['image']}, "
+    say(describe(node))
+    say(f"  provider {node['provider_id']} {node['location']}/{node['server_type']}/{node['image']}, "
                f"profile {node['profile']}, job {node['job_id']}")  # fmt: skip
     if node["server"]["id"]:
-        typer.echo(f"  server {node['server']['id']} {node['server']['name']} ({node['server']['status']})")
+        say(f"  server {node['server']['id']} {node['server']['name']} ({node['server']['status']})")
     if node.get("ssh"):
-        typer.echo(f"  host key {node['ssh']['host_key_fingerprint']}\n  ssh: {node['ssh']['command']}")
+        say(f"  host key {node['ssh']['host_key_fingerprint']}\n  ssh: {node['ssh']['command']}")
     if node["price"]["monthly_gross"]:
-        typer.echo(f"  price {node['price']['monthly_gross']} {node['price']['currency']}/month (gross)")
+        say(f"  price {node['price']['monthly_gross']} {node['price']['currency']}/month (gross)")
 
 
 @nodes_app.command("delete")
@@ -205,7 +221,7 @@ def nodes_delete(
     try:
         with client(url, token_file) as api:
             answer = api.request("DELETE", f"/api/nodes/{node_id}", params={"keep_server": keep_server})
-            typer.echo(f"node {node_id} releasing; job {answer['job']['id']}")
+            say(f"node {node_id} releasing; job {answer['job']['id']}")
             if wait:
                 _exit_for(follow(api, node_id, until={"released", "failed"}, timeout=timeout), "released")
     except ApiError as exc:
@@ -224,7 +240,7 @@ def nodes_retry(
     try:
         with client(url, token_file) as api:
             answer = api.post(f"/api/nodes/{node_id}/retry")
-            typer.echo(f"node {node_id} retrying; job {answer['job']['id']}")
+            say(f"node {node_id} retrying; job {answer['job']['id']}")
             if wait:
                 _exit_for(follow(api, node_id, until=SETTLED, timeout=timeout), "ready")
     except ApiError as exc:
@@ -240,7 +256,7 @@ def nodes_evidence(
     """The node's acquisition and provisioning evidence, as JSON."""
     try:
         with client(url, token_file) as api:
-            typer.echo(json.dumps(api.get(f"/api/nodes/{node_id}/evidence"), indent=2))
+            say(json.dumps(api.get(f"/api/nodes/{node_id}/evidence"), indent=2))
     except ApiError as exc:
         die(exc)
 
@@ -302,9 +318,9 @@ def smoke_command(
                 ok = ok and final["status"] == "released"
     except ApiError as exc:
         summary["error"] = exc.message
-        typer.echo(f"error: {exc.message}", err=True)
+        say(f"error: {exc.message}", err=True)
     summary["ok"] = ok
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-    typer.echo(f"smoke {'passed' if ok else 'FAILED'}; evidence in {folder}")
+    say(f"smoke {'passed' if ok else 'FAILED'}; evidence in {folder}")
     if not ok:
         raise typer.Exit(1)

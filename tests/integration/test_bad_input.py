@@ -8,6 +8,8 @@ from sqlalchemy import func, select
 from nodewright.context import AppContext
 from nodewright.db.models import User
 from nodewright.security.roles import Role
+from nodewright.sim.server import SimServer
+from tests.fixtures.sim import sim, sim_server  # noqa: F401
 from tests.support.apps import RoleUser
 
 
@@ -238,3 +240,33 @@ def test_values_the_database_cannot_hold_are_bad_input_everywhere(
         assert bare.get("/users/1").status_code == 200
         body = _problem(bare.get(f"/users/{10**20}"), 400, "invalid_value")
         assert "out of range" in str(body["detail"])
+
+
+def test_control_characters_from_a_provider_are_stored_escaped(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    sim: SimServer,  # noqa: F811
+) -> None:
+    """A provider's error message is foreign text: its terminal escapes, carriage returns, bidi
+    overrides and newlines (a fake line of ours) reach the connection's status escaped, on one line."""
+    from nodewright.sim.control_client import SimControl
+    from tests.fixtures.sim import random_token
+
+    admin = role_users[Role.admin].headers
+    created = client.post(
+        "/api/providers",
+        json={"kind": "hetzner", "name": "sim", "token": random_token(), "api_endpoint": sim.api_url},
+        headers=admin,
+    )
+    assert created.status_code == 201, created.text
+    forged = "\x1b]0;owned\x07\x1b[2J\r\n[nodewright] connected\r\u202eok"
+    SimControl(sim.base_url).add_fault("error", path="/v1/*", code="forbidden", message=forged, count=None)
+    checked = client.post(f"/api/providers/{created.json()['id']}/check", headers=admin).json()
+    message = checked["last_error"]["message"]
+    assert message == (
+        "Hetzner refused validate: \\x1b]0;owned\\x07\\x1b[2J\\n[nodewright] connected"
+        "\\r\\u202eok (forbidden)"
+    )
+    for text in (message, checked["status_message"], checked["last_error"]["hint"] or ""):
+        assert not any(c in text for c in "\x1b\x07\r\n\u202e"), text

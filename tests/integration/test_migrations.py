@@ -77,3 +77,89 @@ def test_concurrent_upgrades_serialise(empty_url: str) -> None:
     for proc, (out, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err
         assert out.strip() == head
+
+
+def test_0008_carries_live_idempotency_keys_over_to_their_users(empty_url: str) -> None:
+    """Keys move from the global ``nodes.idempotency_key`` column to per-user keys: a key younger
+    than 24 hours is kept, scoped to the user who made the node; an older one had expired."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from nodewright.db.types import UTCDateTime
+
+    engine = make_engine(empty_url)
+    now = dt.datetime.now(dt.UTC)
+    tables = Base.metadata.tables
+    old_nodes = sa.table(
+        "nodes",
+        *(
+            sa.column(c, sa.String())
+            for c in (
+                "name",
+                "contract",
+                "location",
+                "server_type",
+                "image",
+                "profile",
+                "status",
+                "idempotency_key",
+                "request_digest",
+                "created_by",
+            )
+        ),
+        *(sa.column(c, sa.JSON()) for c in ("labels", "ssh_authorized_keys", "evidence")),
+        *(sa.column(c, UTCDateTime()) for c in ("created_at", "updated_at")),
+        sa.column("id", sa.Integer()),
+        sa.column("provider_id", sa.Integer()),
+    )
+    try:
+        migrate.upgrade(engine, "0007")
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(tables["users"]).values(
+                    id=7, username="ops", password_hash="x", role="operator", disabled=False
+                )
+            )
+            conn.execute(sa.insert(tables["stored_secrets"]).values(id=1, purpose="p", ciphertext="c"))
+            conn.execute(
+                sa.insert(tables["provider_connections"]).values(
+                    id=1, kind="hetzner", name="p", token_secret_id=1, token_fingerprint="f", created_by="x"
+                )
+            )
+            for node_id, key, by, age in [
+                (1, "fresh", "user:ops/token:laptop", 1),
+                (2, "stale", "user:ops", 30),
+            ]:
+                at = now - dt.timedelta(hours=age)
+                conn.execute(
+                    sa.insert(old_nodes).values(
+                        id=node_id,
+                        name=f"n{node_id}",
+                        contract="c",
+                        provider_id=1,
+                        location="l",
+                        server_type="t",
+                        image="i",
+                        labels={},
+                        profile="p",
+                        ssh_authorized_keys=[],
+                        status="ready",
+                        evidence={},
+                        idempotency_key=key,
+                        request_digest="d",
+                        created_by=by,
+                        created_at=at,
+                        updated_at=at,
+                    )
+                )
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT scope, key, node_id FROM idempotency_keys")).all()
+        assert [tuple(r) for r in rows] == [("user:7", "fresh", 1)]
+        migrate.downgrade(engine, "0007")
+        with engine.connect() as conn:
+            back = conn.execute(sa.text("SELECT id, idempotency_key FROM nodes ORDER BY id")).all()
+        assert [tuple(r) for r in back] == [(1, "fresh"), (2, None)]
+    finally:
+        engine.dispose()

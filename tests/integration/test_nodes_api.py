@@ -220,3 +220,68 @@ def test_retry_is_refused_while_a_release_is_queued(
     with app_context.database.session() as session:
         kinds = session.scalars(select(Job.kind).where(Job.state == "queued")).all()
     assert kinds == ["nodes.release"]
+
+
+def test_idempotency_keys_belong_to_their_user_and_expire(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser], provider_id: int
+) -> None:
+    """A key used to be global: another operator reusing it got the first user's node back (same
+    body) or a 409 saying the key was taken. Keys now belong to the calling user (every token of
+    that user shares them) and last 24 hours."""
+    import datetime as dt
+
+    from nodewright.db.models import IdempotencyKey, User
+    from nodewright.nodes import idempotency
+    from nodewright.security import api_tokens
+
+    alice = {**role_users[Role.operator].headers, "Idempotency-Key": "deploy-1"}
+    bob = {**role_users[Role.admin].headers, "Idempotency-Key": "deploy-1"}
+    first = client.post("/api/nodes", json=body(provider_id, name="a-1"), headers=alice)
+    assert first.status_code == 202, first.text
+
+    # Another user, same key, same body: never the first user's node (it was handed back); the
+    # name is taken, and the refused request holds no key.
+    same_body = client.post("/api/nodes", json=body(provider_id, name="a-1"), headers=bob)
+    assert same_body.status_code == 409 and same_body.json()["code"] == "conflict", same_body.text
+    assert same_body.json()["errors"][0]["field"] == "name"
+    # Another user, same key, another body: their own node (it was a 409 idempotency_conflict).
+    theirs = client.post("/api/nodes", json=body(provider_id, name="b-1"), headers=bob)
+    assert theirs.status_code == 202, theirs.text
+    assert theirs.json()["node"]["id"] != first.json()["node"]["id"]
+
+    # The same user through another of their tokens: the first node and job come back.
+    with app_context.database.session(write=True) as session:
+        user = session.scalar(select(User).where(User.username == role_users[Role.operator].username))
+        assert user is not None
+        _token, laptop = api_tokens.create_token(session, user, "laptop", actor="test")
+    again = client.post(
+        "/api/nodes",
+        json=body(provider_id, name="a-1"),
+        headers={"Authorization": f"Bearer {laptop}", "Idempotency-Key": "deploy-1"},
+    )
+    assert again.status_code == 202, again.text
+    assert again.json()["node"]["id"] == first.json()["node"]["id"]
+    assert again.json()["job"]["id"] == first.json()["job"]["id"]
+    # ... and the same key with another body is still a conflict for that user.
+    conflict = client.post("/api/nodes", json=body(provider_id, name="a-2"), headers=alice)
+    assert conflict.status_code == 409 and conflict.json()["code"] == "idempotency_conflict"
+    assert conflict.json()["errors"][0]["field"] == "Idempotency-Key"
+    assert counts(app_context) == (2, 2)
+
+    # 24 hours later the key is free again: a new request with it makes a new node.
+    with app_context.database.session(write=True) as session:
+        for row in session.scalars(select(IdempotencyKey)):
+            row.expires_at = row.created_at + idempotency.TTL - dt.timedelta(days=1, seconds=1)
+    renewed = client.post("/api/nodes", json=body(provider_id, name="a-2"), headers=alice)
+    assert renewed.status_code == 202, renewed.text
+    assert renewed.json()["node"]["id"] not in (first.json()["node"]["id"], theirs.json()["node"]["id"])
+    replayed = client.post("/api/nodes", json=body(provider_id, name="a-2"), headers=alice)
+    assert replayed.json()["node"]["id"] == renewed.json()["node"]["id"]
+    assert counts(app_context) == (3, 3)
+
+    # The hourly prune deletes the expired key (bob's) and keeps the live one (alice's renewed one).
+    with app_context.database.session(write=True) as session:
+        assert idempotency.prune(session) == 1
+    with app_context.database.session() as session:
+        left = session.scalars(select(IdempotencyKey.node_id)).all()
+    assert left == [renewed.json()["node"]["id"]]

@@ -359,3 +359,79 @@ def test_the_dashboard_form_holds_names_and_endpoints_to_the_api_rules(
     assert response.status_code == 422
     assert "Not connected (invalid_request)" in response.text
     assert _counts(app_context) == (0, 0)
+
+
+BAD_TOKENS = [
+    pytest.param("a" * 63 + "\u2603", id="non-latin-1"),
+    pytest.param("a" * 63 + "\u00e9", id="latin-1-letter"),
+    pytest.param("a" * 63, id="too-short"),
+    pytest.param("a" * 65, id="too-long"),
+    pytest.param("a" * 62 + "-_", id="punctuation"),
+    pytest.param("a" * 63 + "\n", id="newline"),
+    pytest.param("a" * 63 + "\x00", id="nul"),
+]
+
+
+@pytest.mark.parametrize("bad", BAD_TOKENS)
+def test_a_token_of_the_wrong_form_is_refused_before_any_request(
+    bad: str,
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    sim: SimServer,  # noqa: F811
+) -> None:
+    """A token ending in U+2603 used to reach the HTTP client, which raised UnicodeEncodeError:
+    500 with a traceback. Hetzner tokens are 64 letters and digits: anything else is refused as
+    bad input naming the field, on connect and on rotation, and no request leaves."""
+    headers = role_users[Role.admin].headers
+    control = SimControl(sim.base_url)
+    created = client.post("/api/providers", json=_body(sim, random_token()), headers=headers).json()
+    before = _counts(app_context)
+    control.clear_requests()
+
+    refused = client.post("/api/providers", json=_body(sim, bad, name="other"), headers=headers)
+    rotated = client.patch(f"/api/providers/{created['id']}", json={"token": bad}, headers=headers)
+    for response in (refused, rotated):
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        problem = response.json()
+        assert problem["code"] == "credentials_invalid"
+        assert [e["field"] for e in problem["errors"]] == ["token"]
+        assert "64 letters and digits" in problem["detail"]
+        assert bad not in response.text and "Traceback" not in response.text
+    assert control.requests() == []
+    assert _counts(app_context) == before
+    after = client.get(f"/api/providers/{created['id']}", headers=headers).json()
+    assert after["token_fingerprint"] == created["token_fingerprint"]
+
+
+@pytest.mark.parametrize("bad", BAD_TOKENS[:3])
+def test_the_dashboard_forms_refuse_a_token_of_the_wrong_form(
+    bad: str,
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    sim: SimServer,  # noqa: F811
+) -> None:
+    from tests.integration.test_dashboard_auth import login
+
+    csrf = login(client, "admin-user")
+    control = SimControl(sim.base_url)
+    form = {"csrf_token": csrf, "name": "main", "token": random_token(), "api_endpoint": sim.base_url + "/v1"}
+    assert client.post("/providers", data=form, follow_redirects=False).status_code == 303
+    pid = _only_provider_id(app_context)
+    before = _counts(app_context)
+    control.clear_requests()
+    connect = client.post("/providers", data={**form, "name": "other", "token": bad})
+    rotate = client.post(f"/providers/{pid}/rotate", data={"csrf_token": csrf, "token": bad})
+    for page in (connect, rotate):
+        assert page.status_code == 422
+        assert "(credentials_invalid)" in page.text and "64 letters and digits" in page.text
+        assert bad not in page.text
+    assert control.requests() == []
+    assert _counts(app_context) == before
+
+
+def _only_provider_id(ctx: AppContext) -> int:
+    with ctx.database.session() as session:
+        return int(session.scalar(select(ProviderConnection.id)) or 0)

@@ -20,6 +20,7 @@ from nodewright.api.problems import PROBLEM_RESPONSES, FieldError, ProblemError,
 from nodewright.api.routing import OneHopRoute
 from nodewright.db.models import Job, Node
 from nodewright.nodes import service
+from nodewright.nodes.idempotency import CallerKey
 from nodewright.nodes.states import CONTRACT_PROVIDER_V1, CONTRACTS, NodeStatus
 from nodewright.providers.errors import ProviderError
 from nodewright.provisioning.profiles import DEFAULT_PROFILE, NAME_RE
@@ -282,7 +283,15 @@ def create_node(
     response: Response,
     idempotency_key: Annotated[
         str | None,
-        Header(alias="Idempotency-Key", description="Retries with the same key get the same node."),
+        Header(
+            alias="Idempotency-Key",
+            description=(
+                "Retries with the same key and body get the same node and job. A key belongs to the "
+                "calling user (all their sessions and API tokens share it; another user's identical "
+                "key is another key) and lasts 24 hours, after which it may be used anew. The same "
+                "key with another body is 409 idempotency_conflict."
+            ),
+        ),
     ] = None,
 ) -> NodeJobOut:
     if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
@@ -296,7 +305,14 @@ def create_node(
         )
     request = body.to_request()
     try:
-        created = service.create_node(ctx, request, actor=caller.actor, idempotency_key=idempotency_key)
+        key = None
+        if idempotency_key is not None:
+            key = (
+                CallerKey.for_user(caller.user_id, idempotency_key)
+                if caller.user_id is not None
+                else CallerKey(scope=f"actor:{caller.actor}"[:64], key=idempotency_key)
+            )
+        created = service.create_node(ctx, request, actor=caller.actor, idempotency_key=key)
     except gates.GateClosed as exc:
         raise gate_closed_problem(exc) from None
     except service.NodeRequestError as exc:

@@ -38,6 +38,7 @@ from nodewright.jobs.notify import CHANNEL, notify_local
 from nodewright.jobs.registry import JobKind
 from nodewright.jobs.states import JobState
 from nodewright.security.redaction import redact
+from nodewright.security.text import clean_value
 
 _NOTIFY = text("SELECT pg_notify(:channel, '')")
 T = TypeVar("T")
@@ -247,7 +248,8 @@ def _finish_failed(
     connections: Connections, claimed: ClaimedJob, error: JobError, spec: JobKind | None
 ) -> str:
     now = utcnow()
-    error_json = jsonable(redact(error.to_dict()))  # a NaN retry_after must not fail the write
+    # jsonable: a NaN retry_after must not fail the write; clean_value: the message may be node text.
+    error_json = jsonable(clean_value(redact(error.to_dict())))
     with connections.begin(write=True) as conn:
         peek = run_fenced(conn, _PEEK_CANCEL, claimed.fence, {"now": now})
         params: dict[str, Any] = {"now": now, "error": error_json}

@@ -1,4 +1,5 @@
-"""Append-only job events. Messages and data are redacted before they reach the database."""
+"""Append-only job events. Messages and data are redacted and cleaned of control characters
+(``security.text``) before they reach the database."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from nodewright.db.models.jobs import JobEvent
 from nodewright.db.types import utcnow
 from nodewright.jobs.fencing import JOBS, Executor, Fence, fenced_touch
 from nodewright.security.redaction import redact, redact_text
+from nodewright.security.text import clean, clean_value
 
 LEVELS = ("debug", "info", "warning", "error")
 EVENTS: Table = JobEvent.__table__  # type: ignore[assignment]
@@ -54,8 +56,9 @@ def insert_event(
             "type": type,
             "level": level if level in LEVELS else "info",
             # str() first: redact() leaves a non-string (an exception passed as the message) as it is.
-            "message": redact_text(str(message)),
-            "data": redact(jsonable(data)) if data else {},
+            # Cleaned too: a message may carry a node's output, terminal escapes and all.
+            "message": clean(redact_text(str(message))),
+            "data": clean_value(redact(jsonable(data))) if data else {},
             "attempt": attempt,
         },
     )

@@ -134,6 +134,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "nodewright.jobs.builtin",
     "nodewright.nodes.handlers",
     "nodewright.nodes.reconcile",
+    "nodewright.nodes.idempotency",
 )
 
 

@@ -17,6 +17,7 @@ from nodewright.jobs.errors import INTERNAL_ERROR, JobCanceled, JobError, LeaseL
 from nodewright.nodes.states import STAGE_STATUS, NodeStatus, Stage
 from nodewright.providers.errors import ProviderError
 from nodewright.security.redaction import redact, redact_text
+from nodewright.security.text import clean, clean_value
 
 T = TypeVar("T")
 
@@ -49,7 +50,7 @@ def add_evidence(ctx: JobContext, node_id: int, key: str, value: Any, **fields: 
         if node is None:
             raise NodeGone(node_id)
         evidence = dict(node.evidence or {})
-        evidence[key] = redact(value)
+        evidence[key] = clean_value(redact(value))  # check output is node text
         node.evidence = evidence  # reassigned: JSON columns do not track in-place changes
         for name, field_value in fields.items():
             setattr(node, name, field_value)
@@ -77,9 +78,10 @@ def fail(ctx: JobContext, node_id: int, stage: Stage, error: JobError) -> None:
     final = not error.retryable or ctx.attempt >= ctx.max_attempts
     fields: dict[str, Any] = {
         "error_code": error.code,
-        # Redacted as the job's own error is: a message may carry what a node or provider echoed.
-        "error_message": redact_text(error.message) if error.message is not None else None,
-        "error_hint": redact_text(error.hint) if error.hint is not None else None,
+        # Redacted and cleaned as the job's own error is: a message may carry what a node or
+        # provider echoed, control characters included.
+        "error_message": clean(redact_text(error.message)) if error.message is not None else None,
+        "error_hint": clean(redact_text(error.hint)) if error.hint is not None else None,
         "error_retryable": error.retryable and not final,
         "stage": stage.value,
     }

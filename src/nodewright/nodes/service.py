@@ -24,6 +24,8 @@ from nodewright.db.models import Job, Node, ProviderConnection
 from nodewright.jobs import service as jobs_service
 from nodewright.jobs.enqueue import enqueue
 from nodewright.jobs.states import TERMINAL
+from nodewright.nodes import idempotency
+from nodewright.nodes.idempotency import CallerKey
 from nodewright.nodes.states import (
     CONTRACT_PROVIDER_V1,
     IN_PROGRESS,
@@ -91,19 +93,20 @@ class Created:
     replayed: bool  # an Idempotency-Key seen before: the original node and job
 
 
-def _replay(session: Session, key: str, digest: str) -> Created | None:
-    node = session.scalar(select(Node).where(Node.idempotency_key == key))
-    if node is None:
+def _replay(session: Session, caller_key: CallerKey, digest: str) -> Created | None:
+    held = idempotency.live(session, caller_key)
+    if held is None:
         return None
-    if node.request_digest != digest:
+    if held.request_digest != digest:
         raise NodeRequestError(
             "Idempotency-Key",
             "this key was used with a different request body; use a new key for a new request",
             status=409,
             code="idempotency_conflict",
         )
-    job = session.get(Job, node.job_id) if node.job_id is not None else None
-    assert job is not None
+    node = session.get(Node, held.node_id)
+    job = session.get(Job, node.job_id) if node is not None and node.job_id is not None else None
+    assert node is not None and job is not None
     return Created(node, job, replayed=True)
 
 
@@ -117,11 +120,11 @@ def _price(view_catalog: Any, server_type: str, location: str) -> tuple[str | No
 
 
 def create_node(
-    app: AppContext, request: NodeCreate, *, actor: str, idempotency_key: str | None = None
+    app: AppContext, request: NodeCreate, *, actor: str, idempotency_key: CallerKey | None = None
 ) -> Created:
     """Validate, then write the node and its provisioning job together. Raises ``GateClosed``,
     ``NodeRequestError`` (field errors, 409 conflicts) or ``ProviderError`` (catalog unreachable
-    and no copy to check against)."""
+    and no copy to check against). ``idempotency_key`` is the caller's key (see ``idempotency``)."""
     digest = request.digest()
     database, settings = app.database, app.settings
     with database.session() as session:
@@ -176,7 +179,6 @@ def create_node(
                 price_hourly=hourly,
                 price_monthly=monthly,
                 evidence={},
-                idempotency_key=idempotency_key,
                 request_digest=digest,
                 created_by=actor[:128],
             )
@@ -190,6 +192,8 @@ def create_node(
                 created_by=actor,
             )
             node.job_id = job.id
+            if idempotency_key is not None:
+                idempotency.claim(session, idempotency_key, node_id=node.id, digest=digest)
             audit.record(
                 session,
                 actor=actor,

@@ -122,6 +122,26 @@ def check_name(name: str) -> None:
         )
 
 
+# The form of each kind's API tokens, checked before a token goes anywhere near a request. Hetzner
+# Cloud tokens are 64 letters and digits; one of another form cannot work, and one with a character
+# outside Latin-1 cannot even be sent (the HTTP client raises UnicodeEncodeError on the header).
+TOKEN_FORMS: dict[str, tuple[re.Pattern[str], str]] = {
+    "hetzner": (re.compile(r"[A-Za-z0-9]{64}"), "a Hetzner Cloud API token is 64 letters and digits"),
+}
+
+
+def check_token(kind: str, token: Secret) -> None:
+    """Refuse a token of the wrong form (422 ``credentials_invalid`` on ``token``), never quoting it."""
+    form = TOKEN_FORMS.get(kind)
+    if form is not None and not form[0].fullmatch(token.reveal()):
+        raise ConnectionError_(
+            422,
+            ErrorCode.credentials_invalid.value,
+            f"this is not a token of that form: {form[1]}; paste the token exactly as the console showed it",
+            "token",
+        )
+
+
 def _endpoint_host(url: str) -> tuple[str, str | None]:
     try:
         parts = urlsplit(url)
@@ -206,6 +226,7 @@ def create_connection(
         raise ConnectionError_(422, "invalid_request", f"unknown provider kind {kind!r}", "kind")
     check_name(name)
     check_endpoint(kind, api_endpoint, allowed_endpoints)
+    check_token(kind, token)
     with database.session() as session:
         if session.scalar(select(ProviderConnection.id).where(ProviderConnection.name == name)) is not None:
             raise ConnectionError_(409, "conflict", f"a provider connection named {name!r} exists", "name")
@@ -291,6 +312,8 @@ def update_connection(
     with database.session() as session:
         current = _require(session, connection_id)
         kind, endpoint = current.kind, current.api_endpoint
+        if token is not None:
+            check_token(kind, token)
         if api_endpoint is not None or token is not None:
             # Only what will be sent somewhere is checked: a new endpoint, or a new token that goes
             # to the stored one. Renaming a connection made before the allowlist narrowed stays possible.

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from nodewright.jobs.errors import JobError
+from nodewright.security.text import clean_line
 
 
 class ErrorCode(StrEnum):
@@ -68,11 +69,14 @@ class ProviderError(Exception):
         http_status: int | None = None,
         correlation_id: str | None = None,
     ) -> None:
-        super().__init__(str(message))
+        # One line, control characters shown escaped: the message is often the provider's own text,
+        # and it reaches the node's error, the connection's status, the job log and the CLI.
+        message = clean_line(str(message))
+        super().__init__(message)
         self.code = code
-        self.message = str(message)
+        self.message = message
         self.retryable = retryable
-        self.hint = hint if hint is not None else DEFAULT_HINTS.get(code)
+        self.hint = clean_line(hint) if hint is not None else DEFAULT_HINTS.get(code)
         self.retry_after = retry_after
         self.field = field
         self.provider_code = provider_code

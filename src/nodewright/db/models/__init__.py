@@ -3,6 +3,7 @@
 from nodewright.db.models.audit import AuditEvent
 from nodewright.db.models.auth import ApiToken, User, WebSession
 from nodewright.db.models.gates import FeatureGate
+from nodewright.db.models.idempotency import IdempotencyKey
 from nodewright.db.models.jobs import Job, JobEvent, JobStep, WorkerRecord
 from nodewright.db.models.login_failures import LoginFailure
 from nodewright.db.models.meta import AppMeta
@@ -15,6 +16,7 @@ __all__ = [
     "AppMeta",
     "AuditEvent",
     "FeatureGate",
+    "IdempotencyKey",
     "Job",
     "JobEvent",
     "JobStep",

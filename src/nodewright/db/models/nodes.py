@@ -65,7 +65,6 @@ class Node(Base):
     price_monthly: Mapped[str | None] = mapped_column(String(32), nullable=True)
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
-    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True, unique=True)
     request_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
