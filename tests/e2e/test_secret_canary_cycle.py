@@ -206,9 +206,12 @@ def test_secrets_never_leak_over_node_lifecycles(
     files |= set(canary.regular_files([Path(tempfile.gettempdir()), Path("/dev/shm")], since=since))
     scanned = canary.search_files(findings, "file", sorted(files))
 
+    assert findings.hits == [], "\n".join(findings.hits)
+
     # --- the test saw what it claims to have searched -----------------------------------------------
     commands = sampler.commands()
-    for what in ("ansible-playbook", "ssh-agent", "ssh-add", "sshd", "nodewright.cli serve",
+    # (ssh-add lives a few milliseconds: it is searched when seen, not required to be seen.)
+    for what in ("ansible-playbook", "ssh-agent", "ControlPersist", "sshd", "nodewright.cli serve",
                  "nodewright.cli worker", "multiprocessing"):  # fmt: skip
         assert any(what in c for c in commands), f"the sampler never saw {what}"
     assert any(f"{short_tmp}/nw-ansible-" in c for c in commands), "ansible-runner ran outside TMPDIR"
@@ -237,8 +240,6 @@ def test_secrets_never_leak_over_node_lifecycles(
         assert str(holder).endswith(NODE_HOST_KEY_FILES), f"an unexpected copy on the node: {holder}"
         assert mode == 0o600, f"{holder} has mode {mode:o}"
     assert not any(Path(d).exists() for d in node_dirs), "a deleted node's disk is left"
-
-    assert findings.hits == [], "\n".join(findings.hits)
 
 
 def run_cycles(
