@@ -2,7 +2,8 @@
 
 Output paths covered: API responses, dashboard pages, the audit log, log records (captured at the
 root logger), problem responses, and the database in plaintext. Each later feature that adds an
-output path adds it here.
+output path adds it here. Whole node lifecycles (real processes, sshd nodes, Ansible; process
+environments and command lines, files left behind) are in tests/e2e/test_secret_canary_cycle.py.
 """
 
 from __future__ import annotations

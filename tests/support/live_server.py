@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +61,12 @@ class ServeProcess:
 
 
 @contextmanager
-def serve_process(db_url: str, data_dir: Path, **settings: object) -> Iterator[ServeProcess]:
+def serve_process(
+    db_url: str, data_dir: Path, *, extra_env: Mapping[str, str | None] | None = None, **settings: object
+) -> Iterator[ServeProcess]:
     """Start ``nodewright serve`` on ``db_url`` with ``NODEWRIGHT_<NAME>`` settings; wait until
-    /healthz answers; stop it with SIGTERM at the end."""
+    /healthz answers; stop it with SIGTERM at the end. ``extra_env``: more variables (``None`` removes
+    one, e.g. ``NODEWRIGHT_SECRET_KEYS`` to use the key file of the data directory)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NODEWRIGHT_")}
     env.update(
@@ -75,6 +78,11 @@ def serve_process(db_url: str, data_dir: Path, **settings: object) -> Iterator[S
         NODEWRIGHT_PROVIDER_ENDPOINTS="http://127.0.0.1:",
     )
     env.update({f"NODEWRIGHT_{k.upper()}": str(v) for k, v in settings.items()})
+    for name, value in (extra_env or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "serve.log"
     with open(log, "wb") as out:
@@ -105,6 +113,31 @@ def serve_process(db_url: str, data_dir: Path, **settings: object) -> Iterator[S
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+@contextmanager
+def worker_process(server: ServeProcess, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``nodewright worker`` beside ``server`` (its environment: same database, data directory
+    and keys), logging to ``worker.log`` beside the server's log; SIGTERM at the end."""
+    log = server.log.with_name("worker.log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nodewright.cli", "worker", *args],
+            env=server.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(40)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
