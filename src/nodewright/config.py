@@ -6,6 +6,7 @@ by ``NODEWRIGHT_CONFIG_FILE`` (or ``<data_dir>/nodewright.toml`` when it exists)
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -187,7 +188,17 @@ class Settings(BaseSettings):
         return self.profiles_dir if self.profiles_dir is not None else self.data_dir / "profiles"
 
     def ensure_data_dir(self) -> Path:
+        """The data directory, created 0700; one that exists with access for others (it holds the
+        key ring and the SQLite database) is tightened to 0700 when it is ours, with a warning."""
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = self.data_dir.stat()
+        if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+            logging.getLogger(__name__).warning(
+                "data directory %s was open to other users (mode %o): now 0700",
+                self.data_dir,
+                info.st_mode & 0o777,
+            )
+            os.chmod(self.data_dir, 0o700)
         return self.data_dir
 
 

@@ -124,3 +124,20 @@ def test_a_throttle_window_past_thirty_days_is_refused(monkeypatch: pytest.Monke
         load_settings()
     monkeypatch.setenv("NODEWRIGHT_LOGIN_THROTTLE_WINDOW_SECONDS", str(30 * 86400))
     assert load_settings().login_throttle_window_seconds == 30 * 86400
+
+
+def test_a_data_directory_open_to_others_is_tightened(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It holds the key ring and the SQLite database: one made 0755 by hand is closed to 0700."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)
+    settings = load_settings(data_dir=data_dir)
+    with caplog.at_level("WARNING"):
+        assert settings.ensure_data_dir() == data_dir
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    assert "open to other users" in caplog.text
+    fresh = load_settings(data_dir=tmp_path / "fresh" / "data")
+    fresh.ensure_data_dir()
+    assert (tmp_path / "fresh" / "data").stat().st_mode & 0o777 == 0o700

@@ -128,8 +128,9 @@ def child_main(
     # must not turn a graceful shutdown into a crashed attempt.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    configure_logging()
     runtime.restore(runtime_payload)  # settings and key ring of the parent, for handlers that read secrets
+    # The parent's level (a child logging at INFO hid the DEBUG lines an operator asked for).
+    configure_logging(runtime.settings().log_level)
     database = Database(database_url)
     try:
         run_claimed(database, claimed, child.to_kind(), cancel_flag=cancel_event)
