@@ -10,6 +10,9 @@ between is replaced by :func:`cut_marker`, which says how much was cut. The caps
 - ``ANSIBLE_STREAM_CAP``: stdout and stderr of each ``ssh`` that ``ansible-playbook`` runs (a
   module's result travels in it: a result larger than the tail fails the task as ``MODULE FAILURE``
   whose output shows the cut);
+- ``EVENT_RESULT_CAP``: a task result larger than this (as text) is dropped from its event by
+  ansible-runner's own display callback, in ansible-playbook (``MAX_EVENT_RES``, which we set); the
+  job log then says the result was cut;
 - ``EVENT_TEXT_CAP``: each string taken from an Ansible event into the job log or an error;
 - ``JOB_LOG_CAP``: the node output (Ansible events) one attempt writes to the job log; past it the
   events are counted, not written, and one closing line says how many were cut.
@@ -25,6 +28,7 @@ MiB = 1 << 20
 
 SSH_STREAM_CAP = 1 * MiB
 ANSIBLE_STREAM_CAP = 8 * MiB
+EVENT_RESULT_CAP = 700_000  # ansible-runner's default, set explicitly so that it is ours to document
 EVENT_TEXT_CAP = 500
 JOB_LOG_CAP = 4 * MiB
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodewright.output_limits import TEXT_WINDOW, cap_text
+from nodewright.output_limits import EVENT_RESULT_CAP, MARKER_PREFIX, TEXT_WINDOW, cap_text
 from nodewright.security.redaction import redact, redact_text
 
 LogSink = Callable[[str, str, Mapping[str, Any]], object]
@@ -85,10 +85,17 @@ def _skipped(digest: EventDigest, data: Mapping[str, Any]) -> None:
     digest.sink("info", f"skipped: {_short(data.get('task', ''))}", {"ansible": "skipped"})
 
 
+RESULT_DROPPED = (
+    f"{MARKER_PREFIX}the task's result was over {EVENT_RESULT_CAP} characters and was dropped] "
+    "(a node or module printing without end?)"
+)
+
+
 def _failed(digest: EventDigest, data: Mapping[str, Any], *, unreachable: bool = False) -> None:
     res = data.get("res") or {}
     task = _short(data.get("task", ""))
-    message = _result_message(res)
+    # ansible-runner's callback sends an empty result in place of one over MAX_EVENT_RES.
+    message = _result_message(res) if res or "res" not in data else RESULT_DROPPED
     if data.get("ignore_errors"):
         digest.sink("info", f"failed (ignored): {task}: {message}", {"ansible": "ignored"})
         return
