@@ -27,7 +27,7 @@ from collections import deque
 MiB = 1 << 20
 
 SSH_STREAM_CAP = 1 * MiB
-ANSIBLE_STREAM_CAP = 8 * MiB
+ANSIBLE_STREAM_CAP = 2 * MiB
 EVENT_RESULT_CAP = 700_000  # ansible-runner's default, set explicitly so that it is ours to document
 EVENT_TEXT_CAP = 500
 JOB_LOG_CAP = 4 * MiB
