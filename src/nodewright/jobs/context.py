@@ -28,7 +28,7 @@ from nodewright.jobs.claim import ClaimedJob
 from nodewright.jobs.errors import DEADLINE_EXCEEDED, JobCanceled, JobError, LeaseLost
 from nodewright.jobs.events import append_event, jsonable
 from nodewright.jobs.fencing import Fence, fenced_touch, renew_lease
-from nodewright.jobs.logbuffer import BufferedLog, LogEntry
+from nodewright.jobs.logbuffer import BufferedLog, LogBudget, LogEntry
 from nodewright.jobs.plaintext import refuse_secrets
 from nodewright.jobs.states import HOLDING
 
@@ -73,6 +73,7 @@ class JobContext:
         self.logger = logging.getLogger(f"nodewright.jobs.{claimed.kind}")
         # The session of the ctx.transaction() open in this thread, if any (see log() and step()).
         self._open = threading.local()
+        self._log_budget = LogBudget()  # node output this attempt may still write (docs/nodes.md)
 
     @property
     def database(self) -> Database:
@@ -263,8 +264,12 @@ class JobContext:
     def buffered_log(self) -> BufferedLog:
         """A ``BufferedLog`` writing through ``log_many``. Its writer thread takes the job-row lock
         for each batch, so it is refused (``RuntimeError``) inside a ``transaction()`` block, whose
-        thread holds that lock: waiting there for the writer would never end on PostgreSQL."""
-        return BufferedLog(self.log_many, check_caller=self._refuse_inside_block)
+        thread holds that lock: waiting there for the writer would never end on PostgreSQL.
+
+        Meant for node output: all buffered logs of one attempt share one ``LogBudget``
+        (``output_limits.JOB_LOG_CAP``); past it, events are counted and the log's last event says
+        how much was cut. ``ctx.log()`` (the handler's own lines) is not counted."""
+        return BufferedLog(self.log_many, check_caller=self._refuse_inside_block, budget=self._log_budget)
 
     def _refuse_inside_block(self) -> None:
         if self._transaction_session() is not None:

@@ -56,6 +56,12 @@ SSH_HINTS = {
     "ssh_unreachable": "The server did not answer SSH in time: check its firewall and that the image "
     "starts sshd, then retry.",
 }
+# A stage that ran out of time on a node that let us in: the node, not nodewright, is the suspect.
+NODE_DEADLINE_HINT = (
+    "Look at the node: a login shell or rc file that prints without end or waits (~/.bashrc, "
+    "/etc/profile.d, the login user's shell), or a process that keeps the SSH session open. "
+    "Retried automatically; release the node if it repeats."
+)
 
 
 def _host_key(ctx: JobContext, node: Node) -> HostKeyPair:
@@ -149,6 +155,13 @@ def connect(ctx: JobContext, node: Node) -> None:
     ctx.check_canceled()
     seconds = round(time.monotonic() - started, 3)
     if failure is not None:
+        if failure.code == DEADLINE_EXCEEDED:
+            raise JobError(
+                DEADLINE_EXCEEDED,
+                f"connect ran past its {deadline_seconds:g} s deadline ({tries} tries): {failure.message}",
+                retryable=True,
+                hint=NODE_DEADLINE_HINT,
+            )
         message = (
             failure.message
             if failure.code != "ssh_unreachable"
@@ -197,10 +210,13 @@ def provision(ctx: JobContext, node: Node) -> None:
         if outcome.status == "canceled":
             ctx.check_canceled()
         if outcome.status == "timeout":
+            where = f" (during task '{outcome.last_task}')" if outcome.last_task else ""
             raise JobError(
                 DEADLINE_EXCEEDED,
-                f"the profile ran longer than its {profile.timeout_seconds:g} s",
-                hint="Raise timeout_seconds in the profile or make it faster.",
+                f"the playbook ran past the profile's {profile.timeout_seconds:g} s deadline{where}; "
+                "its processes were ended",
+                retryable=True,
+                hint=NODE_DEADLINE_HINT + " If the profile is just slow, raise its timeout_seconds.",
             )
         failed = outcome.failed
         if not outcome.ok and failed is None and outcome.status == "failed":
@@ -236,14 +252,23 @@ def provision(ctx: JobContext, node: Node) -> None:
 
 def verify(ctx: JobContext, node: Node) -> None:
     profile = _profile(node)
+    deadline_seconds = runtime.settings().node_verify_deadline
+    deadline = time.monotonic() + deadline_seconds
     with _session(ctx, node, multiplex=True) as (ssh, _key):
-        results = run_checks(ssh, node_id=node.id, profile=profile)
+        results = run_checks(ssh, node_id=node.id, profile=profile, deadline=deadline)
     checks = [r.as_dict() for r in results]
     progress.add_evidence(ctx, node.id, "checks", checks)
     for result in results:
         ctx.log(f"check {'ok' if result.ok else 'FAILED'}: {result.name}: {result.detail}",
                 "info" if result.ok else "error")  # fmt: skip
     failed = [r for r in results if not r.ok]
+    if failed and failed[0].timed_out:
+        raise JobError(
+            DEADLINE_EXCEEDED,
+            f"check '{failed[0].name}' was still running at the {deadline_seconds:g} s verify deadline",
+            retryable=True,
+            hint=NODE_DEADLINE_HINT,
+        )
     if failed:
         raise JobError(
             "readiness_failed",

@@ -1,17 +1,20 @@
 """Readiness checks of the verify stage; every result is kept as evidence.
 
 Builtin checks first (SSH with the pinned key, the marker names this node, cloud-init finished where
-present), then the profile's own: a shell command on the node, passing on exit status 0.
+present), then the profile's own: a shell command on the node, passing on exit status 0. Each command's
+output is read capped (``PinnedSsh.run``); a detail keeps at most 300 characters of it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from nodewright.provisioning.profiles import Profile
-from nodewright.provisioning.ssh import PinnedSsh, classify
+from nodewright.provisioning.ssh import PinnedSsh, SshResult
 from nodewright.security.redaction import redact_text
 
 MARKER_PATH = "/etc/nodewright/node.json"
@@ -23,6 +26,7 @@ class CheckResult:
     name: str
     ok: bool
     detail: str
+    timed_out: bool = False  # ended by the stage's deadline
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -33,17 +37,26 @@ def _detail(text: str) -> str:
     return clean if len(clean) <= 300 else clean[:300] + "…"
 
 
-def check_ssh(ssh: PinnedSsh) -> CheckResult:
-    result = ssh.run("true", timeout=30)
-    failure = classify(result.returncode, result.stderr)
+def _timed_out(name: str, result: SshResult) -> CheckResult:
+    return CheckResult(name, False, f"did not finish: {_detail(result.stderr)}", timed_out=True)
+
+
+def check_ssh(ssh: PinnedSsh, deadline: float | None = None) -> CheckResult:
+    name = "ssh with the pinned host key"
+    result = ssh.run("true", timeout=30, deadline=deadline)
+    failure = result.failure()
     if failure is None:
-        return CheckResult("ssh with the pinned host key", True, ssh.target.host_key_fingerprint)
-    return CheckResult("ssh with the pinned host key", False, f"{failure.code}: {failure.message}")
+        return CheckResult(name, True, ssh.target.host_key_fingerprint)
+    return CheckResult(name, False, f"{failure.code}: {failure.message}", timed_out=result.timed_out)
 
 
-def check_marker(ssh: PinnedSsh, *, node_id: int, profile: Profile) -> CheckResult:
+def check_marker(
+    ssh: PinnedSsh, *, node_id: int, profile: Profile, deadline: float | None = None
+) -> CheckResult:
     name = "node marker names this node"
-    result = ssh.run(f"cat {MARKER_PATH}", timeout=30)
+    result = ssh.run(f"cat {MARKER_PATH}", timeout=30, deadline=deadline)
+    if result.timed_out:
+        return _timed_out(name, result)
     if result.returncode != 0:
         return CheckResult(name, False, f"{MARKER_PATH} missing: {_detail(result.stderr)}")
     try:
@@ -59,11 +72,15 @@ def check_marker(ssh: PinnedSsh, *, node_id: int, profile: Profile) -> CheckResu
     return CheckResult(name, True, f"node {node_id}, profile {profile.name} {marker.get('profile_version')}")
 
 
-def check_cloud_init(ssh: PinnedSsh) -> CheckResult:
+def check_cloud_init(ssh: PinnedSsh, deadline: float | None = None) -> CheckResult:
     name = "cloud-init finished"
     result = ssh.run(
-        f"command -v cloud-init >/dev/null 2>&1 || exit {_NO_CLOUD_INIT}; cloud-init status", timeout=30
+        f"command -v cloud-init >/dev/null 2>&1 || exit {_NO_CLOUD_INIT}; cloud-init status",
+        timeout=30,
+        deadline=deadline,
     )
+    if result.timed_out:
+        return _timed_out(name, result)
     if result.returncode == _NO_CLOUD_INIT:
         return CheckResult(name, True, "cloud-init not present")
     status = ""
@@ -75,21 +92,33 @@ def check_cloud_init(ssh: PinnedSsh) -> CheckResult:
     return CheckResult(name, False, f"status: {status or 'unknown'} {_detail(result.stderr)}".strip())
 
 
-def check_command(ssh: PinnedSsh, name: str, command: str) -> CheckResult:
-    result = ssh.run(command, timeout=60)
+def check_command(ssh: PinnedSsh, name: str, command: str, deadline: float | None = None) -> CheckResult:
+    result = ssh.run(command, timeout=60, deadline=deadline)
+    if result.timed_out:
+        return _timed_out(name, result)
     if result.returncode == 0:
         return CheckResult(name, True, "exit 0")
-    failure = classify(result.returncode, result.stderr)
+    failure = result.failure()
     if failure is not None:
         return CheckResult(name, False, f"{failure.code}: {failure.message}")
     return CheckResult(name, False, f"exit {result.returncode}: {_detail(result.stderr or result.stdout)}")
 
 
-def run_checks(ssh: PinnedSsh, *, node_id: int, profile: Profile) -> list[CheckResult]:
-    results = [check_ssh(ssh)]
+def run_checks(
+    ssh: PinnedSsh, *, node_id: int, profile: Profile, deadline: float | None = None
+) -> list[CheckResult]:
+    """Every check, each ended at the monotonic ``deadline`` (the verify stage's) at the latest;
+    once one was ended by it, the rest are not started."""
+    results = [check_ssh(ssh, deadline)]
     if not results[0].ok:
         return results  # nothing else can be learned without a connection
-    results.append(check_marker(ssh, node_id=node_id, profile=profile))
-    results.append(check_cloud_init(ssh))
-    results.extend(check_command(ssh, c.name, c.command) for c in profile.checks)
+    steps: list[Callable[[], CheckResult]] = [
+        lambda: check_marker(ssh, node_id=node_id, profile=profile, deadline=deadline),
+        lambda: check_cloud_init(ssh, deadline),
+        *(functools.partial(check_command, ssh, c.name, c.command, deadline) for c in profile.checks),
+    ]
+    for step in steps:
+        results.append(step())
+        if results[-1].timed_out:
+            break
     return results

@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from nodewright.output_limits import EVENT_RESULT_CAP
+
 # Ansible's own defaults re-enable host-key prompts or write into the home directory; these pin them.
 _FIXED = {
     "ANSIBLE_HOST_KEY_CHECKING": "True",
@@ -29,6 +31,9 @@ _FIXED = {
     "LC_ALL": "C.UTF-8",
     "LANG": "C.UTF-8",
     "PYTHONDONTWRITEBYTECODE": "1",
+    # ansible-runner's display callback drops a task result larger than this from its event, in
+    # ansible-playbook, before the event travels to us (output_limits).
+    "MAX_EVENT_RES": str(EVENT_RESULT_CAP),
 }
 
 

@@ -1,6 +1,8 @@
 """ansible-runner events -> job log lines, the play recap, and the first failing task.
 
-Every string that leaves here is redacted: a task that failed while templating a secret may echo it.
+Every string that leaves here is redacted (a task that failed while templating a secret may echo it)
+and capped at ``EVENT_TEXT_CAP`` characters, the cut marked (``nodewright.output_limits``): an event
+can carry a module's whole output, and only this much of it is kept.
 """
 
 from __future__ import annotations
@@ -9,9 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodewright.output_limits import EVENT_RESULT_CAP, MARKER_PREFIX, TEXT_WINDOW, cap_text
 from nodewright.security.redaction import redact, redact_text
-
-MAX_TEXT = 500
 
 LogSink = Callable[[str, str, Mapping[str, Any]], object]
 """``(level, message, data)``: what the job log receives."""
@@ -33,6 +34,7 @@ class EventDigest:
     recap: dict[str, dict[str, int]] = field(default_factory=dict)
     failed: FailedTask | None = None
     tasks: int = 0
+    last_task: str = ""
 
     def __call__(self, event: Mapping[str, Any]) -> bool:
         kind = str(event.get("event", ""))
@@ -44,14 +46,17 @@ class EventDigest:
 
 
 def _short(value: Any) -> str:
-    text = redact_text(str(value)).strip()
-    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…"
+    text = str(value)
+    window = text[:TEXT_WINDOW]  # redacting all of a flood would cost what the cap saves
+    return cap_text(redact_text(window).strip(), beyond=len(text) - len(window))
 
 
 def _result_message(res: Mapping[str, Any]) -> str:
     if res.get("censored"):
         return "output hidden (no_log)"
-    parts = [res.get("msg"), res.get("stderr"), res.get("module_stderr")]
+    # A module that printed no result (its output was not JSON, or was cut) fails as "MODULE
+    # FAILURE"; what it printed instead is the only clue.
+    parts = [res.get("msg"), res.get("stderr"), res.get("module_stderr"), res.get("module_stdout")]
     message = "; ".join(_short(p) for p in parts if p)
     if not message and res.get("rc") is not None:
         message = f"exit status {res['rc']}"
@@ -64,7 +69,8 @@ def _play(digest: EventDigest, data: Mapping[str, Any]) -> None:
 
 def _task(digest: EventDigest, data: Mapping[str, Any]) -> None:
     digest.tasks += 1
-    digest.sink("info", f"task: {_short(data.get('task', ''))}", {"ansible": "task"})
+    digest.last_task = _short(data.get("task", ""))
+    digest.sink("info", f"task: {digest.last_task}", {"ansible": "task"})
 
 
 def _ok(digest: EventDigest, data: Mapping[str, Any]) -> None:
@@ -79,10 +85,17 @@ def _skipped(digest: EventDigest, data: Mapping[str, Any]) -> None:
     digest.sink("info", f"skipped: {_short(data.get('task', ''))}", {"ansible": "skipped"})
 
 
+RESULT_DROPPED = (
+    f"{MARKER_PREFIX}the task's result was over {EVENT_RESULT_CAP} characters and was dropped] "
+    "(a node or module printing without end?)"
+)
+
+
 def _failed(digest: EventDigest, data: Mapping[str, Any], *, unreachable: bool = False) -> None:
     res = data.get("res") or {}
     task = _short(data.get("task", ""))
-    message = _result_message(res)
+    # ansible-runner's callback sends an empty result in place of one over MAX_EVENT_RES.
+    message = _result_message(res) if res or "res" not in data else RESULT_DROPPED
     if data.get("ignore_errors"):
         digest.sink("info", f"failed (ignored): {task}: {message}", {"ansible": "ignored"})
         return

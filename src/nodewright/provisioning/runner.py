@@ -9,11 +9,16 @@ What the run is given, and what it is not:
 - strict host-key checking against the single pinned key, pipelining, a short ControlPersist master
   that is closed when the run ends;
 - a private 0700 directory, removed whole afterwards (inventory, artifacts, control sockets);
-- every event folded into the job log (redacted) and the recap; cancel polled on every pexpect loop.
+- every event folded into the job log (redacted) and the recap; cancel polled on every pexpect loop;
+- a wall-clock deadline of our own (``provisioning.deadline``): when ``timeout_seconds`` pass, every
+  process of the run is ended, whatever ansible-runner's loop is busy with;
+- each ssh that ansible-playbook runs has its output capped (``provisioning.ssh_output_cap``), so a
+  node that floods costs ansible-playbook and the worker bounded memory.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -28,9 +33,11 @@ from typing import Any
 import ansible_runner
 
 from nodewright.provisioning.agent import ssh_agent
+from nodewright.provisioning.deadline import ProcessDeadline
 from nodewright.provisioning.environment import ANSIBLE_CFG, ansible_environment
 from nodewright.provisioning.events import EventDigest, FailedTask, LogSink
-from nodewright.provisioning.ssh import end_master
+from nodewright.provisioning.ssh import end_master, ssh_binary
+from nodewright.provisioning.ssh_output_cap import write_launcher
 from nodewright.provisioning.target import SshTarget
 from nodewright.security.secret import Secret
 
@@ -48,6 +55,7 @@ class PlaybookRun:
     failed: FailedTask | None
     tasks: int
     seconds: float
+    last_task: str = ""  # the task that was running when the run ended
 
     @property
     def ok(self) -> bool:
@@ -140,11 +148,17 @@ def run_playbook(
         with ssh_agent(client_key, directory=control_dir, tag=tag) as agent_socket:
             env = ansible_environment(workdir, control_dir, known_hosts, target.host_public_key.split()[0])
             env["SSH_AUTH_SOCK"] = str(agent_socket)
+            env["ANSIBLE_SSH_EXECUTABLE"] = str(write_launcher(workdir / "ssh", ssh_binary()))
             env.update(tag or {})
-            return _run(
-                workdir, control_dir, env, target, playbook, extravars, digest, should_cancel,
-                timeout_seconds, started,
-            )  # fmt: skip
+            with ProcessDeadline(started + timeout_seconds) as deadline:
+                env.update(deadline.env)
+                run = _run(
+                    workdir, control_dir, env, target, playbook, extravars, digest, should_cancel,
+                    timeout_seconds, started,
+                )  # fmt: skip
+            if deadline.passed and run.status != "canceled":
+                return dataclasses.replace(run, status="timeout")
+            return run
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(control_dir, ignore_errors=True)
@@ -193,4 +207,5 @@ def _run(
         failed=digest.failed,
         tasks=digest.tasks,
         seconds=time.monotonic() - started,
+        last_task=digest.last_task,
     )

@@ -7,9 +7,12 @@ authentication. Failures are classified into the taxonomy codes the connect stag
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import selectors
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -17,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from nodewright.output_limits import SSH_STREAM_CAP, CappedStream
 from nodewright.provisioning.target import SshTarget
 
 log = logging.getLogger(__name__)
@@ -30,6 +34,14 @@ _MISMATCH_MARKERS = ("REMOTE HOST IDENTIFICATION HAS CHANGED", "Host key verific
 _AUTH_MARKERS = ("Permission denied", "Too many authentication failures")
 
 
+DEADLINE_EXCEEDED = "deadline_exceeded"  # the taxonomy's code (jobs.errors) for a stage out of time
+
+# ssh -o LogLevel=VERBOSE says so once the server accepted our key.
+_LOGGED_IN_MARKER = "Authenticated to "
+_TERM_GRACE_SECONDS = 1.0
+_STDERR_GRACE_SECONDS = 0.5
+
+
 @dataclass(frozen=True)
 class SshFailure:
     code: str
@@ -37,7 +49,94 @@ class SshFailure:
 
     @property
     def retryable(self) -> bool:
-        return self.code == SSH_UNREACHABLE
+        return self.code in (SSH_UNREACHABLE, DEADLINE_EXCEEDED)
+
+
+@dataclass(frozen=True)
+class SshResult:
+    """A command's outcome: stdout and stderr capped (``output_limits.SSH_STREAM_CAP`` each, the cut
+    marked), ssh's own log apart; ``timed_out`` when we ended it (its returncode is then 255)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    ssh_log: str = ""
+    timed_out: bool = False
+
+    @property
+    def logged_in(self) -> bool:
+        """The server accepted our key (not seen by a command that used a shared master)."""
+        return _LOGGED_IN_MARKER in self.ssh_log
+
+    def failure(self) -> SshFailure | None:
+        """``None`` when ssh connected and the command ended (its status is its own)."""
+        if self.timed_out and self.logged_in:
+            return SshFailure(
+                DEADLINE_EXCEEDED, "logged in, but the command did not finish: " + _last_line(self.stderr)
+            )
+        return classify(self.returncode, self.ssh_log + "\n" + self.stderr)
+
+
+def _last_line(text: str) -> str:
+    text = text.strip()
+    return (text.splitlines()[-1] if text else "")[:300]
+
+
+def read_capped(process: subprocess.Popen[bytes], end: float) -> tuple[list[CappedStream], bool]:
+    """Read the process's stdout and stderr as they come, capped, until both close or ``end``
+    (monotonic) passes; ``(streams, timed_out)``. Once stdout closed and the process exited, stderr
+    gets a short grace: a ControlPersist master that ssh put in the background may hold it open."""
+    assert process.stdout is not None and process.stderr is not None
+    streams = [CappedStream(SSH_STREAM_CAP), CappedStream(SSH_STREAM_CAP)]
+    by_fd = {process.stdout.fileno(): streams[0], process.stderr.fileno(): streams[1]}
+    stdout_fd = process.stdout.fileno()
+    open_fds = set(by_fd)
+    grace_end: float | None = None
+    with selectors.DefaultSelector() as selector:
+        for fd in by_fd:
+            selector.register(fd, selectors.EVENT_READ)
+        while open_fds:
+            now = time.monotonic()
+            if now >= end:
+                return streams, True
+            if stdout_fd not in open_fds and process.poll() is not None:
+                grace_end = grace_end or now + _STDERR_GRACE_SECONDS
+                if now >= grace_end:
+                    break
+            limit = min(end, grace_end or end) - now
+            for key, _mask in selector.select(timeout=min(limit, 0.5)):
+                chunk = os.read(key.fd, 1 << 16)
+                if chunk:
+                    by_fd[key.fd].feed(chunk)
+                else:
+                    selector.unregister(key.fd)
+                    open_fds.discard(key.fd)
+    return streams, False
+
+
+def end_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process's group (it leads a session of its own), then SIGKILL what is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            process.wait(timeout=_TERM_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGTERM:  # ssh ended; what it started in its group may not have
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+        return
+
+
+def capped_file_text(path: str) -> str:
+    with open(path, "rb") as handle:
+        stream = CappedStream(SSH_STREAM_CAP)
+        while chunk := handle.read(1 << 16):
+            stream.feed(chunk)
+    return stream.text()
 
 
 def classify(returncode: int, stderr: str) -> SshFailure | None:
@@ -150,38 +249,52 @@ class PinnedSsh:
             "-F", "/dev/null",
         ]  # fmt: skip
 
-    def run(self, command: str, *, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        argv = [
-            ssh_binary(),
-            *self.options(),
-            *self.multiplex_options(),
-            "-p", str(self.target.port),
-            "-l", self.target.user,
-            self.target.address,
-            command,
-        ]  # fmt: skip
-        env = {"PATH": os.defpath, "SSH_AUTH_SOCK": str(self.agent_socket), "LC_ALL": "C", **self.tag}
-        # stderr goes to a file, not a pipe: a master that ssh puts in the background inherits it,
-        # and OpenSSH releases before 8 kept that stderr open (the run would wait for its EOF).
-        with tempfile.TemporaryFile() as stderr:
-            try:
-                done = subprocess.run(
-                    argv,
-                    stdout=subprocess.PIPE,
-                    stderr=stderr,
-                    env=env,
-                    timeout=timeout,
-                    check=False,
-                    stdin=subprocess.DEVNULL,
-                )
-            except subprocess.TimeoutExpired:
-                return subprocess.CompletedProcess(
-                    argv, 255, "", f"ssh: command timed out after {timeout:g} s"
-                )
-            stderr.seek(0)
-            errors = stderr.read(1 << 20).decode(errors="replace")
-        return subprocess.CompletedProcess(
-            argv, done.returncode, done.stdout.decode(errors="replace"), errors
+    def run(self, command: str, *, timeout: float = 60, deadline: float | None = None) -> SshResult:
+        """Run ``command``; ends it (its whole process group) after ``timeout`` seconds or at the
+        monotonic ``deadline``, whichever comes first. Each stream is kept capped (output_limits)."""
+        started = time.monotonic()
+        end = started + timeout
+        if deadline is not None:
+            end = min(end, deadline)
+        with tempfile.NamedTemporaryFile(dir=self.known_hosts.parent, prefix="ssh-log-") as ssh_log:
+            argv = [
+                ssh_binary(),
+                *self.options(),
+                *self.multiplex_options(),
+                # ssh's own messages go to a file of their own, at a level that says "Authenticated":
+                # the remote command's stderr stays its own, and a command that never ends is told
+                # apart from a host that never let us in.
+                "-o", "LogLevel=VERBOSE",
+                "-E", ssh_log.name,
+                "-p", str(self.target.port),
+                "-l", self.target.user,
+                self.target.address,
+                command,
+            ]  # fmt: skip
+            env = {"PATH": os.defpath, "SSH_AUTH_SOCK": str(self.agent_socket), "LC_ALL": "C", **self.tag}
+            process = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # so that a deadline ends ssh and all it started
+            )
+            streams, timed_out = read_capped(process, end)
+            if timed_out:
+                end_process_group(process)
+            process.wait()
+            log_text = capped_file_text(ssh_log.name)
+        stdout, stderr = (stream.text() for stream in streams)
+        if timed_out:
+            waited = end - started
+            stderr = (stderr + "\n" if stderr else "") + f"ssh: command timed out after {waited:.3g} s"
+        return SshResult(
+            returncode=255 if timed_out else int(process.returncode),
+            stdout=stdout,
+            stderr=stderr,
+            ssh_log=log_text,
+            timed_out=timed_out,
         )
 
     def wait_until_reachable(
@@ -190,13 +303,15 @@ class PinnedSsh:
         """Try ``true`` until it works, a terminal failure, or the monotonic ``deadline``.
 
         Returns ``(tries, failure)``: ``failure`` is ``None`` on success, the terminal failure
-        (host key mismatch, authentication) at once, or the last unreachable failure at the deadline.
+        (host key mismatch, authentication) at once, or at the deadline the last failure: unreachable,
+        or ``deadline_exceeded`` when the node let us in but ``true`` never finished (a login shell
+        that hangs or floods, a process holding the session open).
         """
         tries = 0
         while True:
             tries += 1
-            result = self.run("true", timeout=max(1.0, min(30.0, deadline - time.monotonic())))
-            failure = classify(result.returncode, result.stderr)
+            result = self.run("true", timeout=30.0, deadline=max(deadline, time.monotonic() + 1.0))
+            failure = result.failure()
             if failure is None or not failure.retryable:
                 return tries, failure
             if should_stop is not None and should_stop():
