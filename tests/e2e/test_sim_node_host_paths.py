@@ -310,3 +310,67 @@ def test_the_tools_of_a_server_still_work_in_a_node(
     assert seen["shadow"] == "root:shadow"
     assert not Path("/usr/local/bin/probe-tool").exists()  # the node's own layer, not the host's /usr
     assert "probe" not in Path("/etc/passwd").read_text().split(":")[0::6]
+
+
+PIDFD_GETFD = """python3 - <<'EOF'
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+pidfd = libc.syscall(434, 1, 0)  # pidfd_open(the node's init)
+for target in (0, 1, 2):
+    fd = libc.syscall(438, pidfd, target, 0)  # pidfd_getfd: a copy of the init's descriptor
+    print("fd", target, os.readlink(f"/proc/self/fd/{fd}") if fd >= 0 else f"errno {ctypes.get_errno()}")
+EOF"""
+
+
+def test_a_node_inherits_nothing_of_the_simulators_environment_or_files(
+    client: hcloud.Client, ssh_keypair: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The simulator's environment (a database URL, a token) does not reach a node's init (and
+    so its cloud-init and services); the init's descriptors are no file of the host's: root in the
+    node can copy any of them (``pidfd_getfd``) and would write the host's disk without limit."""
+    canary = f"simulator-env-canary-{secrets.token_hex(6)}"
+    monkeypatch.setenv("NODEWRIGHT_DATABASE_URL", f"postgresql://user:{canary}@db/x")
+    key_path, public_key = ssh_keypair
+    _, address = create_node(client, "env-1", public_key)
+    result = node_root_run(
+        key_path, tmp_path, address, "tr '\\0' '\\n' </proc/1/environ; echo ==; " + PIDFD_GETFD
+    )
+    assert result.returncode == 0, result.stderr
+    environment, _, descriptors = result.stdout.partition("==\n")
+    assert canary not in result.stdout
+    assert sorted(line.split("=", 1)[0] for line in environment.split()) == ["LANG", "PATH"]
+    assert os.getcwd() not in environment
+    taken = [line for line in descriptors.splitlines() if line.startswith("fd ")]
+    assert len(taken) == 3, descriptors
+    assert all("nodewright-sim-" not in line and "/run/" not in line for line in taken), taken
+    assert any("pipe:" in line for line in taken)  # the console is a pipe the simulator reads
+
+
+def test_a_link_planted_in_a_node_tells_it_nothing_of_the_host(
+    client: hcloud.Client, ssh_keypair: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Before each boot the simulator (the host's root) looks at the node's sshd_config: a link the
+    node planted there, to a host file that exists, must not be followed (whether the file stays a
+    link would tell the node that the host path exists). The simulator replaces it, as it would
+    replace a link to a missing file."""
+    key_path, public_key = ssh_keypair
+    _, address = create_node(client, "oracle-1", public_key)
+    host_file = Path(__file__).resolve()  # exists on the host, not in the node
+    plant = f"ln -sf {host_file} /etc/ssh/sshd_config && cat /proc/sys/kernel/random/boot_id"
+    planted = node_root_run(key_path, tmp_path, address, plant)
+    assert planted.returncode == 0, planted.stderr
+    boot_id = planted.stdout.strip()
+    node_root_run(key_path, tmp_path, address, "(sleep 0.2; reboot) >/dev/null 2>&1 &")
+    result = None
+    for _ in range(300):  # bounds a broken test only: the node answers again after its reboot
+        result = node_root_run(
+            key_path,
+            tmp_path,
+            address,
+            "cat /proc/sys/kernel/random/boot_id; stat -c %F /etc/ssh/sshd_config",
+        )
+        if result.returncode == 0 and result.stdout.split()[:1] != [boot_id]:
+            break
+    assert result is not None and result.returncode == 0, result and result.stderr
+    assert result.stdout.split()[0] != boot_id  # it did reboot
+    assert "regular file" in result.stdout  # replaced, not followed

@@ -9,7 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from nodewright.sim.nodes import NodeSupervisor, _real_dir, _write, reap_stale_roots
+from nodewright.sim.nodes import NodeSpec, NodeSupervisor, _real_dir, _write, reap_stale_roots
+from nodewright.sim.nodes.console import CUT_LINE, Consoles
+from nodewright.sim.nodes.console import tail as console_tail
+from nodewright.sim.nodes.entry import ID_COUNT
+from nodewright.sim.nodes.idranges import IdRanges
 
 
 def test_layer_writes_replace_planted_links_instead_of_following_them(tmp_path: Path) -> None:
@@ -87,3 +91,65 @@ def test_reaping_kills_node_launchers_that_outlived_their_simulator(tmp_path: Pa
         if launcher.poll() is None:
             launcher.kill()
             launcher.wait()
+
+
+def test_id_ranges_are_never_shared_between_simulators(tmp_path: Path) -> None:
+    """Two simulators (two allocators on one lock directory) asked for the same server id get
+    different ranges; a range /etc/subuid gives a user is skipped; a released range is free again,
+    and so is every range of an allocator that went away (its locks die with it)."""
+    first = IdRanges(tmp_path, excluded=[])
+    second = IdRanges(tmp_path, excluded=[(5 * ID_COUNT, 6 * ID_COUNT)])
+    try:
+        a = first.take(hint=3)
+        b = second.take(hint=3)
+        assert a == 5 * ID_COUNT and b != a
+        assert b == 6 * ID_COUNT  # 5 is held by the first; and excluded for the second anyway
+        assert first.take(hint=3) == 7 * ID_COUNT  # never the one it holds
+        assert min(a, b) >= 2 * ID_COUNT  # never the host's own ids
+        first.release(a)
+        assert second.take(hint=2) == 4 * ID_COUNT
+        first.close()
+        third = IdRanges(tmp_path, excluded=[])
+        assert third.take(hint=3) == 5 * ID_COUNT
+        third.close()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_node_without_a_network_of_its_own_is_not_booted(tmp_path: Path) -> None:
+    """In the host's network namespace a node would reach every service on the host's loopback."""
+    supervisor = NodeSupervisor(root=tmp_path, workers=1)
+    try:
+        supervisor.boot(NodeSpec(server_id=1, address="198.18.0.2", hostname="n1", authorized_keys=[]))
+        deadline = time.monotonic() + 30  # bounds a broken test only
+        while supervisor.state(1) == "booting" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert supervisor.state(1) == "failed"
+        assert "network of their own" in str(supervisor.info(1)["error"])
+    finally:
+        supervisor.shutdown()
+
+
+def test_a_node_console_is_bounded_and_keeps_its_end(tmp_path: Path) -> None:
+    """A node's init writes into a pipe; what lands on the host's disk stays under the cap and
+    keeps the newest output (a boot failure's reason is at the end)."""
+    consoles = Consoles(cap=64 * 1024)
+    read, write = os.pipe()
+    path = tmp_path / "console.log"
+    consoles.attach(read, path)
+    try:
+        for _ in range(200):
+            os.write(write, b"x" * 4096)
+        os.write(write, b"\nthe last words\n")
+        os.close(write)
+        deadline = time.monotonic() + 30  # bounds a broken test only
+        while b"the last words" not in path.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        data = path.read_bytes()
+        assert data.endswith(b"the last words\n")
+        assert len(data) <= 64 * 1024 + 4096
+        assert data.startswith(CUT_LINE)
+        assert console_tail(path, 100).endswith("the last words\n")
+    finally:
+        consoles.close()

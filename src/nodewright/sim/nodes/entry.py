@@ -36,6 +36,10 @@ import uuid
 from typing import NoReturn
 
 ID_COUNT = 65536
+# The whole environment of the node's init: nothing of the simulator's own reaches a node.
+ENVIRONMENT = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+# Sizes of the node's memory-backed file systems (a node must not fill the host's memory).
+RUN_SIZE, SHM_SIZE = "256m", "512m"
 # Kept in the bounding set: what root on a server needs for packages, users, services and sshd
 # (Docker's default set without mknod, net_raw and audit_write). Inside a user namespace each of
 # them acts only on what the node's own id range owns.
@@ -214,10 +218,18 @@ def mount_system(merged: str, directory: str, uid_base: int) -> None:
         os.symlink(target, os.path.join(dev, link))
         os.lchown(os.path.join(dev, link), uid_base, uid_base)
     owner = f"uid={uid_base},gid={uid_base}"
-    mount("tmpfs", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,{owner}")
+    mount(
+        "tmpfs", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={SHM_SIZE},{owner}"
+    )
     # A fresh /run, as after boot, owned by the node's root (sshd wants its /run/sshd root's).
     run = os.path.join(merged, "run")
-    mount("tmpfs", run, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,uid={uid_base},gid={uid_base}")
+    mount(
+        "tmpfs",
+        run,
+        "tmpfs",
+        MS_NOSUID | MS_NODEV,
+        f"mode=0755,size={RUN_SIZE},uid={uid_base},gid={uid_base}",
+    )
     os.mkdir(os.path.join(run, "sshd"), 0o755)
     os.chown(os.path.join(run, "sshd"), uid_base, uid_base)
 
@@ -276,15 +288,20 @@ def main(argv: list[str]) -> NoReturn:
     userns = user_namespace(uid_base)
     merged = mount_disk(directory, config["image"], userns, config.get("usr", "/usr"))
     mount_system(merged, directory, uid_base)
+    # From here on every path names the node's disk, which root in the node controls: nothing may
+    # be imported (this Python's own library may resolve into the node's /root), so imports fail.
+    sys.meta_path.clear()
+    sys.path_hooks.clear()
+    sys.path.clear()
     leave_host(merged)
     enter(userns, config["hostname"], tuple(config.get("capabilities", KEPT_CAPABILITIES)))
     command: list[str] = config["command"]
-    os.execv(command[0], command)  # noqa: S606 - the node's init, as root of the node only
+    os.execve(command[0], command, ENVIRONMENT)  # noqa: S606 - the node's init, as root of the node only
 
 
 if __name__ == "__main__":
     try:
         main(sys.argv)
-    except OSError as exc:
-        sys.stderr.write(f"node setup failed: {exc}\n")
-        sys.exit(1)
+    except BaseException as exc:
+        os.write(2, f"node setup failed: {exc}\n".encode(errors="replace"))
+        os._exit(1)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from nodewright.sim.nodes import entry
+from nodewright.sim.nodes.idranges import IdRanges
 from nodewright.sim.nodes.layers import build_image, default_root, host_is_merged_usr, prepare_upper
 
 ENTRY_PROGRAM = Path(entry.__file__).resolve()
@@ -66,14 +67,18 @@ def probe_isolation(sshd_path: str) -> str | None:
     if not host_is_merged_usr():
         return "simulated SSH nodes need a host whose /bin, /sbin and /lib are links into /usr (merged /usr)"
     probe = default_root()
+    ranges = IdRanges()
     try:
+        base = ranges.take()
         image = build_image(probe / "image", minimal=True)
         directory = probe / "node"
         prepare_upper(directory)
         for layer in ("upper", "upper-usr"):
-            os.chown(directory / layer, 2 * entry.ID_COUNT, 2 * entry.ID_COUNT)
-        config = node_config(directory, image, "nodewright-probe", ["/bin/true"], 2 * entry.ID_COUNT, False)
-        result = subprocess.run(launcher(config), capture_output=True, timeout=10, check=False)
+            os.chown(directory / layer, base, base)
+        config = node_config(directory, image, "nodewright-probe", ["/bin/true"], base, False)
+        result = subprocess.run(
+            launcher(config), capture_output=True, timeout=10, check=False, env=entry.ENVIRONMENT
+        )
         if result.returncode != 0:
             detail = result.stderr.decode(errors="replace").strip()
             unavailable = "user namespaces, id-mapped or overlay mounts unavailable"
@@ -81,5 +86,6 @@ def probe_isolation(sshd_path: str) -> str | None:
     except (OSError, subprocess.SubprocessError) as exc:
         return f"cannot create isolated nodes: {exc}"
     finally:
+        ranges.close()
         shutil.rmtree(probe, ignore_errors=True)
     return None

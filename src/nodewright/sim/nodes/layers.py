@@ -71,6 +71,15 @@ def _write(path: Path, text: str, mode: int) -> None:
     os.chmod(path, mode, follow_symlinks=False)
 
 
+def _is_regular(path: Path) -> bool:
+    """Whether ``path`` itself is a regular file (a link the node planted is never followed: the
+    simulator, as the host's root, would learn for the node whether its target exists)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
 def _is_whiteout(path: Path) -> bool:
     try:
         info = path.lstat()
@@ -109,8 +118,24 @@ ETC_EXCLUDED = frozenset({
     "postgresql", "postgresql-common", "mysql", "redis", "rabbitmq", "mosquitto", "nats-server.conf",
     "ssl/private", "npmrc", "pip.conf", "gitconfig", "netrc", "machine-id", "hostname", "hosts",
     "subuid", "subgid", "shadow-", "gshadow-", "passwd-", "group-", "security/opasswd", "nodewright",
+    "sudoers", "sudoers.d", "environment",
 })  # fmt: skip
-ETC_SECRETS_KEPT = {"sudoers": 0o440, "sudoers.d": 0o750}  # root-only, but sudo needs them
+# Written as a fresh Debian/Ubuntu image has them, never copied: the host's sudoers is root's only
+# (it may name the host's users and commands), /etc/environment may carry the host's proxies.
+STOCK_ETC = {
+    "sudoers": (
+        "Defaults\tenv_reset\nDefaults\tmail_badpass\n"
+        'Defaults\tsecure_path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"\n'
+        "Defaults\tuse_pty\n\nroot\tALL=(ALL:ALL) ALL\n%sudo\tALL=(ALL:ALL) ALL\n\n"
+        "@includedir /etc/sudoers.d\n",
+        0o440,
+    ),
+    "sudoers.d/README": (
+        "# Files in this directory are read by sudo (see @includedir in /etc/sudoers).\n",
+        0o440,
+    ),
+    "environment": ('PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"\n', 0o644),
+}
 LOCKED_PASSWORD_FILES = ("shadow", "gshadow")
 
 
@@ -225,7 +250,7 @@ def _copy_tree(source: Path, target: Path, relative: str) -> None:
             if stat.S_ISLNK(info.st_mode):
                 files.append(name)  # copied as a link below
                 continue
-            if info.st_mode & 0o005 != 0o005 and rel.removeprefix("etc/") not in ETC_SECRETS_KEPT:
+            if info.st_mode & 0o005 != 0o005:
                 continue  # a directory only root or a service may enter
             (target / rel).mkdir(exist_ok=True)
             os.chmod(target / rel, stat.S_IMODE(info.st_mode))
@@ -242,8 +267,7 @@ def _copy_tree(source: Path, target: Path, relative: str) -> None:
             if stat.S_ISLNK(info.st_mode):
                 os.symlink(os.readlink(path), destination)
             elif stat.S_ISREG(info.st_mode):
-                inside_kept = any(rel.startswith(f"etc/{k}") for k in ETC_SECRETS_KEPT)
-                if info.st_mode & 0o004 == 0 and not inside_kept:
+                if info.st_mode & 0o004 == 0:
                     continue  # readable by root or a service only: a secret
                 shutil.copyfile(path, destination, follow_symlinks=False)
                 os.chmod(destination, stat.S_IMODE(info.st_mode))
@@ -275,6 +299,9 @@ def build_image(target: Path, minimal: bool = False) -> Path:
             (target / tree).mkdir(parents=True, exist_ok=True)
             _copy_tree(Path("/", tree), target, tree)
     _lock_passwords(target)
+    for relative, (text, mode) in STOCK_ETC.items():
+        _real_dir(target / "etc", str(Path(relative).parent), 0o750 if "/" in relative else 0o755)
+        _write(target / "etc" / relative, text, mode)
     for name in (".bashrc", ".profile"):  # as a fresh server's root has them
         if (target / "etc/skel" / name).is_file():
             shutil.copyfile(target / "etc/skel" / name, target / "root" / name)
@@ -288,12 +315,6 @@ def build_image(target: Path, minimal: bool = False) -> Path:
 def host_is_merged_usr() -> bool:
     """Nodes share the host's /usr only: its /bin, /sbin and /lib must be links into it."""
     return all(Path("/", name).is_symlink() for name in ("bin", "sbin", "lib"))
-
-
-def node_id_base(server_id: int) -> int:
-    """The first host id of a node's user namespace: a range of its own per server (modulo a
-    collision every 60,000 ids), never the host's first 131,072 ids."""
-    return (2 + server_id % 60_000) * ID_COUNT
 
 
 def shift_ids(tree: Path, base: int) -> None:

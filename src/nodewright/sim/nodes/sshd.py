@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from nodewright.sim.nodes.layers import _is_whiteout, _real_dir, _write
+from nodewright.sim.nodes.layers import _is_regular, _is_whiteout, _real_dir, _write
 
 if TYPE_CHECKING:
     from nodewright.sim.nodes.supervisor import NodeSpec
@@ -112,7 +112,7 @@ def install_sshd(upper: Path, spec: NodeSpec, port: int, first_boot: bool) -> No
     Later boots keep whatever the node changed (hardening survives a reboot)."""
     etc_ssh = _real_dir(upper, "etc/ssh", 0o755)
     existing = [p for p in etc_ssh.glob("ssh_host_*_key") if not _is_whiteout(p)]
-    if not first_boot and (etc_ssh / "sshd_config").is_file() and existing:
+    if not first_boot and _is_regular(etc_ssh / "sshd_config") and existing:
         return
     ssh_dir = _real_dir(upper, "root/.ssh", 0o700)
     key_paths = install_host_keys(etc_ssh, spec.host_keys)

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Literal
 
 from nodewright.sim.nodes.cloudinit import CloudConfig, seed
+from nodewright.sim.nodes.console import CONSOLE_NAME, Consoles, tail
+from nodewright.sim.nodes.entry import ENVIRONMENT
+from nodewright.sim.nodes.idranges import IdRanges, RangesExhausted
 from nodewright.sim.nodes.init import POWEROFF_STATUS, REBOOT_STATUS, install_init
 from nodewright.sim.nodes.isolation import launcher, node_config
 from nodewright.sim.nodes.layers import (
     build_image,
     default_root,
-    node_id_base,
     prepare_upper,
     reap_stale_roots,
     shift_ids,
@@ -61,6 +63,7 @@ class Node:
     process: subprocess.Popen[bytes] | None = None
     boot_seconds: float | None = None
     error: str | None = None
+    id_base: int | None = None  # first host id of its user namespace, held while the node exists
 
 
 _LIVE: weakref.WeakSet[NodeSupervisor] = weakref.WeakSet()
@@ -104,6 +107,8 @@ class NodeSupervisor:
         ]
         self._busy: set[int] = set()
         self._image: Path | None = None
+        self.id_ranges = IdRanges()
+        self.consoles = Consoles()
         self._image_lock = threading.Lock()
         self._closing = threading.Event()
         self._threads.append(threading.Thread(target=self._watch, name="sim-node-watch", daemon=True))
@@ -228,8 +233,9 @@ class NodeSupervisor:
             if alive and restart:
                 with self._lock:
                     process, node.process = node.process, None
-                if process is not None:
-                    self._terminate(process)
+                if process is not None and not self._terminate(process):
+                    # Its layers must not be written while any of it may still run.
+                    raise RuntimeError("the node's previous instance did not stop; it is not booted again")
                 alive = False
             if alive:
                 with self._lock:
@@ -246,29 +252,40 @@ class NodeSupervisor:
             node.state = "booting"
         started = time.monotonic()
         netns: str | None = None
+        if self.network is None:
+            # In the host's network namespace a node would reach every service on its loopback.
+            self._fail(node, "simulated nodes need a network of their own (NodeSupervisor(network=...))")
+            return
         try:
-            if self.network is not None:
-                self.network.detach(spec.server_id)  # a reboot's old interface
-                taken = address_taken(spec.address, self.port)
-                if taken:
-                    raise NetworkError(taken)
-                netns = self.network.attach(spec.server_id, NodeAddresses(spec.address, spec.ipv6_net))
-            script = self._prepare(node.directory, spec, netns is not None)
-        except NetworkError as exc:
+            self.network.detach(spec.server_id)  # a reboot's old interface
+            taken = address_taken(spec.address, self.port)
+            if taken:
+                raise NetworkError(taken)
+            netns = self.network.attach(spec.server_id, NodeAddresses(spec.address, spec.ipv6_net))
+            if node.id_base is None:
+                node.id_base = self.id_ranges.take(hint=spec.server_id)
+            config = self._prepare(node.directory, spec, node.id_base, netns is not None)
+        except (NetworkError, RangesExhausted) as exc:
             self._fail(node, str(exc))
             return
-        logfile = open(node.directory / "sshd.log", "ab")  # noqa: SIM115 - handed to the child
+        # The init writes into a pipe, never into a host file (see console.py).
+        console_read, console_write = os.pipe()
         try:
             process = subprocess.Popen(
-                launcher(script, netns),
+                launcher(config, netns),
                 stdin=subprocess.DEVNULL,
-                stdout=logfile,
-                stderr=logfile,
+                stdout=console_write,
+                stderr=console_write,
                 start_new_session=True,
                 close_fds=True,
+                env=ENVIRONMENT,  # nothing of the simulator's own (its database URL, tokens)
             )
+        except OSError:
+            os.close(console_read)
+            raise
         finally:
-            logfile.close()
+            os.close(console_write)
+        self.consoles.attach(console_read, node.directory / CONSOLE_NAME)
         with self._lock:
             node.process = process
         ready = self._wait_listening(spec.address, process, node)
@@ -313,10 +330,7 @@ class NodeSupervisor:
 
     @staticmethod
     def _tail_log(directory: Path) -> str:
-        try:
-            return (directory / "sshd.log").read_text(errors="replace")[-500:].strip() or "sshd exited"
-        except OSError:
-            return "sshd exited"
+        return tail(directory / CONSOLE_NAME).strip() or "sshd exited"
 
     def image(self) -> Path:
         """The image base every node's disk is an overlay of, built at the first boot (a simulator
@@ -330,7 +344,7 @@ class NodeSupervisor:
                 self._image = self.root / "image"
             return self._image
 
-    def _prepare(self, directory: Path, spec: NodeSpec, own_network: bool) -> Path:
+    def _prepare(self, directory: Path, spec: NodeSpec, base: int, own_network: bool) -> Path:
         """Lay the node's own files into its layers, give them to the node's root and write the
         configuration of its entry program."""
         upper, first_boot = prepare_upper(directory)
@@ -338,7 +352,6 @@ class NodeSupervisor:
         if first_boot:
             seed(upper, spec.cloud, f"i-{spec.server_id}", spec.root_password)
         install_sshd(upper, spec, self.port, first_boot)
-        base = node_id_base(spec.server_id)
         for layer in ("upper", "upper-usr"):
             shift_ids(directory / layer, base)
         return node_config(directory, self.image(), spec.hostname, command, base, own_network)
@@ -353,14 +366,18 @@ class NodeSupervisor:
             self.network.detach(node.spec.server_id)
         if final == "gone":
             shutil.rmtree(node.directory, ignore_errors=True)
+            if node.id_base is not None:
+                self.id_ranges.release(node.id_base)
+                node.id_base = None
         with self._lock:
             node.state = "gone" if final == "gone" else "stopped"
 
     @staticmethod
-    def _terminate(process: subprocess.Popen[bytes]) -> None:
+    def _terminate(process: subprocess.Popen[bytes]) -> bool:
         """Kill the node's pid-namespace init (its sshd) first: the kernel then kills every
         process of the node, the init reaps them, and unshare reaps the init and exits, so no
-        orphan or zombie is left for the host to collect. The group kill is the fallback."""
+        orphan or zombie is left for the host to collect. The group kill is the fallback.
+        Returns whether the node's launcher is gone."""
         try:
             children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
         except OSError:
@@ -376,6 +393,8 @@ class NodeSupervisor:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             log.error("simulated node process %s did not die", process.pid)
+            return False
+        return True
 
     def shutdown(self) -> None:
         """Kill every node and remove the root directory; safe to call more than once."""
@@ -398,4 +417,6 @@ class NodeSupervisor:
             self._terminate(process)
         if self.network is not None:
             self.network.close()
+        self.consoles.close()
+        self.id_ranges.close()
         shutil.rmtree(self.root, ignore_errors=True)
