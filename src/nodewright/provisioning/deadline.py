@@ -4,7 +4,8 @@ ansible-runner's own ``job_timeout`` is checked between reads of ansible-playboo
 stuck in a long read (a node flooding its output) or in a module that never returns outlived it by
 minutes. ``ProcessDeadline`` does not depend on the run cooperating: a thread of its own waits for
 the deadline, then ends every process carrying the run's mark in its environment (ansible-playbook,
-its forks, ssh and its ControlPersist master, whichever session they put themselves in), first with
+its forks, ssh, and its ControlPersist master by the control directory in its title, whichever
+session they put themselves in), first with
 SIGTERM, then, after a grace period, with SIGKILL.
 """
 
@@ -26,9 +27,13 @@ RUN_MARK_ENV = "NODEWRIGHT_RUN"
 TERM_GRACE_SECONDS = 2.0
 
 
-def marked_processes(mark: str) -> list[int]:
-    """Pids on this machine whose environment carries ``RUN_MARK_ENV=mark``."""
+def marked_processes(mark: str, paths: tuple[str, ...] = ()) -> list[int]:
+    """Pids on this machine whose environment carries ``RUN_MARK_ENV=mark``, or whose command line
+    names one of ``paths``: ssh's ControlPersist master rewrites its argv and environ area
+    (setproctitle, ``ssh: <control path> [mux]``), so its mark is gone and only the run's own
+    control directory, in the title, still tells it is the run's."""
     needle = f"{RUN_MARK_ENV}={mark}".encode()
+    titles = [p.encode() for p in paths]
     found = []
     me = os.getpid()
     for pid in _pids():
@@ -41,6 +46,15 @@ def marked_processes(mark: str) -> list[int]:
             continue
         if needle in environ.split(b"\0"):
             found.append(pid)
+            continue
+        if titles:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    cmdline = handle.read()
+            except OSError:
+                continue
+            if any(title in cmdline for title in titles):
+                found.append(pid)
     return found
 
 
@@ -51,9 +65,10 @@ def _pids() -> Iterator[int]:
                 yield int(entry.name)
 
 
-def end_marked(mark: str, *, grace: float = TERM_GRACE_SECONDS) -> int:
-    """SIGTERM every process with ``mark``, SIGKILL those still there after ``grace``; how many."""
-    pids = marked_processes(mark)
+def end_marked(mark: str, *, grace: float = TERM_GRACE_SECONDS, paths: tuple[str, ...] = ()) -> int:
+    """SIGTERM every process with ``mark`` (or ``paths``, see :func:`marked_processes`), SIGKILL
+    those still there after ``grace``; how many."""
+    pids = marked_processes(mark, paths)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
@@ -62,7 +77,7 @@ def end_marked(mark: str, *, grace: float = TERM_GRACE_SECONDS) -> int:
         time.sleep(0.05)
         pids = [pid for pid in pids if _alive(pid)]
     for _ in range(20):  # a process forking while we kill it shows up in the next scan
-        left = marked_processes(mark)
+        left = marked_processes(mark, paths)
         if not left:
             break
         for pid in left:
@@ -88,9 +103,12 @@ class ProcessDeadline:
     the run; :attr:`passed` tells afterwards whether the deadline ended it.
     """
 
-    def __init__(self, deadline: float, *, grace: float = TERM_GRACE_SECONDS) -> None:
+    def __init__(
+        self, deadline: float, *, grace: float = TERM_GRACE_SECONDS, paths: tuple[str, ...] = ()
+    ) -> None:
         self.deadline = deadline
         self.grace = grace
+        self.paths = paths
         self.mark = secrets.token_hex(8)
         self.passed = False
         self._done = threading.Event()
@@ -104,7 +122,7 @@ class ProcessDeadline:
         if self._done.wait(max(0.0, self.deadline - time.monotonic())):
             return
         self.passed = True
-        ended = end_marked(self.mark, grace=self.grace)
+        ended = end_marked(self.mark, grace=self.grace, paths=self.paths)
         log.info("stage deadline passed: ended %d process(es) of the run", ended)
 
     def __enter__(self) -> ProcessDeadline:

@@ -149,8 +149,11 @@ def run_playbook(
             env = ansible_environment(workdir, control_dir, known_hosts, target.host_public_key.split()[0])
             env["SSH_AUTH_SOCK"] = str(agent_socket)
             env["ANSIBLE_SSH_EXECUTABLE"] = str(write_launcher(workdir / "ssh", ssh_binary()))
+            # File transfers through the same capped ssh: sftp and scp would run uncapped beside it.
+            env["ANSIBLE_SSH_TRANSFER_METHOD"] = "piped"
             env.update(tag or {})
-            with ProcessDeadline(started + timeout_seconds) as deadline:
+            # The control directory names the run's ControlPersist master, whose mark ssh erased.
+            with ProcessDeadline(started + timeout_seconds, paths=(str(control_dir),)) as deadline:
                 env.update(deadline.env)
                 run = _run(
                     workdir, control_dir, env, target, playbook, extravars, digest, should_cancel,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import selectors
 import shutil
 import signal
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nodewright.output_limits import SSH_STREAM_CAP, CappedStream
+from nodewright.provisioning.deadline import end_marked
 from nodewright.provisioning.target import SshTarget
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,10 @@ class SshResult:
             return SshFailure(
                 DEADLINE_EXCEEDED, "logged in, but the command did not finish: " + _last_line(self.stderr)
             )
-        return classify(self.returncode, self.ssh_log + "\n" + self.stderr)
+        if self.logged_in and not self.timed_out:
+            return None  # past login, even a 255 is the node's command's own status
+        # ssh's own words are in its log (-E); stderr is the node's and may imitate them.
+        return classify(self.returncode, self.ssh_log if self.ssh_log else self.stderr)
 
 
 def _last_line(text: str) -> str:
@@ -222,9 +227,11 @@ class PinnedSsh:
         try:
             end_master(self.control_path)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            # Never replaces the caller's own outcome: the engine kills the job's marked processes
-            # (the master among them) when the attempt ends, and ControlPersist bounds it anyway.
+            # Never replaces the caller's own outcome. The master erased its environment (and so
+            # the job's mark) when it went to the background: found by its title, which names
+            # its control path, it is ended here; ControlPersist bounds it anyway.
             log.warning("could not end the SSH master connection: %s", exc)
+            end_marked(secrets.token_hex(8), paths=(str(self.control_path),), grace=1.0)
             return
         # The master acknowledges "exit" before it removes its socket and ends.
         gone_by = time.monotonic() + 2.0
