@@ -29,7 +29,7 @@ TokenFile = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Follow the node until its job is done.")]
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # the API's rule
-SETTLED = {"ready", "failed", "released", "lost"}
+SETTLED = {"ready", "degraded", "failed", "released", "lost"}
 
 
 def say(text: str, *, err: bool = False) -> None:

@@ -34,7 +34,7 @@ RECONCILE_ALL_KIND = "nodes.reconcile_all"
 ORPHAN_DELETE_KIND = "nodes.orphan_delete"
 RECONCILE_INTERVAL_SECONDS = 300.0
 # Only a node at rest can be lost; one in a job is that job's to settle.
-LOSABLE = (NodeStatus.ready.value, NodeStatus.failed.value)
+LOSABLE = (NodeStatus.ready.value, NodeStatus.degraded.value, NodeStatus.failed.value)
 LOST_HINT = "The server was deleted outside nodewright. Release the node to clear it, then create a new one."
 
 
