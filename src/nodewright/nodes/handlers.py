@@ -44,6 +44,7 @@ from nodewright.provisioning.runner import run_playbook
 from nodewright.provisioning.ssh import HOST_KEY_MISMATCH, SSH_AUTH_FAILED, PinnedSsh
 from nodewright.provisioning.target import SshTarget
 from nodewright.security.secret import Secret
+from nodewright.watching import events
 
 HOST_KEY_PURPOSE = "node_host_key"
 ADMIN_USER = "nodewright"
@@ -378,7 +379,9 @@ def node_release(ctx: JobContext) -> dict[str, Any]:
     with ctx.transaction() as session:
         row = session.get(Node, node_id)
         assert row is not None
+        previous = row.status
         row.status = NodeStatus.released.value
+        events.node_health_changed(session, row, previous, row.status, "released", actor=f"job:{ctx.job_id}")
         row.stage = None
         row.released_at = utcnow()
         row.server_status = "kept" if keep_server else "deleted"
