@@ -359,9 +359,7 @@ def list_nodes(
             statuses=[s.value for s in status_] if status_ else None,
             provider_id=provider_id,
             label=selector,
-            node_ids=watch_service.node_ids_with_health(session, [h.value for h in health])
-            if health
-            else None,
+            node_ids=watch_service.node_ids_with_health(session, wanted) if wanted else None,
             limit=limit,
             offset=offset,
         )
