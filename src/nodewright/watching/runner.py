@@ -37,6 +37,8 @@ def run(ctx: JobContext, node: Node, policy: WatchPolicy) -> list[CheckResult]:
             return results  # SSH to a server that is off only waits for the timeout
     if policy.profile is None:
         return [*results, CheckResult("profile", False, f"profile {node.profile!r} cannot be loaded")]
+    if not (node.ssh_address and node.ssh_port and node.ssh_user and node.host_public_key):
+        return [*results, CheckResult("ssh with the pinned host key", False, "the node has no SSH target")]
     deadline = time.monotonic() + policy.timeout_seconds
     with ssh_session(ctx, node, multiplex=True) as (ssh, _key):
         ssh.connect_timeout = max(1, min(ssh.connect_timeout, int(policy.timeout_seconds)))
