@@ -20,6 +20,7 @@ from nodewright.api import jobs as jobs_api
 from nodewright.api import nodes as nodes_api
 from nodewright.api import orphans as orphans_api
 from nodewright.api import providers as providers_api
+from nodewright.api import watching as watching_api
 from nodewright.api.deps import audit_denied
 from nodewright.api.middleware import BodyLimitMiddleware, NulGuardMiddleware, SecurityHeadersMiddleware
 from nodewright.api.problems import install_problem_handlers
@@ -90,6 +91,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     app.include_router(gates_api.router)
     app.include_router(providers_api.router)
     app.include_router(nodes_api.router)
+    app.include_router(watching_api.router)
     app.include_router(orphans_api.router)
     app.include_router(login.router)
     app.include_router(home.router)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from sqlalchemy.exc import OperationalError
 
-from nodewright.cli_nodes import nodes_app, smoke_command
+from nodewright.cli_nodes import maintenance_app, nodes_app, smoke_command
 from nodewright.config import (
     ConfigError,
     Settings,
@@ -51,6 +51,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(gates_app, name="gates")
 app.add_typer(nodes_app, name="nodes")
+app.add_typer(maintenance_app, name="maintenance")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

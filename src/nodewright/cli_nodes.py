@@ -29,7 +29,7 @@ TokenFile = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Follow the node until its job is done.")]
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # the API's rule
-SETTLED = {"ready", "failed", "released", "lost"}
+SETTLED = {"ready", "degraded", "failed", "released", "lost"}
 
 
 def say(text: str, *, err: bool = False) -> None:
@@ -47,6 +47,113 @@ def die(exc: ApiError) -> None:
     # 2: the request itself was wrong (fix the command); 1: it was refused or failed as things stand.
     wrong = exc.usage or (exc.status is not None and 400 <= exc.status < 500 and exc.status != 409)
     raise typer.Exit(2 if wrong else 1)
+
+
+def health_word(node: dict[str, Any]) -> str:
+    health = node.get("health") or {}
+    word = str(health.get("health") or "-")
+    return word + (" (paused)" if health.get("maintenance") else "")
+
+
+@nodes_app.command("health")
+def nodes_health(
+    node_id: Annotated[int, typer.Argument(help="Node id.")],
+    url: UrlOption = DEFAULT_URL,
+    token_file: TokenFile = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="How many recent checks.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """A node's watch health: state, what failed since when, maintenance, recent checks."""
+    try:
+        with client(url, token_file) as api:
+            body = api.get(f"/api/nodes/{node_id}/health", params={"limit": limit})
+    except ApiError as exc:
+        die(exc)
+    if as_json:
+        say(json.dumps(body, indent=2))
+        return
+    health = body["health"]
+    say(f"node {node_id}: {health['health']} (failures in a row {health['consecutive_failures']}, "
+        f"passes in a row {health['consecutive_successes']})")  # fmt: skip
+    for key in ("failing_since", "degraded_since", "last_check_at", "next_check_at"):
+        if health.get(key):
+            say(f"  {key.replace('_', ' ')}: {health[key]}")
+    for failure in health.get("last_failure") or []:
+        say(f"  failed: {clean_line(str(failure['name']))}: {for_terminal(str(failure['detail']), '    ')}")
+    if health.get("maintenance"):
+        window = health["maintenance"]
+        say(f"  maintenance {window['id']} until {window['ends_at']}: {clean_line(window['reason'])}")
+    for check in body["checks"]:
+        mark = "ok  " if check["ok"] else "FAIL"
+        say(f"  {check['at']}  {mark} {check['health']:<9}{' paused' if check['paused'] else ''}")
+
+
+maintenance_app = typer.Typer(help="Pause watching's consequences for a node or a label selector.")
+
+
+@maintenance_app.command("list")
+def maintenance_list(
+    url: UrlOption = DEFAULT_URL,
+    token_file: TokenFile = None,
+    include_ended: Annotated[bool, typer.Option("--all", help="Ended pauses too.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Maintenance pauses (active ones unless --all)."""
+    try:
+        with client(url, token_file) as api:
+            body = api.get("/api/maintenance", params={"all": include_ended})
+    except ApiError as exc:
+        die(exc)
+    if as_json:
+        say(json.dumps(body, indent=2))
+        return
+    for w in body["items"]:
+        scope = (
+            f"node {w['node_id']}" if w["node_id"] else ",".join(f"{k}={v}" for k, v in w["selector"].items())
+        )
+        state = "active" if w["active"] else "ended "
+        say(f"{w['id']:>5}  {state}  until {w['ends_at']}  {clean_line(scope)}: {clean_line(w['reason'])}")
+    say(f"{len(body['items'])} pause(s)")
+
+
+@maintenance_app.command("start")
+def maintenance_start(
+    reason: Annotated[str, typer.Option("--reason", help="Why (shown everywhere the pause is).")],
+    node: Annotated[int | None, typer.Option("--node", help="Pause this node.")] = None,
+    selector: Annotated[list[str] | None, typer.Option("--selector", help="key=value (repeatable).")] = None,
+    minutes: Annotated[int, typer.Option("--minutes", min=1, max=90 * 1440, help="How long.")] = 60,
+    url: UrlOption = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a pause: checks go on but have no consequences, no alerts, no remediation."""
+    body: dict[str, Any] = {"reason": reason, "duration_seconds": minutes * 60}
+    if node is not None:
+        body["node_id"] = node
+    if selector:
+        pairs = [item.partition("=") for item in selector]
+        body["selector"] = {k: v for k, _, v in pairs}
+    try:
+        with client(url, token_file) as api:
+            window = api.post("/api/maintenance", json=body)
+    except ApiError as exc:
+        die(exc)
+    say(json.dumps(window, indent=2) if as_json else f"maintenance {window['id']} until {window['ends_at']}")
+
+
+@maintenance_app.command("end")
+def maintenance_end(
+    window_id: Annotated[int, typer.Argument(help="Maintenance id.")],
+    url: UrlOption = DEFAULT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """End a pause now (its record stays)."""
+    try:
+        with client(url, token_file) as api:
+            api.request("DELETE", f"/api/maintenance/{window_id}")
+    except ApiError as exc:
+        die(exc)
+    say(f"maintenance {window_id} ended")
 
 
 def describe(node: dict[str, Any]) -> str:
@@ -96,10 +203,16 @@ def nodes_list(
     status: Annotated[list[str] | None, typer.Option("--status", help="Only these statuses.")] = None,
     provider: Annotated[int | None, typer.Option("--provider", help="Only this provider connection.")] = None,
     label: Annotated[str | None, typer.Option("--label", help="key or key=value")] = None,
+    health: Annotated[
+        list[str] | None,
+        typer.Option("--health", help="Only this watch health: passing, failing, degraded, paused, unknown."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List nodes, newest first."""
+    """List nodes, newest first, with their watch health."""
     params: dict[str, Any] = {"limit": 500}
+    if health:
+        params["health"] = health
     if status:
         params["status"] = status
     if provider is not None:
@@ -116,7 +229,7 @@ def nodes_list(
         return
     for node in page["items"]:
         address = node["ssh"]["address"] if node.get("ssh") else "-"
-        say(f"{node['id']:>5}  {node['name']:<24} {node['status']:<12} {address:<16} "
+        say(f"{node['id']:>5}  {node['name']:<24} {node['status']:<12} {health_word(node):<16} {address:<16} "
                    f"{node['location']}/{node['server_type']}/{node['image']}")  # fmt: skip
     say(f"{page['total']} node(s)")
 

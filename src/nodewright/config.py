@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     node_connect_deadline: float = Field(default=300.0, gt=0)
     node_verify_deadline: float = Field(default=180.0, gt=0)
     reconcile_interval: float = Field(default=300.0, gt=0)
+    # Watching (docs/watching.md): the installation's defaults; a profile's ``watch:`` overrides them.
+    watch_interval_seconds: float = Field(default=60.0, ge=5.0, le=86400.0)
+    watch_timeout_seconds: float = Field(default=20.0, ge=1.0, le=3600.0)
+    watch_grace_seconds: float = Field(default=60.0, ge=0.0, le=86400.0)
+    watch_failures_before_degraded: int = Field(default=3, ge=1, le=100)
+    watch_successes_before_ready: int = Field(default=2, ge=1, le=100)
     # Job engine.
     embedded_workers: int = Field(default=2, ge=0, le=64)
     worker_mode: str = Field(default="thread", pattern="^(thread|process)$")

@@ -6,6 +6,7 @@ when a new route is added without its row here.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -162,6 +163,22 @@ def _adoptable_orphan(ctx: AppContext) -> Prepared:
         return f"/api/orphans/{orphan.id}/adopt", None
 
 
+def _maintenance_body(ctx: AppContext) -> Prepared:
+    return "/api/maintenance", {"node_id": _node_id(ctx), "reason": "kernel upgrade", "duration_seconds": 600}
+
+
+def _maintenance_path(ctx: AppContext) -> Prepared:
+    from nodewright.db.models import MaintenanceWindow
+    from nodewright.db.types import utcnow
+
+    with ctx.database.session(write=True) as session:
+        ends_at = utcnow() + dt.timedelta(hours=1)
+        window = MaintenanceWindow(selector={"role": "web"}, reason="r", ends_at=ends_at, created_by="test")
+        session.add(window)
+        session.flush()
+        return f"/api/maintenance/{window.id}", None
+
+
 @dataclass(frozen=True)
 class Case:
     method: str
@@ -188,6 +205,10 @@ CASES = [
     Case("DELETE", "/api/nodes/{node_id}", Role.operator, _node_path()),
     Case("POST", "/api/nodes/{node_id}/retry", Role.operator, _node_path("/retry", "failed")),
     Case("GET", "/api/nodes/{node_id}/evidence", Role.viewer, _node_path("/evidence")),
+    Case("GET", "/api/nodes/{node_id}/health", Role.viewer, _node_path("/health")),
+    Case("GET", "/api/maintenance", Role.viewer, _static("/api/maintenance")),
+    Case("POST", "/api/maintenance", Role.operator, _maintenance_body),
+    Case("DELETE", "/api/maintenance/{maintenance_id}", Role.operator, _maintenance_path),
     Case("GET", "/api/orphans", Role.viewer, _static("/api/orphans")),
     Case("POST", "/api/orphans/{orphan_id}/delete", Role.operator, _orphan_path("/delete")),
     Case("POST", "/api/orphans/{orphan_id}/adopt", Role.operator, _adoptable_orphan),

@@ -25,3 +25,6 @@ JobId = Annotated[int, BeforeValidator(strict_decimal), Path(ge=1, le=MAX_ID, de
 TokenId = Annotated[int, BeforeValidator(strict_decimal), Path(ge=1, le=MAX_ID, description="Token id")]
 NodeId = Annotated[int, BeforeValidator(strict_decimal), Path(ge=1, le=MAX_ID, description="Node id")]
 OrphanId = Annotated[int, BeforeValidator(strict_decimal), Path(ge=1, le=MAX_ID, description="Orphan id")]
+MaintenanceId = Annotated[
+    int, BeforeValidator(strict_decimal), Path(ge=1, le=MAX_ID, description="Maintenance window id")
+]

@@ -18,6 +18,7 @@ from nodewright.api.gates import gate_closed_problem
 from nodewright.api.ids import NodeId
 from nodewright.api.problems import PROBLEM_RESPONSES, FieldError, ProblemError, not_found, problem_doc
 from nodewright.api.routing import OneHopRoute
+from nodewright.api.watching import NodeHealthOut, health_out
 from nodewright.db.models import Job, Node
 from nodewright.nodes import service
 from nodewright.nodes.idempotency import CallerKey
@@ -25,6 +26,7 @@ from nodewright.nodes.states import CONTRACT_PROVIDER_V1, CONTRACTS, NodeStatus
 from nodewright.providers.errors import ProviderError
 from nodewright.provisioning.profiles import DEFAULT_PROFILE, NAME_RE
 from nodewright.provisioning.target import InvalidHostKey, fingerprint, parse_public_key
+from nodewright.watching import service as watch_service
 
 router = APIRouter(prefix="/api", tags=["nodes"], responses=PROBLEM_RESPONSES, route_class=OneHopRoute)
 
@@ -159,6 +161,9 @@ class NodeOut(BaseModel):
     updated_at: dt.datetime
     ready_at: dt.datetime | None
     released_at: dt.datetime | None
+    health: NodeHealthOut | None = Field(
+        default=None, description="The watcher's view (docs/watching.md); in GET responses."
+    )
 
 
 class JobRef(BaseModel):
@@ -197,7 +202,7 @@ def ssh_command(node: Node) -> str | None:
     )
 
 
-def node_out(node: Node) -> NodeOut:
+def node_out(node: Node, health: watch_service.HealthView | None = None) -> NodeOut:
     error = None
     if node.error_code:
         error = NodeError(
@@ -241,6 +246,7 @@ def node_out(node: Node) -> NodeOut:
         updated_at=node.updated_at,
         ready_at=node.ready_at,
         released_at=node.released_at,
+        health=health_out(health) if health is not None else None,
     )
 
 
@@ -335,6 +341,10 @@ def list_nodes(
     status_: Annotated[list[NodeStatus] | None, Query(alias="status")] = None,
     provider_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     label: Annotated[str | None, Query(max_length=320, description="key or key=value")] = None,
+    health: Annotated[
+        list[watch_service.HealthFilter] | None,
+        Query(description="Watch health: unknown, passing, failing, degraded, paused, unwatched"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> NodePageOut:
@@ -343,16 +353,19 @@ def list_nodes(
         key, sep, value = label.partition("=")
         selector = (key, value if sep else None)
     with ctx.database.session() as session:
+        wanted = {h.value for h in health} if health else None
         page = service.list_nodes(
             session,
             statuses=[s.value for s in status_] if status_ else None,
             provider_id=provider_id,
             label=selector,
+            node_ids=watch_service.node_ids_with_health(session, wanted) if wanted else None,
             limit=limit,
             offset=offset,
         )
+        views = watch_service.health_of(session, page.items)
         return NodePageOut(
-            items=[node_out(n) for n in page.items], total=page.total, limit=limit, offset=offset
+            items=[node_out(n, views[n.id]) for n in page.items], total=page.total, limit=limit, offset=offset
         )
 
 
@@ -366,7 +379,8 @@ def _node_or_404(session: Any, node_id: int) -> Node:
 @router.get("/nodes/{node_id}", summary="One node: status, stage, SSH target, server, price, last error")
 def get_node(_caller: Viewer, ctx: ContextDep, node_id: NodeId) -> NodeOut:
     with ctx.database.session() as session:
-        return node_out(_node_or_404(session, node_id))
+        node = _node_or_404(session, node_id)
+        return node_out(node, watch_service.health_of(session, [node])[node.id])
 
 
 @router.get("/nodes/{node_id}/evidence", summary="Acquisition and provisioning evidence of a node")

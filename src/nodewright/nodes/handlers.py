@@ -44,6 +44,7 @@ from nodewright.provisioning.runner import run_playbook
 from nodewright.provisioning.ssh import HOST_KEY_MISMATCH, SSH_AUTH_FAILED, PinnedSsh
 from nodewright.provisioning.target import SshTarget
 from nodewright.security.secret import Secret
+from nodewright.watching import events
 
 HOST_KEY_PURPOSE = "node_host_key"
 ADMIN_USER = "nodewright"
@@ -128,7 +129,9 @@ def job_tag(ctx: JobContext) -> dict[str, str]:
 
 
 @contextmanager
-def _session(ctx: JobContext, node: Node, *, multiplex: bool = False) -> Iterator[tuple[PinnedSsh, Secret]]:
+def ssh_session(
+    ctx: JobContext, node: Node, *, multiplex: bool = False
+) -> Iterator[tuple[PinnedSsh, Secret]]:
     """A private agent holding the connection's client key and a pinned SSH client for the node
     (``multiplex``: its commands share one master connection, ended with the session)."""
     key = load_client_private_key(ctx.database, runtime.secret_box(), node.provider_id)
@@ -148,7 +151,7 @@ def _session(ctx: JobContext, node: Node, *, multiplex: bool = False) -> Iterato
 def connect(ctx: JobContext, node: Node) -> None:
     deadline_seconds = runtime.settings().node_connect_deadline
     started = time.monotonic()
-    with _session(ctx, node) as (ssh, _key):
+    with ssh_session(ctx, node) as (ssh, _key):
         tries, failure = ssh.wait_until_reachable(
             deadline=started + deadline_seconds, should_stop=lambda: ctx.canceled
         )
@@ -190,7 +193,7 @@ def provision(ctx: JobContext, node: Node) -> None:
 
     def run() -> dict[str, Any]:
         # Ansible's events reach the job log in batches (one commit each), not one write per event.
-        with _session(ctx, node) as (ssh, key), ctx.buffered_log() as sink:
+        with ssh_session(ctx, node) as (ssh, key), ctx.buffered_log() as sink:
             outcome = run_playbook(
                 target=ssh.target,
                 client_key=key,
@@ -254,7 +257,7 @@ def verify(ctx: JobContext, node: Node) -> None:
     profile = _profile(node)
     deadline_seconds = runtime.settings().node_verify_deadline
     deadline = time.monotonic() + deadline_seconds
-    with _session(ctx, node, multiplex=True) as (ssh, _key):
+    with ssh_session(ctx, node, multiplex=True) as (ssh, _key):
         results = run_checks(ssh, node_id=node.id, profile=profile, deadline=deadline)
     checks = [r.as_dict() for r in results]
     progress.add_evidence(ctx, node.id, "checks", checks)
@@ -376,7 +379,9 @@ def node_release(ctx: JobContext) -> dict[str, Any]:
     with ctx.transaction() as session:
         row = session.get(Node, node_id)
         assert row is not None
+        previous = row.status
         row.status = NodeStatus.released.value
+        events.node_health_changed(session, row, previous, row.status, "released", actor=f"job:{ctx.job_id}")
         row.stage = None
         row.released_at = utcnow()
         row.server_status = "kept" if keep_server else "deleted"

@@ -18,6 +18,7 @@ from nodewright.nodes.states import STAGE_STATUS, NodeStatus, Stage
 from nodewright.providers.errors import ProviderError
 from nodewright.security.redaction import redact, redact_text
 from nodewright.security.text import clean, clean_value
+from nodewright.watching import events
 
 T = TypeVar("T")
 
@@ -40,8 +41,12 @@ def update(ctx: JobContext, node_id: int, **fields: Any) -> None:
         node = session.get(Node, node_id)
         if node is None:
             raise NodeGone(node_id)
+        old = node.status
         for key, value in fields.items():
             setattr(node, key, value)
+        if node.status != old:  # node.ready, node.failed: fired with the change, in its transaction
+            reason = (node.error_message or "") if node.status == NodeStatus.failed.value else ""
+            events.node_health_changed(session, node, old, node.status, reason, actor=f"job:{ctx.job_id}")
 
 
 def add_evidence(ctx: JobContext, node_id: int, key: str, value: Any, **fields: Any) -> None:

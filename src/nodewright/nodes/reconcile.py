@@ -29,12 +29,13 @@ from nodewright.providers.base import LABEL_NODE, ProviderAdapter, ServerInfo
 from nodewright.providers.connections import connection_info
 from nodewright.providers.errors import ProviderError
 from nodewright.providers.registry import make_adapter
+from nodewright.watching import events
 
 RECONCILE_ALL_KIND = "nodes.reconcile_all"
 ORPHAN_DELETE_KIND = "nodes.orphan_delete"
 RECONCILE_INTERVAL_SECONDS = 300.0
 # Only a node at rest can be lost; one in a job is that job's to settle.
-LOSABLE = (NodeStatus.ready.value, NodeStatus.failed.value)
+LOSABLE = (NodeStatus.ready.value, NodeStatus.degraded.value, NodeStatus.failed.value)
 LOST_HINT = "The server was deleted outside nodewright. Release the node to clear it, then create a new one."
 
 
@@ -125,7 +126,10 @@ def reconcile(ctx: JobContext) -> dict[str, Any]:
                 settled.append(node.id)
             # Decided from a snapshot: a node released, retried or adopted since keeps its state.
             if node.id in gone and node.status in LOSABLE and node.server_id == snapshot.server_id:
+                previous = node.status
                 node.status = NodeStatus.lost.value
+                reason = "server gone at the provider"
+                events.node_health_changed(session, node, previous, node.status, reason, actor="reconcile")
                 node.server_status = "gone"
                 node.error_code = "server_gone"
                 node.error_message = f"server {node.server_id} no longer exists at the provider"

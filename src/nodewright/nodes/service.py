@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -229,10 +229,13 @@ def list_nodes(
     statuses: Sequence[str] | None = None,
     provider_id: int | None = None,
     label: tuple[str, str | None] | None = None,
+    node_ids: Collection[int] | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> NodePage:
     conditions: list[ColumnElement[bool]] = []
+    if node_ids is not None:
+        conditions.append(Node.id.in_(list(node_ids)))
     if statuses:
         conditions.append(Node.status.in_(list(statuses)))
     if provider_id is not None:

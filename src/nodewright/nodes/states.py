@@ -11,6 +11,7 @@ class NodeStatus(StrEnum):
     provisioning = "provisioning"
     verifying = "verifying"
     ready = "ready"
+    degraded = "degraded"  # ready, but the watcher's checks keep failing (watching.health)
     failed = "failed"
     releasing = "releasing"
     released = "released"
@@ -41,8 +42,17 @@ IN_PROGRESS = frozenset(
 )
 RETRYABLE_FROM = frozenset({NodeStatus.failed})
 RELEASABLE_FROM = frozenset(
-    {*IN_PROGRESS, NodeStatus.ready, NodeStatus.failed, NodeStatus.lost, NodeStatus.releasing}
+    {
+        *IN_PROGRESS,
+        NodeStatus.ready,
+        NodeStatus.degraded,
+        NodeStatus.failed,
+        NodeStatus.lost,
+        NodeStatus.releasing,
+    }
 )
+# The statuses the watcher checks: a node at rest with its server (degraded goes back to ready).
+WATCHED = frozenset({NodeStatus.ready, NodeStatus.degraded})
 
 # The create contract: what POST /api/nodes accepts. A deployment pins the versions it accepts
 # (NODEWRIGHT_NODE_CONTRACTS), which is the seed's rollback step 3.

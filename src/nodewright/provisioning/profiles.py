@@ -33,6 +33,28 @@ class Check:
 
 
 @dataclass(frozen=True)
+class WatchSpec:
+    """A profile's ``watch:`` block; ``None`` leaves the installation's default (watching.policy)."""
+
+    interval_seconds: float | None = None
+    timeout_seconds: float | None = None
+    grace_seconds: float | None = None
+    failures_before_degraded: int | None = None
+    successes_before_ready: int | None = None
+    checks: tuple[Check, ...] = ()
+
+
+# A profile's watch numbers: (key, kind, lowest, highest). The interval's 5 s floor is the issue's.
+WATCH_FIELDS: tuple[tuple[str, type, float, float], ...] = (
+    ("interval_seconds", float, 5, 86400),
+    ("timeout_seconds", float, 1, 3600),
+    ("grace_seconds", float, 0, 86400),
+    ("failures_before_degraded", int, 1, 100),
+    ("successes_before_ready", int, 1, 100),
+)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     version: str
@@ -41,6 +63,7 @@ class Profile:
     playbook: Path
     checks: tuple[Check, ...]
     timeout_seconds: float
+    watch: WatchSpec = WatchSpec()
 
     @property
     def digest(self) -> str:
@@ -64,6 +87,44 @@ def _field(
     return value
 
 
+def _checks(items: Any, where: Path, prefix: str) -> tuple[Check, ...]:
+    if not isinstance(items, list):
+        raise ProfileError(f"{where}: '{prefix}' must be a list")
+    checks = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ProfileError(f"{where}: {prefix}[{i}] must be a mapping with 'name' and 'command'")
+        name_, command = (_field(item, key, str, where).strip() for key in ("name", "command"))
+        for key, value in (("name", name_), ("command", command)):
+            if not value:
+                # An empty command makes ssh open a login shell that passes on EOF: a vacuous check.
+                raise ProfileError(f"{where}: {prefix}[{i}] '{key}' must not be empty")
+        checks.append(Check(name_, command))
+    return tuple(checks)
+
+
+def _watch(data: dict[str, Any], where: Path) -> WatchSpec:
+    block = data.get("watch", {})
+    if not isinstance(block, dict):
+        raise ProfileError(f"{where}: 'watch' must be a mapping")
+    unknown = sorted(set(block) - {k for k, *_ in WATCH_FIELDS} - {"checks"})
+    if unknown:
+        raise ProfileError(f"{where}: 'watch.{unknown[0]}' is not a watch setting")
+    values: dict[str, Any] = {}
+    for key, kind, low, high in WATCH_FIELDS:
+        if key not in block:
+            continue
+        value = block[key]
+        ok_kind = (int,) if kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, ok_kind) or not low <= value <= high:
+            raise ProfileError(
+                f"{where}: 'watch.{key}' must be a{'n integer' if kind is int else ' number'} "
+                f"between {low:g} and {high:g}"
+            )
+        values[key] = kind(value)
+    return WatchSpec(**values, checks=_checks(block.get("checks", []), where, "watch.checks"))
+
+
 def load_profile(directory: Path) -> Profile:
     where = directory / PROFILE_FILE
     try:
@@ -81,16 +142,7 @@ def load_profile(directory: Path) -> Profile:
     playbook = directory / _field(data, "playbook", str, where, "playbook.yml")
     if playbook.resolve().parent != directory.resolve() or not playbook.is_file():
         raise ProfileError(f"{where}: 'playbook' must name a file in the profile directory")
-    checks = []
-    for i, item in enumerate(_field(data, "checks", list, where, [])):
-        if not isinstance(item, dict):
-            raise ProfileError(f"{where}: checks[{i}] must be a mapping with 'name' and 'command'")
-        name_, command = (_field(item, key, str, where).strip() for key in ("name", "command"))
-        for key, value in (("name", name_), ("command", command)):
-            if not value:
-                # An empty command makes ssh open a login shell that passes on EOF: a vacuous check.
-                raise ProfileError(f"{where}: checks[{i}] '{key}' must not be empty")
-        checks.append(Check(name_, command))
+    checks = _checks(_field(data, "checks", list, where, []), where, "checks")
     timeout = _field(data, "timeout_seconds", (int, float), where, 900)
     if not 0 < float(timeout) <= 24 * 3600:
         raise ProfileError(f"{where}: 'timeout_seconds' must be between 1 and 86400")
@@ -101,8 +153,9 @@ def load_profile(directory: Path) -> Profile:
         description=_field(data, "description", str, where, ""),
         directory=directory,
         playbook=playbook,
-        checks=tuple(checks),
+        checks=checks,
         timeout_seconds=float(timeout),
+        watch=_watch(data, where),
     )
 
 

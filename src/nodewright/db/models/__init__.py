@@ -10,6 +10,13 @@ from nodewright.db.models.meta import AppMeta
 from nodewright.db.models.nodes import Node, OrphanServer
 from nodewright.db.models.providers import ProviderConnection
 from nodewright.db.models.secrets import StoredSecret
+from nodewright.db.models.watching import (
+    MaintenanceWindow,
+    NodeCheck,
+    NodeCheckDay,
+    NodeHealth,
+    WatchSweep,
+)
 
 __all__ = [
     "ApiToken",
@@ -21,11 +28,16 @@ __all__ = [
     "JobEvent",
     "JobStep",
     "LoginFailure",
+    "MaintenanceWindow",
     "Node",
+    "NodeCheck",
+    "NodeCheckDay",
+    "NodeHealth",
     "OrphanServer",
     "ProviderConnection",
     "StoredSecret",
     "User",
+    "WatchSweep",
     "WebSession",
     "WorkerRecord",
 ]

@@ -1,0 +1,81 @@
+"""Node lifecycle events: ONE function turns a status change into an event, its audit row, and
+(from the alerts merge on) its alert deliveries.
+
+Event types fired (documented in docs/watching.md):
+
+- ``node.ready``      a node finished provisioning (pending/verifying -> ready)
+- ``node.degraded``   the watcher's checks failed ``failures_before_degraded`` times in a row
+- ``node.recovered``  a degraded node passed ``successes_before_ready`` checks (never without a
+                      prior ``node.degraded``: only ``degraded -> ready`` fires it)
+- ``node.failed``     provisioning failed
+- ``node.released``   the node was released
+- ``node.lost``       reconcile found its server gone at the provider
+
+During a maintenance pause of the node the audit row is written but nothing is delivered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from nodewright.db.models import Node
+from nodewright.db.types import utcnow
+from nodewright.security import audit
+from nodewright.watching import maintenance
+
+NODE_READY = "node.ready"
+NODE_DEGRADED = "node.degraded"
+NODE_RECOVERED = "node.recovered"
+NODE_FAILED = "node.failed"
+NODE_RELEASED = "node.released"
+NODE_LOST = "node.lost"
+EVENT_TYPES = (NODE_READY, NODE_DEGRADED, NODE_RECOVERED, NODE_FAILED, NODE_RELEASED, NODE_LOST)
+
+
+def event_type(old: str, new: str) -> str | None:
+    if new == "degraded" and old == "ready":
+        return NODE_DEGRADED
+    if new == "ready":
+        return NODE_RECOVERED if old == "degraded" else NODE_READY
+    return {"failed": NODE_FAILED, "released": NODE_RELEASED, "lost": NODE_LOST}.get(new)
+
+
+def deliver(session: Session, event: str, data: dict[str, Any]) -> None:
+    """The one place alerts are sent from; the alerts merge makes this
+    ``nodewright.alerts.emit(session, event, data)`` (deliveries enqueued in this transaction)."""
+    del session, event, data
+
+
+def node_health_changed(
+    session: Session, node: Node, old: str, new: str, reason: str, *, actor: str = "watcher"
+) -> str | None:
+    """Record ``node``'s change from ``old`` to ``new`` (in the caller's transaction, which also
+    changes the node): an audit row always, an alert unless the node is under maintenance.
+    Returns the event type, or ``None`` for a change that is no event."""
+    event = event_type(old, new)
+    if event is None or old == new:
+        return None
+    window = maintenance.active_for(session, node, utcnow())
+    data = {
+        "node_id": node.id,
+        "name": node.name,
+        "provider_id": node.provider_id,
+        "labels": dict(node.labels or {}),
+        "old_status": old,
+        "new_status": new,
+        "reason": reason[:500],
+        "at": utcnow().isoformat(),
+    }
+    audit.record(
+        session,
+        actor=actor,
+        action=event,
+        target=f"node:{node.id}",
+        outcome="silenced" if window is not None else "ok",
+        detail={**data, "maintenance_id": window.id if window is not None else None},
+    )
+    if window is None:
+        deliver(session, event, data)
+    return event
