@@ -10,6 +10,7 @@ from nodewright.db.models.meta import AppMeta
 from nodewright.db.models.nodes import Node, OrphanServer
 from nodewright.db.models.providers import ProviderConnection
 from nodewright.db.models.secrets import StoredSecret
+from nodewright.db.models.webhooks import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ApiToken",
@@ -27,5 +28,7 @@ __all__ = [
     "StoredSecret",
     "User",
     "WebSession",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WorkerRecord",
 ]
