@@ -101,12 +101,14 @@ def get_delivery(database: Database, delivery_id: int) -> WebhookDelivery | None
 
 
 def redeliver(database: Database, endpoint_id: int, delivery_id: int, *, actor: str) -> WebhookDelivery:
-    """"Send again": the same event (same ``webhook-id`` and body) as a new delivery with its own tries."""
+    """ "Send again": the same event (same ``webhook-id`` and body) as a new delivery with its own tries."""
     with database.session(write=True) as session:
         endpoint = session.get(WebhookEndpoint, endpoint_id)
         original = session.get(WebhookDelivery, delivery_id)
         if endpoint is None or original is None or original.endpoint_id != endpoint_id:
-            raise WebhookError(404, "not_found", f"no delivery {delivery_id} of webhook endpoint {endpoint_id}")
+            raise WebhookError(
+                404, "not_found", f"no delivery {delivery_id} of webhook endpoint {endpoint_id}"
+            )
         row = queue_delivery(
             session,
             endpoint,

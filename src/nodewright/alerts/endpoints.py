@@ -63,7 +63,10 @@ def check_events(events: list[str]) -> list[str]:
     unknown = [e for e in events if e not in EVENT_TYPES]
     if unknown:
         raise WebhookError(
-            422, "invalid_request", f"unknown event type(s) {unknown}; known: {', '.join(EVENT_TYPES)}", "events"
+            422,
+            "invalid_request",
+            f"unknown event type(s) {unknown}; known: {', '.join(EVENT_TYPES)}",
+            "events",
         )
     return list(dict.fromkeys(events))
 
@@ -253,7 +256,11 @@ def rotate_secret(
 def signing_secrets(session: Session, box: SecretBox, row: WebhookEndpoint, now: dt.datetime) -> list[Secret]:
     """The secrets that sign now: the current one, then the previous one while its overlap lasts."""
     keys = [box.load(session, row.secret_id)]
-    if row.previous_secret_id is not None and row.previous_expires_at is not None and now < row.previous_expires_at:
+    if (
+        row.previous_secret_id is not None
+        and row.previous_expires_at is not None
+        and now < row.previous_expires_at
+    ):
         keys.append(box.load(session, row.previous_secret_id))
     return keys
 

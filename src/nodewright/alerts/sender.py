@@ -62,7 +62,9 @@ def post(
     timeout = httpx.Timeout(TIMEOUT, connect=CONNECT_TIMEOUT)
     try:
         with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
-            request = client.build_request("POST", target, content=body, headers=request_headers, extensions=extensions)
+            request = client.build_request(
+                "POST", target, content=body, headers=request_headers, extensions=extensions
+            )
             response = client.send(request, stream=True)
             try:
                 read = 0

@@ -87,7 +87,11 @@ def _prefix_allows(url: str, scheme: str, host: str, allowed: tuple[str, ...]) -
             prefix_scheme, prefix_host = parts.scheme.lower(), parts.hostname
         except ValueError:
             continue
-        if url.startswith(prefix) and scheme == prefix_scheme and (prefix_host is None or host == prefix_host):
+        if (
+            url.startswith(prefix)
+            and scheme == prefix_scheme
+            and (prefix_host is None or host == prefix_host)
+        ):
             return True
     return False
 
@@ -96,7 +100,9 @@ def check_url(url: str, allowed: tuple[str, ...], resolver: Resolver = system_re
     """Refuse ``url`` (``UrlRefused``) unless it is an http(s) URL whose host resolves to public
     addresses only, or one that ``allowed`` names explicitly."""
     if len(url) > MAX_URL_LENGTH or not URL_RE.fullmatch(url) or not url.isascii() or not url.isprintable():
-        raise UrlRefused(f"the URL must be an http(s) URL of at most {MAX_URL_LENGTH} characters, without spaces")
+        raise UrlRefused(
+            f"the URL must be an http(s) URL of at most {MAX_URL_LENGTH} characters, without spaces"
+        )
     try:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
