@@ -316,7 +316,12 @@ def node_provision(ctx: JobContext) -> dict[str, Any]:
             ctx.log(f"stage {stage.value} already done: skipped", stage=stage.value)
             continue
         progress.run_stage(ctx, node_id, stage, functools.partial(run, ctx, node))
-    progress.update(ctx, node_id, status=NodeStatus.ready.value, stage=None, ready_at=utcnow())
+    with ctx.transaction() as session:
+        row = session.get(Node, node_id)
+        assert row is not None
+        row.status, row.stage, row.ready_at = NodeStatus.ready.value, None, utcnow()
+        session.flush()
+        progress.alert(session, "node.ready", row, "provisioned and verified")
     ctx.log("node ready")
     return {"node_id": node_id, "status": NodeStatus.ready.value}
 
@@ -391,5 +396,7 @@ def node_release(ctx: JobContext) -> dict[str, Any]:
             row.host_key_secret_id = None
             if secret is not None:
                 session.delete(secret)
+        session.flush()
+        progress.alert(session, "node.released", row, "server kept" if keep_server else "server deleted")
     ctx.log("node released")
     return {"node_id": node_id, "status": NodeStatus.released.value, **outcome}

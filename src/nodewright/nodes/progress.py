@@ -10,6 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from sqlalchemy.orm import Session
+
+from nodewright import alerts, runtime
+from nodewright.alerts.payloads import node_data
 from nodewright.db.models import Node
 from nodewright.db.types import utcnow
 from nodewright.jobs.context import JobContext
@@ -73,6 +77,11 @@ def stage_done(node: Node, stage: Stage) -> bool:
     return bool(record.get("ok"))
 
 
+def alert(session: Session, event_type: str, node: Node, reason: str | None) -> None:
+    """Raise a webhook event for ``node`` inside the transaction that made the transition."""
+    alerts.emit(session, event_type, node_data(node, reason, runtime.settings().public_url))
+
+
 def fail(ctx: JobContext, node_id: int, stage: Stage, error: JobError) -> None:
     """Record ``error`` on the node; the node shows ``failed`` when no further attempt will come."""
     final = not error.retryable or ctx.attempt >= ctx.max_attempts
@@ -85,9 +94,20 @@ def fail(ctx: JobContext, node_id: int, stage: Stage, error: JobError) -> None:
         "error_retryable": error.retryable and not final,
         "stage": stage.value,
     }
-    if final:
-        fields["status"] = NodeStatus.failed.value
-    update(ctx, node_id, **fields)
+    if not final:
+        update(ctx, node_id, **fields)
+        return
+    fields["status"] = NodeStatus.failed.value
+    with ctx.transaction() as session:
+        node = session.get(Node, node_id)
+        if node is None:
+            raise NodeGone(node_id)
+        was = node.status
+        for key, value in fields.items():
+            setattr(node, key, value)
+        session.flush()
+        if was != NodeStatus.failed.value:
+            alert(session, "node.failed", node, f"{error.code}: {fields['error_message']}")
 
 
 def run_stage(ctx: JobContext, node_id: int, stage: Stage, fn: Callable[[], T]) -> T:

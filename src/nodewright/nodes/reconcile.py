@@ -23,6 +23,7 @@ from nodewright.jobs.enqueue import enqueue
 from nodewright.jobs.errors import JobError
 from nodewright.jobs.registry import job_handler, registry
 from nodewright.jobs.states import TERMINAL
+from nodewright.nodes import progress
 from nodewright.nodes.states import IN_PROGRESS, RECONCILE_KIND, NodeStatus
 from nodewright.providers.acquisition import installation_id
 from nodewright.providers.base import LABEL_NODE, ProviderAdapter, ServerInfo
@@ -122,6 +123,8 @@ def reconcile(ctx: JobContext) -> dict[str, Any]:
             if node is None:
                 continue
             if _settle_stuck(session, node):
+                session.flush()
+                progress.alert(session, "node.failed", node, f"{node.error_code}: {node.error_message}")
                 settled.append(node.id)
             # Decided from a snapshot: a node released, retried or adopted since keeps its state.
             if node.id in gone and node.status in LOSABLE and node.server_id == snapshot.server_id:
@@ -131,6 +134,8 @@ def reconcile(ctx: JobContext) -> dict[str, Any]:
                 node.error_message = f"server {node.server_id} no longer exists at the provider"
                 node.error_hint = LOST_HINT
                 node.error_retryable = False
+                session.flush()
+                progress.alert(session, "node.lost", node, node.error_message)
                 lost.append(node.id)
             elif node.server_id in by_id and node.status != NodeStatus.released.value:
                 status = by_id[node.server_id].status
