@@ -15,6 +15,7 @@ import typer
 from sqlalchemy.exc import OperationalError
 
 from nodewright.cli_nodes import nodes_app, smoke_command
+from nodewright.cli_webhooks import webhooks_app
 from nodewright.config import (
     ConfigError,
     Settings,
@@ -51,6 +52,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(gates_app, name="gates")
 app.add_typer(nodes_app, name="nodes")
+app.add_typer(webhooks_app, name="webhooks")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
