@@ -21,6 +21,7 @@ from nodewright.api import nodes as nodes_api
 from nodewright.api import orphans as orphans_api
 from nodewright.api import providers as providers_api
 from nodewright.api import watching as watching_api
+from nodewright.api import webhooks as webhooks_api
 from nodewright.api.deps import audit_denied
 from nodewright.api.middleware import BodyLimitMiddleware, NulGuardMiddleware, SecurityHeadersMiddleware
 from nodewright.api.problems import install_problem_handlers
@@ -31,6 +32,7 @@ from nodewright.dashboard import home, login
 from nodewright.dashboard import jobs as jobs_pages
 from nodewright.dashboard import nodes as nodes_pages
 from nodewright.dashboard import providers as providers_pages
+from nodewright.dashboard import webhooks as webhooks_pages
 from nodewright.dashboard.rendering import LoginRequired, PageError, current_user, render
 from nodewright.jobs.worker import WorkerPool
 
@@ -93,11 +95,13 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     app.include_router(nodes_api.router)
     app.include_router(watching_api.router)
     app.include_router(orphans_api.router)
+    app.include_router(webhooks_api.router)
     app.include_router(login.router)
     app.include_router(home.router)
     app.include_router(jobs_pages.router)
     app.include_router(nodes_pages.router)
     app.include_router(providers_pages.router)
+    app.include_router(webhooks_pages.router)
     app.mount(
         "/static",
         StaticFiles(directory=str(resources.files("nodewright.dashboard") / "static")),

@@ -15,6 +15,7 @@ import typer
 from sqlalchemy.exc import OperationalError
 
 from nodewright.cli_nodes import maintenance_app, nodes_app, smoke_command
+from nodewright.cli_webhooks import webhooks_app
 from nodewright.config import (
     ConfigError,
     Settings,
@@ -52,6 +53,7 @@ app.add_typer(secrets_app, name="secrets")
 app.add_typer(gates_app, name="gates")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(maintenance_app, name="maintenance")
+app.add_typer(webhooks_app, name="webhooks")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -131,6 +131,18 @@ class Settings(BaseSettings):
         if self.allowed_provider_endpoints is not None:
             self.provider_endpoints = ",".join([*self.allowed_provider_endpoints, prefix])
 
+    # Webhooks: URL prefixes a webhook endpoint may point at although its host is loopback, private,
+    # link-local or otherwise not public (comma-separated; empty = public addresses only). A public
+    # URL needs no entry: the prefixes only lift the address check, they never narrow it.
+    webhook_endpoints: str = Field(
+        default="",
+        description="URL prefixes a webhook may use despite a non-public address, comma-separated.",
+    )
+
+    @property
+    def allowed_webhook_endpoints(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.webhook_endpoints.split(",") if p.strip())
+
     @model_validator(mode="after")
     def _secure_cookies_behind_https(self) -> Settings:
         # An https public URL means browsers reach us over TLS: cookies must not go out in clear,
@@ -147,6 +159,15 @@ class Settings(BaseSettings):
         prefixes = [p.strip() for p in value.split(",") if p.strip()]
         if not prefixes:
             raise ValueError('must name at least one URL prefix (or "*" for any)')
+        bad = [p for p in prefixes if not re.match(r"https?://[^/\s]+", p)]
+        if bad:
+            raise ValueError(f"not an http(s) URL prefix with a host: {', '.join(bad)}")
+        return value
+
+    @field_validator("webhook_endpoints")
+    @classmethod
+    def _webhook_prefixes(cls, value: str) -> str:
+        prefixes = [p.strip() for p in value.split(",") if p.strip()]
         bad = [p for p in prefixes if not re.match(r"https?://[^/\s]+", p)]
         if bad:
             raise ValueError(f"not an http(s) URL prefix with a host: {', '.join(bad)}")

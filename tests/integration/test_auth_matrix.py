@@ -179,6 +179,32 @@ def _maintenance_path(ctx: AppContext) -> Prepared:
         return f"/api/maintenance/{window.id}", None
 
 
+def _webhook_id(ctx: AppContext) -> int:
+    from nodewright.alerts import endpoints
+
+    found = endpoints.create_endpoint(
+        ctx.database, ctx.box, actor="test", name=f"w{next(_names)}", url="http://127.0.0.1:9/hook",
+        events=[], allowed=ctx.settings.allowed_webhook_endpoints,
+    )  # fmt: skip
+    return found.endpoint.id
+
+
+def _webhook_path(suffix: str = "", body: dict[str, Any] | None = None) -> Callable[[AppContext], Prepared]:
+    return lambda ctx: (f"/api/webhooks/{_webhook_id(ctx)}{suffix}", body)
+
+
+def _new_webhook_body(_ctx: AppContext) -> Prepared:
+    return "/api/webhooks", {"name": f"w{next(_names)}", "url": "http://127.0.0.1:9/hook"}
+
+
+def _delivery_path(ctx: AppContext) -> Prepared:
+    from nodewright.alerts import deliveries
+
+    webhook_id = _webhook_id(ctx)
+    delivery = deliveries.send_test(ctx.database, webhook_id, actor="test")
+    return f"/api/webhooks/{webhook_id}/deliveries/{delivery.id}/redeliver", None
+
+
 @dataclass(frozen=True)
 class Case:
     method: str
@@ -221,6 +247,15 @@ CASES = [
     Case("DELETE", "/api/providers/{provider_id}", Role.admin, _provider_path()),
     Case("POST", "/api/providers/{provider_id}/check", Role.admin, _provider_path("/check")),
     Case("GET", "/api/providers/{provider_id}/catalog", Role.viewer, _provider_path("/catalog")),
+    Case("GET", "/api/webhooks", Role.admin, _static("/api/webhooks")),
+    Case("POST", "/api/webhooks", Role.admin, _new_webhook_body),
+    Case("GET", "/api/webhooks/{webhook_id}", Role.admin, _webhook_path()),
+    Case("PATCH", "/api/webhooks/{webhook_id}", Role.admin, _webhook_path("", {"enabled": False})),
+    Case("DELETE", "/api/webhooks/{webhook_id}", Role.admin, _webhook_path()),
+    Case("POST", "/api/webhooks/{webhook_id}/rotate", Role.admin, _webhook_path("/rotate")),
+    Case("POST", "/api/webhooks/{webhook_id}/test", Role.admin, _webhook_path("/test")),
+    Case("GET", "/api/webhooks/{webhook_id}/deliveries", Role.admin, _webhook_path("/deliveries")),
+    Case("POST", "/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", Role.admin, _delivery_path),
 ]
 
 _BELOW = {Role.operator: Role.viewer, Role.admin: Role.operator}

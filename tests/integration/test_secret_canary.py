@@ -216,3 +216,66 @@ def test_provider_token_canary_never_leaks(
         assert secret not in everything, f"{name} in an API response, page or evidence"
         assert secret not in caplog.text, f"{name} in a log record"
         assert secret not in db_text, f"{name} in the database in plaintext"
+
+
+def test_webhook_secret_is_shown_once_and_never_again(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The whsec secret appears in the create (and rotate) answer only: not in later API answers,
+    pages, deliveries (body and headers), job events, logs or the database in plaintext."""
+    from sqlalchemy import text as sql
+
+    from nodewright import alerts
+    from nodewright.jobs.registry import load_handler_modules
+    from nodewright.jobs.registry import registry as default_registry
+    from tests.support.jobs import run_next
+    from tests.support.webhook_receiver import webhook_receiver
+
+    load_handler_modules()
+    admin = role_users[Role.admin].headers
+    outputs: list[str] = []
+    install_logging_filter(logging.getLogger())
+    caplog.handler.addFilter(RedactingFilter())
+    with caplog.at_level(logging.DEBUG), webhook_receiver() as receiver:
+        created = client.post("/api/webhooks", json={"name": "canary", "url": receiver.url}, headers=admin)
+        assert created.status_code == 201
+        first = created.json()["secret"]
+        hook_id = created.json()["id"]
+        rotated = client.post(f"/api/webhooks/{hook_id}/rotate", json={}, headers=admin)
+        second = rotated.json()["secret"]
+        assert first.startswith("whsec_") and second.startswith("whsec_") and first != second
+        with app_context.database.session(write=True) as session:
+            # A caller that puts the secret into an event's data by mistake: redacted.
+            alerts.emit(session, "node.lost", {"reason": f"oops {second}"})
+        client.post(f"/api/webhooks/{hook_id}/test", headers=admin)
+        while run_next(app_context.database, registry=default_registry) is not None:
+            pass
+        assert len(receiver.received) == 2
+        outputs.extend(m.body.decode() + json.dumps(m.headers) for m in receiver.received)
+        for path in (
+            "/api/webhooks",
+            f"/api/webhooks/{hook_id}",
+            f"/api/webhooks/{hook_id}/deliveries",
+            "/api/jobs",
+            "/api/audit?limit=500",
+        ):
+            response = client.get(path, headers=admin)
+            assert response.status_code == 200
+            outputs.append(response.text)
+        with app_context.database.session() as session:
+            job_ids = list(session.execute(sql("SELECT id FROM jobs")).scalars())
+        for job_id in job_ids:
+            outputs.append(client.get(f"/api/jobs/{job_id}/events", headers=admin).text)
+        login(client, "admin-user")
+        outputs.append(client.get("/webhooks").text)
+        outputs.append(client.get(f"/webhooks?endpoint={hook_id}").text)
+    everything = "\n".join(outputs)
+    db_text = database_dump(app_context.database)
+    for name, secret in (("first secret", first), ("rotated secret", second)):
+        key = secret.removeprefix("whsec_")
+        assert key not in everything, f"{name} in an output"
+        assert key not in caplog.text, f"{name} in a log record"
+        assert key not in db_text, f"{name} in the database in plaintext"

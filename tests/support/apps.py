@@ -32,6 +32,8 @@ def make_settings(db_url: str, data_dir: Path, **overrides: object) -> Settings:
         # Connecting a provider calls its endpoint: tests reach loopback simulators only, never the
         # real API (a request without api_endpoint, or a generated URL, is refused as bad input).
         "provider_endpoints": "http://127.0.0.1:",
+        # Webhook receivers in tests listen on loopback, which only this explicit entry allows.
+        "webhook_endpoints": "http://127.0.0.1:",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -319,7 +319,15 @@ def node_provision(ctx: JobContext) -> dict[str, Any]:
             ctx.log(f"stage {stage.value} already done: skipped", stage=stage.value)
             continue
         progress.run_stage(ctx, node_id, stage, functools.partial(run, ctx, node))
-    progress.update(ctx, node_id, status=NodeStatus.ready.value, stage=None, ready_at=utcnow())
+    with ctx.transaction() as session:
+        row = session.get(Node, node_id)
+        assert row is not None
+        previous = row.status
+        row.status, row.stage, row.ready_at = NodeStatus.ready.value, None, utcnow()
+        session.flush()
+        events.node_health_changed(
+            session, row, previous, row.status, "provisioned and verified", actor=f"job:{ctx.job_id}"
+        )
     ctx.log("node ready")
     return {"node_id": node_id, "status": NodeStatus.ready.value}
 
@@ -381,7 +389,8 @@ def node_release(ctx: JobContext) -> dict[str, Any]:
         assert row is not None
         previous = row.status
         row.status = NodeStatus.released.value
-        events.node_health_changed(session, row, previous, row.status, "released", actor=f"job:{ctx.job_id}")
+        reason = "released, server kept" if keep_server else "released, server deleted"
+        events.node_health_changed(session, row, previous, row.status, reason, actor=f"job:{ctx.job_id}")
         row.stage = None
         row.released_at = utcnow()
         row.server_status = "kept" if keep_server else "deleted"
@@ -396,5 +405,6 @@ def node_release(ctx: JobContext) -> dict[str, Any]:
             row.host_key_secret_id = None
             if secret is not None:
                 session.delete(secret)
+        session.flush()
     ctx.log("node released")
     return {"node_id": node_id, "status": NodeStatus.released.value, **outcome}

@@ -90,9 +90,20 @@ def fail(ctx: JobContext, node_id: int, stage: Stage, error: JobError) -> None:
         "error_retryable": error.retryable and not final,
         "stage": stage.value,
     }
-    if final:
-        fields["status"] = NodeStatus.failed.value
-    update(ctx, node_id, **fields)
+    if not final:
+        update(ctx, node_id, **fields)
+        return
+    fields["status"] = NodeStatus.failed.value
+    with ctx.transaction() as session:
+        node = session.get(Node, node_id)
+        if node is None:
+            raise NodeGone(node_id)
+        was = node.status
+        for key, value in fields.items():
+            setattr(node, key, value)
+        session.flush()
+        reason = f"{error.code}: {fields['error_message']}"
+        events.node_health_changed(session, node, was, node.status, reason, actor=f"job:{ctx.job_id}")
 
 
 def run_stage(ctx: JobContext, node_id: int, stage: Stage, fn: Callable[[], T]) -> T:

@@ -122,19 +122,24 @@ def reconcile(ctx: JobContext) -> dict[str, Any]:
             node = session.get(Node, snapshot.id)
             if node is None:
                 continue
+            was = node.status
             if _settle_stuck(session, node):
+                session.flush()
+                reason = f"{node.error_code}: {node.error_message}"
+                events.node_health_changed(session, node, was, node.status, reason, actor="reconcile")
                 settled.append(node.id)
             # Decided from a snapshot: a node released, retried or adopted since keeps its state.
             if node.id in gone and node.status in LOSABLE and node.server_id == snapshot.server_id:
                 previous = node.status
                 node.status = NodeStatus.lost.value
-                reason = "server gone at the provider"
+                reason = f"server {node.server_id} no longer exists at the provider"
                 events.node_health_changed(session, node, previous, node.status, reason, actor="reconcile")
                 node.server_status = "gone"
                 node.error_code = "server_gone"
                 node.error_message = f"server {node.server_id} no longer exists at the provider"
                 node.error_hint = LOST_HINT
                 node.error_retryable = False
+                session.flush()
                 lost.append(node.id)
             elif node.server_id in by_id and node.status != NodeStatus.released.value:
                 status = by_id[node.server_id].status

@@ -1,5 +1,5 @@
 """Node lifecycle events: ONE function turns a status change into an event, its audit row, and
-(from the alerts merge on) its alert deliveries.
+its webhook deliveries (``nodewright.alerts.emit``).
 
 Event types fired (documented in docs/watching.md):
 
@@ -16,10 +16,10 @@ During a maintenance pause of the node the audit row is written but nothing is d
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy.orm import Session
 
+from nodewright import alerts, runtime
+from nodewright.alerts.payloads import node_data
 from nodewright.db.models import Node
 from nodewright.db.types import utcnow
 from nodewright.security import audit
@@ -42,10 +42,9 @@ def event_type(old: str, new: str) -> str | None:
     return {"failed": NODE_FAILED, "released": NODE_RELEASED, "lost": NODE_LOST}.get(new)
 
 
-def deliver(session: Session, event: str, data: dict[str, Any]) -> None:
-    """The one place alerts are sent from; the alerts merge makes this
-    ``nodewright.alerts.emit(session, event, data)`` (deliveries enqueued in this transaction)."""
-    del session, event, data
+def deliver(session: Session, event: str, node: Node, reason: str) -> None:
+    """The one place node alerts are sent from: webhook deliveries enqueued in this transaction."""
+    alerts.emit(session, event, node_data(node, reason, runtime.settings().public_url))
 
 
 def node_health_changed(
@@ -77,5 +76,5 @@ def node_health_changed(
         detail={**data, "maintenance_id": window.id if window is not None else None},
     )
     if window is None:
-        deliver(session, event, data)
+        deliver(session, event, node, reason)
     return event

@@ -17,6 +17,7 @@ from nodewright.db.models.watching import (
     NodeHealth,
     WatchSweep,
 )
+from nodewright.db.models.webhooks import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ApiToken",
@@ -39,5 +40,7 @@ __all__ = [
     "User",
     "WatchSweep",
     "WebSession",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WorkerRecord",
 ]
