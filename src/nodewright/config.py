@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     watch_grace_seconds: float = Field(default=60.0, ge=0.0, le=86400.0)
     watch_failures_before_degraded: int = Field(default=3, ge=1, le=100)
     watch_successes_before_ready: int = Field(default=2, ge=1, le=100)
+    # The fleet brake: no automatic remediation while more than this share of a connection's watched
+    # nodes is degraded (and at least two are): a provider outage must not cause mass replacement.
+    remediation_brake_percent: float = Field(default=40.0, gt=0.0, le=100.0)
     # Job engine.
     embedded_workers: int = Field(default=2, ge=0, le=64)
     worker_mode: str = Field(default="thread", pattern="^(thread|process)$")

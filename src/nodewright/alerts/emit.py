@@ -13,7 +13,9 @@ from nodewright.db.models import WebhookEndpoint
 from nodewright.db.types import utcnow
 
 
-def emit(session: Session, event_type: str, data: dict[str, Any]) -> None:
+def emit(
+    session: Session, event_type: str, data: dict[str, Any], *, resend_checks: int | None = None
+) -> None:
     """Queue ``event_type`` with ``data`` for every enabled endpoint whose filter matches.
 
     Runs inside the caller's transaction: the deliveries (and their jobs) commit with the
@@ -26,6 +28,12 @@ def emit(session: Session, event_type: str, data: dict[str, Any]) -> None:
         e
         for e in session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True)))
         if matches(e.events, event_type)
+        and (
+            resend_checks is None
+            or (
+                e.resend_every_checks > 0 and resend_checks > 0 and resend_checks % e.resend_every_checks == 0
+            )
+        )
     ]
     if not endpoints:
         return

@@ -136,6 +136,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "nodewright.nodes.reconcile",
     "nodewright.nodes.idempotency",
     "nodewright.watching.sweep",
+    "nodewright.watching.remediate",
     "nodewright.alerts.delivery_job",
 )
 

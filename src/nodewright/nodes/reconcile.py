@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from nodewright import runtime
-from nodewright.db.models import Job, Node, OrphanServer, ProviderConnection
+from nodewright.db.models import Job, Node, NodeRemediation, OrphanServer, ProviderConnection
 from nodewright.db.types import utcnow
 from nodewright.jobs.context import JobContext
 from nodewright.jobs.enqueue import enqueue
@@ -25,7 +25,7 @@ from nodewright.jobs.registry import job_handler, registry
 from nodewright.jobs.states import TERMINAL
 from nodewright.nodes.states import IN_PROGRESS, RECONCILE_KIND, NodeStatus
 from nodewright.providers.acquisition import installation_id
-from nodewright.providers.base import LABEL_NODE, ProviderAdapter, ServerInfo
+from nodewright.providers.base import LABEL_NODE, LABEL_REPLACEMENT, ProviderAdapter, ServerInfo
 from nodewright.providers.connections import connection_info
 from nodewright.providers.errors import ProviderError
 from nodewright.providers.registry import make_adapter
@@ -81,11 +81,30 @@ def _settle_stuck(session: Any, node: Node) -> bool:
     return True
 
 
-def _orphans(servers: list[ServerInfo], nodes: list[Node]) -> list[ServerInfo]:
+def _orphans(servers: list[ServerInfo], nodes: list[Node], replacing: set[str]) -> list[ServerInfo]:
     held = {n.server_id for n in nodes if n.server_id is not None and n.status != NodeStatus.released.value}
     # A node still acquiring may have a server it has not recorded yet: not an orphan.
     acquiring = {str(n.id) for n in nodes if n.server_id is None and NodeStatus(n.status) in IN_PROGRESS}
-    return [s for s in servers if s.id not in held and s.labels.get(LABEL_NODE) not in acquiring]
+    return [
+        s
+        for s in servers
+        if s.id not in held
+        and s.labels.get(LABEL_NODE) not in acquiring
+        # A replacement being made for a node (watching.remediate) is that step's, not an orphan.
+        and s.labels.get(LABEL_REPLACEMENT) not in replacing
+    ]
+
+
+def replacing_steps(session: Session, provider_id: int) -> set[str]:
+    """Ids (as label values) of the connection's replace steps still under way."""
+    rows = session.scalars(
+        select(NodeRemediation.id).where(
+            NodeRemediation.provider_id == provider_id,
+            NodeRemediation.action == "replace",
+            NodeRemediation.state.in_(("queued", "running")),
+        )
+    )
+    return {str(r) for r in rows}
 
 
 @job_handler(RECONCILE_KIND, max_attempts=3)
@@ -100,6 +119,7 @@ def reconcile(ctx: JobContext) -> dict[str, Any]:
         by_id = {s.id: s for s in servers}
         with ctx.database.session() as session:
             nodes = list(session.scalars(select(Node).where(Node.provider_id == provider_id)))
+            replacing = replacing_steps(session, provider_id)
             session.expunge_all()
         # Absent from the listing is not proof: look each such server up before calling it gone.
         gone = {
@@ -116,7 +136,7 @@ def reconcile(ctx: JobContext) -> dict[str, Any]:
         adapter.close()
     now = utcnow()
     lost, settled, changed = [], [], []
-    orphans = _orphans(servers, nodes)
+    orphans = _orphans(servers, nodes, replacing)
     with ctx.transaction() as session:
         for snapshot in nodes:
             node = session.get(Node, snapshot.id)

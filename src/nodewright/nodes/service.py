@@ -32,6 +32,7 @@ from nodewright.nodes.states import (
     PROVISION_KIND,
     RELEASABLE_FROM,
     RELEASE_KIND,
+    REMEDIATE_KIND,
     RETRYABLE_FROM,
     NodeStatus,
     Stage,
@@ -312,9 +313,13 @@ def release_node(app: AppContext, node_id: int, *, actor: str, keep_server: bool
         node = get_node(session, node_id)
         if NodeStatus(node.status) not in RELEASABLE_FROM:
             raise NodeStateConflict(node, f"node {node.id} is {node.status}")
-        if node.job_id is not None and NodeStatus(node.status) in IN_PROGRESS:
+        if node.job_id is not None:
             current = session.get(Job, node.job_id)
-            if current is not None and current.kind == PROVISION_KIND:
+            # A provisioning still under way, or a remediation step (which could be making a
+            # replacement server), stops first.
+            stoppable = (current is not None and current.kind == PROVISION_KIND and NodeStatus(node.status) in
+                         IN_PROGRESS) or (current is not None and current.kind == REMEDIATE_KIND)  # fmt: skip
+            if current is not None and stoppable and current.state not in TERMINAL:
                 with contextlib.suppress(jobs_service.JobAlreadyFinished):
                     jobs_service.request_cancel(session, current.id, actor=actor)
         job = start_node_job(

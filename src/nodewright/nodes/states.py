@@ -62,6 +62,7 @@ CONTRACTS = (CONTRACT_PROVIDER_V1,)
 PROVISION_KIND = "nodes.provision"
 RELEASE_KIND = "nodes.release"
 RECONCILE_KIND = "nodes.reconcile"
+REMEDIATE_KIND = "watching.remediate"  # a remediation step (watching.remediate)
 
 
 def resource_key(node_id: int) -> str:

@@ -24,6 +24,8 @@ T = TypeVar("T")
 # convention, not a provider's): which installation made it, for which node.
 LABEL_INSTALLATION = "nodewright.io/installation"
 LABEL_NODE = "nodewright.io/node"
+# On a server made to replace a node's server (watching.remediate): the remediation step's id.
+LABEL_REPLACEMENT = "nodewright.io/replacement"
 
 
 class Checkpoints(Protocol):
@@ -273,6 +275,10 @@ class ProviderAdapter(Protocol):
 
     def release(self, server_id: int, checkpoints: Checkpoints) -> None:
         """Delete, wait for the action, confirm it is gone. Already gone counts as done."""
+        ...
+
+    def reboot(self, server_id: int, checkpoints: Checkpoints) -> None:
+        """Reboot the server (the provider's reboot action) and wait for the action to finish."""
         ...
 
     def list_owned(self, installation_id: str) -> list[ServerInfo]:

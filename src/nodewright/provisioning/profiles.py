@@ -54,6 +54,43 @@ WATCH_FIELDS: tuple[tuple[str, type, float, float], ...] = (
 )
 
 
+REMEDIATION_ACTIONS = ("reboot", "reprovision", "replace")
+
+
+@dataclass(frozen=True)
+class RemediationSpec:
+    """A profile's ``remediation:`` block (off unless ``enabled``): the ladder is ``reboots``
+    reboots, then ``reprovisions`` re-runs of provision + verify, then ``replaces`` replacements;
+    at most ``max_attempts`` attempts within ``window_seconds`` (watching.remediation)."""
+
+    enabled: bool = False
+    reboots: int = 1
+    reprovisions: int = 1
+    replaces: int = 1
+    max_attempts: int | None = None  # None: the ladder's length
+    window_seconds: float = 3600.0
+
+    @property
+    def ladder(self) -> tuple[str, ...]:
+        return (
+            ("reboot",) * self.reboots + ("reprovision",) * self.reprovisions + ("replace",) * self.replaces
+        )
+
+    @property
+    def budget(self) -> int:
+        return len(self.ladder) if self.max_attempts is None else self.max_attempts
+
+
+# A profile's remediation numbers: (key, kind, lowest, highest).
+REMEDIATION_FIELDS: tuple[tuple[str, type, float, float], ...] = (
+    ("reboots", int, 0, 10),
+    ("reprovisions", int, 0, 10),
+    ("replaces", int, 0, 10),
+    ("max_attempts", int, 1, 100),
+    ("window_seconds", float, 60, 30 * 86400),
+)
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -64,6 +101,7 @@ class Profile:
     checks: tuple[Check, ...]
     timeout_seconds: float
     watch: WatchSpec = WatchSpec()
+    remediation: RemediationSpec = RemediationSpec()
 
     @property
     def digest(self) -> str:
@@ -103,26 +141,51 @@ def _checks(items: Any, where: Path, prefix: str) -> tuple[Check, ...]:
     return tuple(checks)
 
 
-def _watch(data: dict[str, Any], where: Path) -> WatchSpec:
-    block = data.get("watch", {})
+def _block(
+    data: dict[str, Any],
+    name: str,
+    fields: tuple[tuple[str, type, float, float], ...],
+    extra: set[str],
+    where: Path,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A profile's settings block ``name``: (the raw block, its numbers checked against ``fields``)."""
+    block = data.get(name, {})
     if not isinstance(block, dict):
-        raise ProfileError(f"{where}: 'watch' must be a mapping")
-    unknown = sorted(set(block) - {k for k, *_ in WATCH_FIELDS} - {"checks"})
+        raise ProfileError(f"{where}: '{name}' must be a mapping")
+    unknown = sorted(set(block) - {k for k, *_ in fields} - extra)
     if unknown:
-        raise ProfileError(f"{where}: 'watch.{unknown[0]}' is not a watch setting")
+        raise ProfileError(f"{where}: '{name}.{unknown[0]}' is not a {name} setting")
     values: dict[str, Any] = {}
-    for key, kind, low, high in WATCH_FIELDS:
+    for key, kind, low, high in fields:
         if key not in block:
             continue
         value = block[key]
         ok_kind = (int,) if kind is int else (int, float)
         if isinstance(value, bool) or not isinstance(value, ok_kind) or not low <= value <= high:
             raise ProfileError(
-                f"{where}: 'watch.{key}' must be a{'n integer' if kind is int else ' number'} "
+                f"{where}: '{name}.{key}' must be a{'n integer' if kind is int else ' number'} "
                 f"between {low:g} and {high:g}"
             )
         values[key] = kind(value)
+    return block, values
+
+
+def _watch(data: dict[str, Any], where: Path) -> WatchSpec:
+    block, values = _block(data, "watch", WATCH_FIELDS, {"checks"}, where)
     return WatchSpec(**values, checks=_checks(block.get("checks", []), where, "watch.checks"))
+
+
+def _remediation(data: dict[str, Any], where: Path) -> RemediationSpec:
+    block, values = _block(data, "remediation", REMEDIATION_FIELDS, {"enabled"}, where)
+    enabled = block.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ProfileError(f"{where}: 'remediation.enabled' must be true or false")
+    spec = RemediationSpec(enabled=enabled, **values)
+    if enabled and not spec.ladder:
+        raise ProfileError(
+            f"{where}: 'remediation' is enabled with no step (reboots, reprovisions, replaces all 0)"
+        )
+    return spec
 
 
 def load_profile(directory: Path) -> Profile:
@@ -156,6 +219,7 @@ def load_profile(directory: Path) -> Profile:
         checks=checks,
         timeout_seconds=float(timeout),
         watch=_watch(data, where),
+        remediation=_remediation(data, where),
     )
 
 

@@ -16,6 +16,8 @@ During a maintenance pause of the node the audit row is written but nothing is d
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.orm import Session
 
 from nodewright import alerts, runtime
@@ -31,6 +33,9 @@ NODE_RECOVERED = "node.recovered"
 NODE_FAILED = "node.failed"
 NODE_RELEASED = "node.released"
 NODE_LOST = "node.lost"
+REMEDIATION_STARTED = "node.remediation_started"
+REMEDIATION_SUCCEEDED = "node.remediation_succeeded"
+REMEDIATION_FAILED = "node.remediation_failed"
 EVENT_TYPES = (NODE_READY, NODE_DEGRADED, NODE_RECOVERED, NODE_FAILED, NODE_RELEASED, NODE_LOST)
 
 
@@ -42,9 +47,34 @@ def event_type(old: str, new: str) -> str | None:
     return {"failed": NODE_FAILED, "released": NODE_RELEASED, "lost": NODE_LOST}.get(new)
 
 
-def deliver(session: Session, event: str, node: Node, reason: str) -> None:
+def deliver(
+    session: Session, event: str, node: Node, reason: str, extra: dict[str, Any] | None = None
+) -> None:
     """The one place node alerts are sent from: webhook deliveries enqueued in this transaction."""
-    alerts.emit(session, event, node_data(node, reason, runtime.settings().public_url))
+    alerts.emit(session, event, {**node_data(node, reason, runtime.settings().public_url), **(extra or {})})
+
+
+def deliver_fleet(session: Session, event: str, data: dict[str, Any]) -> None:
+    """Fleet alerts (the brake): not about one node."""
+    alerts.emit(session, event, data)
+
+
+def remediation_event(
+    session: Session, node: Node, event: str, reason: str, remediation: dict[str, Any], *, actor: str
+) -> None:
+    """``node.remediation_started|succeeded|failed``: audited; delivered unless under maintenance."""
+    window = maintenance.active_for(session, node, utcnow())
+    audit.record(session, actor=actor, action=event, target=f"node:{node.id}",
+                 outcome="silenced" if window is not None else "ok",
+                 detail={"reason": reason[:500], "remediation": remediation})  # fmt: skip
+    if window is None:
+        deliver(session, event, node, reason[:500], {"remediation": remediation})
+
+
+def resend_degraded(session: Session, node: Node, reason: str, degraded_checks: int) -> None:
+    """Send ``node.degraded`` again to the endpoints that asked for a resend every N checks."""
+    data = {**node_data(node, reason[:500], runtime.settings().public_url), "resend": degraded_checks}
+    alerts.emit(session, NODE_DEGRADED, data, resend_checks=degraded_checks)
 
 
 def node_health_changed(

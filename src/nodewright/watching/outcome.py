@@ -35,7 +35,12 @@ def new_health(node_id: int, next_check_at: dt.datetime | None) -> NodeHealth:
         consecutive_successes=0,
         last_failure=[],
         next_check_at=next_check_at,
+        degraded_checks=0,
     )
+
+
+def _reason(failed: list[dict[str, str]]) -> str:
+    return "; ".join(f"{f['name']}: {f['detail']}" for f in failed) or "checks failed"
 
 
 def _safe(text: str) -> str:
@@ -90,17 +95,22 @@ def apply_result(
     row.consecutive_failures, row.consecutive_successes = counters.failures, counters.successes
     row.last_check_at, row.last_ok = now, ok
     if transition is Transition.degraded:
-        row.degraded_since = now
+        row.degraded_since, row.degraded_checks = now, 0
         node.status = NodeStatus.degraded.value
-        reason = "; ".join(f"{f['name']}: {f['detail']}" for f in failed) or "checks failed"
+        reason = _reason(failed)
         events.node_health_changed(session, node, NodeStatus.ready.value, NodeStatus.degraded.value,
                                    f"{counters.failures} failed checks in a row: {reason}")  # fmt: skip
-        remediation.on_degraded(session, node, row)
     elif transition is Transition.recovered:
-        row.degraded_since = None
+        row.degraded_since, row.degraded_checks = None, 0
         node.status = NodeStatus.ready.value
         events.node_health_changed(session, node, NodeStatus.degraded.value, NodeStatus.ready.value,
                                    f"{counters.successes} passing checks in a row")  # fmt: skip
+        remediation.on_recovered(session, node, now)
+    elif not ok and window is None and not in_grace and node.status == NodeStatus.degraded.value:
+        row.degraded_checks = (row.degraded_checks or 0) + 1
+        events.resend_degraded(session, node, f"still degraded: {_reason(failed)}", row.degraded_checks)
+    if not ok and window is None and not in_grace and node.status == NodeStatus.degraded.value:
+        remediation.after_failed_check(session, node, row, policy, now)
     history.record(
         session,
         node_id=node_id,

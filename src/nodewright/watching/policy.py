@@ -7,10 +7,10 @@ may add ``watch.checks``, run after the readiness checks ``verify`` runs.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nodewright.config import Settings
-from nodewright.provisioning.profiles import Check, Profile, ProfileError, get_profile
+from nodewright.provisioning.profiles import Check, Profile, ProfileError, RemediationSpec, get_profile
 
 MIN_INTERVAL_SECONDS = 5.0
 # Backoff for a node failing for long: after BACKOFF_AFTER consecutive failures the interval doubles
@@ -32,6 +32,7 @@ class WatchPolicy:
     successes_before_ready: int
     checks: tuple[Check, ...] = ()
     profile: Profile | None = None  # None when the profile cannot be loaded (checks then fail)
+    remediation: RemediationSpec = field(default_factory=RemediationSpec)  # off unless the profile says
 
 
 def defaults(settings: Settings) -> WatchPolicy:
@@ -63,6 +64,7 @@ def policy_for(profile_name: str, settings: Settings) -> WatchPolicy:
         successes_before_ready=int(pick(spec.successes_before_ready, base.successes_before_ready)),
         checks=spec.checks,
         profile=profile,
+        remediation=profile.remediation,
     )
 
 

@@ -22,7 +22,16 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from nodewright import runtime
-from nodewright.db.models import Job, JobEvent, JobStep, Node, NodeCheck, NodeHealth, WatchSweep
+from nodewright.db.models import (
+    Job,
+    JobEvent,
+    JobStep,
+    Node,
+    NodeCheck,
+    NodeHealth,
+    RemediationBrake,
+    WatchSweep,
+)
 from nodewright.db.types import utcnow
 from nodewright.jobs.context import JobContext
 from nodewright.jobs.enqueue import enqueue
@@ -33,7 +42,7 @@ from nodewright.nodes.reconcile import adapter_for
 from nodewright.nodes.states import WATCHED, NodeStatus, resource_key
 from nodewright.providers.acquisition import installation_id
 from nodewright.providers.errors import ProviderError
-from nodewright.watching import runner
+from nodewright.watching import brake, runner
 from nodewright.watching.outcome import apply_result, new_health
 from nodewright.watching.policy import JITTER, effective_interval, policy_for, spread
 
@@ -85,6 +94,13 @@ def tick(ctx: JobContext) -> dict[str, Any]:
         for provider_id in ids:
             enqueue(session, SWEEP_KIND, {"provider_id": provider_id}, dedup_key=sweep_dedup(provider_id),
                     max_attempts=1, created_by="watcher")  # fmt: skip
+        # A connection left without watched nodes has no sweep: its brake is released here.
+        for stale in session.scalars(
+            select(RemediationBrake.provider_id).where(
+                RemediationBrake.engaged.is_(True), RemediationBrake.provider_id.not_in(ids)
+            )
+        ).all():
+            brake.evaluate(session, stale)
         unwatched = select(Node.id).where(Node.status.not_in(WATCHED_VALUES))
         session.execute(delete(NodeHealth).where(NodeHealth.node_id.in_(unwatched)))
         released = select(Node.id).where(Node.status == NodeStatus.released.value)
@@ -141,6 +157,7 @@ def sweep(ctx: JobContext) -> dict[str, Any]:
             state.listed_at, state.list_error = now, list_error
             if statuses is not None:
                 state.servers = len(statuses)
+            brake.evaluate(session, provider_id)
         ids = [r.id for r in rows]
         nodes = {n.id: n for n in session.scalars(select(Node).where(Node.id.in_(ids)))}
         healths = {

@@ -15,6 +15,8 @@ from nodewright.db.models.watching import (
     NodeCheck,
     NodeCheckDay,
     NodeHealth,
+    NodeRemediation,
+    RemediationBrake,
     WatchSweep,
 )
 from nodewright.db.models.webhooks import WebhookDelivery, WebhookEndpoint
@@ -34,8 +36,10 @@ __all__ = [
     "NodeCheck",
     "NodeCheckDay",
     "NodeHealth",
+    "NodeRemediation",
     "OrphanServer",
     "ProviderConnection",
+    "RemediationBrake",
     "StoredSecret",
     "User",
     "WatchSweep",

@@ -37,6 +37,8 @@ class NodeHealth(Base):
     last_failure: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     # Set by whatever restarts the node (remediation): no consequences of checks before it.
     grace_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Failed checks since the node became degraded (alerts resend every N of them).
+    degraded_checks: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
@@ -95,3 +97,48 @@ class MaintenanceWindow(Base):
     ends_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class NodeRemediation(Base):
+    """One step of a node's remediation ladder (reboot, reprovision, replace), or the record that
+    the ladder or budget ran out (``action`` = ``exhausted``, not counted as an attempt).
+
+    ``state``: ``queued`` (waiting for its job: the brake is looked at again when it starts),
+    ``running``, ``waiting`` (done; the checks after the grace period decide), ``succeeded`` (the
+    node recovered), ``failed``, ``held`` (the brake was engaged when the job started), ``skipped``
+    (no longer needed), ``canceled``, ``exhausted``.
+    """
+
+    __tablename__ = "node_remediations"
+    __table_args__ = (Index("ix_node_remediations_node", "node_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(Integer)
+    provider_id: Mapped[int] = mapped_column(Integer, index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # 1-based position in this episode
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    old_server_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    new_server_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RemediationBrake(Base):
+    """Per provider connection: the fleet brake (engaged while too many watched nodes are degraded)."""
+
+    __tablename__ = "remediation_brakes"
+
+    provider_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    engaged: Mapped[bool] = mapped_column(Boolean, default=False)
+    degraded: Mapped[int] = mapped_column(Integer, default=0)
+    watched: Mapped[int] = mapped_column(Integer, default=0)
+    threshold_percent: Mapped[float] = mapped_column(Float, default=40.0)
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    engaged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    released_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

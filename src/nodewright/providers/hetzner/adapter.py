@@ -483,6 +483,31 @@ class HetznerAdapter:
 
         checkpoints.step("provider.release.confirm", confirm)
 
+    def reboot(self, server_id: int, checkpoints: Checkpoints) -> None:
+        """``POST /servers/{id}/actions/reboot`` (ACPI reboot), then wait for its action. A server
+        that is off is powered on instead (a reboot of a server that is off does nothing at Hetzner)."""
+
+        def start() -> dict[str, Any]:
+            info = self.inspect(server_id)
+            if info is None:
+                raise ProviderError(
+                    ErrorCode.not_found, f"server {server_id} does not exist", retryable=False
+                )
+            verb = "poweron" if info.status == "off" else "reboot"
+            data = self.transport.request(verb, "POST", f"/servers/{server_id}/actions/{verb}")
+            return {"action_id": int(data["action"]["id"]), "verb": verb, "calls": self._calls()}
+
+        started = checkpoints.step("provider.reboot.start", start)
+        checkpoints.step(
+            "provider.reboot.wait",
+            lambda: {
+                "actions": self.wait_actions(
+                    [int(started["action_id"])], str(started["verb"]), lambda: checkpoints.canceled
+                ),
+                "calls": self._calls(),
+            },
+        )
+
     def list_owned(self, installation_id: str) -> list[ServerInfo]:
         selector = f"{LABEL_INSTALLATION}=={installation_id}"
         servers = self.transport.call("list", lambda c: c.servers.get_all(label_selector=selector))
