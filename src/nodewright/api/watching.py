@@ -1,4 +1,5 @@
-"""``/api/maintenance`` (pauses of watching's consequences) and ``/api/nodes/{id}/health``."""
+"""``/api/maintenance`` (pauses of watching's consequences), ``/api/nodes/{id}/health`` (with the
+node's remediation steps) and ``/api/brakes`` (the fleet brake per provider connection)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from nodewright.api.ids import MaintenanceId, NodeId
 from nodewright.api.problems import PROBLEM_RESPONSES, FieldError, ProblemError, not_found, problem_doc
 from nodewright.api.routing import OneHopRoute
 from nodewright.db.models import MaintenanceWindow, Node
-from nodewright.watching import history, maintenance
+from nodewright.watching import brake, history, maintenance, remediation
 from nodewright.watching import service as watch_service
 
 router = APIRouter(prefix="/api", tags=["watching"], responses=PROBLEM_RESPONSES, route_class=OneHopRoute)
@@ -92,11 +93,46 @@ class NodeHealthOut(BaseModel):
     maintenance: MaintenanceOut | None
 
 
+class RemediationOut(BaseModel):
+    id: int
+    action: str = Field(
+        description="reboot, reprovision, replace, or exhausted (the ladder or budget ran out)"
+    )
+    attempt: int = Field(description="the step's place in the ladder of this degraded episode (1-based)")
+    state: str = Field(
+        description="queued, running, waiting (done; the checks decide), succeeded, failed, held (the "
+        "fleet brake was engaged), skipped, canceled, exhausted"
+    )
+    reason: str
+    job_id: int | None
+    old_server_id: int | None
+    new_server_id: int | None
+    created_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
 class NodeHealthHistoryOut(BaseModel):
     node_id: int
     health: NodeHealthOut
     checks: list[CheckOut]
     days: list[DayOut]
+    remediations: list[RemediationOut] = Field(description="the node's remediation steps, newest first")
+
+
+class BrakeOut(BaseModel):
+    provider_id: int
+    engaged: bool
+    degraded: int
+    watched: int
+    threshold_percent: float
+    reason: str
+    engaged_at: dt.datetime | None
+    released_at: dt.datetime | None
+
+
+class BrakeListOut(BaseModel):
+    items: list[BrakeOut]
 
 
 def maintenance_out(window: MaintenanceWindow) -> MaintenanceOut:
@@ -191,4 +227,14 @@ def node_health(
                              results=list(c.results or [])) for c in history.recent(session, node.id, limit)],
             days=[DayOut(day=d.day, passed=d.passed, failed=d.failed, seconds=d.seconds)
                   for d in history.days(session, node.id)],
+            remediations=[RemediationOut(**remediation.as_dict(r))
+                          for r in remediation.history(session, node.id)],
         )  # fmt: skip
+
+
+@router.get(
+    "/brakes", summary="The fleet brake of each provider connection (engaged: no automatic remediation)"
+)
+def list_brakes(_caller: Viewer, ctx: ContextDep) -> BrakeListOut:
+    with ctx.database.session() as session:
+        return BrakeListOut(items=[BrakeOut(**brake.as_dict(row)) for row in brake.all_brakes(session)])
