@@ -30,6 +30,7 @@ from nodewright.config import Settings
 from nodewright.context import AppContext
 from nodewright.dashboard import home, login
 from nodewright.dashboard import jobs as jobs_pages
+from nodewright.dashboard import maintenance as maintenance_pages
 from nodewright.dashboard import nodes as nodes_pages
 from nodewright.dashboard import providers as providers_pages
 from nodewright.dashboard import webhooks as webhooks_pages
@@ -100,6 +101,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     app.include_router(home.router)
     app.include_router(jobs_pages.router)
     app.include_router(nodes_pages.router)
+    app.include_router(maintenance_pages.router)
     app.include_router(providers_pages.router)
     app.include_router(webhooks_pages.router)
     app.mount(

@@ -1,5 +1,6 @@
-"""``/nodes``: the fleet with live status, the create form driven by the provider's catalog, and
-each node's page (stage timeline, live log, evidence, SSH command, retry and delete)."""
+"""``/nodes``: the fleet with live status and health, the create form driven by the provider's
+catalog, and each node's page (stage timeline, live log, evidence, SSH command, retry and delete,
+and the watcher's view: current health, recent checks, daily roll-up, the covering pause)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session, load_only
 
 from nodewright import gates
 from nodewright.api.ids import NodeId
@@ -22,6 +24,7 @@ from nodewright.api.nodes import NAME_PATTERN, node_out
 from nodewright.api.routing import OneHopRoute
 from nodewright.api.streams import ANY_JOB, StreamHub, StreamTicket
 from nodewright.context import AppContext
+from nodewright.dashboard.health import HEALTH_FILTERS, badge, pause_title, selector_text, when
 from nodewright.dashboard.rendering import (
     PageError,
     PostedForm,
@@ -30,7 +33,7 @@ from nodewright.dashboard.rendering import (
     require_page_role,
     require_user,
 )
-from nodewright.db.models import Job, Node
+from nodewright.db.models import Job, Node, NodeCheck
 from nodewright.jobs import service as jobs_service
 from nodewright.jobs.states import TERMINAL
 from nodewright.nodes import service
@@ -39,6 +42,8 @@ from nodewright.providers import connections
 from nodewright.providers.errors import ProviderError
 from nodewright.provisioning.profiles import DEFAULT_PROFILE, available_profiles
 from nodewright.security.roles import Role
+from nodewright.watching import history
+from nodewright.watching import service as watch_service
 
 router = APIRouter(include_in_schema=False, route_class=OneHopRoute)
 KEEPALIVE_SECONDS = 15.0
@@ -66,23 +71,42 @@ def _form_context(ctx: AppContext) -> dict[str, Any]:
     }
 
 
-def _list_page(request: Request, status: str | None, **extra: Any) -> Response:
+def _list_page(request: Request, status: str | None, health: str | None = None, **extra: Any) -> Response:
     user = require_user(request)
     ctx = _ctx(request)
+    status = status or None  # the filter form sends "" for "any"
+    health = health or None
     if status is not None and status not in [s.value for s in NodeStatus]:
         raise PageError(422, "Unknown status", f"{status!r} is not a node status.")
+    if health is not None and health not in HEALTH_FILTERS:
+        raise PageError(
+            422, "Unknown health", f"health: {health!r} is not one of {', '.join(HEALTH_FILTERS)}."
+        )
     with ctx.database.session() as session:
-        page = service.list_nodes(session, statuses=[status] if status else None, limit=500)
-        nodes = [node_out(n) for n in page.items]
+        page = service.list_nodes(
+            session,
+            statuses=[status] if status else None,
+            node_ids=watch_service.node_ids_with_health(session, {health}) if health else None,
+            limit=500,
+        )
+        views = watch_service.health_of(session, page.items)
+        nodes = [node_out(n, views[n.id]) for n in page.items]
+        badges = {n.id: badge(n.status, views[n.id]) for n in page.items}
     return render(
         request,
         "nodes.html",
         status_code=extra.pop("status_code", 200),
         user=user,
         nodes=nodes,
+        badges=badges,
         total=page.total,
         status=status,
         statuses=[s.value for s in NodeStatus],
+        health=health,
+        health_filters=HEALTH_FILTERS,
+        # The fleet brake banner's spot: nodewright.watching.brake (another branch) fills it; None
+        # means no brake engaged, and the template shows nothing.
+        brake=extra.pop("brake", None),
         gate_open=_gate_open(ctx),
         can_create=user.can(Role.operator),
         form=extra.pop("form", {}),
@@ -92,8 +116,12 @@ def _list_page(request: Request, status: str | None, **extra: Any) -> Response:
 
 
 @router.get("/nodes", response_class=HTMLResponse)
-def nodes_page(request: Request, status: str | None = Query(None, max_length=16)) -> Response:
-    return _list_page(request, status)
+def nodes_page(
+    request: Request,
+    status: str | None = Query(None, max_length=16),
+    health: str | None = Query(None, max_length=16),
+) -> Response:
+    return _list_page(request, status, health)
 
 
 @router.post("/nodes")
@@ -171,6 +199,65 @@ def _timeline(node: Node) -> list[dict[str, Any]]:
     return items
 
 
+NODE_PAGE_CHECKS = 50
+NODE_PAGE_DAYS = 30
+
+
+def _check_row(check: NodeCheck) -> dict[str, Any]:
+    results = [
+        {
+            "name": str(r.get("name", "")),
+            "ok": bool(r.get("ok")),
+            "detail": str(r.get("detail", "")),
+            "timed_out": bool(r.get("timed_out")),
+        }
+        for r in (check.results or [])
+    ]
+    return {
+        "id": check.id,
+        "at": when(check.at),
+        "ok": check.ok,
+        "seconds": check.seconds,
+        "paused": check.paused,
+        "health": check.health,
+        "results": results,
+    }
+
+
+def _watch_context(session: Session, node: Node, view: watch_service.HealthView) -> dict[str, Any]:
+    """The watcher's part of the node page: health now, recent checks (newest first), daily roll-up
+    and the covering pause. Plain values: the template escapes every string."""
+    checks = [_check_row(c) for c in history.recent(session, node.id, NODE_PAGE_CHECKS)]
+    days = [
+        {"day": d.day, "passed": d.passed, "failed": d.failed, "seconds": d.seconds}
+        for d in history.days(session, node.id, NODE_PAGE_DAYS)
+    ]
+    window = view.maintenance
+    pause = None
+    if window is not None:
+        pause = {
+            "id": window.id,
+            "reason": window.reason,
+            "ends_at": when(window.ends_at),
+            "starts_at": when(window.starts_at),
+            "created_by": window.created_by,
+            "target": "this node" if window.node_id is not None else selector_text(window.selector),
+            "title": pause_title(window),
+        }
+    return {
+        "badge": badge(node.status, view),
+        "view": view,
+        "last_check_at": when(view.last_check_at),
+        "next_check_at": when(view.next_check_at),
+        "failing_since": when(view.failing_since),
+        "degraded_since": when(view.degraded_since),
+        "checks": checks,
+        "strip": list(reversed(checks)),  # oldest first, for the at-a-glance strip
+        "days": days,
+        "pause": pause,
+    }
+
+
 @router.get("/nodes/live")
 def nodes_live(request: Request) -> Response:
     """SSE: the status of every node, sent whenever a job writes an event (the shared change feed)."""
@@ -188,21 +275,24 @@ def nodes_live(request: Request) -> Response:
 
 
 def _snapshot(ctx: AppContext) -> dict[int, dict[str, Any]]:
+    """Every node's live fields, health included: the node rows' few columns (not their evidence),
+    plus one read of the health rows and one of the active pauses, shared by all streams."""
+    columns = (Node.id, Node.status, Node.stage, Node.error_code, Node.ssh_address, Node.server_status)
     with ctx.database.session() as session:
-        rows = session.execute(
-            select(Node.id, Node.status, Node.stage, Node.error_code, Node.ssh_address, Node.server_status)
-        ).all()
-    return {
-        r.id: {
-            "id": r.id,
-            "status": r.status,
-            "stage": r.stage,
-            "error": r.error_code,
-            "address": r.ssh_address,
-            "server": r.server_status,
+        rows = list(session.scalars(select(Node).options(load_only(*columns, Node.labels))))
+        views = watch_service.health_of(session, rows)
+        return {
+            r.id: {
+                "id": r.id,
+                "status": r.status,
+                "stage": r.stage,
+                "error": r.error_code,
+                "address": r.ssh_address,
+                "server": r.server_status,
+                "health": badge(r.status, views[r.id]).as_json(),
+            }
+            for r in rows
         }
-        for r in rows
-    }
 
 
 async def _node_stream(
@@ -252,7 +342,9 @@ def node_page(request: Request, node_id: NodeId) -> Response:
             raise PageError(404, "Not found", f"There is no node {node_id}.") from None
         job = session.get(Job, node.job_id) if node.job_id is not None else None
         events = list(jobs_service.list_events(session, job.id, limit=1000)) if job is not None else []
-        out = node_out(node)
+        view = watch_service.health_of(session, [node])[node.id]
+        out = node_out(node, view)
+        watch = _watch_context(session, node, view)
         timeline = _timeline(node)
         evidence = json.dumps(node.evidence or {}, indent=2, sort_keys=True)
         job_info = (
@@ -266,6 +358,7 @@ def node_page(request: Request, node_id: NodeId) -> Response:
         user=user,
         node=out,
         timeline=timeline,
+        watch=watch,
         evidence=evidence,
         job=job_info,
         events=[

@@ -1,4 +1,4 @@
-// Live status of the node list: /nodes/live sends the nodes whose status changed (one shared
+// Live status and health of the node list: /nodes/live sends the nodes whose status or health changed (one shared
 // change feed per server process), and each row is updated in place.
 (function () {
   "use strict";
@@ -15,6 +15,16 @@
       row.querySelector('[data-field="stage"]').textContent = node.status === "ready" ? "" : (node.stage || "");
       row.querySelector('[data-field="error"]').textContent = node.error || "";
       row.querySelector('[data-field="address"]').textContent = node.address || "";
+      // Health: text and title only (never HTML: details come from the node and are hostile).
+      var health = row.querySelector('[data-field="health"]');
+      if (health && node.health) {
+        health.textContent = node.health.state;
+        health.title = node.health.title;
+        health.className = "health health-" + node.health.state;
+        var paused = row.querySelector('[data-field="paused"]');
+        paused.hidden = !node.health.paused;
+        paused.title = node.health.pause;
+      }
     });
   });
   source.addEventListener("end", function () { source.close(); window.location.reload(); });
