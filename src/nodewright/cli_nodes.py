@@ -11,7 +11,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -42,7 +42,7 @@ def client(url: str, token_file: Path | None) -> ApiClient:
     return ApiClient(url, load_token(token_file))
 
 
-def die(exc: ApiError) -> None:
+def die(exc: ApiError) -> NoReturn:
     say(f"error: {exc.message}", err=True)
     # 2: the request itself was wrong (fix the command); 1: it was refused or failed as things stand.
     wrong = exc.usage or (exc.status is not None and 400 <= exc.status < 500 and exc.status != 409)
