@@ -49,6 +49,19 @@ def die(exc: ApiError) -> NoReturn:
     raise typer.Exit(2 if wrong else 1)
 
 
+def key_values(items: list[str], option: str) -> dict[str, str]:
+    """``key=value`` options as a dict. An item without ``=`` is refused: read as the empty value, a
+    typo (``--selector rack``) would silently mean something else (every node labelled ``rack=""``)."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            say(f"error: {option} {item!r} must be key=value", err=True)
+            raise typer.Exit(2)
+        pairs[key] = value
+    return pairs
+
+
 def health_word(node: dict[str, Any]) -> str:
     health = node.get("health") or {}
     word = str(health.get("health") or "-")
@@ -131,8 +144,7 @@ def maintenance_start(
     if node is not None:
         body["node_id"] = node
     if selector:
-        pairs = [item.partition("=") for item in selector]
-        body["selector"] = {k: v for k, _, v in pairs}
+        body["selector"] = key_values(selector, "--selector")
     try:
         with client(url, token_file) as api:
             window = api.post("/api/maintenance", json=body)
@@ -256,13 +268,7 @@ def nodes_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create a node from a provider (answers at once with its job; --wait follows it to ready)."""
-    labels: dict[str, str] = {}
-    for item in label or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            say(f"error: --label {item!r} must be key=value", err=True)
-            raise typer.Exit(2)
-        labels[key] = value
+    labels = key_values(label or [], "--label")
     keys = []
     for path in ssh_key or []:
         try:

@@ -222,6 +222,12 @@ def test_maintenance_and_health_commands(served: Served, setup: tuple[int, hclou
     refused(served.run(["maintenance", "start", "--reason", "x", "--node", "424242"], Role.operator), 2,
             "node_id")  # fmt: skip
     refused(served.run(["maintenance", "start", "--reason", "x"], Role.operator), 2, "node_id")
+    # A selector without "=" is a typo, not the label's empty value: refused, nothing paused.
+    refused(served.run(["maintenance", "start", "--reason", "x", "--selector", "rack"], Role.operator), 2,
+            "key=value")  # fmt: skip
+    refused(served.run(["maintenance", "start", "--reason", "x", "--selector", "=r1"], Role.operator), 2,
+            "key=value")  # fmt: skip
+    assert len(json.loads(ok(served.run(["maintenance", "list", "--json"], Role.viewer)))["items"]) == 2
     refused(served.run(["maintenance", "end", "424242"], Role.operator), 2, "424242")
     refused(served.run(["maintenance", "end", str(window_id)], Role.viewer), 2, "operator")
 
