@@ -11,7 +11,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -42,11 +42,24 @@ def client(url: str, token_file: Path | None) -> ApiClient:
     return ApiClient(url, load_token(token_file))
 
 
-def die(exc: ApiError) -> None:
+def die(exc: ApiError) -> NoReturn:
     say(f"error: {exc.message}", err=True)
     # 2: the request itself was wrong (fix the command); 1: it was refused or failed as things stand.
     wrong = exc.usage or (exc.status is not None and 400 <= exc.status < 500 and exc.status != 409)
     raise typer.Exit(2 if wrong else 1)
+
+
+def key_values(items: list[str], option: str) -> dict[str, str]:
+    """``key=value`` options as a dict. An item without ``=`` is refused: read as the empty value, a
+    typo (``--selector rack``) would silently mean something else (every node labelled ``rack=""``)."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            say(f"error: {option} {item!r} must be key=value", err=True)
+            raise typer.Exit(2)
+        pairs[key] = value
+    return pairs
 
 
 def health_word(node: dict[str, Any]) -> str:
@@ -131,8 +144,7 @@ def maintenance_start(
     if node is not None:
         body["node_id"] = node
     if selector:
-        pairs = [item.partition("=") for item in selector]
-        body["selector"] = {k: v for k, _, v in pairs}
+        body["selector"] = key_values(selector, "--selector")
     try:
         with client(url, token_file) as api:
             window = api.post("/api/maintenance", json=body)
@@ -256,13 +268,7 @@ def nodes_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create a node from a provider (answers at once with its job; --wait follows it to ready)."""
-    labels: dict[str, str] = {}
-    for item in label or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            say(f"error: --label {item!r} must be key=value", err=True)
-            raise typer.Exit(2)
-        labels[key] = value
+    labels = key_values(label or [], "--label")
     keys = []
     for path in ssh_key or []:
         try:

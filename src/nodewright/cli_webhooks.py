@@ -7,6 +7,8 @@ command can show it (the API never returns it again).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -24,27 +26,43 @@ def _line(hook: dict[str, Any]) -> str:
     return f"{hook['id']}\t{hook['name']}\t{hook['url']}\t{events}\t{state}\t{hook['secret_fingerprint']}"
 
 
-def _print(value: Any, as_json: bool, render: Any) -> None:
+def _delivery_line(d: dict[str, Any]) -> str:
+    answer = d["last_status_code"] if d["last_status_code"] is not None else "-"
+    latency = f"{d['latency_ms']} ms" if d["latency_ms"] is not None else "-"
+    return (
+        f"{d['id']}\t{d['event_type']}\t{d['event_id']}\t{d['status']}\tattempts={d['attempts']}\t"
+        f"last={answer}\t{latency}\t{d['last_error'] or ''}"
+    )
+
+
+def _call(url: str, token_file: Path | None, method: str, path: str, **kwargs: Any) -> Any:
+    """One API request; a refusal ends the command with the server's message and exit code."""
+    try:
+        with client(url, token_file) as api:
+            return api.request(method, path, **kwargs)
+    except ApiError as exc:
+        die(exc)
+
+
+def _show(value: Any, as_json: bool, line: Callable[[dict[str, Any]], str]) -> None:
+    """The API's JSON with --json; else one line per row (a list) or for the one object."""
     if as_json:
         say(json.dumps(value, indent=2))
-    else:
-        render(value)
+        return
+    for row in value if isinstance(value, list) else [value]:
+        say(line(row))
 
 
-def _each(rows: list[dict[str, Any]], render: Any) -> None:
-    for row in rows:
-        say(render(row))
+def _with_secret(hook: dict[str, Any], what: str) -> None:
+    """create and rotate: the endpoint's line, then the secret alone on the last line (shown once)."""
+    say(_line(hook))
+    say(f"{what} (shown this once; store it now):")
+    typer.echo(hook["secret"])
 
 
 @webhooks_app.command("list")
 def list_cmd(url: UrlOption = DEFAULT_URL, token_file: TokenFile = None, as_json: JsonOption = False) -> None:
-    try:
-        with client(url, token_file) as api:
-            hooks = api.get("/api/webhooks")
-    except ApiError as exc:
-        die(exc)
-        return
-    _print(hooks, as_json, lambda rows: _each(rows, _line))
+    _show(_call(url, token_file, "GET", "/api/webhooks"), as_json, _line)
 
 
 @webhooks_app.command("create")
@@ -58,27 +76,13 @@ def create_cmd(
     token_file: TokenFile = None,
 ) -> None:
     body = {"name": name, "url": endpoint_url, "events": events or []}
-    try:
-        with client(url, token_file) as api:
-            hook = api.post("/api/webhooks", json=body)
-    except ApiError as exc:
-        die(exc)
-        return
-    say(_line(hook))
-    say("signing secret (shown this once; store it now):")
-    typer.echo(hook["secret"])
+    _with_secret(_call(url, token_file, "POST", "/api/webhooks", json=body), "signing secret")
 
 
 @webhooks_app.command("show")
 def show_cmd(webhook_id: IdArg, url: UrlOption = DEFAULT_URL, token_file: TokenFile = None,
              as_json: JsonOption = False) -> None:  # fmt: skip
-    try:
-        with client(url, token_file) as api:
-            hook = api.get(f"/api/webhooks/{webhook_id}")
-    except ApiError as exc:
-        die(exc)
-        return
-    _print(hook, as_json, lambda h: say(_line(h)))
+    _show(_call(url, token_file, "GET", f"/api/webhooks/{webhook_id}"), as_json, _line)
 
 
 @webhooks_app.command("rotate")
@@ -88,58 +92,27 @@ def rotate_cmd(
     url: UrlOption = DEFAULT_URL,
     token_file: TokenFile = None,
 ) -> None:
-    try:
-        with client(url, token_file) as api:
-            hook = api.post(f"/api/webhooks/{webhook_id}/rotate", json={"overlap_seconds": overlap})
-    except ApiError as exc:
-        die(exc)
-        return
-    say(_line(hook))
-    say("new signing secret (shown this once; store it now):")
-    typer.echo(hook["secret"])
+    hook = _call(
+        url, token_file, "POST", f"/api/webhooks/{webhook_id}/rotate", json={"overlap_seconds": overlap}
+    )
+    _with_secret(hook, "new signing secret")
 
 
 @webhooks_app.command("delete")
 def delete_cmd(webhook_id: IdArg, url: UrlOption = DEFAULT_URL, token_file: TokenFile = None) -> None:
-    try:
-        with client(url, token_file) as api:
-            api.request("DELETE", f"/api/webhooks/{webhook_id}")
-    except ApiError as exc:
-        die(exc)
-        return
+    _call(url, token_file, "DELETE", f"/api/webhooks/{webhook_id}")
     say(f"webhook endpoint {webhook_id} deleted")
-
-
-def _delivery_line(d: dict[str, Any]) -> str:
-    answer = d["last_status_code"] if d["last_status_code"] is not None else "-"
-    latency = f"{d['latency_ms']} ms" if d["latency_ms"] is not None else "-"
-    return (
-        f"{d['id']}\t{d['event_type']}\t{d['event_id']}\t{d['status']}\tattempts={d['attempts']}\t"
-        f"last={answer}\t{latency}\t{d['last_error'] or ''}"
-    )
 
 
 @webhooks_app.command("test")
 def test_cmd(webhook_id: IdArg, url: UrlOption = DEFAULT_URL, token_file: TokenFile = None) -> None:
-    try:
-        with client(url, token_file) as api:
-            delivery = api.post(f"/api/webhooks/{webhook_id}/test")
-    except ApiError as exc:
-        die(exc)
-        return
-    say(_delivery_line(delivery))
+    say(_delivery_line(_call(url, token_file, "POST", f"/api/webhooks/{webhook_id}/test")))
 
 
 @webhooks_app.command("deliveries")
 def deliveries_cmd(webhook_id: IdArg, url: UrlOption = DEFAULT_URL, token_file: TokenFile = None,
                    as_json: JsonOption = False) -> None:  # fmt: skip
-    try:
-        with client(url, token_file) as api:
-            rows = api.get(f"/api/webhooks/{webhook_id}/deliveries")
-    except ApiError as exc:
-        die(exc)
-        return
-    _print(rows, as_json, lambda ds: _each(ds, _delivery_line))
+    _show(_call(url, token_file, "GET", f"/api/webhooks/{webhook_id}/deliveries"), as_json, _delivery_line)
 
 
 @webhooks_app.command("redeliver")
@@ -149,10 +122,5 @@ def redeliver_cmd(
     url: UrlOption = DEFAULT_URL,
     token_file: TokenFile = None,
 ) -> None:
-    try:
-        with client(url, token_file) as api:
-            delivery = api.post(f"/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver")
-    except ApiError as exc:
-        die(exc)
-        return
-    say(_delivery_line(delivery))
+    path = f"/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"
+    say(_delivery_line(_call(url, token_file, "POST", path)))

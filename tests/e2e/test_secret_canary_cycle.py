@@ -6,21 +6,28 @@ operator runs them, against the in-process simulator whose servers are real sshd
 provisions them. Three nodes go through: one create -> ready -> delete, one whose profile task fails
 (then deleted), one the provider refuses (a fault injected through ``/_sim``, then deleted).
 
-The secrets: the provider token, nodewright's client SSH private key (one per connection) and every
-node's host private key (one per node; each goes to the provider in cloud-init user data). Each is
-looked for, in all the forms of ``tests.support.canary.needles``, in: every API answer of the cycle
-and of the node, job, event-stream, evidence, audit, provider and orphan endpoints afterwards; the
-dashboard pages; the logs of serve, worker and simulator (DEBUG); the simulator's own views; a
-plaintext dump of the database (every row of every table; on PostgreSQL pg_dump too); the command
-line and environment of every process seen while the cycle ran (sampled from /proc in a background
-thread: serve, worker, job children, ssh-agent, ssh-add, ssh, ansible-playbook, the simulator and its
-nodes' processes); and every file left in the data directory, the test's directory (the SQLite
-file and its WAL included), the processes' TMPDIR (where ansible-runner's private data directories
-and ssh control directories go), /tmp and /dev/shm (files changed during the test) and the
-simulator's node root.
+The secrets: the provider token, nodewright's client SSH private key (one per connection), every
+node's host private key (one per node; each goes to the provider in cloud-init user data), and the
+signing secrets of a webhook endpoint (created, then rotated) that receives every node event of the
+cycle on a real loopback receiver, sent by the worker's ``webhooks.deliver`` jobs. The watcher runs
+too (5 s interval, no grace): the ready node is checked, and paused by a maintenance window, before
+it is released. Each secret is looked for, in all the forms of ``tests.support.canary.needles``, in:
+every API answer of the cycle and of the node, job, event-stream, evidence, audit, provider, orphan,
+watching (``/api/nodes/{id}/health``, ``/api/maintenance``, ``/api/nodes?health=``) and webhook
+(endpoints, delivery log) endpoints afterwards; the dashboard pages (``/webhooks`` too); every
+delivery as the receiver got it (body and headers); the logs of serve, worker and simulator (DEBUG);
+the simulator's own views; a plaintext dump of the database (every row of every table; on PostgreSQL
+pg_dump too); the command line and environment of every process seen while the cycle ran (sampled
+from /proc in a background thread: serve, worker, job children, ssh-agent, ssh-add, ssh,
+ansible-playbook, the simulator and its nodes' processes); and every file left in the data
+directory, the test's directory (the SQLite file and its WAL included), the processes' TMPDIR (where
+ansible-runner's private data directories and ssh control directories go), /tmp and /dev/shm (files
+changed during the test) and the simulator's node root.
 
 Where the secrets may be, and nowhere else:
-- the database, encrypted (``stored_secrets``): the token, the client key and every host key;
+- a webhook signing secret: in the answer that created it (the rotated one: of the rotation), once;
+- the database, encrypted (``stored_secrets``): the token, the client key, every host key and the
+  webhook secrets;
 - ``<data dir>/secret.keys`` (0600, in a 0700 directory) holds the keys that decrypt them; it is not
   a secret value and holds none of the secrets;
 - the client private key has no file at all: it lives in a per-job ssh-agent's memory, added
@@ -33,6 +40,7 @@ Where the secrets may be, and nowhere else:
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import shutil
 import stat
@@ -59,6 +67,7 @@ from tests.support import canary
 from tests.support.apps import TEST_PASSWORD, RoleUser, create_role_users, make_settings, opened_context
 from tests.support.live_server import serve_process, worker_process
 from tests.support.system import require_binary
+from tests.support.webhook_receiver import Receiver, webhook_receiver
 
 FAILING_TASK = "install the canary app"
 # On its node, a host private key is in sshd's key file and in the node's copy of its user data
@@ -144,25 +153,32 @@ def test_secrets_never_leak_over_node_lifecycles(
     host_keys: dict[str, str] = {}  # read while each node exists (its release deletes the key)
     host_key_holders: list[tuple[Path, int]] = []
     node_dirs: list[str] = []
+    webhook_secrets: dict[str, str] = {}
     with (
         caplog.at_level(logging.DEBUG),
         canary.ProcessSampler(watch=[short_tmp]) as sampler,
         opened_context(settings) as ctx,
+        webhook_receiver() as receiver,
     ):
         users = create_role_users(ctx)
         write_failing_profile(data_dir / "profiles")  # once the app made the data directory (0700)
         env: dict[str, str | None] = {"NODEWRIGHT_SECRET_KEYS": None, "TMPDIR": str(short_tmp)}
         with (
-            serve_process(db_url, data_dir, extra_env=env, log_level="DEBUG") as server,
+            serve_process(db_url, data_dir, extra_env=env, log_level="DEBUG", webhook_endpoints="http://127.0.0.1:",
+                          watch_interval_seconds=5, watch_grace_seconds=0) as server,
             worker_process(server, "--concurrency", "2", "--mode", "process"),
             httpx.Client(base_url=server.url, event_hooks={"response": [recorder]}, timeout=30) as admin,
             httpx.Client(base_url=server.url, event_hooks={"response": [recorder]}, timeout=30) as web,
-        ):
+            httpx.Client(base_url=server.url, event_hooks={"response": [recorder]}, timeout=30) as admin_web,
+        ):  # fmt: skip
             admin.headers["Authorization"] = users[Role.admin].headers["Authorization"]
+            hook_id = add_webhook(admin, receiver, webhook_secrets)
             provider_id, node_ids, job_ids = run_cycles(
                 admin, sim, token, ctx, host_keys, host_key_holders, node_dirs
             )
+            wait_for_deliveries(admin, hook_id)
             read_everything(admin, web, users, provider_id, node_ids, job_ids)
+            read_watching_and_webhooks(admin, admin_web, users, node_ids, hook_id)
             sim_views = [
                 httpx.get(sim.base_url + "/_sim/requests?limit=100000").text,
                 httpx.get(sim.base_url + "/_sim/servers").text,
@@ -174,7 +190,10 @@ def test_secrets_never_leak_over_node_lifecycles(
         client_key = load_client_private_key(ctx.database, ctx.box, provider_id).reveal()
         secrets = {"provider token": token, "client private key": client_key}
         secrets.update(host_keys)
-        assert all("OPENSSH PRIVATE KEY" in v for k, v in secrets.items() if k != "provider token")
+        assert all("OPENSSH PRIVATE KEY" in v for k, v in secrets.items() if k.endswith("private key"))
+        for name, value in list(webhook_secrets.items()):
+            secrets[name] = value
+            secrets[f"{name} (key alone)"] = value.removeprefix("whsec_")
         dumps = {"database dump": canary.database_dump(ctx.database)}
     if ctx.database.engine.dialect.name == "postgresql":
         dumped = canary.pg_dump(db_url)
@@ -191,8 +210,20 @@ def test_secrets_never_leak_over_node_lifecycles(
     assert len(control.hits) >= 2
 
     # --- where the secrets must not be ---------------------------------------------------------------
+    shown_once = 0
     for place, text in recorder.answers:
+        if place.startswith(("POST ", "PATCH ")) and "/api/webhooks" in place and "-> 20" in place:
+            # The one answer a signing secret may be in: the creation's or rotation's, once.
+            for value in webhook_secrets.values():
+                if value in text:
+                    shown_once += 1
+                    assert text.count(value) == 1, place
+                    text = text.replace(value, "")
         findings.search("API answer or page", place, text)
+    assert shown_once == len(webhook_secrets) == 2
+    for i, message in enumerate(receiver.received):
+        findings.search("webhook delivery", f"delivery {i} body", message.body)
+        findings.search("webhook delivery", f"delivery {i} headers", repr(message.headers))
     for name, text in logs.items():
         findings.search("log", name, text)
     findings.search("log", "simulator and test process (caplog)", caplog.text)
@@ -221,7 +252,12 @@ def test_secrets_never_leak_over_node_lifecycles(
     assert any("/nw-ansible-" in p and "/inventory/" in p for p in seen_files), seen_files
     assert any("/nw-ansible-" in p and "/artifacts/" in p for p in seen_files), seen_files
     assert len(recorder.answers) > 40
+    # The deliveries, health checks and maintenance that were searched did happen.
+    delivered = [json.loads(m.body)["type"] for m in receiver.received]
+    assert {"node.ready", "node.failed", "node.released"} <= set(delivered), delivered
+    assert all(m.headers["webhook-signature"].startswith("v1,") for m in receiver.received)
     everything = "\n".join(text for _, text in recorder.answers)
+    assert '"ok":true' in everything.replace(" ", "") and "kernel canary" in everything
     assert "task: Node marker" in everything and FAILING_TASK in everything  # job events were read
     assert "capacity_unavailable" in everything and "provisioning_failed" in everything
     assert "POST /api/nodes" in logs["serve"] and "started (process x2)" in logs["worker"]
@@ -299,6 +335,7 @@ def run_cycles(
     node_dirs.append(node_dir)
     for holder in canary.files_holding([Path(node_dir)], keep_host_key(ready_id)):
         host_key_holders.append((holder, stat.S_IMODE(holder.stat().st_mode)))
+    watch_and_pause(api, ready_id)
     release(ready_id)
 
     # 2. a profile task fails -> failed -> delete
@@ -352,4 +389,67 @@ def read_everything(
     pages += [f"/nodes/{n}" for n in node_ids] + [f"/jobs/{j}" for j in all_jobs]
     for page in pages:
         shown = web.get(page)
+        assert shown.status_code == 200, (page, shown.text[:500])
+
+
+def add_webhook(api: httpx.Client, receiver: Receiver, webhook_secrets: dict[str, str]) -> int:
+    """A webhook endpoint for every event, its secret rotated once (both sign during the overlap)."""
+    created = api.post("/api/webhooks", json={"name": "canary", "url": receiver.url})
+    assert created.status_code == 201, created.text
+    hook_id: int = created.json()["id"]
+    webhook_secrets["webhook secret"] = created.json()["secret"]
+    rotated = api.post(f"/api/webhooks/{hook_id}/rotate", json={})
+    assert rotated.status_code == 200, rotated.text
+    webhook_secrets["rotated webhook secret"] = rotated.json()["secret"]
+    return hook_id
+
+
+def watch_and_pause(api: httpx.Client, node_id: int) -> None:
+    """While the node is ready: the watcher checks it (over SSH, on the worker), then a maintenance
+    window covers it, is read back and ended."""
+    deadline = time.monotonic() + 120
+    while not api.get(f"/api/nodes/{node_id}/health").json()["checks"]:
+        assert time.monotonic() < deadline, "the watcher never checked the ready node"
+        time.sleep(0.5)
+    pause = api.post("/api/maintenance", json={"node_id": node_id, "reason": "kernel canary",
+                                                "duration_seconds": 600})  # fmt: skip
+    assert pause.status_code == 201, pause.text
+    assert api.get("/api/nodes", params={"health": "paused"}).json()["total"] == 1
+    assert api.get(f"/api/nodes/{node_id}/health").status_code == 200
+    assert api.delete(f"/api/maintenance/{pause.json()['id']}").status_code == 200
+
+
+def wait_for_deliveries(api: httpx.Client, hook_id: int) -> None:
+    """Every node event of the cycle delivered (a deadline, not a timing assertion)."""
+    wanted = {"node.ready", "node.failed", "node.released"}
+    deadline = time.monotonic() + 120
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        rows = api.get(f"/api/webhooks/{hook_id}/deliveries").json()
+        if wanted <= {r["event_type"] for r in rows} and all(r["status"] == "succeeded" for r in rows):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"deliveries not done: {[(r['event_type'], r['status']) for r in rows]}")
+
+
+def read_watching_and_webhooks(
+    admin: httpx.Client,
+    admin_web: httpx.Client,
+    users: dict[Role, RoleUser],
+    node_ids: list[int],
+    hook_id: int,
+) -> None:
+    """The watching and webhook read endpoints, and the /webhooks pages (admin)."""
+    paths = ["/api/maintenance?all=true", "/api/webhooks", f"/api/webhooks/{hook_id}",
+             f"/api/webhooks/{hook_id}/deliveries"]  # fmt: skip
+    paths += [
+        f"/api/nodes?health={h}" for h in ("passing", "failing", "degraded", "unknown", "paused", "unwatched")
+    ]
+    paths += [f"/api/nodes/{n}/health?limit=500" for n in node_ids]
+    for path in paths:
+        answer = admin.get(path)
+        assert answer.status_code == 200, (path, answer.text)
+    dashboard_login(admin_web, users[Role.admin].username)
+    for page in ("/webhooks", f"/webhooks?endpoint={hook_id}"):
+        shown = admin_web.get(page)
         assert shown.status_code == 200, (page, shown.text[:500])

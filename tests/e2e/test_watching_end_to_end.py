@@ -1,6 +1,8 @@
 # ruff: noqa: F811  (pytest fixtures are imported by name and then requested as parameters)
 """Watching a real node on the simulator: stop sshd inside a ready node -> the watcher makes it
 degraded (node.degraded once, what failed recorded); start sshd again -> ready (node.recovered).
+Both events reach a real HTTP receiver on loopback through the real ``webhooks.deliver`` jobs of the
+embedded workers, signed per Standard Webhooks (verified by the test's own code, from the spec).
 
 Intervals are the 5 s minimum (no lower test-only default); the grace after ready is 0. Waits are
 deadlines, never timing assertions. sshd is stopped and started through an SSH master connection
@@ -10,6 +12,7 @@ listener), so the test can bring it back.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,9 +32,11 @@ from nodewright.provisioning.target import SshTarget
 from nodewright.security.roles import Role
 from nodewright.sim.server import SimServer
 from tests.fixtures.sim import ssh_sim_server  # noqa: F401
+from tests.integration.test_webhooks import verify
 from tests.support.apps import RoleUser, create_role_users, make_settings
 from tests.support.nodes import connect_sim, wait_for_node
 from tests.support.system import require_binary
+from tests.support.webhook_receiver import Received, Receiver, webhook_receiver
 
 INTERVAL, FAILURES, SUCCESSES, TIMEOUT = 5.0, 3, 2, 5.0
 # failures_before_degraded x interval + timeout, plus the jitter, the tick and the claim latency.
@@ -54,13 +59,24 @@ def app(
         yield client, create_role_users(ctx)
 
 
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with webhook_receiver() as running:
+        yield running
+
+
 def test_sshd_stopped_degrades_and_started_recovers(
-    app: tuple[TestClient, dict[Role, RoleUser]], ssh_sim_server: SimServer
+    app: tuple[TestClient, dict[Role, RoleUser]], ssh_sim_server: SimServer, receiver: Receiver
 ) -> None:
     client, users = app
     operator = users[Role.operator].headers
     ctx: AppContext = client.app.state.ctx  # type: ignore[attr-defined]
     provider_id = connect_sim(client, users[Role.admin].headers, ssh_sim_server)
+    hook = client.post(
+        "/api/webhooks", json={"name": "ops", "url": receiver.url}, headers=users[Role.admin].headers
+    )
+    assert hook.status_code == 201, hook.text
+    secret = hook.json()["secret"]
     body = {"provider_id": provider_id, "name": "watched-1", "location": "fsn1", "server_type": "cx22",
             "image": "ubuntu-24.04"}  # fmt: skip
     created = client.post("/api/nodes", json=body, headers=operator)
@@ -104,6 +120,61 @@ def test_sshd_stopped_degrades_and_started_recovers(
     assert "degraded" in healths and healths[-1] == "passing"
     page = client.get(f"/nodes/{node_id}", headers=operator)
     assert page.status_code in (200, 303)
+
+    # The alerts, as the receiver got them (the delivery jobs run on the embedded workers).
+    wanted = {"node.ready", "node.degraded", "node.recovered"}
+    wait_until(lambda: wanted <= {event_type(m) for m in receiver.received}, 60, "the three alerts")
+    types = [event_type(m) for m in receiver.received]
+    assert types.count("node.degraded") == 1 and types.count("node.recovered") == 1, types
+    assert types.index("node.degraded") < types.index("node.recovered")
+    key = secret.removeprefix("whsec_")
+    for message in receiver.received:
+        assert verify(secret, message), message.headers
+        assert key not in message.body.decode() and key not in json.dumps(message.headers)
+        assert message.headers["webhook-id"].startswith("msg_")
+    by_type = {event_type(m): m for m in receiver.received}
+    assert len({m.headers["webhook-id"] for m in receiver.received}) == len(receiver.received)
+    for kind, status, reason_word in (
+        ("node.degraded", "degraded", f"{FAILURES} failed checks in a row"),
+        ("node.recovered", "ready", f"{SUCCESSES} passing checks in a row"),
+    ):
+        body = json.loads(by_type[kind].body)
+        assert sorted(body) == ["data", "timestamp", "type"] and body["type"] == kind
+        assert body["timestamp"].endswith("Z")
+        data = body["data"]
+        assert data["node"] == {"id": node_id, "name": "watched-1", "status": status}
+        assert data["reason"].startswith(reason_word), data["reason"]
+        assert data["links"]["api"].endswith(f"/api/nodes/{node_id}")
+        assert data["links"]["node"].endswith(f"/nodes/{node_id}")
+    # The check can fail: a body changed by one byte, or another secret, does not verify.
+    degraded_message = by_type["node.degraded"]
+    tampered = degraded_message.body.replace(b'"degraded"', b'"ready"', 1)
+    assert tampered != degraded_message.body
+    assert not verify(secret, Received(degraded_message.path, degraded_message.headers, tampered))
+    other = client.post(
+        "/api/webhooks", json={"name": "other", "url": receiver.url}, headers=users[Role.admin].headers
+    ).json()["secret"]
+    assert not verify(other, degraded_message)
+    log = client.get(f"/api/webhooks/{hook.json()['id']}/deliveries", headers=users[Role.admin].headers)
+    rows = {d["event_type"]: d for d in log.json()}
+    for kind in ("node.degraded", "node.recovered"):
+        assert (rows[kind]["status"], rows[kind]["attempts"], rows[kind]["last_status_code"]) == (
+            "succeeded", 1, 200)  # fmt: skip
+        assert rows[kind]["event_id"] == by_type[kind].headers["webhook-id"]
+        assert rows[kind]["body"] == by_type[kind].body.decode()
+
+
+def event_type(message: Received) -> str:
+    kind: str = json.loads(message.body)["type"]
+    return kind
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
 
 
 def wait_until_health(

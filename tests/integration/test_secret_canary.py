@@ -223,20 +223,34 @@ def test_webhook_secret_is_shown_once_and_never_again(
     app_context: AppContext,
     role_users: dict[Role, RoleUser],
     caplog: pytest.LogCaptureFixture,
+    sim: SimServer,  # noqa: F811
 ) -> None:
     """The whsec secret appears in the create (and rotate) answer only: not in later API answers,
-    pages, deliveries (body and headers), job events, logs or the database in plaintext."""
+    pages, deliveries (body and headers), job events, logs or the database in plaintext. Nor does it,
+    or the provider token, reach the watching routes or the node alerts: a node watched into
+    ``degraded`` (by a check whose output carries the secret, as a careless check command could
+    print it), paused, and recovered, its ``node.degraded`` and ``node.recovered`` deliveries sent."""
     from sqlalchemy import text as sql
 
     from nodewright import alerts
     from nodewright.jobs.registry import load_handler_modules
     from nodewright.jobs.registry import registry as default_registry
+    from nodewright.provisioning.checks import CheckResult
+    from tests.integration.test_nodes_reconcile import add_node
+    from tests.integration.test_watching import PASS, apply
     from tests.support.jobs import run_next
     from tests.support.webhook_receiver import webhook_receiver
 
     load_handler_modules()
     admin = role_users[Role.admin].headers
     outputs: list[str] = []
+    provider = client.post(
+        "/api/providers",
+        json={"kind": "hetzner", "name": "canary", "token": PROVIDER_CANARY, "api_endpoint": sim.api_url},
+        headers=admin,
+    )
+    assert provider.status_code == 201, provider.text
+    node_id = add_node(app_context, provider.json()["id"], "canary-web", "ready", None)
     install_logging_filter(logging.getLogger())
     caplog.handler.addFilter(RedactingFilter())
     with caplog.at_level(logging.DEBUG), webhook_receiver() as receiver:
@@ -251,16 +265,47 @@ def test_webhook_secret_is_shown_once_and_never_again(
             # A caller that puts the secret into an event's data by mistake: redacted.
             alerts.emit(session, "node.lost", {"reason": f"oops {second}"})
         client.post(f"/api/webhooks/{hook_id}/test", headers=admin)
+        # The watcher: three failed checks whose output carries both secrets -> degraded (a
+        # node.degraded delivery); a pause, read back and ended; two passes -> node.recovered.
+        leaky = [CheckResult("app answers", False, f"curl: token {PROVIDER_CANARY} hook {second}")]
+        assert [apply(app_context, node_id, leaky) for _ in range(3)] == [None, None, "degraded"]
+        pause = client.post(
+            "/api/maintenance",
+            json={"node_id": node_id, "reason": "canary pause", "duration_seconds": 600},
+            headers=role_users[Role.operator].headers,
+        )
+        assert pause.status_code == 201, pause.text
+        outputs.append(pause.text)
+        for path in ("/api/maintenance", "/api/nodes?health=paused", f"/api/nodes/{node_id}/health"):
+            outputs.append(client.get(path, headers=admin).text)
+        ended = client.delete(
+            f"/api/maintenance/{pause.json()['id']}", headers=role_users[Role.operator].headers
+        )
+        assert ended.status_code == 200
+        assert [apply(app_context, node_id, PASS) for _ in range(2)] == [None, "recovered"]
+        assert apply(app_context, node_id, leaky) is None  # failing again: its output is in the health
         while run_next(app_context.database, registry=default_registry) is not None:
             pass
-        assert len(receiver.received) == 2
+        types = [json.loads(m.body)["type"] for m in receiver.received]
+        assert types == ["node.lost", "webhook.test", "node.degraded", "node.recovered"], types
+        degraded = json.loads(receiver.received[2].body)["data"]
+        assert "[REDACTED]" in degraded["reason"] and "curl: token" in degraded["reason"]
         outputs.extend(m.body.decode() + json.dumps(m.headers) for m in receiver.received)
+        health = client.get(f"/api/nodes/{node_id}/health", headers=admin).json()
+        assert health["health"]["health"] == "failing" and len(health["checks"]) == 6
+        assert "curl: token [REDACTED]" in json.dumps(health)  # the check's output, redacted
         for path in (
             "/api/webhooks",
             f"/api/webhooks/{hook_id}",
             f"/api/webhooks/{hook_id}/deliveries",
             "/api/jobs",
             "/api/audit?limit=500",
+            f"/api/nodes/{node_id}",
+            f"/api/nodes/{node_id}/health?limit=500",
+            "/api/maintenance?all=true",
+            "/api/nodes?health=failing",
+            "/api/nodes?health=degraded",
+            "/api/nodes",
         ):
             response = client.get(path, headers=admin)
             assert response.status_code == 200
@@ -272,9 +317,12 @@ def test_webhook_secret_is_shown_once_and_never_again(
         login(client, "admin-user")
         outputs.append(client.get("/webhooks").text)
         outputs.append(client.get(f"/webhooks?endpoint={hook_id}").text)
+        outputs.append(client.get(f"/nodes/{node_id}").text)
+        outputs.append(client.get("/nodes").text)
     everything = "\n".join(outputs)
+    assert "canary pause" in everything and "node.recovered" in everything  # what was read is there
     db_text = database_dump(app_context.database)
-    for name, secret in (("first secret", first), ("rotated secret", second)):
+    for name, secret in (("first secret", first), ("rotated secret", second), ("token", PROVIDER_CANARY)):
         key = secret.removeprefix("whsec_")
         assert key not in everything, f"{name} in an output"
         assert key not in caplog.text, f"{name} in a log record"

@@ -108,11 +108,19 @@ def test_a_delivery_is_signed_per_standard_webhooks(
 def test_a_failing_receiver_gets_retries_with_the_same_webhook_id(
     client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser], receiver: Receiver
 ) -> None:
+    """Through the real ``webhooks.deliver`` handler (the registry's, claimed and run by the job
+    engine): every attempt carries the event's ``webhook-id`` and is signed anew with its own
+    timestamp, which is the attempt's time, not the event's (the delivery is backdated an hour
+    here, beyond the receivers' 5-minute replay tolerance that ``verify`` applies)."""
+    import datetime as dt
+
     created = create(client, admin(role_users), receiver.url)
     receiver.statuses = [500, 500, 200]
     emit(app_context, "node.failed", NODE_DATA)
-    with app_context.database.session() as session:
+    with app_context.database.session(write=True) as session:
         job_id = session.scalars(select(Job.id).where(Job.kind == "webhooks.deliver")).one()
+        delivery = session.scalars(select(WebhookDelivery)).one()
+        delivery.created_at = delivery.created_at - dt.timedelta(hours=1)
     assert run_next(app_context.database, registry=default_registry) == "retry_wait"
     log = client.get(f"/api/webhooks/{created['id']}/deliveries", headers=admin(role_users)).json()
     assert (log[0]["status"], log[0]["attempts"], log[0]["last_status_code"]) == ("pending", 1, 500)
@@ -123,7 +131,14 @@ def test_a_failing_receiver_gets_retries_with_the_same_webhook_id(
     assert run_next(app_context.database, registry=default_registry) == "succeeded"
     ids = {m.headers["webhook-id"] for m in receiver.received}
     assert len(receiver.received) == 3 and len(ids) == 1
+    assert ids == {log[0]["event_id"]} and len({m.body for m in receiver.received}) == 1
     assert all(verify(created["secret"], m) for m in receiver.received)
+    stamps = [int(m.headers["webhook-timestamp"]) for m in receiver.received]
+    assert stamps == sorted(stamps)
+    # Each signature covers its attempt's timestamp: the same message a second off does not verify.
+    for message in receiver.received:
+        shifted = {**message.headers, "webhook-timestamp": str(int(message.headers["webhook-timestamp"]) - 1)}
+        assert not verify(created["secret"], Received(message.path, shifted, message.body))
     log = client.get(f"/api/webhooks/{created['id']}/deliveries", headers=admin(role_users)).json()
     assert (log[0]["status"], log[0]["attempts"], log[0]["last_status_code"]) == ("succeeded", 3, 200)
 
