@@ -41,6 +41,7 @@ from nodewright.watching.sweep import SWEEP_KIND
 from tests.fixtures.sim import sim, sim_server  # noqa: F401
 from tests.support.apps import RoleUser, make_settings
 from tests.support.fleet import add_ready_nodes, closed_port, connect
+from tests.integration.test_dashboard_auth import login
 from tests.support.jobs import run_next
 
 load_handler_modules()
@@ -246,6 +247,13 @@ def test_the_brake_holds_remediation_when_many_nodes_degrade_at_once(
     for _ in range(3):
         apply(app_context, b, FAIL)  # more failures while braked: nothing starts
     assert steps(app_context, b) == []
+    # Shown loudly: on /nodes, and on each node page with the held step.
+    login(client, "viewer-user")
+    listing = client.get("/nodes").text
+    assert 'data-testid="brake-banner"' in listing and "2 of 4 watched nodes degraded" in listing
+    page = client.get(f"/nodes/{a}").text
+    assert 'data-testid="node-brake"' in page and 'data-state="held"' in page
+    assert "held by the fleet brake" in page
 
     for node_id in (a, b):
         apply(app_context, node_id, PASS)
@@ -253,6 +261,7 @@ def test_the_brake_holds_remediation_when_many_nodes_degrade_at_once(
     sweep(app_context, provider_id)  # the sweep releases it
     brakes = client.get("/api/brakes", headers=role_users[Role.viewer].headers).json()["items"]
     assert brakes[0]["engaged"] is False
+    assert 'data-testid="brake-banner"' not in client.get("/nodes").text
     with app_context.database.session() as session:
         fleet_events = list(
             session.scalars(

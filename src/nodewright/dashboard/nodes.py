@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, load_only
 
-from nodewright import gates
+from nodewright import gates, runtime
 from nodewright.api.ids import NodeId
 from nodewright.api.jobs import SSE_MAX_STREAM_SECONDS, SSE_MEDIA_TYPE, _TicketedStream
 from nodewright.api.nodes import NAME_PATTERN, node_out
@@ -33,7 +33,7 @@ from nodewright.dashboard.rendering import (
     require_page_role,
     require_user,
 )
-from nodewright.db.models import Job, Node, NodeCheck
+from nodewright.db.models import Job, Node, NodeCheck, ProviderConnection, RemediationBrake
 from nodewright.jobs import service as jobs_service
 from nodewright.jobs.states import TERMINAL
 from nodewright.nodes import service
@@ -42,8 +42,9 @@ from nodewright.providers import connections
 from nodewright.providers.errors import ProviderError
 from nodewright.provisioning.profiles import DEFAULT_PROFILE, available_profiles
 from nodewright.security.roles import Role
-from nodewright.watching import history
+from nodewright.watching import brake, history, remediation
 from nodewright.watching import service as watch_service
+from nodewright.watching.policy import policy_for
 
 router = APIRouter(include_in_schema=False, route_class=OneHopRoute)
 KEEPALIVE_SECONDS = 15.0
@@ -92,6 +93,7 @@ def _list_page(request: Request, status: str | None, health: str | None = None, 
         views = watch_service.health_of(session, page.items)
         nodes = [node_out(n, views[n.id]) for n in page.items]
         badges = {n.id: badge(n.status, views[n.id]) for n in page.items}
+        brakes = [_brake_row(session, row) for row in brake.all_brakes(session) if row.engaged]
     return render(
         request,
         "nodes.html",
@@ -104,9 +106,8 @@ def _list_page(request: Request, status: str | None, health: str | None = None, 
         statuses=[s.value for s in NodeStatus],
         health=health,
         health_filters=HEALTH_FILTERS,
-        # The fleet brake banner's spot: nodewright.watching.brake (another branch) fills it; None
-        # means no brake engaged, and the template shows nothing.
-        brake=extra.pop("brake", None),
+        # Engaged fleet brakes (no automatic remediation on those connections), shown loudly.
+        brakes=brakes,
         gate_open=_gate_open(ctx),
         can_create=user.can(Role.operator),
         form=extra.pop("form", {}),
@@ -224,6 +225,23 @@ def _check_row(check: NodeCheck) -> dict[str, Any]:
     }
 
 
+def _brake_row(session: Session, row: RemediationBrake) -> dict[str, Any]:
+    connection = session.get(ProviderConnection, row.provider_id)
+    return {
+        "provider_id": row.provider_id,
+        "provider": connection.name if connection is not None else f"connection {row.provider_id}",
+        "reason": row.reason,
+        "engaged_at": when(row.engaged_at),
+    }
+
+
+def _remediation_rows(session: Session, node_id: int) -> list[dict[str, Any]]:
+    return [
+        {**remediation.as_dict(r), "created_at": when(r.created_at), "finished_at": when(r.finished_at)}
+        for r in remediation.history(session, node_id, limit=20)
+    ]
+
+
 def _watch_context(session: Session, node: Node, view: watch_service.HealthView) -> dict[str, Any]:
     """The watcher's part of the node page: health now, recent checks (newest first), daily roll-up
     and the covering pause. Plain values: the template escapes every string."""
@@ -255,6 +273,11 @@ def _watch_context(session: Session, node: Node, view: watch_service.HealthView)
         "strip": list(reversed(checks)),  # oldest first, for the at-a-glance strip
         "days": days,
         "pause": pause,
+        "remediations": _remediation_rows(session, node.id),
+        "remediation_enabled": policy_for(node.profile, runtime.settings()).remediation.enabled,
+        "brake": _brake_row(session, engaged)
+        if (engaged := brake.engaged(session, node.provider_id))
+        else None,
     }
 
 
