@@ -99,6 +99,33 @@ def nodes_health(
     for check in body["checks"]:
         mark = "ok  " if check["ok"] else "FAIL"
         say(f"  {check['at']}  {mark} {check['health']:<9}{' paused' if check['paused'] else ''}")
+    steps = body.get("remediations") or []
+    if steps:
+        say("remediation (newest first):")
+    for step in steps:
+        job = f" job {step['job_id']}" if step.get("job_id") else ""
+        say(f"  {step['id']:>5}  {step['action']:<11} {step['state']:<9}{job}  {clean_line(step['reason'])}")
+
+
+@nodes_app.command("brakes")
+def nodes_brakes(
+    url: UrlOption = DEFAULT_URL, token_file: TokenFile = None, as_json: JsonOption = False
+) -> None:
+    """The fleet brake of each provider connection: while engaged, no automatic remediation."""
+    try:
+        with client(url, token_file) as api:
+            body = api.get("/api/brakes")
+    except ApiError as exc:
+        die(exc)
+    if as_json:
+        say(json.dumps(body, indent=2))
+        return
+    for row in body["items"]:
+        state = "ENGAGED " if row["engaged"] else "released"
+        say(f"connection {row['provider_id']:>4}  {state}  {row['degraded']}/{row['watched']} degraded  "
+            f"{clean_line(row['reason'])}")  # fmt: skip
+    if not any(row["engaged"] for row in body["items"]):
+        say("no brake engaged: automatic remediation runs where profiles turn it on")
 
 
 maintenance_app = typer.Typer(help="Pause watching's consequences for a node or a label selector.")

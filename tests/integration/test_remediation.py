@@ -39,9 +39,9 @@ from nodewright.watching.policy import policy_for
 from nodewright.watching.remediate import replacement_name
 from nodewright.watching.sweep import SWEEP_KIND
 from tests.fixtures.sim import sim, sim_server  # noqa: F401
+from tests.integration.test_dashboard_auth import login
 from tests.support.apps import RoleUser, make_settings
 from tests.support.fleet import add_ready_nodes, closed_port, connect
-from tests.integration.test_dashboard_auth import login
 from tests.support.jobs import run_next
 
 load_handler_modules()

@@ -238,3 +238,22 @@ def test_maintenance_and_health_commands(served: Served, setup: tuple[int, hclou
     every = json.loads(ok(served.run(["maintenance", "list", "--all", "--json"], Role.viewer)))
     assert {w["id"] for w in every["items"]} == {window_id, by_selector["id"]}
     assert "ended" in ok(served.run(["maintenance", "list", "--all"], Role.viewer))
+
+
+def test_brakes_command_shows_an_engaged_brake(served: Served, setup: tuple[int, hcloud.Client]) -> None:
+    from nodewright.watching import brake
+
+    provider_id, _cloud = setup
+    ids = [add_node(served.ctx, provider_id, f"b-{i}", "ready", None) for i in range(3)]
+    assert "no brake engaged" in ok(served.run(["nodes", "brakes"], Role.viewer))
+    for node_id in ids[:2]:
+        for _ in range(3):
+            apply(served.ctx, node_id, FAIL)
+    with served.ctx.database.session(write=True) as session:
+        assert brake.evaluate(session, provider_id).engaged  # 2 of 3 degraded, more than 40 %
+    shown = ok(served.run(["nodes", "brakes"], Role.viewer))
+    assert f"connection {provider_id:>4}  ENGAGED   2/3 degraded" in shown
+    assert "automatic remediation is stopped" in shown
+    as_json = json.loads(ok(served.run(["nodes", "brakes", "--json"], Role.viewer)))
+    assert as_json["items"][0]["engaged"] is True
+    refused(served.run(["nodes", "brakes"], None), 2, "NODEWRIGHT_TOKEN")
