@@ -401,3 +401,42 @@ def test_replacement_names_fit_hetzner() -> None:
     long = "a" * 60 + "-bc"
     name = replacement_name(long, 12345)
     assert len(name) <= 63 and name.endswith("-r12345") and "--" not in name
+
+
+def test_a_step_reason_from_node_output_is_redacted_and_cleaned(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    connection: tuple[int, hcloud.Client],
+) -> None:
+    """A failed step's reason carries what failed (a check's output, which a node writes): the
+    provider token it may echo is redacted and control characters are shown escaped, in the row,
+    the API, the audit trail and the webhook body."""
+    from nodewright.security.redaction import register_secret
+    from nodewright.watching import remediation
+
+    provider_id, cloud = connection
+    (node_id,) = add_ready_nodes(app_context, provider_id, cloud, 1, profile=PROFILE)
+    secret = "canary-" + "s3cr3t" * 6
+    register_secret(secret)
+    hook = client.post("/api/webhooks", json={"name": "ops", "url": "http://127.0.0.1:9/"},
+                       headers=role_users[Role.admin].headers)  # fmt: skip
+    assert hook.status_code == 201
+    for _ in range(3):
+        apply(app_context, node_id, FAIL)
+    with app_context.database.session(write=True) as session:
+        row = session.scalars(select(NodeRemediation).where(NodeRemediation.node_id == node_id)).one()
+        node = session.get(Node, node_id)
+        assert node is not None
+        hostile = f"check 'app' failed: token {secret}\x1b]0;owned\x07\nnodewright: all good"
+        remediation.finish(session, node, row, "failed", hostile, actor="test", now=utcnow())
+    health = client.get(f"/api/nodes/{node_id}/health", headers=role_users[Role.viewer].headers).text
+    with app_context.database.session() as session:
+        stored = session.get(NodeRemediation, row.id)
+        assert stored is not None
+        audit_rows = " ".join(str(a.detail) for a in session.scalars(select(AuditEvent)))
+        bodies = " ".join(session.scalars(select(WebhookDelivery.body)))
+    assert "[REDACTED]" in stored.reason and "\x1b" not in stored.reason and "\n" not in stored.reason
+    assert "\\x1b]0;owned\\x07\\nnodewright" in stored.reason  # shown, inert, on one line
+    for where in (health, audit_rows, bodies, stored.reason):
+        assert secret not in where

@@ -306,6 +306,7 @@ def test_webhook_secret_is_shown_once_and_never_again(
             "/api/nodes?health=failing",
             "/api/nodes?health=degraded",
             "/api/nodes",
+            "/api/brakes",
         ):
             response = client.get(path, headers=admin)
             assert response.status_code == 200

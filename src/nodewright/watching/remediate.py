@@ -291,7 +291,7 @@ def _settle(ctx: JobContext, node_id: int, remediation_id: int, state: str, reas
             return
         now = utcnow()
         if state == "waiting":
-            row.state, row.reason, row.finished_at = "waiting", reason[:500], now
+            row.state, row.reason, row.finished_at = "waiting", remediation.safe_reason(reason), now
         else:
             remediation.finish(session, node, row, state, reason, actor=f"job:{ctx.job_id}", now=now)
         health = session.get(NodeHealth, node_id)

@@ -29,6 +29,8 @@ from nodewright.db.models import Job, Node, NodeHealth, NodeRemediation
 from nodewright.jobs.enqueue import enqueue
 from nodewright.jobs.states import TERMINAL
 from nodewright.nodes.states import REMEDIATE_KIND, NodeStatus, resource_key
+from nodewright.security.redaction import redact_text
+from nodewright.security.text import clean_line
 from nodewright.watching import brake, events
 from nodewright.watching.policy import WatchPolicy
 
@@ -41,6 +43,10 @@ SPENT = ("running", "waiting", "succeeded", "failed", "canceled")
 # Job attempts per action: reboot and replace resume from their checkpoints; a reprovision runs
 # the playbook again, once more at most.
 MAX_ATTEMPTS = {"reboot": 3, "reprovision": 2, "replace": 4}
+
+
+def safe_reason(text: str) -> str:
+    return clean_line(redact_text(text))[:500]
 
 
 def as_dict(row: NodeRemediation) -> dict[str, Any]:
@@ -97,8 +103,10 @@ def finish(
     actor: str,
     now: dt.datetime,
 ) -> None:
-    """End a step: ``succeeded`` or ``failed`` (or ``canceled``) fire their event; others do not."""
-    row.state, row.reason, row.finished_at = state, reason[:500], now
+    """End a step: ``succeeded`` or ``failed`` (or ``canceled``) fire their event; others do not.
+    ``reason`` may carry what the node printed (a failed check's output): redacted and cleaned."""
+    reason = safe_reason(reason)
+    row.state, row.reason, row.finished_at = state, reason, now
     if state == "succeeded":
         events.remediation_event(
             session, node, events.REMEDIATION_SUCCEEDED, reason, summary(row), actor=actor
