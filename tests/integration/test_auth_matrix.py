@@ -233,6 +233,7 @@ CASES = [
     Case("GET", "/api/nodes/{node_id}/evidence", Role.viewer, _node_path("/evidence")),
     Case("GET", "/api/nodes/{node_id}/health", Role.viewer, _node_path("/health")),
     Case("GET", "/api/maintenance", Role.viewer, _static("/api/maintenance")),
+    Case("GET", "/api/brakes", Role.viewer, _static("/api/brakes")),
     Case("POST", "/api/maintenance", Role.operator, _maintenance_body),
     Case("DELETE", "/api/maintenance/{maintenance_id}", Role.operator, _maintenance_path),
     Case("GET", "/api/orphans", Role.viewer, _static("/api/orphans")),

@@ -158,6 +158,8 @@ def test_the_ladder_reboots_then_reprovisions_then_replaces_then_stops(
     assert sim_requests(sim, "POST", "/actions/reboot") == [f"/v1/servers/{old_server}/actions/reboot"]
     assert steps(app_context, node_id) == [("reboot", "waiting")]
     with app_context.database.session() as session:
+        evidence = session.get(Node, node_id).evidence  # type: ignore[union-attr]
+        assert evidence["remediation"]["action"] == "reboot" and evidence["remediation"]["state"] == "waiting"
         health = session.get(NodeHealth, node_id)
         assert health is not None and health.grace_until is not None and health.consecutive_failures == 0
 

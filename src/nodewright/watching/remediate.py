@@ -294,6 +294,9 @@ def _settle(ctx: JobContext, node_id: int, remediation_id: int, state: str, reas
             row.state, row.reason, row.finished_at = "waiting", remediation.safe_reason(reason), now
         else:
             remediation.finish(session, node, row, state, reason, actor=f"job:{ctx.job_id}", now=now)
+        # The node's evidence keeps its last step (the full list is GET /api/nodes/{id}/health).
+        last = {**remediation.summary(row), "reason": row.reason, "job_id": ctx.job_id, "at": now.isoformat()}
+        node.evidence = {**(node.evidence or {}), "remediation": last}
         health = session.get(NodeHealth, node_id)
         if health is not None and node.status == NodeStatus.degraded.value:
             remediation.restart_grace(health, policy_for(node.profile, runtime.settings()), now)
