@@ -401,3 +401,55 @@ def test_replacement_names_fit_hetzner() -> None:
     long = "a" * 60 + "-bc"
     name = replacement_name(long, 12345)
     assert len(name) <= 63 and name.endswith("-r12345") and "--" not in name
+
+
+REPLACE_ONLY = "remediation:\n  enabled: true\n  reboots: 0\n  reprovisions: 0\n  replaces: 1\n"
+
+
+def test_a_replace_resumed_after_its_swap_releases_the_old_server_not_the_new_one(
+    app_context: AppContext,
+    connection: tuple[int, hcloud.Client],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker lost between the swap (the node is on the new server) and the old server's release:
+    the retry must release the old server, never the node's new one."""
+    from nodewright.nodes import handlers
+    from nodewright.watching import remediate
+
+    write_profile(settings.resolved_profiles_dir, REPLACE_ONLY, name="swap")
+    provider_id, cloud = connection
+    (node_id,) = add_ready_nodes(app_context, provider_id, cloud, 1, profile="swap", ssh_port=closed_port())
+    with app_context.database.session() as session:
+        old_server = session.get(Node, node_id).server_id  # type: ignore[union-attr]
+    policy = policy_for("swap", settings)
+    for _ in range(policy.failures_before_degraded):
+        with app_context.database.session(write=True) as session:
+            apply_result(session, node_id, FAIL, seconds=0.1, policy=policy, now=utcnow())
+    assert steps(app_context, node_id) == [("replace", "queued")]
+    # The replacement's SSH stages pass without touching it (its address is the simulator's).
+    for stage in ("connect", "provision", "verify"):
+        monkeypatch.setattr(handlers, stage, lambda ctx, node: None)
+    real_release = remediate._release
+    calls: list[int] = []
+
+    def release(ctx: object, provider: int, server_id: int, checkpoints: object) -> None:
+        calls.append(server_id)
+        if len(calls) == 1:
+            raise RuntimeError("the worker was killed")  # after the swap, before the release
+        real_release(ctx, provider, server_id, checkpoints)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(remediate, "_release", release)
+    skip_waits(app_context)
+    assert drain(app_context) == ["retry_wait"]
+    skip_waits(app_context)
+    assert drain(app_context) == ["succeeded"]
+    with app_context.database.session() as session:
+        node = session.get(Node, node_id)
+        assert node is not None and node.server_id not in (None, old_server)
+        new_server = node.server_id
+        replacements = node.evidence["replacements"]
+    assert calls == [old_server, old_server]
+    assert [(r["old_server_id"], r["new_server_id"]) for r in replacements] == [(old_server, new_server)]
+    assert {s.id for s in cloud.servers.get_all()} == {new_server}
+    assert steps(app_context, node_id) == [("replace", "waiting")]

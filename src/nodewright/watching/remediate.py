@@ -156,6 +156,15 @@ def _replacement_key(ctx: JobContext, remediation_id: int) -> HostKeyPair:
 
 
 def _replace(ctx: JobContext, node: Node, row: NodeRemediation) -> dict[str, Any]:
+    done = row.detail or {}
+    if done.get("swapped"):
+        # A resumed attempt after the swap: the node is on the new server already; only the old
+        # server's release is left (``node.server_id`` is the NEW server now: never release that).
+        old, new = done.get("old_server_id", row.old_server_id), row.new_server_id
+        ctx.log(f"node {node.id} is on server {new} already; releasing server {old}")
+        if old is not None and old != node.server_id:
+            _release(ctx, node.provider_id, int(old), ctx)
+        return {"old_server_id": old, "new_server_id": new}
     host_key = _replacement_key(ctx, row.id)
     spec = NodeServerSpec(
         connection_id=node.provider_id,
@@ -188,13 +197,15 @@ def _replace(ctx: JobContext, node: Node, row: NodeRemediation) -> dict[str, Any
     for stage in (handlers.connect, handlers.provision, handlers.verify):
         stage(ctx, view)
         ctx.check_canceled()
-    old_server_id = node.server_id
 
     def swap() -> dict[str, Any]:
         with ctx.transaction() as session:
             current = session.get(Node, node.id)
             stored = session.get(NodeRemediation, row.id)
             assert current is not None and stored is not None
+            if (stored.detail or {}).get("swapped"):  # committed by an attempt lost before its checkpoint
+                return {"old_server_id": stored.detail.get("old_server_id"), "new_server_id": new_server_id}
+            old_server_id = current.server_id
             old_secret = current.host_key_secret_id
             current.server_id = new_server_id
             current.server_name = result.evidence.server_name
@@ -211,14 +222,15 @@ def _replace(ctx: JobContext, node: Node, row: NodeRemediation) -> dict[str, Any
                  "at": utcnow().isoformat()},
             ]  # fmt: skip
             current.evidence = evidence
-            stored.detail = {**(stored.detail or {}), "swapped": True}
+            stored.detail = {**(stored.detail or {}), "swapped": True, "old_server_id": old_server_id}
             if old_secret is not None and old_secret != current.host_key_secret_id:
                 secret = session.get(StoredSecret, old_secret)
                 if secret is not None:
                     session.delete(secret)
         return {"old_server_id": old_server_id, "new_server_id": new_server_id}
 
-    ctx.step("replace.swap", swap)
+    swapped = ctx.step("replace.swap", swap)
+    old_server_id = swapped["old_server_id"]
     ctx.log(f"node {node.id} moved to server {new_server_id}; releasing server {old_server_id}")
     if old_server_id is not None:
         _release(ctx, node.provider_id, old_server_id, ctx)
