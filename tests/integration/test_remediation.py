@@ -453,3 +453,41 @@ def test_a_replace_resumed_after_its_swap_releases_the_old_server_not_the_new_on
     assert [(r["old_server_id"], r["new_server_id"]) for r in replacements] == [(old_server, new_server)]
     assert {s.id for s in cloud.servers.get_all()} == {new_server}
     assert steps(app_context, node_id) == [("replace", "waiting")]
+
+
+def test_no_step_acts_before_a_fleet_failing_together_is_degraded(
+    app_context: AppContext, connection: tuple[int, hcloud.Client], sim: SimServer, settings: Settings
+) -> None:
+    """Two nodes fail from the same moment (a provider outage). Their checks are spread over the
+    interval and each next check is jittered by +-10 %: the late node's third failure can land more
+    than one interval after the early node's. The early node's step must not have started by then."""
+    from nodewright.watching.policy import JITTER
+
+    provider_id, cloud = connection
+    early, late = add_ready_nodes(app_context, provider_id, cloud, 2, profile=PROFILE)
+    policy = policy_for(PROFILE, settings)
+    interval, k = policy.interval_seconds, policy.failures_before_degraded
+    t0 = utcnow() - dt.timedelta(days=1)  # the outage starts; every time below is in the past
+
+    def at(seconds: float) -> dt.datetime:
+        return t0 + dt.timedelta(seconds=seconds)
+
+    # The early node was checked just after t0, then at the shortest jitter; the late one had
+    # passed just before t0 and is next checked at the longest jitter.
+    checks = [(at(0.01 + i * interval * (1 - JITTER)), early) for i in range(k)]
+    checks += [(at((i + 1) * interval * (1 + JITTER)), late) for i in range(k)]
+    httpx.delete(sim.base_url + "/_sim/requests").raise_for_status()
+    start_at: dt.datetime | None = None
+    for when, node_id in sorted(checks):
+        if start_at is not None and start_at <= when:
+            drain(app_context)  # the early node's step is due before this check of the late node
+            start_at = None
+        with app_context.database.session(write=True) as session:
+            apply_result(session, node_id, FAIL, seconds=0.1, policy=policy, now=when)
+        if node_id == early and start_at is None and steps(app_context, early):
+            with app_context.database.session() as session:
+                job_id = session.scalars(select(NodeRemediation.job_id)).one()
+                start_at = session.get(Job, job_id).run_after  # type: ignore[union-attr]
+    drain(app_context)
+    assert steps(app_context, early) == [("reboot", "held")]
+    assert sim_requests(sim, "POST", "/actions/reboot") == []

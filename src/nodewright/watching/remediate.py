@@ -1,8 +1,9 @@
 """``watching.remediate``: one step of a degraded node's remediation ladder, as a job.
 
-Decided by ``watching.remediation`` (in the check's transaction) and started one check interval
-later. At its start it looks again: the node still degraded, no maintenance pause, the fleet brake
-released (else the step is ``skipped`` or ``held`` and nothing is done). Then:
+Decided by ``watching.remediation`` (in the check's transaction) and started
+``policy.remediation_delay`` later. At its start it looks again: the node still degraded, no
+maintenance pause, the fleet brake released (else the step is ``skipped`` or ``held`` and nothing
+is done). Then:
 
 - ``reboot``: the provider's reboot action (power on, for a server that is off), waited for;
 - ``reprovision``: the connect, provision and verify stages again, on the same server;

@@ -44,13 +44,12 @@ from nodewright.providers.acquisition import installation_id
 from nodewright.providers.errors import ProviderError
 from nodewright.watching import brake, runner
 from nodewright.watching.outcome import apply_result, new_health
-from nodewright.watching.policy import JITTER, effective_interval, policy_for, spread
+from nodewright.watching.policy import JITTER, TICK_SECONDS, effective_interval, policy_for, spread
 
 TICK_KIND = "watching.tick"
 SWEEP_KIND = "watching.sweep"
 CHECK_KIND = "watching.check"
 WATCH_KINDS = (TICK_KIND, SWEEP_KIND, CHECK_KIND)
-TICK_SECONDS = 2.5
 JOB_RETENTION = dt.timedelta(hours=1)
 PRUNE_BATCH = 2000
 WATCHED_VALUES = [s.value for s in WATCHED]
