@@ -491,3 +491,42 @@ def test_no_step_acts_before_a_fleet_failing_together_is_degraded(
     drain(app_context)
     assert steps(app_context, early) == [("reboot", "held")]
     assert sim_requests(sim, "POST", "/actions/reboot") == []
+
+
+def test_a_replacement_whose_job_died_is_listed_as_an_orphan(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    connection: tuple[int, hcloud.Client],
+) -> None:
+    """A worker killed on a replace's last attempt leaves its step ``running`` with a job that
+    ended: the replacement server it made must not stay hidden from the orphans for ever."""
+    from hcloud.images import Image
+    from hcloud.server_types import ServerType
+
+    from nodewright.nodes.reconcile import RECONCILE_ALL_KIND
+    from nodewright.providers.acquisition import installation_id
+    from nodewright.providers.base import LABEL_INSTALLATION, LABEL_NODE, LABEL_REPLACEMENT
+
+    provider_id, cloud = connection
+    (node_id,) = add_ready_nodes(app_context, provider_id, cloud, 1, profile=PROFILE)
+    with app_context.database.session(write=True) as session:
+        dead = enqueue(session, REMEDIATE_KIND, {"node_id": node_id, "remediation_id": 0})
+        session.flush()
+        dead.state, dead.error = "failed", {"code": "worker_lost", "message": "the worker was lost"}
+        row = NodeRemediation(node_id=node_id, provider_id=provider_id, action="replace", attempt=1,
+                              state="running", reason="", job_id=dead.id, detail={},
+                              created_at=utcnow())  # fmt: skip
+        session.add(row)
+        session.flush()
+        step_id = row.id
+    labels = {LABEL_INSTALLATION: installation_id(app_context.database), LABEL_NODE: str(node_id),
+              LABEL_REPLACEMENT: str(step_id)}  # fmt: skip
+    made = cloud.servers.create("w0-r1", server_type=ServerType(name="cx22"),
+                                image=Image(name="ubuntu-24.04"), labels=labels)  # fmt: skip
+    made.action.wait_until_finished()
+    with app_context.database.session(write=True) as session:
+        enqueue(session, RECONCILE_ALL_KIND, {})
+    drain(app_context)
+    orphans = client.get("/api/orphans", headers=role_users[Role.viewer].headers).json()
+    assert [o["server_id"] for o in orphans] == [made.server.id]
