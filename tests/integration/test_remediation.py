@@ -20,7 +20,7 @@ import hcloud
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from nodewright.config import Settings
 from nodewright.context import AppContext
@@ -530,3 +530,55 @@ def test_a_replacement_whose_job_died_is_listed_as_an_orphan(
     drain(app_context)
     orphans = client.get("/api/orphans", headers=role_users[Role.viewer].headers).json()
     assert [o["server_id"] for o in orphans] == [made.server.id]
+
+
+def _blocked_on_a_lock(ctx: AppContext, count: int) -> bool:
+    with ctx.database.session() as session:
+        waiting = session.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+        ).scalar_one()
+    return int(waiting) >= count
+
+
+def test_a_sweep_and_a_check_degrading_a_node_do_not_deadlock_on_the_brake(
+    db_kind: str, app_context: AppContext, connection: tuple[int, hcloud.Client]
+) -> None:
+    """PostgreSQL: a check's transaction holds its node's row (the node becomes degraded) and then
+    evaluates the brake; a sweep of the connection at the same moment writes that node's server
+    status. Taking the brake's lock before the nodes' rows made the two deadlock (one of them was
+    aborted: a check result or a sweep lost, in the very outage the brake is for)."""
+    if db_kind != "postgresql":
+        pytest.skip("row locks: PostgreSQL only (SQLite serialises writers)")
+    import threading
+
+    from nodewright.watching import brake
+
+    provider_id, cloud = connection
+    node_id, _other = add_ready_nodes(app_context, provider_id, cloud, 2, profile=PROFILE)
+    with app_context.database.session(write=True) as session:
+        brake.evaluate(session, provider_id)  # the row exists
+        session.execute(
+            update(Node).where(Node.id == node_id).values(server_status="off")
+        )  # the sweep fixes it
+        enqueue(session, SWEEP_KIND, {"provider_id": provider_id}, max_attempts=1)
+    outcome: list[str | None] = []
+    with app_context.database.session(write=True) as check:
+        check.execute(
+            update(Node).where(Node.id == node_id).values(status="degraded")
+        )  # the check's row lock
+
+        def run_sweep() -> None:
+            outcome.append(run_next(app_context.database, registry=default_registry))
+
+        runner = threading.Thread(target=run_sweep)
+        runner.start()
+        deadline = time.monotonic() + 30
+        while not _blocked_on_a_lock(app_context, 1) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _blocked_on_a_lock(app_context, 1), "the sweep never reached the node's row"
+        brake.evaluate(check, provider_id)  # the check's decision, in its transaction
+    runner.join(timeout=60)
+    assert outcome == ["succeeded"]
