@@ -582,3 +582,39 @@ def test_a_sweep_and_a_check_degrading_a_node_do_not_deadlock_on_the_brake(
         brake.evaluate(check, provider_id)  # the check's decision, in its transaction
     runner.join(timeout=60)
     assert outcome == ["succeeded"]
+
+
+def test_two_first_evaluations_of_a_brake_do_not_collide(
+    db_kind: str, app_context: AppContext, connection: tuple[int, hcloud.Client]
+) -> None:
+    """PostgreSQL: the connection's brake row does not exist yet and two transactions evaluate it
+    at once (a sweep and a check, two checks): the second insert must not fail its transaction."""
+    if db_kind != "postgresql":
+        pytest.skip("concurrent inserts: PostgreSQL only (SQLite serialises writers)")
+    import threading
+
+    from nodewright.db.models import RemediationBrake
+    from nodewright.watching import brake
+
+    provider_id, _cloud = connection
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with app_context.database.session(write=True) as session:
+                brake.evaluate(session, provider_id)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    with app_context.database.session(write=True) as first:
+        brake.evaluate(first, provider_id)  # inserted, not committed
+        runner = threading.Thread(target=second)
+        runner.start()
+        deadline = time.monotonic() + 30
+        while not _blocked_on_a_lock(app_context, 1) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _blocked_on_a_lock(app_context, 1), "the second evaluation never waited"
+    runner.join(timeout=60)
+    assert errors == []
+    with app_context.database.session() as session:
+        assert session.get(RemediationBrake, provider_id) is not None
