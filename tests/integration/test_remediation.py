@@ -618,3 +618,21 @@ def test_two_first_evaluations_of_a_brake_do_not_collide(
     assert errors == []
     with app_context.database.session() as session:
         assert session.get(RemediationBrake, provider_id) is not None
+
+
+def test_a_step_decided_before_remediation_was_turned_off_does_nothing(
+    app_context: AppContext, connection: tuple[int, hcloud.Client], sim: SimServer, settings: Settings
+) -> None:
+    provider_id, cloud = connection
+    (node_id,) = add_ready_nodes(app_context, provider_id, cloud, 1, profile=PROFILE)
+    for _ in range(3):
+        apply(app_context, node_id, FAIL)
+    assert steps(app_context, node_id) == [("reboot", "queued")]
+    # The operator turns remediation off in the profile while the step waits for its start.
+    shutil.rmtree(settings.resolved_profiles_dir / PROFILE)
+    write_profile(settings.resolved_profiles_dir, REMEDIATION.replace("enabled: true", "enabled: false"))
+    httpx.delete(sim.base_url + "/_sim/requests").raise_for_status()
+    skip_waits(app_context)
+    drain(app_context)
+    assert steps(app_context, node_id) == [("reboot", "skipped")]
+    assert sim_requests(sim, "POST", "/actions/reboot") == []

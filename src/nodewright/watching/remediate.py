@@ -104,6 +104,11 @@ def _begin(ctx: JobContext, node_id: int, remediation_id: int) -> str | None:
             row.state, row.finished_at = "skipped", now
             row.reason = f"maintenance {window.id} covers the node: {window.reason}"[:500]
             return row.reason
+        if not policy_for(node.profile, runtime.settings()).remediation.enabled:
+            # Turned off (or the profile no longer loads) since the step was decided.
+            row.state, row.finished_at = "skipped", now
+            row.reason = f"remediation is not enabled in profile {node.profile!r} any more"[:500]
+            return row.reason
         fleet = brake.evaluate(session, node.provider_id, actor=actor)
         if fleet.engaged:
             row.state, row.finished_at = "held", now
