@@ -20,7 +20,7 @@ import hcloud
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from nodewright.config import Settings
 from nodewright.context import AppContext
@@ -403,6 +403,241 @@ def test_replacement_names_fit_hetzner() -> None:
     long = "a" * 60 + "-bc"
     name = replacement_name(long, 12345)
     assert len(name) <= 63 and name.endswith("-r12345") and "--" not in name
+
+
+REPLACE_ONLY = "remediation:\n  enabled: true\n  reboots: 0\n  reprovisions: 0\n  replaces: 1\n"
+
+
+def test_a_replace_resumed_after_its_swap_releases_the_old_server_not_the_new_one(
+    app_context: AppContext,
+    connection: tuple[int, hcloud.Client],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker lost between the swap (the node is on the new server) and the old server's release:
+    the retry must release the old server, never the node's new one."""
+    from nodewright.nodes import handlers
+    from nodewright.watching import remediate
+
+    write_profile(settings.resolved_profiles_dir, REPLACE_ONLY, name="swap")
+    provider_id, cloud = connection
+    (node_id,) = add_ready_nodes(app_context, provider_id, cloud, 1, profile="swap", ssh_port=closed_port())
+    with app_context.database.session() as session:
+        old_server = session.get(Node, node_id).server_id  # type: ignore[union-attr]
+    policy = policy_for("swap", settings)
+    for _ in range(policy.failures_before_degraded):
+        with app_context.database.session(write=True) as session:
+            apply_result(session, node_id, FAIL, seconds=0.1, policy=policy, now=utcnow())
+    assert steps(app_context, node_id) == [("replace", "queued")]
+    # The replacement's SSH stages pass without touching it (its address is the simulator's).
+    for stage in ("connect", "provision", "verify"):
+        monkeypatch.setattr(handlers, stage, lambda ctx, node: None)
+    real_release = remediate._release
+    calls: list[int] = []
+
+    def release(ctx: object, provider: int, server_id: int, checkpoints: object) -> None:
+        calls.append(server_id)
+        if len(calls) == 1:
+            raise RuntimeError("the worker was killed")  # after the swap, before the release
+        real_release(ctx, provider, server_id, checkpoints)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(remediate, "_release", release)
+    skip_waits(app_context)
+    assert drain(app_context) == ["retry_wait"]
+    skip_waits(app_context)
+    assert drain(app_context) == ["succeeded"]
+    with app_context.database.session() as session:
+        node = session.get(Node, node_id)
+        assert node is not None and node.server_id not in (None, old_server)
+        new_server = node.server_id
+        replacements = node.evidence["replacements"]
+    assert calls == [old_server, old_server]
+    assert [(r["old_server_id"], r["new_server_id"]) for r in replacements] == [(old_server, new_server)]
+    assert {s.id for s in cloud.servers.get_all()} == {new_server}
+    assert steps(app_context, node_id) == [("replace", "waiting")]
+
+
+def test_no_step_acts_before_a_fleet_failing_together_is_degraded(
+    app_context: AppContext, connection: tuple[int, hcloud.Client], sim: SimServer, settings: Settings
+) -> None:
+    """Two nodes fail from the same moment (a provider outage). Their checks are spread over the
+    interval and each next check is jittered by +-10 %: the late node's third failure can land more
+    than one interval after the early node's. The early node's step must not have started by then."""
+    from nodewright.watching.policy import JITTER
+
+    provider_id, cloud = connection
+    early, late = add_ready_nodes(app_context, provider_id, cloud, 2, profile=PROFILE)
+    policy = policy_for(PROFILE, settings)
+    interval, k = policy.interval_seconds, policy.failures_before_degraded
+    t0 = utcnow() - dt.timedelta(days=1)  # the outage starts; every time below is in the past
+
+    def at(seconds: float) -> dt.datetime:
+        return t0 + dt.timedelta(seconds=seconds)
+
+    # The early node was checked just after t0, then at the shortest jitter; the late one had
+    # passed just before t0 and is next checked at the longest jitter.
+    checks = [(at(0.01 + i * interval * (1 - JITTER)), early) for i in range(k)]
+    checks += [(at((i + 1) * interval * (1 + JITTER)), late) for i in range(k)]
+    httpx.delete(sim.base_url + "/_sim/requests").raise_for_status()
+    start_at: dt.datetime | None = None
+    for when, node_id in sorted(checks):
+        if start_at is not None and start_at <= when:
+            drain(app_context)  # the early node's step is due before this check of the late node
+            start_at = None
+        with app_context.database.session(write=True) as session:
+            apply_result(session, node_id, FAIL, seconds=0.1, policy=policy, now=when)
+        if node_id == early and start_at is None and steps(app_context, early):
+            with app_context.database.session() as session:
+                job_id = session.scalars(select(NodeRemediation.job_id)).one()
+                start_at = session.get(Job, job_id).run_after  # type: ignore[union-attr]
+    drain(app_context)
+    assert steps(app_context, early) == [("reboot", "held")]
+    assert sim_requests(sim, "POST", "/actions/reboot") == []
+
+
+def test_a_replacement_whose_job_died_is_listed_as_an_orphan(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    connection: tuple[int, hcloud.Client],
+) -> None:
+    """A worker killed on a replace's last attempt leaves its step ``running`` with a job that
+    ended: the replacement server it made must not stay hidden from the orphans for ever."""
+    from hcloud.images import Image
+    from hcloud.server_types import ServerType
+
+    from nodewright.nodes.reconcile import RECONCILE_ALL_KIND
+    from nodewright.providers.acquisition import installation_id
+    from nodewright.providers.base import LABEL_INSTALLATION, LABEL_NODE, LABEL_REPLACEMENT
+
+    provider_id, cloud = connection
+    (node_id,) = add_ready_nodes(app_context, provider_id, cloud, 1, profile=PROFILE)
+    with app_context.database.session(write=True) as session:
+        dead = enqueue(session, REMEDIATE_KIND, {"node_id": node_id, "remediation_id": 0})
+        session.flush()
+        dead.state, dead.error = "failed", {"code": "worker_lost", "message": "the worker was lost"}
+        row = NodeRemediation(node_id=node_id, provider_id=provider_id, action="replace", attempt=1,
+                              state="running", reason="", job_id=dead.id, detail={},
+                              created_at=utcnow())  # fmt: skip
+        session.add(row)
+        session.flush()
+        step_id = row.id
+    labels = {LABEL_INSTALLATION: installation_id(app_context.database), LABEL_NODE: str(node_id),
+              LABEL_REPLACEMENT: str(step_id)}  # fmt: skip
+    made = cloud.servers.create("w0-r1", server_type=ServerType(name="cx22"),
+                                image=Image(name="ubuntu-24.04"), labels=labels)  # fmt: skip
+    made.action.wait_until_finished()
+    with app_context.database.session(write=True) as session:
+        enqueue(session, RECONCILE_ALL_KIND, {})
+    drain(app_context)
+    orphans = client.get("/api/orphans", headers=role_users[Role.viewer].headers).json()
+    assert [o["server_id"] for o in orphans] == [made.server.id]
+
+
+def _blocked_on_a_lock(ctx: AppContext, count: int) -> bool:
+    with ctx.database.session() as session:
+        waiting = session.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+        ).scalar_one()
+    return int(waiting) >= count
+
+
+def test_a_sweep_and_a_check_degrading_a_node_do_not_deadlock_on_the_brake(
+    db_kind: str, app_context: AppContext, connection: tuple[int, hcloud.Client]
+) -> None:
+    """PostgreSQL: a check's transaction holds its node's row (the node becomes degraded) and then
+    evaluates the brake; a sweep of the connection at the same moment writes that node's server
+    status. Taking the brake's lock before the nodes' rows made the two deadlock (one of them was
+    aborted: a check result or a sweep lost, in the very outage the brake is for)."""
+    if db_kind != "postgresql":
+        pytest.skip("row locks: PostgreSQL only (SQLite serialises writers)")
+    import threading
+
+    from nodewright.watching import brake
+
+    provider_id, cloud = connection
+    node_id, _other = add_ready_nodes(app_context, provider_id, cloud, 2, profile=PROFILE)
+    with app_context.database.session(write=True) as session:
+        brake.evaluate(session, provider_id)  # the row exists
+        session.execute(
+            update(Node).where(Node.id == node_id).values(server_status="off")
+        )  # the sweep fixes it
+        enqueue(session, SWEEP_KIND, {"provider_id": provider_id}, max_attempts=1)
+    outcome: list[str | None] = []
+    with app_context.database.session(write=True) as check:
+        check.execute(
+            update(Node).where(Node.id == node_id).values(status="degraded")
+        )  # the check's row lock
+
+        def run_sweep() -> None:
+            outcome.append(run_next(app_context.database, registry=default_registry))
+
+        runner = threading.Thread(target=run_sweep)
+        runner.start()
+        deadline = time.monotonic() + 30
+        while not _blocked_on_a_lock(app_context, 1) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _blocked_on_a_lock(app_context, 1), "the sweep never reached the node's row"
+        brake.evaluate(check, provider_id)  # the check's decision, in its transaction
+    runner.join(timeout=60)
+    assert outcome == ["succeeded"]
+
+
+def test_two_first_evaluations_of_a_brake_do_not_collide(
+    db_kind: str, app_context: AppContext, connection: tuple[int, hcloud.Client]
+) -> None:
+    """PostgreSQL: the connection's brake row does not exist yet and two transactions evaluate it
+    at once (a sweep and a check, two checks): the second insert must not fail its transaction."""
+    if db_kind != "postgresql":
+        pytest.skip("concurrent inserts: PostgreSQL only (SQLite serialises writers)")
+    import threading
+
+    from nodewright.db.models import RemediationBrake
+    from nodewright.watching import brake
+
+    provider_id, _cloud = connection
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with app_context.database.session(write=True) as session:
+                brake.evaluate(session, provider_id)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    with app_context.database.session(write=True) as first:
+        brake.evaluate(first, provider_id)  # inserted, not committed
+        runner = threading.Thread(target=second)
+        runner.start()
+        deadline = time.monotonic() + 30
+        while not _blocked_on_a_lock(app_context, 1) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _blocked_on_a_lock(app_context, 1), "the second evaluation never waited"
+    runner.join(timeout=60)
+    assert errors == []
+    with app_context.database.session() as session:
+        assert session.get(RemediationBrake, provider_id) is not None
+
+
+def test_a_step_decided_before_remediation_was_turned_off_does_nothing(
+    app_context: AppContext, connection: tuple[int, hcloud.Client], sim: SimServer, settings: Settings
+) -> None:
+    provider_id, cloud = connection
+    (node_id,) = add_ready_nodes(app_context, provider_id, cloud, 1, profile=PROFILE)
+    for _ in range(3):
+        apply(app_context, node_id, FAIL)
+    assert steps(app_context, node_id) == [("reboot", "queued")]
+    # The operator turns remediation off in the profile while the step waits for its start.
+    shutil.rmtree(settings.resolved_profiles_dir / PROFILE)
+    write_profile(settings.resolved_profiles_dir, REMEDIATION.replace("enabled: true", "enabled: false"))
+    httpx.delete(sim.base_url + "/_sim/requests").raise_for_status()
+    skip_waits(app_context)
+    drain(app_context)
+    assert steps(app_context, node_id) == [("reboot", "skipped")]
+    assert sim_requests(sim, "POST", "/actions/reboot") == []
 
 
 def test_a_step_reason_from_node_output_is_redacted_and_cleaned(

@@ -96,12 +96,16 @@ def _orphans(servers: list[ServerInfo], nodes: list[Node], replacing: set[str]) 
 
 
 def replacing_steps(session: Session, provider_id: int) -> set[str]:
-    """Ids (as label values) of the connection's replace steps still under way."""
+    """Ids (as label values) of the connection's replace steps still under way: their job has not
+    ended (a step left ``running`` by a job that died must not hide its server for ever)."""
     rows = session.scalars(
-        select(NodeRemediation.id).where(
+        select(NodeRemediation.id)
+        .join(Job, Job.id == NodeRemediation.job_id)
+        .where(
             NodeRemediation.provider_id == provider_id,
             NodeRemediation.action == "replace",
             NodeRemediation.state.in_(("queued", "running")),
+            Job.state.not_in(TERMINAL),
         )
     )
     return {str(r) for r in rows}

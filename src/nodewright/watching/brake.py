@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nodewright import runtime
@@ -52,10 +53,19 @@ def count(session: Session, provider_id: int) -> FleetCount:
 
 def _row(session: Session, provider_id: int) -> RemediationBrake:
     row = session.get(RemediationBrake, provider_id, with_for_update=True)
-    if row is None:
-        row = RemediationBrake(provider_id=provider_id, engaged=False, degraded=0, watched=0, reason="")
-        session.add(row)
-        session.flush()
+    if row is not None:
+        return row
+    try:
+        # A savepoint: another transaction may insert the connection's first row at the same time.
+        with session.begin_nested():
+            row = RemediationBrake(provider_id=provider_id, engaged=False, degraded=0, watched=0, reason="")
+            session.add(row)
+            session.flush()
+        return row
+    except IntegrityError:
+        pass
+    row = session.get(RemediationBrake, provider_id, with_for_update=True)  # the winner's, committed
+    assert row is not None
     return row
 
 

@@ -21,6 +21,7 @@ BACKOFF_STEP = 5
 BACKOFF_MAX_FACTOR = 16
 BACKOFF_CAP_SECONDS = 900.0
 JITTER = 0.1  # each next check lands within +-10% of the interval
+TICK_SECONDS = 2.5  # the watcher's tick: a due check waits up to this long for its sweep
 
 
 @dataclass(frozen=True)
@@ -81,3 +82,14 @@ def spread(node_id: int, interval: float) -> float:
     """A stable offset within the interval, so a fleet that became ready together is not checked
     together (crc32 of the id, as Coolify spreads its server checks)."""
     return (zlib.crc32(str(node_id).encode()) % 1000) / 1000 * interval
+
+
+def remediation_delay(policy: WatchPolicy) -> float:
+    """How long a decided remediation step waits before it starts: long enough that every node of
+    the connection failing since the same moment is degraded (and counted by the fleet brake) by
+    then. Their first failing checks land within one interval (+ jitter) of each other; each of the
+    ``failures_before_degraded - 1`` further checks may drift apart by twice the jitter; each waits
+    up to a tick for its sweep, and the last one may take its whole timeout."""
+    k = policy.failures_before_degraded
+    drift = 1 + JITTER + 2 * JITTER * (k - 1)
+    return policy.interval_seconds * drift + k * TICK_SECONDS + policy.timeout_seconds

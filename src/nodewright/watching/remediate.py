@@ -1,8 +1,9 @@
 """``watching.remediate``: one step of a degraded node's remediation ladder, as a job.
 
-Decided by ``watching.remediation`` (in the check's transaction) and started one check interval
-later. At its start it looks again: the node still degraded, no maintenance pause, the fleet brake
-released (else the step is ``skipped`` or ``held`` and nothing is done). Then:
+Decided by ``watching.remediation`` (in the check's transaction) and started
+``policy.remediation_delay`` later. At its start it looks again: the node still degraded, no
+maintenance pause, the fleet brake released (else the step is ``skipped`` or ``held`` and nothing
+is done). Then:
 
 - ``reboot``: the provider's reboot action (power on, for a server that is off), waited for;
 - ``reprovision``: the connect, provision and verify stages again, on the same server;
@@ -103,6 +104,11 @@ def _begin(ctx: JobContext, node_id: int, remediation_id: int) -> str | None:
             row.state, row.finished_at = "skipped", now
             row.reason = f"maintenance {window.id} covers the node: {window.reason}"[:500]
             return row.reason
+        if not policy_for(node.profile, runtime.settings()).remediation.enabled:
+            # Turned off (or the profile no longer loads) since the step was decided.
+            row.state, row.finished_at = "skipped", now
+            row.reason = f"remediation is not enabled in profile {node.profile!r} any more"[:500]
+            return row.reason
         fleet = brake.evaluate(session, node.provider_id, actor=actor)
         if fleet.engaged:
             row.state, row.finished_at = "held", now
@@ -156,6 +162,15 @@ def _replacement_key(ctx: JobContext, remediation_id: int) -> HostKeyPair:
 
 
 def _replace(ctx: JobContext, node: Node, row: NodeRemediation) -> dict[str, Any]:
+    done = row.detail or {}
+    if done.get("swapped"):
+        # A resumed attempt after the swap: the node is on the new server already; only the old
+        # server's release is left (``node.server_id`` is the NEW server now: never release that).
+        old, new = done.get("old_server_id", row.old_server_id), row.new_server_id
+        ctx.log(f"node {node.id} is on server {new} already; releasing server {old}")
+        if old is not None and old != node.server_id:
+            _release(ctx, node.provider_id, int(old), ctx)
+        return {"old_server_id": old, "new_server_id": new}
     host_key = _replacement_key(ctx, row.id)
     spec = NodeServerSpec(
         connection_id=node.provider_id,
@@ -188,13 +203,15 @@ def _replace(ctx: JobContext, node: Node, row: NodeRemediation) -> dict[str, Any
     for stage in (handlers.connect, handlers.provision, handlers.verify):
         stage(ctx, view)
         ctx.check_canceled()
-    old_server_id = node.server_id
 
     def swap() -> dict[str, Any]:
         with ctx.transaction() as session:
             current = session.get(Node, node.id)
             stored = session.get(NodeRemediation, row.id)
             assert current is not None and stored is not None
+            if (stored.detail or {}).get("swapped"):  # committed by an attempt lost before its checkpoint
+                return {"old_server_id": stored.detail.get("old_server_id"), "new_server_id": new_server_id}
+            old_server_id = current.server_id
             old_secret = current.host_key_secret_id
             current.server_id = new_server_id
             current.server_name = result.evidence.server_name
@@ -211,14 +228,15 @@ def _replace(ctx: JobContext, node: Node, row: NodeRemediation) -> dict[str, Any
                  "at": utcnow().isoformat()},
             ]  # fmt: skip
             current.evidence = evidence
-            stored.detail = {**(stored.detail or {}), "swapped": True}
+            stored.detail = {**(stored.detail or {}), "swapped": True, "old_server_id": old_server_id}
             if old_secret is not None and old_secret != current.host_key_secret_id:
                 secret = session.get(StoredSecret, old_secret)
                 if secret is not None:
                     session.delete(secret)
         return {"old_server_id": old_server_id, "new_server_id": new_server_id}
 
-    ctx.step("replace.swap", swap)
+    swapped = ctx.step("replace.swap", swap)
+    old_server_id = swapped["old_server_id"]
     ctx.log(f"node {node.id} moved to server {new_server_id}; releasing server {old_server_id}")
     if old_server_id is not None:
         _release(ctx, node.provider_id, old_server_id, ctx)

@@ -10,8 +10,9 @@ degraded). Nothing starts while the connection's fleet brake is engaged (``watch
 maintenance pause covers the node (no check has consequences then).
 
 Everything here runs in the transaction of the check that decided (``outcome.apply_result``): a
-step is a ``node_remediations`` row and a ``watching.remediate`` job enqueued one check interval
-later (so nodes that fail together are all degraded, and the brake engaged, before any acts), which
+step is a ``node_remediations`` row and a ``watching.remediate`` job enqueued
+``policy.remediation_delay`` later (so nodes that fail together are all degraded, and the brake
+engaged, before any acts), which
 looks at the brake again when it starts. When the step's job is done the node gets a grace period;
 the checks after it decide: ``successes_before_ready`` passes -> the step succeeded (the node is
 ``ready``), ``failures_before_degraded`` failures -> it failed, and the next step is decided.
@@ -32,7 +33,7 @@ from nodewright.nodes.states import REMEDIATE_KIND, NodeStatus, resource_key
 from nodewright.security.redaction import redact_text
 from nodewright.security.text import clean_line
 from nodewright.watching import brake, events
-from nodewright.watching.policy import WatchPolicy
+from nodewright.watching.policy import WatchPolicy, remediation_delay
 
 ACTIONS = ("reboot", "reprovision", "replace")
 EXHAUSTED = "exhausted"
@@ -222,7 +223,7 @@ def start_next(
         {"node_id": node.id, "remediation_id": row.id},
         resource_key=resource_key(node.id),
         dedup_key=f"remediate:{node.id}",
-        run_after=now + dt.timedelta(seconds=policy.interval_seconds),
+        run_after=now + dt.timedelta(seconds=remediation_delay(policy)),
         max_attempts=MAX_ATTEMPTS[action],
         created_by="watcher",
     )

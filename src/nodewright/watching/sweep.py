@@ -44,13 +44,12 @@ from nodewright.providers.acquisition import installation_id
 from nodewright.providers.errors import ProviderError
 from nodewright.watching import brake, runner
 from nodewright.watching.outcome import apply_result, new_health
-from nodewright.watching.policy import JITTER, effective_interval, policy_for, spread
+from nodewright.watching.policy import JITTER, TICK_SECONDS, effective_interval, policy_for, spread
 
 TICK_KIND = "watching.tick"
 SWEEP_KIND = "watching.sweep"
 CHECK_KIND = "watching.check"
 WATCH_KINDS = (TICK_KIND, SWEEP_KIND, CHECK_KIND)
-TICK_SECONDS = 2.5
 JOB_RETENTION = dt.timedelta(hours=1)
 PRUNE_BATCH = 2000
 WATCHED_VALUES = [s.value for s in WATCHED]
@@ -157,7 +156,6 @@ def sweep(ctx: JobContext) -> dict[str, Any]:
             state.listed_at, state.list_error = now, list_error
             if statuses is not None:
                 state.servers = len(statuses)
-            brake.evaluate(session, provider_id)
         ids = [r.id for r in rows]
         nodes = {n.id: n for n in session.scalars(select(Node).where(Node.id.in_(ids)))}
         healths = {
@@ -182,6 +180,10 @@ def sweep(ctx: JobContext) -> dict[str, Any]:
                 jitter = 1 + random.uniform(-JITTER, JITTER)
                 health.next_check_at = now + dt.timedelta(seconds=interval * jitter)
                 due.append(node_id)
+        if listed:
+            # Last: a check's transaction holds its node's rows and then takes the brake's lock;
+            # taking the brake's first and the nodes' after would deadlock with it (PostgreSQL).
+            brake.evaluate(session, provider_id)
         for node_id in due:
             enqueue(session, CHECK_KIND, {"node_id": node_id}, dedup_key=check_dedup(node_id),
                     resource_key=resource_key(node_id), max_attempts=1, created_by="watcher")  # fmt: skip
