@@ -677,3 +677,48 @@ def test_a_step_reason_from_node_output_is_redacted_and_cleaned(
     assert "\\x1b]0;owned\\x07\\nnodewright" in stored.reason  # shown, inert, on one line
     for where in (health, audit_rows, bodies, stored.reason):
         assert secret not in where
+
+
+def test_a_step_whose_job_died_is_settled_when_the_node_recovers_or_leaves(
+    client: TestClient,
+    app_context: AppContext,
+    role_users: dict[Role, RoleUser],
+    connection: tuple[int, hcloud.Client],
+) -> None:
+    """A step left ``running`` by a job that ended for good (its worker killed on the last attempt)
+    is failed when the node recovers, and the replacement host key it stored is deleted; steps
+    queued or waiting on a node that is released are closed by the tick."""
+    from nodewright.db.models import StoredSecret
+    from nodewright.providers.acquisition import generate_host_key
+    from nodewright.watching.sweep import TICK_KIND
+
+    provider_id, cloud = connection
+    first, second = add_ready_nodes(app_context, provider_id, cloud, 2, profile=PROFILE)
+    for _ in range(3):
+        apply(app_context, first, FAIL)
+    with app_context.database.session(write=True) as session:
+        stored = app_context.box.store(session, "node_host_key", generate_host_key().private_openssh)
+        row = session.scalars(select(NodeRemediation).where(NodeRemediation.node_id == first)).one()
+        row.state, row.detail = "running", {"host_key_secret_id": stored.id}
+        job = session.get(Job, row.job_id)
+        assert job is not None
+        job.state = "failed"  # what the engine records when the last attempt's worker is lost
+        secret_id = stored.id
+    apply(app_context, first, PASS)
+    assert apply(app_context, first, PASS) == "recovered"
+    assert steps(app_context, first) == [("reboot", "failed")]
+    with app_context.database.session() as session:
+        assert session.get(StoredSecret, secret_id) is None
+
+    for _ in range(3):
+        apply(app_context, second, FAIL)
+    skip_waits(app_context)
+    drain(app_context)
+    assert steps(app_context, second) == [("reboot", "waiting")]
+    released = client.delete(f"/api/nodes/{second}", headers=role_users[Role.operator].headers)
+    assert released.status_code == 202, released.text
+    drain(app_context)  # the release
+    with app_context.database.session(write=True) as session:
+        enqueue(session, TICK_KIND, {}, max_attempts=1)
+    drain(app_context)
+    assert steps(app_context, second) == [("reboot", "skipped")]

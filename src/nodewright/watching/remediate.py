@@ -335,6 +335,11 @@ def remediate(ctx: JobContext) -> dict[str, Any]:
     except LeaseLost:
         raise
     except JobCanceled:
+        if (_load(ctx, remediation_id).detail or {}).get("swapped"):
+            # The node is on its new server already: only the old one's release was cut short.
+            _settle(ctx, node_id, remediation_id, "waiting",
+                    "replaced; canceled before the old server was released: see orphans")  # fmt: skip
+            raise
         note = _clean_up_replacement(ctx, remediation_id) if row.action == "replace" else ""
         _settle(ctx, node_id, remediation_id, "canceled", f"the {row.action} was canceled{note}")
         raise

@@ -26,10 +26,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nodewright.db.models import Job, Node, NodeHealth, NodeRemediation
+from nodewright.db.models import Job, Node, NodeHealth, NodeRemediation, StoredSecret
 from nodewright.jobs.enqueue import enqueue
 from nodewright.jobs.states import TERMINAL
-from nodewright.nodes.states import REMEDIATE_KIND, NodeStatus, resource_key
+from nodewright.nodes.states import REMEDIATE_KIND, WATCHED, NodeStatus, resource_key
 from nodewright.security.redaction import redact_text
 from nodewright.security.text import clean_line
 from nodewright.watching import brake, events
@@ -136,6 +136,39 @@ def on_recovered(session: Session, node: Node, now: dt.datetime) -> None:
     elif row.state == "queued":
         finish(session, node, row, "skipped", "the node recovered before the step started", actor="watcher",
                now=now)  # fmt: skip
+    elif (ended := _job_ended(session, row)) is not None:  # running, but its job died for good
+        abandon(session, row)
+        reason = f"its job {row.job_id} ended ({ended}) without a result; the node recovered"
+        finish(session, node, row, "failed", reason, actor="watcher", now=now)
+
+
+def abandon(session: Session, row: NodeRemediation) -> None:
+    """A step whose job ended without settling it: the replacement's host key (never taken over)
+    goes with it. Its server, if one was made, is listed by reconcile as an orphan."""
+    detail = dict(row.detail or {})
+    secret_id = detail.get("host_key_secret_id")
+    if secret_id is not None and not detail.get("swapped"):
+        secret = session.get(StoredSecret, int(secret_id))
+        if secret is not None:
+            session.delete(secret)
+        row.detail = {**detail, "host_key_secret_id": None}
+
+
+def close_unwatched(session: Session, now: dt.datetime) -> int:
+    """Steps queued or waiting on nodes no longer watched (released, lost, failed): nothing will
+    settle them any more. Marked ``skipped``; returns how many."""
+    unwatched = select(Node.id).where(Node.status.not_in([s.value for s in WATCHED]))
+    rows = list(
+        session.scalars(
+            select(NodeRemediation).where(
+                NodeRemediation.state.in_(("queued", "waiting")), NodeRemediation.node_id.in_(unwatched)
+            )
+        )
+    )
+    for row in rows:
+        row.state, row.finished_at = "skipped", now
+        row.reason = safe_reason(f"the node is no longer watched; {row.reason}")
+    return len(rows)
 
 
 def after_failed_check(
@@ -156,6 +189,7 @@ def after_failed_check(
                    f"still failing {health.consecutive_failures} checks after the {current.action}",
                    actor="watcher", now=now)  # fmt: skip
         elif (ended := _job_ended(session, current)) is not None:
+            abandon(session, current)
             reason = f"its job {current.job_id} ended ({ended}) without a result"
             finish(session, node, current, "failed", reason, actor="watcher", now=now)
         else:

@@ -42,7 +42,7 @@ from nodewright.nodes.reconcile import adapter_for
 from nodewright.nodes.states import WATCHED, NodeStatus, resource_key
 from nodewright.providers.acquisition import installation_id
 from nodewright.providers.errors import ProviderError
-from nodewright.watching import brake, runner
+from nodewright.watching import brake, remediation, runner
 from nodewright.watching.outcome import apply_result, new_health
 from nodewright.watching.policy import JITTER, TICK_SECONDS, effective_interval, policy_for, spread
 
@@ -100,12 +100,13 @@ def tick(ctx: JobContext) -> dict[str, Any]:
             )
         ).all():
             brake.evaluate(session, stale)
+        closed = remediation.close_unwatched(session, utcnow())
         unwatched = select(Node.id).where(Node.status.not_in(WATCHED_VALUES))
         session.execute(delete(NodeHealth).where(NodeHealth.node_id.in_(unwatched)))
         released = select(Node.id).where(Node.status == NodeStatus.released.value)
         session.execute(delete(NodeCheck).where(NodeCheck.node_id.in_(released)))
         pruned = prune_watch_jobs(session, utcnow() - JOB_RETENTION)
-    return {"connections": len(ids), "pruned_jobs": pruned}
+    return {"connections": len(ids), "pruned_jobs": pruned, "closed_steps": closed}
 
 
 def _list_statuses(ctx: JobContext, provider_id: int) -> tuple[dict[int, str] | None, str | None]:
