@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import time
 
-import hcloud
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from hcloud.images import Image
-from hcloud.server_types import ServerType
 from sqlalchemy import func, select, update
 
 from nodewright.context import AppContext
@@ -32,6 +28,7 @@ from nodewright.watching.policy import defaults
 from nodewright.watching.sweep import SWEEP_KIND, TICK_KIND
 from tests.fixtures.sim import random_token, sim, sim_server  # noqa: F401
 from tests.support.apps import RoleUser
+from tests.support.fleet import add_ready_nodes, connect
 from tests.support.jobs import run_next
 
 load_handler_modules()
@@ -51,44 +48,8 @@ def fleet(
     client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser], sim: SimServer
 ) -> tuple[int, list[int]]:
     """A connection to the simulator and NODES ready nodes, each holding one of its servers."""
-    from nodewright.providers.acquisition import installation_id
-    from nodewright.providers.base import LABEL_INSTALLATION, LABEL_NODE
-
-    token = random_token()
-    response = client.post(
-        "/api/providers",
-        json={"kind": "hetzner", "name": "sim", "token": token, "api_endpoint": sim.api_url},
-        headers=role_users[Role.admin].headers,
-    )
-    assert response.status_code == 201, response.text
-    provider_id = response.json()["id"]
-    cloud = hcloud.Client(token=token, api_endpoint=sim.api_url, poll_interval=0.02)
-    owner = installation_id(app_context.database)
-    ids = []
-    for i in range(NODES):
-        with app_context.database.session(write=True) as session:
-            node = Node(
-                name=f"w{i}", contract="provider/v1", provider_id=provider_id, location="fsn1",
-                server_type="cx22", image="ubuntu-24.04", labels={"role": "web" if i % 2 else "db"},
-                profile="baseline", ssh_authorized_keys=[], status="ready", evidence={}, created_by="test",
-                ready_at=utcnow() - dt.timedelta(days=1),
-            )  # fmt: skip
-            session.add(node)
-            session.flush()
-            node_id = node.id
-        created = cloud.servers.create(
-            f"w{i}", server_type=ServerType(name="cx22"), image=Image(name="ubuntu-24.04"),
-            labels={LABEL_INSTALLATION: owner, LABEL_NODE: str(node_id)},
-        )  # fmt: skip
-        created.action.wait_until_finished()
-        with app_context.database.session(write=True) as session:
-            row = session.get(Node, node_id)
-            assert row is not None
-            row.server_id = created.server.id
-        ids.append(node_id)
-    deadline = time.monotonic() + 60
-    while any(s.status != "running" for s in cloud.servers.get_all()) and time.monotonic() < deadline:
-        time.sleep(0.1)  # a deadline, not a timing assertion: the servers finish booting
+    provider_id, cloud = connect(client, role_users[Role.admin].headers, sim)
+    ids = add_ready_nodes(app_context, provider_id, cloud, NODES)
     return provider_id, ids
 
 

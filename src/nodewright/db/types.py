@@ -12,6 +12,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def iso(value: dt.datetime | None) -> str | None:
+    """A timestamp as ISO 8601, or None."""
+    return value.isoformat() if value is not None else None
+
+
 class UTCDateTime(TypeDecorator[dt.datetime]):
     """Timezone-aware UTC datetimes; SQLite keeps no zone, so it is re-attached on read."""
 

@@ -11,7 +11,6 @@ finds the brake engaged and is held). Engaging and releasing fire ``fleet.brake_
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from nodewright import runtime
 from nodewright.db.models import Node, ProviderConnection, RemediationBrake
-from nodewright.db.types import utcnow
+from nodewright.db.types import iso, utcnow
 from nodewright.nodes.states import WATCHED, NodeStatus
 from nodewright.security import audit
 from nodewright.watching import events
@@ -128,9 +127,6 @@ def all_brakes(session: Session) -> list[RemediationBrake]:
 
 
 def as_dict(row: RemediationBrake) -> dict[str, Any]:
-    def iso(value: dt.datetime | None) -> str | None:
-        return value.isoformat() if value is not None else None
-
     return {
         "provider_id": row.provider_id,
         "engaged": row.engaged,

@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nodewright.db.models import Job, Node, NodeHealth, NodeRemediation, StoredSecret
+from nodewright.db.types import iso
 from nodewright.jobs.enqueue import enqueue
 from nodewright.jobs.states import TERMINAL
 from nodewright.nodes.states import REMEDIATE_KIND, WATCHED, NodeStatus, resource_key
@@ -51,9 +52,6 @@ def safe_reason(text: str) -> str:
 
 
 def as_dict(row: NodeRemediation) -> dict[str, Any]:
-    def iso(value: dt.datetime | None) -> str | None:
-        return value.isoformat() if value is not None else None
-
     return {
         "id": row.id,
         "action": row.action,
