@@ -238,3 +238,33 @@ def test_ansible_reads_every_setting_of_the_explicit_environment(tmp_path: Path)
     plugin = {"ANSIBLE_SSH_ARGS", "ANSIBLE_SSH_CONTROL_PATH_DIR", "ANSIBLE_CONFIG"}
     assert {n for n in env if n.startswith("ANSIBLE_")} - plugin - taken == set(), dumped
     assert "DEFAULT_INTERNAL_POLL_INTERVAL(" in dumped and ") = 0.02" in dumped
+
+
+def test_the_agent_is_waited_for_until_it_listens(tmp_path: Path) -> None:
+    """ssh-agent's socket file appears at bind(), before listen(): a client in between is refused
+    ("Error connecting to agent: Connection refused" from ssh-add on a loaded machine)."""
+    import socket
+    import threading
+    import time
+
+    from nodewright.provisioning.agent import _wait_listening
+
+    path = tmp_path / "agent.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))  # the file exists; nothing listens yet
+    listening = threading.Event()
+
+    def listen_later() -> None:
+        time.sleep(0.3)
+        server.listen(1)
+        listening.set()
+
+    stand_in = subprocess.Popen(["sleep", "30"])  # the agent process, alive
+    try:
+        threading.Thread(target=listen_later, daemon=True).start()
+        _wait_listening(path, stand_in, time.monotonic() + 5)
+        assert listening.is_set()
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+        server.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket as socket_
 import subprocess
 import tempfile
 import time
@@ -28,6 +29,22 @@ def _binary(name: str) -> str:
     if path is None:
         raise AgentError(f"{name} is not installed (Debian package openssh-client)")
     return path
+
+
+def _wait_listening(path: Path, agent: subprocess.Popen[bytes], deadline: float) -> None:
+    """Until the agent accepts connections: its socket file appears at bind(), a moment before
+    listen(), and a client in between is refused (seen on a loaded machine)."""
+    while True:
+        if agent.poll() is not None or time.monotonic() > deadline:
+            raise AgentError("ssh-agent did not start")
+        if path.exists():
+            with socket_.socket(socket_.AF_UNIX, socket_.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(path))
+                    return
+                except OSError:
+                    pass
+        time.sleep(0.005)
 
 
 @contextmanager
@@ -50,11 +67,7 @@ def ssh_agent(
         env=env,
     )
     try:
-        deadline = time.monotonic() + 5
-        while not socket.exists():
-            if agent.poll() is not None or time.monotonic() > deadline:
-                raise AgentError("ssh-agent did not start")
-            time.sleep(0.005)
+        _wait_listening(socket, agent, time.monotonic() + 5)
         added = subprocess.run(
             [_binary("ssh-add"), "-q", "-"],
             input=key.reveal() if key.reveal().endswith("\n") else key.reveal() + "\n",
@@ -64,6 +77,8 @@ def ssh_agent(
             timeout=10,
             check=False,
         )
+        if added.returncode != 0 and agent.poll() is not None:
+            raise AgentError(f"ssh-agent ended (exit {agent.returncode}) before it took the client key")
         if added.returncode != 0:
             # ssh-add's message names the problem ("invalid format"), never the key itself.
             raise AgentError(f"the client key was refused by ssh-add: {added.stderr.strip()[:200]}")
