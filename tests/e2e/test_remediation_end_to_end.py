@@ -90,6 +90,11 @@ def break_sshd(
             ssh.close()
 
 
+# The ladder's database logic runs on both databases in tests/integration/test_remediation.py; these
+# real-node runs take minutes each and run once.
+@pytest.mark.db_only(
+    "sqlite", reason="real-node ladder: minutes per run; the logic is tested on both databases"
+)
 def test_a_node_whose_sshd_stays_down_is_rebooted_reprovisioned_then_replaced(
     app: tuple[TestClient, dict[Role, RoleUser]], ssh_sim_server: SimServer
 ) -> None:
@@ -152,3 +157,53 @@ def test_a_node_whose_sshd_stays_down_is_rebooted_reprovisioned_then_replaced(
     ], types  # fmt: skip
     last = json.loads(receiver.received[-1].body)
     assert last["data"]["remediation"]["action"] == "replace"
+
+
+@pytest.mark.db_only(
+    "sqlite", reason="real-node brake: minutes per run; the logic is tested on both databases"
+)
+def test_the_brake_engages_when_half_the_fleet_fails_at_once_and_nothing_is_remediated(
+    app: tuple[TestClient, dict[Role, RoleUser]], ssh_sim_server: SimServer
+) -> None:
+    """Half of a connection's nodes go down together (powered off behind nodewright's back, as a
+    provider incident does): both become degraded, the brake engages, and no remediation acts."""
+    client, users = app
+    operator, admin = users[Role.operator].headers, users[Role.admin].headers
+    provider_id = connect_sim(client, admin, ssh_sim_server)
+    ids = []
+    for i in range(4):
+        body = {"provider_id": provider_id, "name": f"fleet-{i}", "location": "fsn1", "server_type": "cx22",
+                "image": "ubuntu-24.04", "profile": "heal"}  # fmt: skip
+        created = client.post("/api/nodes", json=body, headers=operator)
+        assert created.status_code == 202, created.text
+        ids.append(created.json()["node"]["id"])
+    nodes = [wait_for_node(client, operator, node_id, "ready", "failed") for node_id in ids]
+    assert [n["status"] for n in nodes] == ["ready"] * 4, [n["error"] for n in nodes]
+    control = ssh_sim_server.base_url + "/_sim/servers"
+    for node in nodes[:2]:
+        httpx.post(f"{control}/{node['server']['id']}/poweroff").raise_for_status()
+    for node in nodes[:2]:
+        wait_for_node(client, operator, node["id"], "degraded", timeout=180)
+    deadline = time.monotonic() + 60
+    brakes: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        brakes = client.get("/api/brakes", headers=operator).json()["items"]
+        if any(b["engaged"] for b in brakes):
+            break
+        time.sleep(0.5)
+    assert [(b["provider_id"], b["engaged"], b["degraded"], b["watched"]) for b in brakes] == [
+        (provider_id, True, 2, 4)
+    ]
+    # Past the longest a decided step waits before it starts: nothing was done to any server.
+    time.sleep(45)  # a deadline for the absence of an action, not a timing assertion
+    requests = httpx.get(ssh_sim_server.base_url + "/_sim/requests", params={"limit": 5000}).json()[
+        "requests"
+    ]
+    acted = [e["path"] for e in requests if e["method"] == "POST" and "/actions/" in e["path"]]
+    assert acted == [], acted
+    for node in nodes[:2]:
+        steps = client.get(f"/api/nodes/{node['id']}/health", headers=operator).json()["remediations"]
+        assert all(s["state"] == "held" for s in steps), steps
+    audit = client.get("/api/audit", params={"limit": 500}, headers=admin).json()["items"]
+    actions = [e["action"] for e in audit]
+    assert "node.remediation_started" not in actions and actions.count("fleet.brake_engaged") == 1
