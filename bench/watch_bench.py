@@ -377,7 +377,7 @@ def breakdown(ctx: AppContext, cgroup: Cgroup, node_id: int, repeat: int = 10) -
         with ssh_agent(key, directory=Path("/tmp")):
             pass
 
-    measure("ssh-agent + ssh-add", agent_only)
+    measure("ssh-agent + handing it the key (ed25519: over its socket, no ssh-add)", agent_only)
     with (
         tempfile.TemporaryDirectory(prefix="nw-bd-", dir="/tmp") as tmp,
         ssh_agent(key, directory=Path(tmp)) as sock,
