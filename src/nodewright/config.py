@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     # The fleet brake: no automatic remediation while more than this share of a connection's watched
     # nodes is degraded (and at least two are): a provider outage must not cause mass replacement.
     remediation_brake_percent: float = Field(default=40.0, gt=0.0, le=100.0)
+    # OpenSSH's KexAlgorithms for watch checks (not provisioning). The default puts the classic
+    # curve25519 key exchange first: a check's handshake costs ~17 ms of client CPU instead of ~85 ms
+    # with OpenSSH 9's default sntrup761x25519 (post-quantum hybrid); bench/watch_bench.py --ssh
+    # --breakdown measures both. The host key stays pinned either way. Empty: OpenSSH's default.
+    watch_ssh_kex_algorithms: str = Field(default="^curve25519-sha256", pattern=r"^[\^+-]?[A-Za-z0-9@.,-]*$")
     # Job engine.
     embedded_workers: int = Field(default=2, ge=0, le=64)
     worker_mode: str = Field(default="thread", pattern="^(thread|process)$")

@@ -64,7 +64,9 @@ def node(ssh_sim_server: SimServer) -> tuple[SshTarget, Secret]:
     """A fresh simulated server whose host key we generated and injected: (pinned target, client key)."""
     require_binary("ssh-agent")
     httpx.post(ssh_sim_server.base_url + "/_sim/reset").raise_for_status()
-    client = hcloud.Client(token=random_token(), api_endpoint=ssh_sim_server.api_url, poll_interval=0.02)
+    client = hcloud.Client(
+        token=random_token(), api_endpoint=ssh_sim_server.api_url, poll_interval=0.02, poll_max_retries=3000
+    )  # 60 s: the first boot builds the node image
     client_private, client_public = keypair()
     host_private, host_public = keypair()
     user_data = "#cloud-config\n" + yaml.safe_dump(

@@ -35,7 +35,9 @@ def node_sim(ssh_sim_server: SimServer) -> SimServer:
 
 @pytest.fixture
 def client(node_sim: SimServer) -> hcloud.Client:
-    return hcloud.Client(token=random_token(), api_endpoint=node_sim.api_url, poll_interval=0.02)
+    return hcloud.Client(
+        token=random_token(), api_endpoint=node_sim.api_url, poll_interval=0.02, poll_max_retries=3000
+    )
 
 
 def wait_status(client: hcloud.Client, server_id: int, status: str) -> None:
@@ -129,7 +131,9 @@ def test_script_user_data_and_a_failing_runcmd(
                        "cloud-init status --wait >/dev/null; cat /root/script.out")  # fmt: skip
     assert out.stdout.strip() == "scripted", out.stdout + out.stderr
 
-    other = hcloud.Client(token=random_token(), api_endpoint=node_sim.api_url, poll_interval=0.02)
+    other = hcloud.Client(
+        token=random_token(), api_endpoint=node_sim.api_url, poll_interval=0.02, poll_max_retries=3000
+    )
     failing = create_node(other, "broken-1", public_key, "#cloud-config\nruncmd:\n  - exit 3\n")
     out = ssh_any_host(key_path, tmp_path, failing.public_net.ipv4.ip,
                        "cloud-init status --wait --long; echo rc=$?")  # fmt: skip

@@ -49,7 +49,9 @@ def node_sim(ssh_sim_server: SimServer) -> SimServer:
 
 @pytest.fixture
 def client(node_sim: SimServer) -> hcloud.Client:
-    return hcloud.Client(token=random_token(), api_endpoint=node_sim.api_url, poll_interval=0.02)
+    return hcloud.Client(
+        token=random_token(), api_endpoint=node_sim.api_url, poll_interval=0.02, poll_max_retries=3000
+    )
 
 
 def host_keypair() -> tuple[str, str]:
@@ -238,7 +240,9 @@ def test_stopping_the_simulator_leaves_no_process(ssh_keypair: tuple[Path, str])
     with SimServer(ssh_nodes=True, config=config) as sim:
         if not sim.ssh_nodes:
             missing(f"simulated SSH nodes unavailable: {sim.ssh_nodes_reason}")
-        c = hcloud.Client(token=random_token(), api_endpoint=sim.api_url, poll_interval=0.02)
+        c = hcloud.Client(
+            token=random_token(), api_endpoint=sim.api_url, poll_interval=0.02, poll_max_retries=3000
+        )
         server = create_node(c, "tmp-1", ssh_keypair[1])
         root = httpx.get(sim.base_url + "/_sim/status").json()["node_root"]
         assert sim_server_entry(sim, server.id)["ssh"]["node"]["state"] == "ready"
@@ -280,7 +284,9 @@ def test_hcloud_cli_server_ssh(node_sim: SimServer, ssh_keypair: tuple[Path, str
     binary = require_binary("hcloud")
     key_path, public_key = ssh_keypair
     token = random_token()
-    client = hcloud.Client(token=token, api_endpoint=node_sim.api_url, poll_interval=0.02)
+    client = hcloud.Client(
+        token=token, api_endpoint=node_sim.api_url, poll_interval=0.02, poll_max_retries=3000
+    )
     create_node(client, "cli-ssh-1", public_key)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -310,7 +316,9 @@ def test_two_simulators_on_one_machine_do_not_collide(
     with SimServer(ssh_nodes=True, config=config) as other:
         assert other.runtime is not None
         other.runtime.state.pool.cursor = int(ipaddress.ip_address(address))  # aim at the taken one
-        other_client = hcloud.Client(token=random_token(), api_endpoint=other.api_url, poll_interval=0.02)
+        other_client = hcloud.Client(
+            token=random_token(), api_endpoint=other.api_url, poll_interval=0.02, poll_max_retries=3000
+        )
         second = create_node(other_client, "two-1", public_key)
         assert second.public_net.ipv4.ip != address
         kh = tmp_path / "kh"
@@ -432,7 +440,9 @@ def test_a_killed_simulator_takes_its_nodes_along_and_the_next_start_cleans_up(
         base_url = api_url.removesuffix("/v1")
         if not httpx.get(base_url + "/_sim/status").json()["ssh_nodes"]:
             missing("simulated SSH nodes unavailable")
-        c = hcloud.Client(token=random_token(), api_endpoint=api_url, poll_interval=0.02)
+        c = hcloud.Client(
+            token=random_token(), api_endpoint=api_url, poll_interval=0.02, poll_max_retries=3000
+        )
         server = create_node(c, "orphan-1", ssh_keypair[1])
         node = next(
             e for e in httpx.get(base_url + "/_sim/servers").json()["servers"] if e["id"] == server.id

@@ -130,16 +130,19 @@ def job_tag(ctx: JobContext) -> dict[str, str]:
 
 @contextmanager
 def ssh_session(
-    ctx: JobContext, node: Node, *, multiplex: bool = False
+    ctx: JobContext, node: Node, *, multiplex: bool = False, kex_algorithms: str = ""
 ) -> Iterator[tuple[PinnedSsh, Secret]]:
     """A private agent holding the connection's client key and a pinned SSH client for the node
-    (``multiplex``: its commands share one master connection, ended with the session)."""
+    (``multiplex``: its commands share one master connection, ended with the session;
+    ``kex_algorithms``: OpenSSH's ``KexAlgorithms``, empty for its default)."""
     key = load_client_private_key(ctx.database, runtime.secret_box(), node.provider_id)
     workdir = Path(tempfile.mkdtemp(prefix="nw-ssh-"))
     tag = job_tag(ctx)
     try:
         with ssh_agent(key, directory=workdir, tag=tag) as socket:
-            ssh = PinnedSsh(_target(node), socket, workdir, tag=tag, multiplex=multiplex)
+            ssh = PinnedSsh(
+                _target(node), socket, workdir, tag=tag, multiplex=multiplex, kex_algorithms=kex_algorithms
+            )
             try:
                 yield ssh, key
             finally:

@@ -19,6 +19,9 @@ from nodewright.security.redaction import redact_text
 
 MARKER_PATH = "/etc/nodewright/node.json"
 _NO_CLOUD_INIT = 100
+SSH_CHECK = "ssh with the pinned host key"
+MARKER_COMMAND = f"cat {MARKER_PATH}"
+CLOUD_INIT_COMMAND = f"command -v cloud-init >/dev/null 2>&1 || exit {_NO_CLOUD_INIT}; cloud-init status"
 
 
 @dataclass(frozen=True)
@@ -41,20 +44,20 @@ def _timed_out(name: str, result: SshResult) -> CheckResult:
     return CheckResult(name, False, f"did not finish: {_detail(result.stderr)}", timed_out=True)
 
 
-def check_ssh(ssh: PinnedSsh, deadline: float | None = None) -> CheckResult:
-    name = "ssh with the pinned host key"
-    result = ssh.run("true", timeout=30, deadline=deadline)
+def ssh_result(ssh: PinnedSsh, result: SshResult) -> CheckResult:
+    name = SSH_CHECK
     failure = result.failure()
     if failure is None:
         return CheckResult(name, True, ssh.target.host_key_fingerprint)
     return CheckResult(name, False, f"{failure.code}: {failure.message}", timed_out=result.timed_out)
 
 
-def check_marker(
-    ssh: PinnedSsh, *, node_id: int, profile: Profile, deadline: float | None = None
-) -> CheckResult:
+def check_ssh(ssh: PinnedSsh, deadline: float | None = None) -> CheckResult:
+    return ssh_result(ssh, ssh.run("true", timeout=30, deadline=deadline))
+
+
+def marker_result(result: SshResult, *, node_id: int, profile: Profile) -> CheckResult:
     name = "node marker names this node"
-    result = ssh.run(f"cat {MARKER_PATH}", timeout=30, deadline=deadline)
     if result.timed_out:
         return _timed_out(name, result)
     if result.returncode != 0:
@@ -72,13 +75,15 @@ def check_marker(
     return CheckResult(name, True, f"node {node_id}, profile {profile.name} {marker.get('profile_version')}")
 
 
-def check_cloud_init(ssh: PinnedSsh, deadline: float | None = None) -> CheckResult:
+def check_marker(
+    ssh: PinnedSsh, *, node_id: int, profile: Profile, deadline: float | None = None
+) -> CheckResult:
+    result = ssh.run(MARKER_COMMAND, timeout=30, deadline=deadline)
+    return marker_result(result, node_id=node_id, profile=profile)
+
+
+def cloud_init_result(result: SshResult) -> CheckResult:
     name = "cloud-init finished"
-    result = ssh.run(
-        f"command -v cloud-init >/dev/null 2>&1 || exit {_NO_CLOUD_INIT}; cloud-init status",
-        timeout=30,
-        deadline=deadline,
-    )
     if result.timed_out:
         return _timed_out(name, result)
     if result.returncode == _NO_CLOUD_INIT:
@@ -92,8 +97,11 @@ def check_cloud_init(ssh: PinnedSsh, deadline: float | None = None) -> CheckResu
     return CheckResult(name, False, f"status: {status or 'unknown'} {_detail(result.stderr)}".strip())
 
 
-def check_command(ssh: PinnedSsh, name: str, command: str, deadline: float | None = None) -> CheckResult:
-    result = ssh.run(command, timeout=60, deadline=deadline)
+def check_cloud_init(ssh: PinnedSsh, deadline: float | None = None) -> CheckResult:
+    return cloud_init_result(ssh.run(CLOUD_INIT_COMMAND, timeout=30, deadline=deadline))
+
+
+def command_result(name: str, result: SshResult) -> CheckResult:
     if result.timed_out:
         return _timed_out(name, result)
     if result.returncode == 0:
@@ -102,6 +110,10 @@ def check_command(ssh: PinnedSsh, name: str, command: str, deadline: float | Non
     if failure is not None:
         return CheckResult(name, False, f"{failure.code}: {failure.message}")
     return CheckResult(name, False, f"exit {result.returncode}: {_detail(result.stderr or result.stdout)}")
+
+
+def check_command(ssh: PinnedSsh, name: str, command: str, deadline: float | None = None) -> CheckResult:
+    return command_result(name, ssh.run(command, timeout=60, deadline=deadline))
 
 
 def run_checks(

@@ -197,9 +197,11 @@ class PinnedSsh:
         connect_timeout: int = 5,
         tag: Mapping[str, str] | None = None,
         multiplex: bool = False,
+        kex_algorithms: str = "",
     ):
         """``multiplex``: commands share one master connection (one handshake for many commands);
-        the caller ends it with :meth:`close`. ``workdir`` must be short enough for its socket."""
+        the caller ends it with :meth:`close`. ``workdir`` must be short enough for its socket.
+        ``kex_algorithms``: OpenSSH's ``KexAlgorithms`` (empty: its default)."""
         self.target = target
         self.tag = dict(tag or {})
         self.agent_socket = agent_socket
@@ -207,6 +209,7 @@ class PinnedSsh:
         self.known_hosts.write_text(target.known_hosts_line())
         self.connect_timeout = connect_timeout
         self.control_path = workdir / "cm" if multiplex else None
+        self.kex_algorithms = kex_algorithms
 
     def multiplex_options(self) -> list[str]:
         if self.control_path is None:
@@ -253,6 +256,7 @@ class PinnedSsh:
             "-o", f"ConnectTimeout={self.connect_timeout}",
             "-o", "ServerAliveInterval=5",
             "-o", "ServerAliveCountMax=3",
+            *(["-o", f"KexAlgorithms={self.kex_algorithms}"] if self.kex_algorithms else []),
             "-F", "/dev/null",
         ]  # fmt: skip
 

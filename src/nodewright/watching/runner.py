@@ -1,15 +1,18 @@
 """One check of one node: the server's status at the provider (from the sweep's batched list),
 then over SSH with the pinned host key the readiness checks ``verify`` runs and the profile's
-``watch.checks``, all ended at the policy's timeout."""
+``watch.checks``, all ended at the policy's timeout: in ONE remote command over one connection
+(``provisioning.check_batch``), with the installation's ``watch_ssh_kex_algorithms``."""
 
 from __future__ import annotations
 
 import time
 
+from nodewright import runtime
 from nodewright.db.models import Node
 from nodewright.jobs.context import JobContext
 from nodewright.nodes.handlers import ssh_session
-from nodewright.provisioning.checks import CheckResult, check_command, run_checks
+from nodewright.provisioning.check_batch import run_batched
+from nodewright.provisioning.checks import CheckResult
 from nodewright.watching.policy import WatchPolicy
 
 PROVIDER_CHECK = "server running at the provider"
@@ -40,12 +43,10 @@ def run(ctx: JobContext, node: Node, policy: WatchPolicy) -> list[CheckResult]:
     if not (node.ssh_address and node.ssh_port and node.ssh_user and node.host_public_key):
         return [*results, CheckResult("ssh with the pinned host key", False, "the node has no SSH target")]
     deadline = time.monotonic() + policy.timeout_seconds
-    with ssh_session(ctx, node, multiplex=True) as (ssh, _key):
+    kex = runtime.settings().watch_ssh_kex_algorithms
+    with ssh_session(ctx, node, kex_algorithms=kex) as (ssh, _key):
         ssh.connect_timeout = max(1, min(ssh.connect_timeout, int(policy.timeout_seconds)))
-        found = run_checks(ssh, node_id=node.id, profile=policy.profile, deadline=deadline)
-        if all(r.ok for r in found):
-            for check in policy.checks:
-                found.append(check_command(ssh, check.name, check.command, deadline))
-                if found[-1].timed_out:
-                    break
+        found = run_batched(
+            ssh, node_id=node.id, profile=policy.profile, watch_checks=policy.checks, deadline=deadline
+        )
     return [*results, *found]
