@@ -61,7 +61,9 @@ SKELETON = {
 @pytest.fixture
 def client(ssh_sim_server: SimServer) -> hcloud.Client:
     httpx.post(ssh_sim_server.base_url + "/_sim/reset").raise_for_status()
-    return hcloud.Client(token=random_token(), api_endpoint=ssh_sim_server.api_url, poll_interval=0.02)
+    return hcloud.Client(
+        token=random_token(), api_endpoint=ssh_sim_server.api_url, poll_interval=0.02, poll_max_retries=3000
+    )
 
 
 @pytest.fixture
