@@ -285,3 +285,42 @@ def test_idempotency_keys_belong_to_their_user_and_expire(
     with app_context.database.session() as session:
         left = session.scalars(select(IdempotencyKey.node_id)).all()
     assert left == [renewed.json()["node"]["id"]]
+
+
+def test_a_retry_that_finds_the_name_taken_by_its_own_key_replays(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser], provider_id: int
+) -> None:
+    """The interleaving that made concurrent retries flaky: retry B looks its key up (not there yet),
+    retry A commits node and key, then B's name check finds A's node. B answers A's 202, not 409."""
+    from sqlalchemy import event
+
+    operator = {**role_users[Role.operator].headers, "Idempotency-Key": "k-race"}
+    request = body(provider_id, name="race-1")
+    first: list[Any] = []
+    state = {"armed": True}
+
+    def before_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # B's name check is the first SELECT of nodes.id by name after its key lookup.
+        if (
+            state["armed"]
+            and statement.lstrip().upper().startswith("SELECT NODES.ID")
+            and "nodes.name" in statement
+        ):
+            state["armed"] = False
+            winner = threading.Thread(
+                target=lambda: first.append(client.post("/api/nodes", json=request, headers=operator))
+            )
+            winner.start()
+            winner.join(30)
+
+    engine = app_context.database.engine
+    event.listen(engine, "before_cursor_execute", before_execute)
+    try:
+        second = client.post("/api/nodes", json=request, headers=operator)
+    finally:
+        event.remove(engine, "before_cursor_execute", before_execute)
+    assert not state["armed"], "the name check was not reached"
+    assert first and first[0].status_code == 202, first[0].text if first else "winner never answered"
+    assert second.status_code == 202, second.text
+    assert second.json()["node"]["id"] == first[0].json()["node"]["id"]
+    assert counts(app_context) == (1, 1)

@@ -146,6 +146,11 @@ def create_node(
             select(Node.id).where(Node.name == request.name, Node.status != NodeStatus.released.value)
         )
         if taken is not None:
+            if idempotency_key is not None:
+                # A retry with this key may have committed since the lookup above: answer as it did.
+                replay = _replay(session, idempotency_key, digest)
+                if replay is not None:
+                    return replay
             raise NodeRequestError(
                 "name", f"a node named {request.name!r} exists", status=409, code="conflict"
             )
