@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from sqlalchemy.exc import OperationalError
 
+from nodewright import installation
 from nodewright.cli_nodes import maintenance_app, nodes_app, smoke_command
 from nodewright.cli_webhooks import webhooks_app
 from nodewright.config import (
@@ -23,6 +24,7 @@ from nodewright.config import (
     reexec_without_secret_environment,
     scrub_secret_environment,
 )
+from nodewright.installation import InstallationMissing
 from nodewright.jobs.cli import worker_command
 from nodewright.security.accounts import AccountError
 from nodewright.security.secretbox import SecretKeyError
@@ -72,6 +74,8 @@ def friendly_errors(func: F) -> F:
             return func(*args, **kwargs)
         except (ConfigError, SecretKeyError) as exc:
             fail(str(exc))
+        except InstallationMissing as exc:
+            fail(str(exc), code=3)
         except AccountError as exc:
             fail(f"{exc.field}: {exc.message}")
         except OperationalError as exc:
@@ -251,7 +255,7 @@ def db_current() -> None:
     from nodewright.db import migrate
     from nodewright.db.engine import make_engine
 
-    engine = make_engine(_settings().resolved_database_url)
+    engine = make_engine(_installed_settings().resolved_database_url)
     try:
         typer.echo(
             f"database: {migrate.current_revision(engine) or 'empty'}; code: {migrate.head_revision()}"
@@ -274,10 +278,18 @@ def _read_password() -> tuple[str, bool]:
     return generate_password(), True
 
 
+def _installed_settings() -> Settings:
+    """The settings of an installation that exists (see ``installation``): local commands other
+    than serve, demo, worker and db upgrade never create one."""
+    settings = _settings()
+    installation.require(settings)
+    return settings
+
+
 def _context() -> Any:
     from nodewright.context import AppContext
 
-    settings = _settings()
+    settings = _installed_settings()
     _migrate(settings)
     return AppContext.open(settings)
 
@@ -440,7 +452,7 @@ def secrets_rotate() -> None:
     from nodewright.db.database import Database
     from nodewright.security.secretbox import rotate_keys
 
-    settings = _settings()
+    settings = _installed_settings()
     _migrate(settings)
     database = Database(settings.resolved_database_url)
     try:

@@ -26,6 +26,7 @@ def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.Com
 @pytest.fixture
 def cli_env(db_url: str, tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NODEWRIGHT_")}
+    (tmp_path / "data").mkdir(mode=0o700)  # the installation these commands work on
     env["NODEWRIGHT_DATA_DIR"] = str(tmp_path / "data")
     env["NODEWRIGHT_DATABASE_URL"] = db_url
     return env
