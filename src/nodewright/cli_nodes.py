@@ -30,6 +30,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON a
 WaitOption = Annotated[bool, typer.Option("--wait", help="Follow the node until its job is done.")]
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # the API's rule
 SETTLED = {"ready", "degraded", "failed", "released", "lost"}
+EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3, 4, 5
 
 
 def say(text: str, *, err: bool = False) -> None:
@@ -43,10 +44,28 @@ def client(url: str, token_file: Path | None) -> ApiClient:
 
 
 def die(exc: ApiError) -> NoReturn:
-    say(f"error: {exc.message}", err=True)
-    # 2: the request itself was wrong (fix the command); 1: it was refused or failed as things stand.
-    wrong = exc.usage or (exc.status is not None and 400 <= exc.status < 500 and exc.status != 409)
-    raise typer.Exit(2 if wrong else 1)
+    """Print the problem (its taxonomy code, message and hint) and exit with the code that says
+    what kind of failure it was (``exit_code``; documented in docs/cli.md)."""
+    say(f"error [{exc.code}]: {exc.message}" if exc.code else f"error: {exc.message}", err=True)
+    raise typer.Exit(exit_code(exc))
+
+
+def exit_code(exc: ApiError) -> int:
+    """1 failed, 2 usage (the command or its input is wrong), 3 not found, 4 refused (authentication,
+    permission, a conflict, a closed gate, a rate limit), 5 the server is unreachable or unavailable."""
+    if exc.usage:
+        return EXIT_USAGE
+    if exc.status is None:
+        return EXIT_UNREACHABLE
+    if exc.status == 404:
+        return EXIT_NOT_FOUND
+    if exc.status in (401, 403, 409, 423, 429) or exc.code == "feature_disabled":
+        return EXIT_REFUSED
+    if 400 <= exc.status < 500:
+        return EXIT_USAGE
+    if exc.status in (502, 503, 504):
+        return EXIT_UNREACHABLE
+    return EXIT_FAILED
 
 
 def key_values(items: list[str], option: str) -> dict[str, str]:

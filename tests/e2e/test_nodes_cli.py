@@ -89,7 +89,7 @@ def test_cli_refusals_are_clear(served: tuple[str, dict[Role, RoleUser], int], t
     no_token = nodewright(create, env_for(url, None))
     assert no_token.returncode == 2 and "NODEWRIGHT_TOKEN" in no_token.stderr
     viewer = nodewright(create, env_for(url, users[Role.viewer]))
-    assert viewer.returncode == 2 and "operator" in viewer.stderr
+    assert viewer.returncode == 4 and "operator" in viewer.stderr  # refused
     bad = nodewright([*create[:-2], "--image", "windows-11"], env_for(url, users[Role.operator]))
     assert bad.returncode == 2 and "image" in bad.stderr and "Traceback" not in bad.stderr
     bad_label = nodewright([*create, "--label", "nokey"], env_for(url, users[Role.operator]))
@@ -100,7 +100,12 @@ def test_cli_refusals_are_clear(served: tuple[str, dict[Role, RoleUser], int], t
     )
     assert admin_put.status_code == 200
     refused = nodewright(create, env_for(url, users[Role.operator]))
-    assert refused.returncode == 1 and "provider_create" in refused.stderr and "hint:" in refused.stderr
+    assert (
+        refused.returncode == 4
+        and "[feature_disabled]" in refused.stderr
+        and "provider_create" in refused.stderr
+        and "hint:" in refused.stderr
+    )
     assert nodewright(["nodes", "list"], env_for(url, users[Role.viewer])).returncode == 0
     down = nodewright(["nodes", "list", "--url", "http://127.0.0.1:9"], env_for(url, users[Role.viewer]))
-    assert down.returncode == 1 and "cannot reach" in down.stderr
+    assert down.returncode == 5 and "cannot reach" in down.stderr  # unreachable

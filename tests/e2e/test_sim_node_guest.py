@@ -222,7 +222,8 @@ def test_ansible_playbook_provisions_a_node_as_a_real_server(
         os.environ, ANSIBLE_HOST_KEY_CHECKING="True", ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0"
     )
     run = subprocess.run([playbook_bin, "-i", str(tmp_path / "inventory.yml"), str(tmp_path / "site.yml")],
-                         capture_output=True, text=True, timeout=300, env=env, check=False)  # fmt: skip
+                         capture_output=True, text=True, timeout=300, env=env, check=False,
+                         stdin=subprocess.DEVNULL)  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert json.loads(facts.read_text())["address"] == address
     assert wait_http(f"http://{address}:8081/") == 200  # the port it opened
@@ -240,7 +241,8 @@ def test_ansible_playbook_provisions_a_node_as_a_real_server(
     ]}]  # fmt: skip
     (tmp_path / "reboot.yml").write_text(yaml.safe_dump(reboot))
     run = subprocess.run([playbook_bin, "-i", str(tmp_path / "inventory.yml"), str(tmp_path / "reboot.yml")],
-                         capture_output=True, text=True, timeout=300, env=env, check=False)  # fmt: skip
+                         capture_output=True, text=True, timeout=300, env=env, check=False,
+                         stdin=subprocess.DEVNULL)  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert client.servers.get_by_id(created.server.id).status == "running"
     client.servers.get_by_id(created.server.id).reboot().wait_until_finished()

@@ -272,6 +272,7 @@ def test_ansible_can_manage_a_node_without_touching_the_host(
         text=True,
         timeout=180,
         check=False,
+        stdin=subprocess.DEVNULL,  # Ansible refuses a non-blocking stdin (a parallel test worker's)
         env={**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_LOCAL_TEMP": str(tmp_path)},
     )
     assert result.returncode == 0, result.stdout + result.stderr

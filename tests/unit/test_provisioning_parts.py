@@ -182,7 +182,7 @@ def test_extra_vars_are_never_templated(tmp_path: Path) -> None:
     result = subprocess.run(
         [str(bindir / "ansible-playbook"), "-i", "localhost,", str(playbook),
          "-e", f"ansible_python_interpreter={sys.executable}", *shlex.split(args)],
-        capture_output=True, text=True, check=False, timeout=300,
+        capture_output=True, text=True, check=False, timeout=300, stdin=subprocess.DEVNULL,
         env={"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path), "ANSIBLE_LOCAL_TEMP": str(tmp_path),
              "ANSIBLE_HOME": str(tmp_path / "ah")},
     )  # fmt: skip
