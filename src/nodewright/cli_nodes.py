@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from nodewright.api_client import DEFAULT_URL, ApiClient, ApiError, load_token
+from nodewright.cli_output import OutputOption, emit, parse
 from nodewright.security.text import clean, clean_line, for_terminal
 
 nodes_app = typer.Typer(
@@ -55,6 +56,8 @@ def exit_code(exc: ApiError) -> int:
     permission, a conflict, a closed gate, a rate limit), 5 the server is unreachable or unavailable."""
     if exc.usage:
         return EXIT_USAGE
+    if exc.code == "wait_timeout":  # --wait gave up; the job goes on
+        return EXIT_FAILED
     if exc.status is None:
         return EXIT_UNREACHABLE
     if exc.status == 404:
@@ -94,15 +97,16 @@ def nodes_health(
     token_file: TokenFile = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="How many recent checks.")] = 20,
     as_json: JsonOption = False,
+    output: OutputOption = "table",
 ) -> None:
     """A node's watch health: state, what failed since when, maintenance, recent checks."""
+    shape = parse(output, as_json=as_json)
     try:
         with client(url, token_file) as api:
             body = api.get(f"/api/nodes/{node_id}/health", params={"limit": limit})
     except ApiError as exc:
         die(exc)
-    if as_json:
-        say(json.dumps(body, indent=2))
+    if emit(body, shape):
         return
     health = body["health"]
     say(f"node {node_id}: {health['health']} (failures in a row {health['consecutive_failures']}, "
@@ -128,16 +132,19 @@ def nodes_health(
 
 @nodes_app.command("brakes")
 def nodes_brakes(
-    url: UrlOption = DEFAULT_URL, token_file: TokenFile = None, as_json: JsonOption = False
+    url: UrlOption = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: JsonOption = False,
+    output: OutputOption = "table",
 ) -> None:
     """The fleet brake of each provider connection: while engaged, no automatic remediation."""
+    shape = parse(output, as_json=as_json)
     try:
         with client(url, token_file) as api:
             body = api.get("/api/brakes")
     except ApiError as exc:
         die(exc)
-    if as_json:
-        say(json.dumps(body, indent=2))
+    if emit(body, shape):
         return
     for row in body["items"]:
         state = "ENGAGED " if row["engaged"] else "released"
@@ -156,15 +163,16 @@ def maintenance_list(
     token_file: TokenFile = None,
     include_ended: Annotated[bool, typer.Option("--all", help="Ended pauses too.")] = False,
     as_json: JsonOption = False,
+    output: OutputOption = "table",
 ) -> None:
     """Maintenance pauses (active ones unless --all)."""
+    shape = parse(output, as_json=as_json)
     try:
         with client(url, token_file) as api:
             body = api.get("/api/maintenance", params={"all": include_ended})
     except ApiError as exc:
         die(exc)
-    if as_json:
-        say(json.dumps(body, indent=2))
+    if emit(body, shape):
         return
     for w in body["items"]:
         scope = (
@@ -184,8 +192,10 @@ def maintenance_start(
     url: UrlOption = DEFAULT_URL,
     token_file: TokenFile = None,
     as_json: JsonOption = False,
+    output: OutputOption = "table",
 ) -> None:
     """Start a pause: checks go on but have no consequences, no alerts, no remediation."""
+    shape = parse(output, as_json=as_json)
     body: dict[str, Any] = {"reason": reason, "duration_seconds": minutes * 60}
     if node is not None:
         body["node_id"] = node
@@ -196,7 +206,8 @@ def maintenance_start(
             window = api.post("/api/maintenance", json=body)
     except ApiError as exc:
         die(exc)
-    say(json.dumps(window, indent=2) if as_json else f"maintenance {window['id']} until {window['ends_at']}")
+    if not emit(window, shape):
+        say(f"maintenance {window['id']} until {window['ends_at']}")
 
 
 @maintenance_app.command("end")
@@ -229,22 +240,26 @@ def describe(node: dict[str, Any]) -> str:
     return line
 
 
-def follow(api: ApiClient, node_id: int, *, until: set[str], timeout: float) -> dict[str, Any]:
-    """Print each status/stage change until the node reaches one of ``until``."""
+def follow(
+    api: ApiClient, node_id: int, *, until: set[str], timeout: float, to_stderr: bool = False
+) -> dict[str, Any]:
+    """Print each status/stage change until the node reaches one of ``until`` (on stderr when stdout
+    carries a machine format)."""
     deadline = time.monotonic() + timeout
     seen: tuple[str, str | None] | None = None
     while True:
         node: dict[str, Any] = api.get(f"/api/nodes/{node_id}")
         now = (node["status"], node.get("stage"))
         if now != seen:
-            say(f"{dt.datetime.now():%H:%M:%S} {describe(node)}")
+            say(f"{dt.datetime.now():%H:%M:%S} {describe(node)}", err=to_stderr)
             seen = now
         if node["status"] in until:
             return node
         if time.monotonic() > deadline:
             raise ApiError(
                 f"gave up waiting after {timeout:g} s; the job goes on "
-                f"(see `nodewright nodes show {node_id}`)"
+                f"(see `nodewright nodes show {node_id}`)",
+                code="wait_timeout",
             )
         time.sleep(1.0)
 
@@ -266,8 +281,10 @@ def nodes_list(
         typer.Option("--health", help="Only this watch health: passing, failing, degraded, paused, unknown."),
     ] = None,
     as_json: JsonOption = False,
+    output: OutputOption = "table",
 ) -> None:
     """List nodes, newest first, with their watch health."""
+    shape = parse(output, as_json=as_json)
     params: dict[str, Any] = {"limit": 500}
     if health:
         params["health"] = health
@@ -282,8 +299,7 @@ def nodes_list(
             page = api.get("/api/nodes", params=params)
     except ApiError as exc:
         die(exc)
-    if as_json:
-        say(json.dumps(page, indent=2))
+    if emit(page, shape):
         return
     for node in page["items"]:
         address = node["ssh"]["address"] if node.get("ssh") else "-"
@@ -312,8 +328,10 @@ def nodes_create(
     url: UrlOption = DEFAULT_URL,
     token_file: TokenFile = None,
     as_json: JsonOption = False,
+    output: OutputOption = "table",
 ) -> None:
     """Create a node from a provider (answers at once with its job; --wait follows it to ready)."""
+    shape = parse(output, as_json=as_json)
     labels = key_values(label or [], "--label")
     keys = []
     for path in ssh_key or []:
@@ -332,15 +350,14 @@ def nodes_create(
     try:
         with client(url, token_file) as api:
             created = api.post("/api/nodes", json=body, headers=headers)
-            if as_json and not wait:
-                say(json.dumps(created, indent=2))
+            if not wait and emit(created, shape):
                 return
             node = created["node"]
-            say(f"node {node['id']} {node['name']} accepted; job {created['job']['id']}")
+            machine = shape.kind != "table"
+            say(f"node {node['id']} {node['name']} accepted; job {created['job']['id']}", err=machine)
             if wait:
-                final = follow(api, node["id"], until=SETTLED, timeout=timeout)
-                if as_json:
-                    say(json.dumps(final, indent=2))
+                final = follow(api, node["id"], until=SETTLED, timeout=timeout, to_stderr=machine)
+                emit(final, shape)
                 _exit_for(final, "ready")
     except ApiError as exc:
         die(exc)
@@ -352,15 +369,16 @@ def nodes_show(
     url: UrlOption = DEFAULT_URL,
     token_file: TokenFile = None,
     as_json: JsonOption = False,
+    output: OutputOption = "table",
 ) -> None:
     """A node's status, stage, SSH command, price and last error."""
+    shape = parse(output, as_json=as_json)
     try:
         with client(url, token_file) as api:
             node = api.get(f"/api/nodes/{node_id}")
     except ApiError as exc:
         die(exc)
-    if as_json:
-        say(json.dumps(node, indent=2))
+    if emit(node, shape):
         return
     say(describe(node))
     say(f"  provider {node['provider_id']} {node['location']}/{node['server_type']}/{node['image']}, "

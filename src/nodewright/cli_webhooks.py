@@ -6,7 +6,6 @@ command can show it (the API never returns it again).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +14,7 @@ import typer
 
 from nodewright.api_client import DEFAULT_URL, ApiError
 from nodewright.cli_nodes import JsonOption, TokenFile, UrlOption, client, die, say
+from nodewright.cli_output import Output, OutputOption, emit, parse
 
 webhooks_app = typer.Typer(help="Webhook endpoints: signed alert deliveries.", no_args_is_help=True)
 IdArg = Annotated[int, typer.Argument(help="Webhook endpoint id.")]
@@ -44,10 +44,10 @@ def _call(url: str, token_file: Path | None, method: str, path: str, **kwargs: A
         die(exc)
 
 
-def _show(value: Any, as_json: bool, line: Callable[[dict[str, Any]], str]) -> None:
-    """The API's JSON with --json; else one line per row (a list) or for the one object."""
-    if as_json:
-        say(json.dumps(value, indent=2))
+def _show(value: Any, shape: Output, line: Callable[[dict[str, Any]], str]) -> None:
+    """The API's answer in the asked-for format (-o, --json); else one line per row (a list) or for
+    the one object."""
+    if emit(value, shape):
         return
     for row in value if isinstance(value, list) else [value]:
         say(line(row))
@@ -61,8 +61,14 @@ def _with_secret(hook: dict[str, Any], what: str) -> None:
 
 
 @webhooks_app.command("list")
-def list_cmd(url: UrlOption = DEFAULT_URL, token_file: TokenFile = None, as_json: JsonOption = False) -> None:
-    _show(_call(url, token_file, "GET", "/api/webhooks"), as_json, _line)
+def list_cmd(
+    url: UrlOption = DEFAULT_URL,
+    token_file: TokenFile = None,
+    as_json: JsonOption = False,
+    output: OutputOption = "table",
+) -> None:
+    shape = parse(output, as_json=as_json)
+    _show(_call(url, token_file, "GET", "/api/webhooks"), shape, _line)
 
 
 @webhooks_app.command("create")
@@ -81,8 +87,9 @@ def create_cmd(
 
 @webhooks_app.command("show")
 def show_cmd(webhook_id: IdArg, url: UrlOption = DEFAULT_URL, token_file: TokenFile = None,
-             as_json: JsonOption = False) -> None:  # fmt: skip
-    _show(_call(url, token_file, "GET", f"/api/webhooks/{webhook_id}"), as_json, _line)
+             as_json: JsonOption = False, output: OutputOption = "table") -> None:  # fmt: skip
+    shape = parse(output, as_json=as_json)
+    _show(_call(url, token_file, "GET", f"/api/webhooks/{webhook_id}"), shape, _line)
 
 
 @webhooks_app.command("rotate")
@@ -111,8 +118,9 @@ def test_cmd(webhook_id: IdArg, url: UrlOption = DEFAULT_URL, token_file: TokenF
 
 @webhooks_app.command("deliveries")
 def deliveries_cmd(webhook_id: IdArg, url: UrlOption = DEFAULT_URL, token_file: TokenFile = None,
-                   as_json: JsonOption = False) -> None:  # fmt: skip
-    _show(_call(url, token_file, "GET", f"/api/webhooks/{webhook_id}/deliveries"), as_json, _delivery_line)
+                   as_json: JsonOption = False, output: OutputOption = "table") -> None:  # fmt: skip
+    shape = parse(output, as_json=as_json)
+    _show(_call(url, token_file, "GET", f"/api/webhooks/{webhook_id}/deliveries"), shape, _delivery_line)
 
 
 @webhooks_app.command("redeliver")

@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from nodewright.app import create_app
 from nodewright.config import Settings
 from nodewright.context import AppContext
+from nodewright.db.models import Node
 from nodewright.jobs.registry import load_handler_modules
 from nodewright.jobs.registry import registry as default_registry
 from nodewright.security.roles import Role
@@ -257,3 +258,40 @@ def test_brakes_command_shows_an_engaged_brake(served: Served, setup: tuple[int,
     as_json = json.loads(ok(served.run(["nodes", "brakes", "--json"], Role.viewer)))
     assert as_json["items"][0]["engaged"] is True
     refused(served.run(["nodes", "brakes"], None), 2, "NODEWRIGHT_TOKEN")
+
+
+def test_output_formats_json_yaml_columns_and_ids(served: Served, setup: tuple[int, hcloud.Client]) -> None:
+    """`-o` on a list and a show: YAML and JSON say the same, columns pick (dotted) fields with a
+    header, ids print one per line; a wrong format is a usage error named before any request."""
+    import yaml
+
+    provider_id, _cloud = setup
+    web = add_node(served.ctx, provider_id, "web-1", "ready", None)
+    db = add_node(served.ctx, provider_id, "db-1", "ready", None)
+    with served.ctx.database.session(write=True) as session:  # text a hostile writer might have left
+        node = session.get(Node, web)
+        assert node is not None
+        node.labels = {"note": "a\x1b[31mred\x07"}
+    as_json = json.loads(ok(served.run(["nodes", "list", "-o", "json"], Role.viewer)))
+    as_yaml = yaml.safe_load(ok(served.run(["nodes", "list", "-o", "yaml"], Role.viewer)))
+    assert as_yaml == as_json and {n["name"] for n in as_json["items"]} == {"web-1", "db-1"}
+    assert ok(served.run(["nodes", "list", "-o", "ids"], Role.viewer)).split() == [str(db), str(web)]
+    columns = ok(served.run(["nodes", "list", "-o", "columns=id,name,labels.note,ssh.address"], Role.viewer))
+    header, *rows = columns.splitlines()
+    assert header.split() == ["ID", "NAME", "LABELS.NOTE", "SSH.ADDRESS"]
+    assert rows[0].split() == [str(db), "db-1", "-", "-"]
+    assert rows[1].split()[:2] == [str(web), "web-1"] and "\x1b" not in columns and "\x07" not in columns
+    shown = yaml.safe_load(ok(served.run(["nodes", "show", str(web), "-o", "yaml"], Role.viewer)))
+    assert shown["id"] == web and shown["labels"]["note"] == "a\x1b[31mred\x07"  # escaped, then read back
+    assert "\x1b" not in served.run(["nodes", "show", str(web), "-o", "yaml"], Role.viewer).stdout
+    # A wrong format: exit 2 naming the choices, even without a token (nothing was asked of the server).
+    for bad in ("xml", "columns=", "columns=id;rm"):
+        refused(served.run(["nodes", "list", "-o", bad], None), 2, "-o")
+    create = ["nodes", "create", "--provider", str(provider_id), "--name", "n", "--location", "fsn1",
+              "--type", "cx22", "--image", "ubuntu-24.04", "-o", "xml"]  # fmt: skip
+    refused(served.run(create, Role.operator), 2, "format")
+    assert (
+        json.loads(ok(served.run(["nodes", "list", "--json"], Role.viewer)))["total"] == 2
+    )  # nothing created
+    hooks = ok(served.run(["webhooks", "list", "-o", "yaml"]))
+    assert yaml.safe_load(hooks) == []
