@@ -17,6 +17,7 @@ import typer
 
 from nodewright.api_client import DEFAULT_URL, ApiClient, ApiError, load_token
 from nodewright.cli_output import OutputOption, emit, parse
+from nodewright.nodes.names import NAME_PATTERN
 from nodewright.security.text import clean, clean_line, for_terminal
 
 nodes_app = typer.Typer(
@@ -30,6 +31,7 @@ TokenFile = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Follow the node until its job is done.")]
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # the API's rule
+NODE_NAME = re.compile(NAME_PATTERN)
 SETTLED = {"ready", "degraded", "failed", "released", "lost"}
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3, 4, 5
 
@@ -71,6 +73,25 @@ def exit_code(exc: ApiError) -> int:
     return EXIT_FAILED
 
 
+NodeArg = Annotated[str, typer.Argument(help="Node id or name.", metavar="NODE")]
+
+
+def resolve(api: ApiClient, ref: str) -> int:
+    """A node's id from what the operator typed: an id, or a name (the live node of that name, else
+    the newest released one: names are reused after release). Unknown: not found (exit 3)."""
+    text = ref.strip()
+    if text.isdigit() and text.isascii():
+        return int(text)
+    if not NODE_NAME.fullmatch(text):
+        raise ApiError(f"{clean_line(text)!r} is neither a node id nor a node name", usage=True)
+    items = api.get("/api/nodes", params={"name": text, "limit": 500})["items"]
+    live = [n for n in items if n["status"] != "released"]
+    chosen = live or items
+    if not chosen:
+        raise ApiError(f"no node named {text!r}", status=404, code="not_found")
+    return int(chosen[0]["id"])
+
+
 def key_values(items: list[str], option: str) -> dict[str, str]:
     """``key=value`` options as a dict. An item without ``=`` is refused: read as the empty value, a
     typo (``--selector rack``) would silently mean something else (every node labelled ``rack=""``)."""
@@ -92,7 +113,7 @@ def health_word(node: dict[str, Any]) -> str:
 
 @nodes_app.command("health")
 def nodes_health(
-    node_id: Annotated[int, typer.Argument(help="Node id.")],
+    node: NodeArg,
     url: UrlOption = DEFAULT_URL,
     token_file: TokenFile = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="How many recent checks.")] = 20,
@@ -103,6 +124,7 @@ def nodes_health(
     shape = parse(output, as_json=as_json)
     try:
         with client(url, token_file) as api:
+            node_id = resolve(api, node)
             body = api.get(f"/api/nodes/{node_id}/health", params={"limit": limit})
     except ApiError as exc:
         die(exc)
@@ -365,7 +387,7 @@ def nodes_create(
 
 @nodes_app.command("show")
 def nodes_show(
-    node_id: Annotated[int, typer.Argument(help="Node id.")],
+    node: NodeArg,
     url: UrlOption = DEFAULT_URL,
     token_file: TokenFile = None,
     as_json: JsonOption = False,
@@ -375,11 +397,15 @@ def nodes_show(
     shape = parse(output, as_json=as_json)
     try:
         with client(url, token_file) as api:
-            node = api.get(f"/api/nodes/{node_id}")
+            shown = api.get(f"/api/nodes/{resolve(api, node)}")
     except ApiError as exc:
         die(exc)
-    if emit(node, shape):
+    if emit(shown, shape):
         return
+    _describe_fully(shown)
+
+
+def _describe_fully(node: dict[str, Any]) -> None:
     say(describe(node))
     say(f"  provider {node['provider_id']} {node['location']}/{node['server_type']}/{node['image']}, "
                f"profile {node['profile']}, job {node['job_id']}")  # fmt: skip
@@ -393,7 +419,7 @@ def nodes_show(
 
 @nodes_app.command("delete")
 def nodes_delete(
-    node_id: Annotated[int, typer.Argument(help="Node id.")],
+    node: NodeArg,
     keep_server: Annotated[bool, typer.Option("--keep-server", help="Detach: keep the server.")] = False,
     wait: WaitOption = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 900.0,
@@ -403,6 +429,7 @@ def nodes_delete(
     """Release a node: its server is deleted at the provider (unless --keep-server)."""
     try:
         with client(url, token_file) as api:
+            node_id = resolve(api, node)
             answer = api.request("DELETE", f"/api/nodes/{node_id}", params={"keep_server": keep_server})
             say(f"node {node_id} releasing; job {answer['job']['id']}")
             if wait:
@@ -413,7 +440,7 @@ def nodes_delete(
 
 @nodes_app.command("retry")
 def nodes_retry(
-    node_id: Annotated[int, typer.Argument(help="Node id.")],
+    node: NodeArg,
     wait: WaitOption = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 1800.0,
     url: UrlOption = DEFAULT_URL,
@@ -422,6 +449,7 @@ def nodes_retry(
     """Retry a failed node from the stage that failed."""
     try:
         with client(url, token_file) as api:
+            node_id = resolve(api, node)
             answer = api.post(f"/api/nodes/{node_id}/retry")
             say(f"node {node_id} retrying; job {answer['job']['id']}")
             if wait:
@@ -432,13 +460,14 @@ def nodes_retry(
 
 @nodes_app.command("evidence")
 def nodes_evidence(
-    node_id: Annotated[int, typer.Argument(help="Node id.")],
+    node: NodeArg,
     url: UrlOption = DEFAULT_URL,
     token_file: TokenFile = None,
 ) -> None:
     """The node's acquisition and provisioning evidence, as JSON."""
     try:
         with client(url, token_file) as api:
+            node_id = resolve(api, node)
             say(json.dumps(api.get(f"/api/nodes/{node_id}/evidence"), indent=2))
     except ApiError as exc:
         die(exc)

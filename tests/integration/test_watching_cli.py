@@ -295,3 +295,26 @@ def test_output_formats_json_yaml_columns_and_ids(served: Served, setup: tuple[i
     )  # nothing created
     hooks = ok(served.run(["webhooks", "list", "-o", "yaml"]))
     assert yaml.safe_load(hooks) == []
+
+
+def test_nodes_by_name_or_id(served: Served, setup: tuple[int, hcloud.Client]) -> None:
+    """`nodes show|health|evidence|delete|retry` take a name: the live node of that name (a released
+    one keeps its name, and a new node may reuse it), else the newest released one."""
+    provider_id, _cloud = setup
+    old = add_node(served.ctx, provider_id, "web-1", "released", None)
+    live = add_node(served.ctx, provider_id, "web-1", "ready", None)
+    gone = add_node(served.ctx, provider_id, "gone-1", "released", None)
+    assert json.loads(ok(served.run(["nodes", "show", "web-1", "-o", "json"], Role.viewer)))["id"] == live
+    assert json.loads(ok(served.run(["nodes", "show", str(old), "-o", "json"], Role.viewer)))["id"] == old
+    assert json.loads(ok(served.run(["nodes", "show", "gone-1", "-o", "json"], Role.viewer)))["id"] == gone
+    assert ok(served.run(["nodes", "health", "web-1"], Role.viewer)).startswith(f"node {live}:")
+    assert json.loads(ok(served.run(["nodes", "evidence", "web-1"], Role.viewer)))["node_id"] == live
+    refused(served.run(["nodes", "show", "nope-1"], Role.viewer), 3, "no node named 'nope-1'")
+    refused(served.run(["nodes", "show", "Not A Name"], Role.viewer), 2, "neither a node id nor a node name")
+    refused(served.run(["nodes", "retry", "nope-1"], Role.operator), 3, "nope-1")
+    page = served.client.get(
+        "/api/nodes", params={"name": "web-1"}, headers=served.users[Role.viewer].headers
+    )
+    assert page.status_code == 200 and [n["id"] for n in page.json()["items"]] == [live, old]
+    bad = served.client.get("/api/nodes", params={"name": "Web 1"}, headers=served.users[Role.viewer].headers)
+    assert bad.status_code in (400, 422) and "name" in bad.text

@@ -22,6 +22,7 @@ from nodewright.api.watching import NodeHealthOut, health_out
 from nodewright.db.models import Job, Node
 from nodewright.nodes import service
 from nodewright.nodes.idempotency import CallerKey
+from nodewright.nodes.names import NAME_PATTERN
 from nodewright.nodes.states import CONTRACT_PROVIDER_V1, CONTRACTS, NodeStatus
 from nodewright.providers.errors import ProviderError
 from nodewright.provisioning.profiles import DEFAULT_PROFILE, NAME_RE
@@ -31,7 +32,6 @@ from nodewright.watching import service as watch_service
 router = APIRouter(prefix="/api", tags=["nodes"], responses=PROBLEM_RESPONSES, route_class=OneHopRoute)
 
 MAX_ID = 2**31 - 1
-NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # a hostname label: also the server's name
 CATALOG_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 LABEL_KEY = re.compile(
     r"^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
@@ -345,6 +345,15 @@ def list_nodes(
         list[watch_service.HealthFilter] | None,
         Query(description="Watch health: unknown, passing, failing, degraded, paused, unwatched"),
     ] = None,
+    name: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=63,
+            pattern=NAME_PATTERN,
+            description="Exactly this name (one live node at most; released ones keep theirs)",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> NodePageOut:
@@ -359,6 +368,7 @@ def list_nodes(
             statuses=[s.value for s in status_] if status_ else None,
             provider_id=provider_id,
             label=selector,
+            name=name,
             node_ids=watch_service.node_ids_with_health(session, wanted) if wanted else None,
             limit=limit,
             offset=offset,

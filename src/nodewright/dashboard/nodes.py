@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, load_only
 from nodewright import gates, runtime
 from nodewright.api.ids import NodeId
 from nodewright.api.jobs import SSE_MAX_STREAM_SECONDS, SSE_MEDIA_TYPE, _TicketedStream
-from nodewright.api.nodes import NAME_PATTERN, node_out
+from nodewright.api.nodes import node_out
 from nodewright.api.routing import OneHopRoute
 from nodewright.api.streams import ANY_JOB, StreamHub, StreamTicket
 from nodewright.context import AppContext
@@ -37,6 +37,7 @@ from nodewright.db.models import Job, Node, NodeCheck, ProviderConnection, Remed
 from nodewright.jobs import service as jobs_service
 from nodewright.jobs.states import TERMINAL
 from nodewright.nodes import service
+from nodewright.nodes.names import NAME_PATTERN
 from nodewright.nodes.states import PROVISION_STAGES, NodeStatus, Stage
 from nodewright.providers import connections
 from nodewright.providers.errors import ProviderError

@@ -235,6 +235,7 @@ def list_nodes(
     statuses: Sequence[str] | None = None,
     provider_id: int | None = None,
     label: tuple[str, str | None] | None = None,
+    name: str | None = None,
     node_ids: Collection[int] | None = None,
     limit: int = 50,
     offset: int = 0,
@@ -246,6 +247,8 @@ def list_nodes(
         conditions.append(Node.status.in_(list(statuses)))
     if provider_id is not None:
         conditions.append(Node.provider_id == provider_id)
+    if name is not None:
+        conditions.append(Node.name == name)
     rows = list(session.scalars(select(Node).where(*conditions).order_by(Node.id.desc())))
     if label is not None:
         # Labels are JSON: filtered here, portable across SQLite and PostgreSQL (a fleet is small).
