@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from sqlalchemy.exc import OperationalError
 
-from nodewright import installation
+from nodewright import (
+    cli_ssh,  # noqa: F401  (registers `nodes ssh`)
+    installation,
+)
 from nodewright.cli_nodes import maintenance_app, nodes_app, smoke_command
 from nodewright.cli_webhooks import webhooks_app
 from nodewright.config import (

@@ -109,3 +109,39 @@ def test_cli_refusals_are_clear(served: tuple[str, dict[Role, RoleUser], int], t
     assert nodewright(["nodes", "list"], env_for(url, users[Role.viewer])).returncode == 0
     down = nodewright(["nodes", "list", "--url", "http://127.0.0.1:9"], env_for(url, users[Role.viewer]))
     assert down.returncode == 5 and "cannot reach" in down.stderr  # unreachable
+
+
+def test_nodes_ssh_logs_in_with_the_pinned_key_and_names_take_the_place_of_ids(
+    served: tuple[str, dict[Role, RoleUser], int], tmp_path: Path
+) -> None:
+    """An operator's key on a node, then `nodes ssh NAME -- command` as that operator: ssh with the
+    host key pinned from the API, the profile's admin user; after release, a clear refusal."""
+    url, users, provider = served
+    env = env_for(url, users[Role.operator])
+    key = tmp_path / "ops"
+    subprocess.run(
+        [require_binary("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
+    )
+    create = ["nodes", "create", "--provider", str(provider), "--name", "ssh-1", "--location", "fsn1",
+              "--type", "cx22", "--image", "ubuntu-24.04", "--ssh-key", f"{key}.pub",
+              "--wait", "-o", "json"]  # fmt: skip
+    created = nodewright(create, env)
+    assert created.returncode == 0, created.stdout + created.stderr
+    ready = json.loads(created.stdout)  # stdout is the answer alone; the progress went to stderr
+    assert ready["status"] == "ready"
+    assert "accepted" in created.stderr
+
+    remote = "id -un; cat /etc/nodewright/node.json"
+    inside = nodewright(["nodes", "ssh", "ssh-1", "-i", str(key), "--", remote], {**env, "SSH_AUTH_SOCK": ""})
+    assert inside.returncode == 0, inside.stdout + inside.stderr
+    login, marker = inside.stdout.split("\n", 1)
+    assert login == "nodewright" and json.loads(marker)["node_id"] == ready["id"]
+    status = nodewright(
+        ["nodes", "ssh", "ssh-1", "-i", str(key), "--", "exit 7"], {**env, "SSH_AUTH_SOCK": ""}
+    )
+    assert status.returncode == 7  # the remote command's status is the command's
+
+    deleted = nodewright(["nodes", "delete", "ssh-1", "--wait"], env)
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    after = nodewright(["nodes", "ssh", "ssh-1", "-i", str(key)], env)
+    assert after.returncode == 4 and "released" in after.stderr and "Traceback" not in after.stderr
