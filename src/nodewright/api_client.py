@@ -25,13 +25,20 @@ class ApiError(Exception):
     """A problem response (or no answer), rendered for a terminal."""
 
     def __init__(
-        self, message: str, *, status: int | None = None, code: str | None = None, usage: bool = False
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        usage: bool = False,
+        foreign: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
         self.usage = usage  # the command was called wrongly (no token, unreadable file): exit 2
+        self.foreign = foreign  # the answer was not a nodewright problem document
 
 
 def load_token(token_file: Path | None) -> Secret:
@@ -60,13 +67,19 @@ def load_token(token_file: Path | None) -> Secret:
     return Secret(value)
 
 
+_CODE_RE = re.compile(r"^[a-z0-9_.-]{1,64}$")
+
+
 def _problem_text(response: httpx.Response) -> ApiError:
     try:
         problem = response.json()
     except ValueError:
-        return ApiError(f"HTTP {response.status_code} from the server", status=response.status_code)
+        problem = None
     if not isinstance(problem, dict):
-        return ApiError(f"HTTP {response.status_code} from the server", status=response.status_code)
+        # Not nodewright's own answer (a proxy's page, a wrong --url): no problem code, so a 404 here
+        # is not "not found" (scripts branch on that).
+        return ApiError(f"HTTP {response.status_code} from the server (not a nodewright answer)",
+                        status=response.status_code, foreign=True)  # fmt: skip
     # The detail can quote a provider or a node: shown cleaned, its continuation lines indented.
     text = for_terminal(str(problem.get("detail") or problem.get("title") or f"HTTP {response.status_code}"))
     for error in problem.get("errors") or []:
@@ -74,16 +87,27 @@ def _problem_text(response: httpx.Response) -> ApiError:
             text += f"\n  {clean_line(str(error['field']))}: {clean_line(str(error.get('message')))}"
     if problem.get("hint"):
         text += f"\nhint: {for_terminal(str(problem['hint']))}"
-    return ApiError(text, status=response.status_code, code=problem.get("code"))
+    code = problem.get("code")
+    # The code is printed in brackets: only a plain taxonomy word (no newline, no escape) is kept.
+    return ApiError(
+        text,
+        status=response.status_code,
+        code=code if isinstance(code, str) and _CODE_RE.match(code) else None,
+    )
 
 
 class ApiClient:
     def __init__(self, url: str, token: Secret, *, timeout: float = 30.0) -> None:
-        self._client = httpx.Client(
-            base_url=url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token.reveal()}", "Accept": "application/json"},
-            timeout=timeout,
-        )
+        try:
+            self._client = httpx.Client(
+                base_url=url.rstrip("/"),
+                headers={"Authorization": f"Bearer {token.reveal()}", "Accept": "application/json"},
+                timeout=timeout,
+            )
+        except httpx.InvalidURL as exc:
+            raise ApiError(
+                f"--url {clean_line(url)!r} is not a usable URL: {clean_line(str(exc))}", usage=True
+            ) from None
 
     def __enter__(self) -> ApiClient:
         return self
@@ -94,11 +118,31 @@ class ApiClient:
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._client.request(method, path, **kwargs)
+        except httpx.InvalidURL as exc:
+            raise ApiError(f"--url is not a usable URL: {clean_line(str(exc))}", usage=True) from None
         except httpx.HTTPError as exc:
             raise ApiError(f"cannot reach {self._client.base_url}: {exc.__class__.__name__}") from None
         if response.status_code >= 400:
             raise _problem_text(response)
-        return response.json() if response.content else None
+        if not 200 <= response.status_code < 300:  # a redirect (httpx does not follow): not the API
+            raise ApiError(
+                f"HTTP {response.status_code} from {self._client.base_url} (a redirect? give --url the "
+                f"address nodewright serves on{', e.g. https://' if response.is_redirect else ''})",
+                status=response.status_code,
+                foreign=True,
+            )
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(
+                f"the server at {self._client.base_url} did not answer with JSON "
+                f"(HTTP {response.status_code}): "
+                "is --url a nodewright server?",
+                status=response.status_code,
+                foreign=True,
+            ) from None
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -501,7 +502,20 @@ LONG_RUNNING_COMMANDS = frozenset({"serve", "demo", "worker"})
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in LONG_RUNNING_COMMANDS:
         reexec_without_secret_environment(sys.argv[1:])
-    app()
+    try:
+        app()
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
+        # An answer of a shape this CLI does not know (another server, another version) or a bug:
+        # one line, not a traceback (NODEWRIGHT_DEBUG=1 shows it).
+        if os.environ.get("NODEWRIGHT_DEBUG"):
+            raise
+        typer.echo(
+            f"error: unexpected failure ({exc.__class__.__name__}): the server's answer was not what this "
+            "command expects (is --url a nodewright server of this version?), or this is a bug; "
+            "NODEWRIGHT_DEBUG=1 shows the traceback",
+            err=True,
+        )
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

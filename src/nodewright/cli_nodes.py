@@ -55,12 +55,15 @@ def die(exc: ApiError) -> NoReturn:
 
 def exit_code(exc: ApiError) -> int:
     """1 failed, 2 usage (the command or its input is wrong), 3 not found, 4 refused (authentication,
-    permission, a conflict, a closed gate, a rate limit), 5 the server is unreachable or unavailable."""
+    permission, a conflict, a closed gate, a rate limit), 5 the server is unreachable or unavailable,
+    or what answered is not nodewright (a proxy's page, a redirect, no JSON)."""
     if exc.usage:
         return EXIT_USAGE
     if exc.code == "wait_timeout":  # --wait gave up; the job goes on
         return EXIT_FAILED
     if exc.status is None:
+        return EXIT_UNREACHABLE
+    if exc.foreign:  # not nodewright's answer (a proxy, a wrong --url): nodewright was not reached
         return EXIT_UNREACHABLE
     if exc.status == 404:
         return EXIT_NOT_FOUND
