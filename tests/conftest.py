@@ -3,6 +3,9 @@ again on PostgreSQL, each time on its own freshly migrated database."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +29,30 @@ from tests.support.system import in_ci
 DB_KINDS = ["sqlite", "postgresql"]
 
 
+def _worker_tempdir() -> None:
+    """Under xdist each test process gets a temp dir of its own (TMPDIR too, for the processes it
+    starts): the scans of "what a run left behind" (ssh masters in nw-cp-*, files in nw-*) then
+    see this process's runs only, never the other worker's, which come and go meanwhile."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    own = Path(tempfile.gettempdir()) / f"nwt-{worker}-{os.getpid()}"  # short: unix socket paths
+    own.mkdir(mode=0o700, exist_ok=True)
+    os.environ["TMPDIR"] = str(own)
+    tempfile.tempdir = str(own)
+    _OWN_TEMPDIRS.append(own)
+
+
+_OWN_TEMPDIRS: list[Path] = []
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for own in _OWN_TEMPDIRS:
+        shutil.rmtree(own, ignore_errors=True)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _worker_tempdir()
     config.addinivalue_line(
         "markers",
         "db_only(kind, reason): run this database test on one database only (the other one is "

@@ -60,7 +60,7 @@ class Log:
 
 @pytest.fixture
 def node(ssh_sim_server: SimServer) -> tuple[SshTarget, Secret]:
-    _BEFORE.update(processes_mentioning("/" + CONTROL_DIR_PREFIX))
+    _BEFORE.update(processes_mentioning(control_dirs()))
     """A fresh simulated server whose host key we generated and injected: (pinned target, client key)."""
     require_binary("ssh-agent")
     httpx.post(ssh_sim_server.base_url + "/_sim/reset").raise_for_status()
@@ -98,8 +98,13 @@ def leftovers(tmp_path: Path) -> list[str]:
     their control directory, in the system temp dir); those that ran before this module (another
     test run on the machine) are not ours."""
     return processes_mentioning(str(tmp_path)) + [
-        p for p in processes_mentioning("/" + CONTROL_DIR_PREFIX) if p not in _BEFORE
+        p for p in processes_mentioning(control_dirs()) if p not in _BEFORE
     ]
+
+
+def control_dirs() -> str:
+    """Where this test process's runs put their ssh control directories (its own temp dir)."""
+    return os.path.join(tempfile.gettempdir(), CONTROL_DIR_PREFIX)
 
 
 def processes_mentioning(marker: str) -> list[str]:

@@ -233,7 +233,7 @@ def test_ansible_reads_every_setting_of_the_explicit_environment(tmp_path: Path)
     env = ansible_environment(tmp_path, tmp_path, tmp_path / "known_hosts", "ssh-ed25519")
     dumped = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-config"), "dump", "--only-changed"],
-        env=env, capture_output=True, text=True, check=True, cwd=tmp_path,
+        env=env, capture_output=True, text=True, check=True, cwd=tmp_path, stdin=subprocess.DEVNULL,
     ).stdout  # fmt: skip
     taken = {line.split("(env: ", 1)[1].split(")", 1)[0] for line in dumped.splitlines() if "(env: " in line}
     # Connection-plugin settings (ssh args, control path) are not in this dump; the rest must be.

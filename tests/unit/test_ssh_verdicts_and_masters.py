@@ -83,9 +83,8 @@ def test_deadline_mark_finds_the_controlpersist_master(tmp_path: Path) -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20,
         )  # fmt: skip
         masters = [
-            int(pid) for pid in os.listdir("/proc") if pid.isdigit()
-            and str(control).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-        ]  # fmt: skip
+            int(pid) for pid in os.listdir("/proc") if pid.isdigit() and str(control).encode() in cmdline(pid)
+        ]
         assert masters, "no ControlPersist master running"
         # The master was started with the mark in its environment, which it erases (setproctitle).
         found = marked_processes(mark, (str(control_dir),))
@@ -102,3 +101,11 @@ def test_deadline_mark_finds_the_controlpersist_master(tmp_path: Path) -> None:
                        capture_output=True, timeout=10, check=False)  # fmt: skip
         sshd.send_signal(signal.SIGTERM)
         sshd.wait(timeout=10)
+
+
+def cmdline(pid: str) -> bytes:
+    """A process's command line, empty when it has ended meanwhile."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
