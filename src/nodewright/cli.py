@@ -28,7 +28,7 @@ from nodewright.config import (
     reexec_without_secret_environment,
     scrub_secret_environment,
 )
-from nodewright.installation import InstallationMissing
+from nodewright.installation import InstallationMissing, InstallationUnreadable
 from nodewright.jobs.cli import worker_command
 from nodewright.security.accounts import AccountError
 from nodewright.security.secretbox import SecretKeyError
@@ -80,6 +80,8 @@ def friendly_errors(func: F) -> F:
             fail(str(exc))
         except InstallationMissing as exc:
             fail(str(exc), code=3)
+        except InstallationUnreadable as exc:
+            fail(str(exc), code=4)
         except AccountError as exc:
             fail(f"{exc.field}: {exc.message}")
         except OperationalError as exc:
@@ -94,13 +96,21 @@ def _settings() -> Settings:
     return load_settings()
 
 
-def _migrate(settings: Settings) -> None:
+def _migrate(settings: Settings, *, create: bool = True) -> None:
+    """Bring the schema to the code's. ``create=False`` (local commands): only an installation that
+    exists is upgraded; a database without nodewright's schema is refused, and no directory made."""
+    from sqlalchemy.engine import make_url
+
     from nodewright.db import migrate
     from nodewright.db.engine import make_engine
 
-    settings.ensure_data_dir()
+    if create:
+        settings.ensure_data_dir()
     engine = make_engine(settings.resolved_database_url)
     try:
+        if not create and migrate.current_revision(engine) is None:
+            where = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+            raise InstallationMissing(where, "the database holds no nodewright schema:")
         migrate.upgrade(engine)
     finally:
         engine.dispose()
@@ -294,8 +304,8 @@ def _context() -> Any:
     from nodewright.context import AppContext
 
     settings = _installed_settings()
-    _migrate(settings)
-    return AppContext.open(settings)
+    _migrate(settings, create=False)
+    return AppContext.open(settings, create_data_dir=False)
 
 
 @users_app.command("create")
@@ -457,7 +467,7 @@ def secrets_rotate() -> None:
     from nodewright.security.secretbox import rotate_keys
 
     settings = _installed_settings()
-    _migrate(settings)
+    _migrate(settings, create=False)
     database = Database(settings.resolved_database_url)
     try:
         count, ring = rotate_keys(settings, database)

@@ -30,7 +30,13 @@ def _config_file() -> Path | None:
         return Path(explicit)
     data_dir = Path(os.environ.get("NODEWRIGHT_DATA_DIR", str(DEFAULT_DATA_DIR)))
     candidate = data_dir / "nodewright.toml"
-    return candidate if candidate.is_file() else None
+    try:
+        return candidate if candidate.is_file() else None
+    except PermissionError:
+        raise ConfigError(
+            f"cannot read {candidate}: permission denied; run this as the installation's owner "
+            "(the user `nodewright serve` runs as)"
+        ) from None
 
 
 DEFAULT_PROVIDER_ENDPOINTS = "https://api.hetzner.cloud/"

@@ -41,9 +41,13 @@ class AppContext:
         self.known_usernames = KnownUsernames(self.database)
 
     @classmethod
-    def open(cls, settings: Settings, *, create_keys: bool = True) -> AppContext:
-        """Open the database and the key ring; raise ``SecretKeyError`` when the keys do not fit."""
-        settings.ensure_data_dir()
+    def open(
+        cls, settings: Settings, *, create_keys: bool = True, create_data_dir: bool = True
+    ) -> AppContext:
+        """Open the database and the key ring; raise ``SecretKeyError`` when the keys do not fit.
+        ``create_data_dir=False``: a local command on an existing installation (``installation``)."""
+        if create_data_dir:
+            settings.ensure_data_dir()
         database = Database(settings.resolved_database_url)
         try:
             if (

@@ -86,3 +86,74 @@ def test_an_explicit_sqlite_database_that_is_missing_is_named(
     assert result.returncode == 3, result.stderr
     assert str(tmp_path / "gone.db") in result.stderr
     assert not (tmp_path / "gone.db").exists()
+
+
+def test_keys_from_the_environment_make_no_data_directory(tmp_path: Path, bare_env: dict[str, str]) -> None:
+    """SQLite elsewhere and keys in the environment: the installation is that database; a local
+    command run in an empty directory uses it and leaves no `.nodewright/` behind."""
+    from cryptography.fernet import Fernet
+
+    env = {**bare_env, "NODEWRIGHT_DATABASE_URL": f"sqlite:///{tmp_path / 'db' / 'nw.db'}",
+           "NODEWRIGHT_SECRET_KEYS": Fernet.generate_key().decode()}  # fmt: skip
+    (tmp_path / "db").mkdir()
+    setup = tmp_path / "setup"
+    setup.mkdir()
+    assert run(["db", "upgrade"], setup, env).returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    created = run(["users", "create", "--username", "ops"], elsewhere, env)
+    assert created.returncode == 0, created.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_an_empty_database_file_is_no_installation(tmp_path: Path, bare_env: dict[str, str]) -> None:
+    """What a failed first start can leave (an empty nodewright.db): refused, not migrated into a
+    new installation with a user in it."""
+    data = tmp_path / ".nodewright"
+    data.mkdir()
+    (data / "nodewright.db").touch()
+    result = run(["users", "create", "--username", "ghost"], tmp_path, bare_env)
+    assert result.returncode == 3 and "no nodewright schema" in result.stderr, result.stderr
+    assert (data / "nodewright.db").stat().st_size == 0 and sorted(p.name for p in data.iterdir()) == [
+        "nodewright.db"
+    ]
+
+
+@pytest.mark.parametrize("driver", ["sqlite", "sqlite+pysqlite"])
+def test_sqlite_urls_are_read_as_sqlalchemy_reads_them(
+    driver: str, tmp_path: Path, bare_env: dict[str, str]
+) -> None:
+    spaced = tmp_path / "my dir"
+    spaced.mkdir()
+    env = {**bare_env, "NODEWRIGHT_DATA_DIR": str(tmp_path / "data"),
+           "NODEWRIGHT_DATABASE_URL": f"{driver}:///{str(spaced / 'nw.db').replace(' ', '%20')}"}  # fmt: skip
+    missing = run(["users", "create", "--username", "ops"], tmp_path, env)
+    assert missing.returncode == 3 and "my dir" in missing.stderr, missing.stderr
+    assert list(spaced.iterdir()) == []
+    assert run(["db", "upgrade"], tmp_path, env).returncode == 0
+    created = run(["users", "create", "--username", "ops"], tmp_path, env)
+    assert created.returncode == 0, created.stderr
+
+
+def test_another_users_installation_is_a_clear_refusal(tmp_path: Path, bare_env: dict[str, str]) -> None:
+    """Run as a user who may not read the installation: a message naming the path (exit 4 in the
+    CLI), not a PermissionError traceback. Checked in this process with its effective uid switched
+    (the interpreter lives where another user could not start it)."""
+    from nodewright.config import ConfigError, Settings, _config_file
+    from nodewright.installation import InstallationUnreadable, require
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to another user")
+    assert run(["db", "upgrade"], tmp_path, bare_env).returncode == 0  # .nodewright is 0700, root's
+    data = tmp_path / ".nodewright"
+    settings = Settings(data_dir=data, database_url=f"sqlite:///{data / 'nodewright.db'}")
+    os.seteuid(65534)
+    try:
+        with pytest.raises(InstallationUnreadable, match=r"nodewright\.db: Permission denied"):
+            require(settings)
+        os.environ["NODEWRIGHT_DATA_DIR"] = str(data)
+        with pytest.raises(ConfigError, match="permission denied"):
+            _config_file()
+    finally:
+        os.seteuid(0)
+        os.environ.pop("NODEWRIGHT_DATA_DIR", None)
