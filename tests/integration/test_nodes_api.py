@@ -130,10 +130,18 @@ def test_gate_off_refuses_creation_while_reads_work(
     client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser], provider_id: int
 ) -> None:
     admin, operator, viewer = (role_users[r].headers for r in (Role.admin, Role.operator, Role.viewer))
-    first = client.post("/api/nodes", json=body(provider_id), headers=operator)
+    keyed = {**operator, "Idempotency-Key": "gate-retry"}
+    first = client.post("/api/nodes", json=body(provider_id), headers=keyed)
     assert first.status_code == 202
     node_id = first.json()["node"]["id"]
     assert client.put("/api/gates", json={"provider_create": False}, headers=admin).status_code == 200
+    # A client that timed out and retries its accepted request gets that answer, not "disabled"
+    # (which would tell it nothing was created); a new key is refused.
+    retried = client.post("/api/nodes", json=body(provider_id), headers=keyed)
+    assert retried.status_code == 202 and retried.json()["node"]["id"] == node_id, retried.text
+    fresh_key = client.post("/api/nodes", json=body(provider_id, name="web-3"),
+                            headers={**operator, "Idempotency-Key": "new"})  # fmt: skip
+    assert fresh_key.status_code == 503
 
     refused = client.post("/api/nodes", json=body(provider_id, name="web-2"), headers=operator)
     assert refused.status_code == 503

@@ -129,11 +129,13 @@ def create_node(
     digest = request.digest()
     database, settings = app.database, app.settings
     with database.session() as session:
-        gates.require_enabled(session, settings, gates.PROVIDER_CREATE)
         if idempotency_key is not None:
+            # First: a retry of a request that was accepted gets its answer even if the gate has
+            # been switched off since (it creates nothing; the node exists and is on its way).
             replay = _replay(session, idempotency_key, digest)
             if replay is not None:
                 return replay
+        gates.require_enabled(session, settings, gates.PROVIDER_CREATE)
         if request.contract not in settings.node_contracts:
             raise NodeRequestError(
                 "contract",
