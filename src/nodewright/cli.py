@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from nodewright import (
     cli_ssh,  # noqa: F401  (registers `nodes ssh`)
@@ -76,17 +76,21 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ConfigError, SecretKeyError) as exc:
+        except ConfigError as exc:
             fail(str(exc))
+        except SecretKeyError as exc:
+            fail(str(exc), code=4)
         except InstallationMissing as exc:
             fail(str(exc), code=3)
         except InstallationUnreadable as exc:
             fail(str(exc), code=4)
         except AccountError as exc:
-            fail(f"{exc.field}: {exc.message}")
+            fail(f"{exc.field}: {exc.message}", code={"not_found": 3, "conflict": 4}.get(exc.kind, 2))
+        except ArgumentError as exc:
+            fail(f"NODEWRIGHT_DATABASE_URL is not a database URL: {exc}")
         except OperationalError as exc:
             reason = (str(exc.orig).strip().splitlines() or ["unknown"])[0]
-            fail(f"database unavailable: {exc.orig.__class__.__name__}: {reason}")
+            fail(f"database unavailable: {exc.orig.__class__.__name__}: {reason}", code=5)
         return None
 
     return wrapper  # type: ignore[return-value]
@@ -354,7 +358,7 @@ def users_reset_password(username: Annotated[str, typer.Argument(help="Login nam
         with ctx.database.session(write=True) as session:
             user = accounts.get_user(session, username)
             if user is None:
-                fail(f"no user named {username!r}")
+                fail(f"no user named {username!r}", code=3)
                 return
             user.password_hash = hash_password(password)
             session.execute(delete(WebSession).where(WebSession.user_id == user.id))
@@ -397,7 +401,7 @@ def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see GE
     try:
         with ctx.database.session(write=True) as session:
             if api_tokens.revoke_token(session, token_id, actor="cli") is None:
-                fail(f"no token with id {token_id}")
+                fail(f"no token with id {token_id}", code=3)
     finally:
         ctx.close()
     typer.echo(f"token {token_id} revoked")

@@ -72,14 +72,22 @@ def test_bad_input_gives_message_and_exit_code(cli_env: dict[str, str]) -> None:
     assert short.returncode == 2 and "password: must be at least 12 characters" in short.stderr
 
     no_user = run(["tokens", "create", "--user", "ghost", "--name", "n"], cli_env)
-    assert no_user.returncode == 2 and "no user named 'ghost'" in no_user.stderr
+    assert no_user.returncode == 3 and "no user named 'ghost'" in no_user.stderr  # not found
+    taken = run(["users", "create", "--username", "y"], cli_env)
+    assert taken.returncode == 0, taken.stderr
+    again = run(["users", "create", "--username", "y"], cli_env)
+    assert again.returncode == 4 and "already exists" in again.stderr  # refused: a conflict
+    assert run(["users", "reset-password", "ghost"], cli_env).returncode == 3
+    assert run(["tokens", "revoke", "424242"], cli_env).returncode == 3
+    broken = run(["db", "current"], {**cli_env, "NODEWRIGHT_DATABASE_URL": "postgres//x"})
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr, broken.stderr
 
 
 def test_wrong_secret_key_stops_with_clear_message(cli_env: dict[str, str]) -> None:
     assert run(["users", "create", "--username", "ops"], cli_env).returncode == 0
     wrong = {**cli_env, "NODEWRIGHT_SECRET_KEYS": Fernet.generate_key().decode()}
     result = run(["users", "create", "--username", "ops2"], wrong)
-    assert result.returncode == 2
+    assert result.returncode == 4  # refused: these keys cannot read this installation
     assert "do not match this database" in result.stderr
     assert "Traceback" not in result.stderr
     assert wrong["NODEWRIGHT_SECRET_KEYS"] not in result.stderr + result.stdout
@@ -103,7 +111,7 @@ def test_bad_database_url_is_a_message(tmp_path: Path) -> None:
     env["NODEWRIGHT_DATA_DIR"] = str(tmp_path)
     env["NODEWRIGHT_DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/none"
     result = run(["db", "upgrade"], env)
-    assert result.returncode == 2
+    assert result.returncode == 5  # unreachable
     assert "database unavailable" in result.stderr and "Traceback" not in result.stderr
 
 

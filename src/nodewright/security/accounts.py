@@ -29,10 +29,11 @@ BOOTSTRAP_USERNAME = "admin"
 class AccountError(ValueError):
     """Bad input for an account operation; ``field`` names what is wrong."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, *, kind: str = "invalid") -> None:
         super().__init__(message)
         self.field = field
         self.message = message
+        self.kind = kind  # invalid (bad input), not_found, conflict: what the CLI's exit code says
 
 
 def validate_username(username: str) -> str:
@@ -55,7 +56,7 @@ def create_user(session: Session, username: str, password: str, role: Role | str
     except ValueError:
         raise AccountError("role", f"must be one of {', '.join(r.value for r in Role)}") from None
     if session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise AccountError("username", f"user {username!r} already exists")
+        raise AccountError("username", f"user {username!r} already exists", kind="conflict")
     user = User(username=username, password_hash=hash_password(password), role=role.value)
     session.add(user)
     session.flush()

@@ -25,7 +25,7 @@ def issue_token(session: Session, username: str, name: str, *, actor: str) -> tu
     """Create a token for the user named ``username`` (an ``AccountError`` names what is wrong)."""
     owner = get_user(session, username)
     if owner is None:
-        raise AccountError("username", f"no user named {username!r}")
+        raise AccountError("username", f"no user named {username!r}", kind="not_found")
     token, plaintext = create_token(session, owner, name, actor=actor)
     return token, owner, plaintext
 
