@@ -111,7 +111,9 @@ def test_hostile_nodes_end_at_their_deadlines_and_a_healthy_one_gets_ready(world
     provider_id = world.provider()
     write_profile(world.profiles, "healthy", [{"name": "work", "ansible.builtin.command": "true"}], 300)
     then = {"name": "next task", "ansible.builtin.command": "true"}
-    write_profile(world.profiles, "flood", [hostile_task("flood"), then], 20)
+    # 45 s: the flood task must end (its output capped) and the next one start before the deadline,
+    # on a machine busy with other tests too.
+    write_profile(world.profiles, "flood", [hostile_task("flood"), then], 45)
     write_profile(world.profiles, "burst", [hostile_task("burst"), then], 120)
     write_profile(world.profiles, "linger", [hostile_task("linger"), then], 20)
     write_profile(world.profiles, "hang", [hostile_task("hang")], 120)  # the checks meet it

@@ -9,6 +9,7 @@ Intervals are the 5 s minimum; waits are deadlines, never timing assertions.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import tempfile
@@ -144,7 +145,13 @@ def test_a_node_whose_sshd_stays_down_is_rebooted_reprovisioned_then_replaced(
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            types = [json.loads(m.body)["type"] for m in receiver.received]
+            # In the order they happened: each delivery is a job of its own, so two events of one
+            # transaction (recovered, remediation_succeeded) may arrive in either order.
+            bodies = sorted(
+                (json.loads(m.body) for m in receiver.received),
+                key=lambda b: dt.datetime.fromisoformat(b["timestamp"].replace("Z", "+00:00")),
+            )
+            types = [b["type"] for b in bodies]
             if types.count("node.recovered") >= 1 and "node.remediation_succeeded" in types:
                 break
             time.sleep(0.5)
@@ -155,7 +162,7 @@ def test_a_node_whose_sshd_stays_down_is_rebooted_reprovisioned_then_replaced(
         "node.remediation_started", "node.remediation_failed",
         "node.remediation_started", "node.recovered", "node.remediation_succeeded",
     ], types  # fmt: skip
-    last = json.loads(receiver.received[-1].body)
+    last = next(b for b in reversed(bodies) if b["type"] == "node.remediation_succeeded")
     assert last["data"]["remediation"]["action"] == "replace"
 
 

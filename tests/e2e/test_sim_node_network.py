@@ -60,7 +60,9 @@ def node_sim(ssh_sim_server: SimServer) -> SimServer:
 
 @pytest.fixture
 def client(node_sim: SimServer) -> hcloud.Client:
-    return hcloud.Client(token=random_token(), api_endpoint=node_sim.api_url, poll_interval=0.02)
+    return hcloud.Client(
+        token=random_token(), api_endpoint=node_sim.api_url, poll_interval=0.02, poll_max_retries=3000
+    )  # 60 s: a first boot builds the node image
 
 
 def wait_http(url: str) -> int:
@@ -143,7 +145,9 @@ def test_node_reaches_its_peers_and_nothing_of_the_host(
     assert net is not None and net["bridge"].startswith("nwb")
     first = create_node(client, "net-a", public_key)
     # A server of another project: all servers share the public network, as on Hetzner.
-    other = hcloud.Client(token=random_token(), api_endpoint=node_sim.api_url, poll_interval=0.02)
+    other = hcloud.Client(
+        token=random_token(), api_endpoint=node_sim.api_url, poll_interval=0.02, poll_max_retries=3000
+    )  # 60 s: a first boot builds the node image
     peer = create_node(other, "net-b", public_key)
     a4, b4 = first.public_net.ipv4.ip, peer.public_net.ipv4.ip
     b6 = str(ipaddress.IPv6Network(peer.public_net.ipv6.ip)[1])
@@ -195,7 +199,9 @@ def test_two_simulators_hand_out_disjoint_addresses_with_their_own_host_keys(
         nets = [status(node_sim)["network"], status(second)["network"]]
         ranges = [ipaddress.ip_network(n["ipv4_range"]) for n in nets]
         assert not ranges[0].overlaps(ranges[1])
-        other = hcloud.Client(token=random_token(), api_endpoint=second.api_url, poll_interval=0.02)
+        other = hcloud.Client(
+            token=random_token(), api_endpoint=second.api_url, poll_interval=0.02, poll_max_retries=3000
+        )
         servers, keys = [], []
         for index, cloud in enumerate((client, other)):
             private, public = host_keypair()
