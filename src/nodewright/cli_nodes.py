@@ -494,9 +494,14 @@ def smoke_command(
     Keeps everything it saw in --evidence-dir/<node name>/ (node, evidence, job logs, summary).
     Exits 0 only when the node became ready, passed its checks and (unless --keep) was released.
     """
+    try:
+        token = load_token(token_file)  # a usage error ends it before anything is made
+    except ApiError as exc:
+        die(exc)
     name = f"smoke-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
     folder = evidence_dir / name
     folder.mkdir(parents=True, exist_ok=True)
+    failure = EXIT_FAILED
     summary: dict[str, Any] = {
         "name": name,
         "provider_id": provider,
@@ -504,7 +509,7 @@ def smoke_command(
     }
     ok = False
     try:
-        with client(url, token_file) as api:
+        with ApiClient(url, token) as api:
             body = {"provider_id": provider, "name": name, "location": location, "server_type": server_type,
                     "image": image, "labels": {"purpose": "smoke"}}  # fmt: skip
             created = api.post("/api/nodes", json=body, headers={"Idempotency-Key": name})
@@ -533,9 +538,11 @@ def smoke_command(
                 ok = ok and final["status"] == "released"
     except ApiError as exc:
         summary["error"] = exc.message
-        say(f"error: {exc.message}", err=True)
+        summary["error_code"] = exc.code
+        failure = exit_code(exc)
+        say(f"error [{exc.code}]: {exc.message}" if exc.code else f"error: {exc.message}", err=True)
     summary["ok"] = ok
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     say(f"smoke {'passed' if ok else 'FAILED'}; evidence in {folder}")
     if not ok:
-        raise typer.Exit(1)
+        raise typer.Exit(failure)

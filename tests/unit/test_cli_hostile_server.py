@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,18 @@ def test_a_broken_url_is_a_usage_error() -> None:
     result = subprocess.run([sys.executable, "-m", "nodewright.cli", "nodes", "list", "--url", "http://[::1"],
                             env=env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 2 and "--url" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_smoke_refuses_without_a_token_before_making_anything_and_says_unreachable(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NODEWRIGHT_")}
+    smoke = [sys.executable, "-m", "nodewright.cli", "smoke", "--provider", "1", "--url", "http://127.0.0.1:9",
+             "--evidence-dir", str(tmp_path / "ev")]  # fmt: skip
+    no_token = subprocess.run(smoke, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert no_token.returncode == 2 and "NODEWRIGHT_TOKEN" in no_token.stderr
+    assert not (tmp_path / "ev").exists()
+    down = subprocess.run(smoke, env={**env, "NODEWRIGHT_TOKEN": "nwt_test"}, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert down.returncode == 5 and "cannot reach" in down.stderr, down.stderr
+    (folder,) = (tmp_path / "ev").iterdir()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["ok"] is False and "cannot reach" in summary["error"]
