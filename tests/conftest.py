@@ -53,6 +53,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     _worker_tempdir()
+    # The CLI's saved contexts (`nodewright login`) of whoever runs the tests must not steer the
+    # commands the tests run: none unless a test makes its own.
+    os.environ["NODEWRIGHT_CLI_CONFIG"] = os.path.join(
+        tempfile.gettempdir(), "nwt-no-contexts", "contexts.json"
+    )
+    os.environ.pop("NODEWRIGHT_CONTEXT", None)
     config.addinivalue_line(
         "markers",
         "db_only(kind, reason): run this database test on one database only (the other one is "

@@ -131,7 +131,7 @@ def test_serve_keeps_secret_keys_out_of_its_environment(
     environment into artifacts) inherits os.environ: the master keys must not be in it."""
     import uvicorn
 
-    from nodewright import cli
+    from nodewright.cli import server
     from nodewright.config import load_settings
 
     key = Fernet.generate_key().decode()
@@ -146,7 +146,7 @@ def test_serve_keeps_secret_keys_out_of_its_environment(
         seen["app"] = app
 
     monkeypatch.setattr(uvicorn, "run", fake_run)
-    cli._run_server(load_settings(), banner="test")
+    server._run_server(load_settings(), banner="test")
     environment = seen["environment"]
     assert isinstance(environment, dict)
     assert "NODEWRIGHT_SECRET_KEYS" not in environment

@@ -1,7 +1,6 @@
 """The HTTP client the CLI's API commands use: the server's URL and an API token, problems as messages.
 
-The token comes from ``NODEWRIGHT_TOKEN`` or a file (``--token-file``), never from a command-line
-argument (other users of the machine can read those in ``ps``).
+Where the URL and token come from is ``cli.options``; never from a command-line argument.
 """
 
 from __future__ import annotations
@@ -41,30 +40,30 @@ class ApiError(Exception):
         self.foreign = foreign  # the answer was not a nodewright problem document
 
 
-def load_token(token_file: Path | None) -> Secret:
-    if token_file is not None:
-        try:
-            text = token_file.read_text().strip()
-        except OSError as exc:
-            raise ApiError(f"cannot read the token file {token_file}: {exc.strerror}", usage=True) from None
-        if not text:
-            raise ApiError(f"the token file {token_file} is empty", usage=True)
-        if not _TOKEN_RE.match(text):
-            raise ApiError(
-                f"the token file {token_file} must hold one API token (printable ASCII, no spaces)",
-                usage=True,
-            )
-        return Secret(text)
+def load_token(token_file: Path) -> Secret:
+    try:
+        text = token_file.read_text()
+    except OSError as exc:
+        raise ApiError(f"cannot read the token file {token_file}: {exc.strerror}", usage=True) from None
+    return checked_token(text, f"the token file {token_file}")
+
+
+def checked_token(text: str, where: str) -> Secret:
+    """One API token from ``where`` (a file, stdin, a prompt): printable ASCII, no spaces."""
+    value = text.strip()
+    if not value:
+        raise ApiError(f"{where} is empty", usage=True)
+    if not _TOKEN_RE.match(value):
+        raise ApiError(f"{where} must hold one API token (printable ASCII, no spaces)", usage=True)
+    return Secret(value)
+
+
+def token_from_environment() -> Secret | None:
+    """``NODEWRIGHT_TOKEN``, checked; None when it is not set."""
     value = os.environ.get("NODEWRIGHT_TOKEN", "").strip()
     if not value:
-        raise ApiError(
-            "no API token: set NODEWRIGHT_TOKEN or pass --token-file "
-            "(create one with `nodewright tokens create`)",
-            usage=True,
-        )
-    if not _TOKEN_RE.match(value):
-        raise ApiError("NODEWRIGHT_TOKEN must be one API token (printable ASCII, no spaces)", usage=True)
-    return Secret(value)
+        return None
+    return checked_token(value, "NODEWRIGHT_TOKEN")
 
 
 _CODE_RE = re.compile(r"^[a-z0-9_.-]{1,64}$")

@@ -12,9 +12,10 @@ from typing import Annotated, Any
 
 import typer
 
-from nodewright.api_client import DEFAULT_URL, ApiError
-from nodewright.cli_nodes import JsonOption, TokenFile, UrlOption, client, die, say
-from nodewright.cli_output import Output, OutputOption, emit, parse
+from nodewright.cli.client import ApiError
+from nodewright.cli.errors import die, say
+from nodewright.cli.options import JsonOption, TokenFile, UrlOption, client
+from nodewright.cli.output import Output, OutputOption, emit, parse
 
 webhooks_app = typer.Typer(help="Webhook endpoints: signed alert deliveries.", no_args_is_help=True)
 IdArg = Annotated[int, typer.Argument(help="Webhook endpoint id.")]
@@ -35,7 +36,7 @@ def _delivery_line(d: dict[str, Any]) -> str:
     )
 
 
-def _call(url: str, token_file: Path | None, method: str, path: str, **kwargs: Any) -> Any:
+def _call(url: str | None, token_file: Path | None, method: str, path: str, **kwargs: Any) -> Any:
     """One API request; a refusal ends the command with the server's message and exit code."""
     try:
         with client(url, token_file) as api:
@@ -62,7 +63,7 @@ def _with_secret(hook: dict[str, Any], what: str) -> None:
 
 @webhooks_app.command("list")
 def list_cmd(
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFile = None,
     as_json: JsonOption = False,
     output: OutputOption = "table",
@@ -78,7 +79,7 @@ def create_cmd(
     events: Annotated[
         list[str] | None, typer.Option("--event", help="An event type (repeat); none: all.")
     ] = None,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFile = None,
 ) -> None:
     body = {"name": name, "url": endpoint_url, "events": events or []}
@@ -86,7 +87,7 @@ def create_cmd(
 
 
 @webhooks_app.command("show")
-def show_cmd(webhook_id: IdArg, url: UrlOption = DEFAULT_URL, token_file: TokenFile = None,
+def show_cmd(webhook_id: IdArg, url: UrlOption = None, token_file: TokenFile = None,
              as_json: JsonOption = False, output: OutputOption = "table") -> None:  # fmt: skip
     shape = parse(output, as_json=as_json)
     _show(_call(url, token_file, "GET", f"/api/webhooks/{webhook_id}"), shape, _line)
@@ -96,7 +97,7 @@ def show_cmd(webhook_id: IdArg, url: UrlOption = DEFAULT_URL, token_file: TokenF
 def rotate_cmd(
     webhook_id: IdArg,
     overlap: Annotated[int, typer.Option("--overlap", help="Seconds the old secret keeps signing.")] = 86400,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFile = None,
 ) -> None:
     hook = _call(
@@ -106,18 +107,18 @@ def rotate_cmd(
 
 
 @webhooks_app.command("delete")
-def delete_cmd(webhook_id: IdArg, url: UrlOption = DEFAULT_URL, token_file: TokenFile = None) -> None:
+def delete_cmd(webhook_id: IdArg, url: UrlOption = None, token_file: TokenFile = None) -> None:
     _call(url, token_file, "DELETE", f"/api/webhooks/{webhook_id}")
     say(f"webhook endpoint {webhook_id} deleted")
 
 
 @webhooks_app.command("test")
-def test_cmd(webhook_id: IdArg, url: UrlOption = DEFAULT_URL, token_file: TokenFile = None) -> None:
+def test_cmd(webhook_id: IdArg, url: UrlOption = None, token_file: TokenFile = None) -> None:
     say(_delivery_line(_call(url, token_file, "POST", f"/api/webhooks/{webhook_id}/test")))
 
 
 @webhooks_app.command("deliveries")
-def deliveries_cmd(webhook_id: IdArg, url: UrlOption = DEFAULT_URL, token_file: TokenFile = None,
+def deliveries_cmd(webhook_id: IdArg, url: UrlOption = None, token_file: TokenFile = None,
                    as_json: JsonOption = False, output: OutputOption = "table") -> None:  # fmt: skip
     shape = parse(output, as_json=as_json)
     _show(_call(url, token_file, "GET", f"/api/webhooks/{webhook_id}/deliveries"), shape, _delivery_line)
@@ -127,7 +128,7 @@ def deliveries_cmd(webhook_id: IdArg, url: UrlOption = DEFAULT_URL, token_file: 
 def redeliver_cmd(
     webhook_id: IdArg,
     delivery_id: Annotated[int, typer.Argument(help="Delivery id (see `webhooks deliveries`).")],
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFile = None,
 ) -> None:
     path = f"/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"

@@ -17,18 +17,10 @@ from typing import Annotated
 
 import typer
 
-from nodewright.api_client import DEFAULT_URL, ApiError
-from nodewright.cli_nodes import (
-    EXIT_REFUSED,
-    NodeArg,
-    TokenFile,
-    UrlOption,
-    client,
-    die,
-    nodes_app,
-    resolve,
-    say,
-)
+from nodewright.cli.client import ApiError
+from nodewright.cli.errors import EXIT_REFUSED, die, say
+from nodewright.cli.nodes import nodes_app
+from nodewright.cli.options import NodeArg, TokenFile, UrlOption, client, resolve
 from nodewright.provisioning.target import InvalidHostKey, SshTarget, fingerprint
 
 ADMIN_USER = "nodewright"  # the account the baseline profile makes for operators' keys
@@ -42,7 +34,7 @@ def nodes_ssh(
     identity: Annotated[
         Path | None, typer.Option("--identity", "-i", help="Private key file (else ssh's own, or the agent).")
     ] = None,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFile = None,
 ) -> None:
     """SSH to a node, its host key pinned; anything after `--` is the remote command."""

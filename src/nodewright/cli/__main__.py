@@ -1,0 +1,3 @@
+from nodewright.cli.app import main
+
+main()

@@ -1,0 +1,95 @@
+"""The options every API command shares, and where its server and token come from.
+
+The server: ``--url`` (or ``NODEWRIGHT_URL``), else the active context (``nodewright login``), else
+http://127.0.0.1:8400. The token: ``--token-file``, else ``NODEWRIGHT_TOKEN``, else the active
+context's, but only when the command talks to that context's own server. Never a command-line
+argument: other users of the machine can read those in ``ps``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nodewright.cli import contexts
+from nodewright.cli.client import DEFAULT_URL, ApiClient, ApiError, load_token, token_from_environment
+from nodewright.cli.errors import fail
+from nodewright.nodes.names import NAME_PATTERN
+from nodewright.security.secret import Secret
+from nodewright.security.text import clean_line
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="NODEWRIGHT_URL",
+        help=f"The nodewright server [default: the active context's, else {DEFAULT_URL}].",
+        show_default=False,
+    ),
+]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file", help="A file holding the API token (else NODEWRIGHT_TOKEN, else the context's)."
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer (same as -o json).")]
+WaitOption = Annotated[bool, typer.Option("--wait", help="Follow the work until it is done.")]
+NodeArg = Annotated[str, typer.Argument(help="Node id or name.", metavar="NODE")]
+NODE_NAME = re.compile(NAME_PATTERN)
+
+
+def credentials(url: str | None, token_file: Path | None) -> tuple[str, Secret]:
+    """The server to talk to and the token to show it (see the module's docstring)."""
+    saved = contexts.load().current() if url is None or token_file is None else None
+    chosen = url or (saved.url if saved else DEFAULT_URL)
+    if token_file is not None:
+        return chosen, load_token(token_file)
+    from_environment = token_from_environment()
+    if from_environment is not None:
+        return chosen, from_environment
+    if saved is not None and contexts.same_server(chosen, saved.url):
+        return chosen, saved.secret
+    hint = (
+        f" (the active context {saved.name!r} is for {saved.url}, not {clean_line(chosen)})" if saved else ""
+    )
+    raise ApiError(
+        "no API token: `nodewright login` saves one, or set NODEWRIGHT_TOKEN, or pass --token-file "
+        f"(create one with `nodewright tokens create`){hint}",
+        usage=True,
+    )
+
+
+def client(url: str | None, token_file: Path | None) -> ApiClient:
+    return ApiClient(*credentials(url, token_file))
+
+
+def resolve(api: ApiClient, ref: str) -> int:
+    """A node's id from what the operator typed: an id, or a name (the live node of that name, else
+    the newest released one: names are reused after release). Unknown: not found (exit 3)."""
+    text = ref.strip()
+    if text.isdigit() and text.isascii():
+        return int(text)
+    if not NODE_NAME.fullmatch(text):
+        raise ApiError(f"{clean_line(text)!r} is neither a node id nor a node name", usage=True)
+    items = api.get("/api/nodes", params={"name": text, "limit": 500})["items"]
+    live = [n for n in items if n["status"] != "released"]
+    chosen = live or items
+    if not chosen:
+        raise ApiError(f"no node named {text!r}", status=404, code="not_found")
+    return int(chosen[0]["id"])
+
+
+def key_values(items: list[str], option: str) -> dict[str, str]:
+    """``key=value`` options as a dict. An item without ``=`` is refused: read as the empty value, a
+    typo (``--selector rack``) would silently mean something else (every node labelled ``rack=""``)."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"{option} {clean_line(item)!r} must be key=value")
+        pairs[key] = value
+    return pairs
