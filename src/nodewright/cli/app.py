@@ -15,14 +15,14 @@ import typer
 from nodewright.cli import ssh, watching  # noqa: F401  (register `nodes ssh`, `nodes health`, `nodes brakes`)
 from nodewright.cli.accounts import tokens_app, users_app
 from nodewright.cli.gates import gates_app
+from nodewright.cli.login import context_app, login
 from nodewright.cli.maintenance import maintenance_app
 from nodewright.cli.nodes import nodes_app
 from nodewright.cli.secrets import secrets_app
 from nodewright.cli.server import db_app, demo, serve
 from nodewright.cli.smoke import smoke_command
 from nodewright.cli.webhooks import webhooks_app
-from nodewright.config import reexec_without_secret_environment
-from nodewright.jobs.cli import worker_command
+from nodewright.cli.worker import worker_command
 from nodewright.sim.cli import sim_command
 
 app = typer.Typer(
@@ -32,6 +32,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command()(login)
+app.add_typer(context_app, name="context")
 app.command()(serve)
 app.command()(demo)
 app.command("worker")(worker_command)
@@ -54,6 +56,8 @@ LONG_RUNNING_COMMANDS = frozenset({"serve", "demo", "worker"})
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in LONG_RUNNING_COMMANDS:
+        from nodewright.config import reexec_without_secret_environment
+
         reexec_without_secret_environment(sys.argv[1:])
     try:
         app()

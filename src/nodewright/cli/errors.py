@@ -13,13 +13,8 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import typer
-from sqlalchemy.exc import ArgumentError, OperationalError
 
 from nodewright.cli.client import ApiError
-from nodewright.config import ConfigError
-from nodewright.installation import InstallationMissing, InstallationUnreadable
-from nodewright.security.accounts import AccountError
-from nodewright.security.secretbox import SecretKeyError
 from nodewright.security.text import clean
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3, 4, 5
@@ -66,27 +61,40 @@ def exit_code(exc: ApiError) -> int:
 
 
 def friendly_errors(func: F) -> F:
-    """Local commands: the errors an operator can fix become a message and their exit code."""
+    """Local commands: the errors an operator can fix become a message and their exit code. (The
+    classes are imported only when something failed: API commands never pay for the database's.)"""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except ConfigError as exc:
-            fail(str(exc))
-        except SecretKeyError as exc:
-            fail(str(exc), code=EXIT_REFUSED)
-        except InstallationMissing as exc:
-            fail(str(exc), code=EXIT_NOT_FOUND)
-        except InstallationUnreadable as exc:
-            fail(str(exc), code=EXIT_REFUSED)
-        except AccountError as exc:
-            code = {"not_found": EXIT_NOT_FOUND, "conflict": EXIT_REFUSED}.get(exc.kind, EXIT_USAGE)
-            fail(f"{exc.field}: {exc.message}", code=code)
-        except ArgumentError as exc:
-            fail(f"NODEWRIGHT_DATABASE_URL is not a database URL: {exc}")
-        except OperationalError as exc:
-            reason = (str(exc.orig).strip().splitlines() or ["unknown"])[0]
-            fail(f"database unavailable: {exc.orig.__class__.__name__}: {reason}", code=EXIT_UNREACHABLE)
+        except Exception as exc:
+            _fail_for(exc)
+            raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail_for(exc: Exception) -> None:
+    """Exit with the message and code of an error an operator can fix; return for any other."""
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    from nodewright.config import ConfigError
+    from nodewright.installation import InstallationMissing, InstallationUnreadable
+    from nodewright.security.accounts import AccountError
+    from nodewright.security.secretbox import SecretKeyError
+
+    if isinstance(exc, ConfigError):
+        fail(str(exc))
+    if isinstance(exc, SecretKeyError | InstallationUnreadable):
+        fail(str(exc), code=EXIT_REFUSED)
+    if isinstance(exc, InstallationMissing):
+        fail(str(exc), code=EXIT_NOT_FOUND)
+    if isinstance(exc, AccountError):
+        code = {"not_found": EXIT_NOT_FOUND, "conflict": EXIT_REFUSED}.get(exc.kind, EXIT_USAGE)
+        fail(f"{exc.field}: {exc.message}", code=code)
+    if isinstance(exc, ArgumentError):
+        fail(f"NODEWRIGHT_DATABASE_URL is not a database URL: {exc}")
+    if isinstance(exc, OperationalError):
+        reason = (str(exc.orig).strip().splitlines() or ["unknown"])[0]
+        fail(f"database unavailable: {exc.orig.__class__.__name__}: {reason}", code=EXIT_UNREACHABLE)

@@ -8,11 +8,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from nodewright import installation
-from nodewright.config import Settings, load_settings
-from nodewright.installation import InstallationMissing
-
 if TYPE_CHECKING:
+    from nodewright.config import Settings
     from nodewright.context import AppContext
 
 
@@ -23,6 +20,7 @@ def migrate_schema(settings: Settings, *, create: bool = True) -> None:
 
     from nodewright.db import migrate
     from nodewright.db.engine import make_engine
+    from nodewright.installation import InstallationMissing
 
     if create:
         settings.ensure_data_dir()
@@ -39,6 +37,9 @@ def migrate_schema(settings: Settings, *, create: bool = True) -> None:
 def installed_settings() -> Settings:
     """The settings of an installation that exists: local commands other than serve, demo, worker
     and db upgrade never create one."""
+    from nodewright import installation
+    from nodewright.config import load_settings
+
     settings = load_settings()
     installation.require(settings)
     return settings

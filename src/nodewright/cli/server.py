@@ -14,9 +14,9 @@ import typer
 
 from nodewright.cli.errors import friendly_errors
 from nodewright.cli.local import installed_settings, migrate_schema
-from nodewright.config import Settings, load_settings, scrub_secret_environment
 
 if TYPE_CHECKING:
+    from nodewright.config import Settings
     from nodewright.context import AppContext
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -33,6 +33,7 @@ def _run_server(
     import uvicorn
 
     from nodewright.app import create_app
+    from nodewright.config import scrub_secret_environment
     from nodewright.context import AppContext
     from nodewright.http_limits import ConnectionLimits, connection_cap, protocol_class, raise_nofile_limit
     from nodewright.logging_setup import configure_logging, uvicorn_log_config
@@ -113,6 +114,8 @@ def serve(
         overrides["embedded_workers"] = workers
     if no_worker:
         overrides["embedded_workers"] = 0
+    from nodewright.config import load_settings
+
     settings = load_settings(**overrides)
     _run_server(settings, banner="nodewright is listening on")
 
@@ -125,6 +128,7 @@ def demo(
 ) -> None:
     """Run nodewright on its embedded defaults: SQLite in the data directory, an embedded worker, and
     the Hetzner Cloud simulator with real SSH nodes standing in for the provider."""
+    from nodewright.config import load_settings
     from nodewright.demo import connect_simulator
     from nodewright.sim.config import SimConfig
     from nodewright.sim.server import SimServer
@@ -148,6 +152,7 @@ def demo(
 @friendly_errors
 def db_upgrade() -> None:
     """Apply every pending migration (safe to run from several machines at once)."""
+    from nodewright.config import load_settings
     from nodewright.db import migrate
     from nodewright.db.engine import make_engine
 

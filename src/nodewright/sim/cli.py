@@ -17,9 +17,6 @@ from typing import Annotated
 
 import typer
 
-from nodewright.sim.config import SimConfig
-from nodewright.sim.server import SimServer
-
 
 def _is_loopback(host: str) -> bool:
     try:
@@ -53,6 +50,8 @@ def sim_command(
 ) -> None:
     """Run a local Hetzner Cloud API simulator whose servers are real SSH hosts."""
     try:
+        from nodewright.sim.config import SimConfig
+
         config = SimConfig(
             create_duration=create_duration,
             start_duration=start_duration,
@@ -67,6 +66,8 @@ def sim_command(
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
+    from nodewright.sim.server import SimServer
+
     server = SimServer(host=host, port=port, ssh_nodes=ssh_nodes, state_file=state_file, config=config)
     stop = threading.Event()
 

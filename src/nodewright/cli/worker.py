@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from sqlalchemy.exc import OperationalError
 
 
 def worker_command(
@@ -18,6 +17,8 @@ def worker_command(
     ] = 30.0,
 ) -> None:
     """Run a job worker pool until SIGTERM/SIGINT (several may run on several machines)."""
+    from sqlalchemy.exc import OperationalError
+
     from nodewright.config import ConfigError, load_settings, scrub_secret_environment
     from nodewright.context import AppContext
     from nodewright.db import migrate
