@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from fastapi import APIRouter, status
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from nodewright.api.deps import Admin, DatabaseDep, Viewer
@@ -41,6 +42,14 @@ class UserCreate(BaseModel):
     username: str = Field(min_length=1, max_length=64, pattern=USERNAME_PATTERN)
     role: Role
     password: str = Field(min_length=12, max_length=1024)
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Role | None = None
+    disabled: bool | None = Field(
+        default=None, description="A disabled user cannot sign in; their tokens stop working."
+    )
 
 
 class TokenOut(BaseModel):
@@ -114,6 +123,36 @@ def create_user(body: UserCreate, caller: Admin, database: DatabaseDep) -> UserO
             raise ProblemError(409, "conflict", "User exists", exc.message) from None
         raise field_problem(exc.field, exc.message) from None
     return out
+
+
+@router.patch(
+    "/users/{username}",
+    summary="Change a user's role, or disable or enable them",
+    responses={404: problem_doc("No such user"), 409: problem_doc("The last enabled admin")},
+)
+def update_user(
+    body: UserUpdate, caller: Admin, database: DatabaseDep, username: str = PathParam(max_length=64)
+) -> UserOut:
+    changes = body.model_dump(exclude_none=True)
+    try:
+        with database.session(write=True) as session:
+            user = accounts.update_user(session, username, role=body.role, disabled=body.disabled)
+            audit.record(
+                session,
+                actor=caller.actor,
+                action="user.update",
+                target=f"user:{user.username}",
+                outcome="ok",
+                detail={k: (v.value if isinstance(v, Role) else v) for k, v in changes.items()},
+            )
+            return UserOut(
+                id=user.id, username=user.username, role=Role(user.role), disabled=user.disabled,
+                created_at=user.created_at,
+            )  # fmt: skip
+    except accounts.AccountError as exc:
+        if exc.kind == "not_found":
+            raise not_found("User", username) from None
+        raise ProblemError(409, "conflict", "Refused", exc.message) from None
 
 
 def _token_out(token: ApiToken, username: str) -> TokenOut:

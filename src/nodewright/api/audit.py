@@ -38,10 +38,21 @@ def list_audit(
     database: DatabaseDep,
     limit: int = Query(100, ge=1, le=500),
     before_id: int | None = Query(None, ge=1, le=2**31 - 1),
-    action: str | None = Query(None, max_length=64),
+    action: str | None = Query(
+        None, max_length=64, description="An action, or a kind ending in `.` (`node.`)."
+    ),
+    actor: str | None = Query(None, max_length=128),
+    target: str | None = Query(None, max_length=200, description="A target, or a prefix ending in `:`."),
+    outcome: str | None = Query(None, max_length=32),
+    since: dt.datetime | None = Query(None, description="Only events at or after this time (ISO 8601)."),
 ) -> AuditPage:
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)  # a time without a zone is read as UTC
     with database.session() as session:
-        rows = audit.list_events(session, limit=limit, before_id=before_id, action=action)
+        rows = audit.list_events(
+            session, limit=limit, before_id=before_id, action=action, actor=actor, target=target,
+            outcome=outcome, since=since,
+        )  # fmt: skip
         items = [
             AuditEntry(
                 id=r.id,

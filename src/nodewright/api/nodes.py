@@ -22,7 +22,7 @@ from nodewright.api.watching import NodeHealthOut, health_out
 from nodewright.db.models import Job, Node
 from nodewright.nodes import service
 from nodewright.nodes.idempotency import CallerKey
-from nodewright.nodes.names import NAME_PATTERN
+from nodewright.nodes.names import ADMIN_USER, NAME_PATTERN
 from nodewright.nodes.states import CONTRACT_PROVIDER_V1, CONTRACTS, NodeStatus
 from nodewright.providers.errors import ProviderError
 from nodewright.provisioning.profiles import DEFAULT_PROFILE, NAME_RE
@@ -126,7 +126,10 @@ class NodeServer(BaseModel):
 class NodeSsh(BaseModel):
     address: str
     port: int
-    user: str
+    user: str = Field(
+        description="The login of `command`: the admin user the profile makes for operators' keys."
+    )
+    provision_user: str = Field(description="The account nodewright itself connects as (the provider's).")
     host_key_fingerprint: str | None
     command: str = Field(description="How to reach the node with its pinned host key.")
 
@@ -193,12 +196,14 @@ class EvidenceOut(BaseModel):
 def ssh_command(node: Node) -> str | None:
     if not (node.ssh_address and node.ssh_port and node.ssh_user and node.host_public_key):
         return None
+    if node.status == NodeStatus.released.value:  # no server behind the old address any more
+        return None
     host = node.ssh_address if node.ssh_port == 22 else f"[{node.ssh_address}]:{node.ssh_port}"
     known = f"{host} {' '.join(node.host_public_key.split()[:2])}"
     port = "" if node.ssh_port == 22 else f" -p {node.ssh_port}"
     return (
         f"echo '{known}' > nw-{node.name}.known_hosts && ssh -o StrictHostKeyChecking=yes "
-        f"-o UserKnownHostsFile=nw-{node.name}.known_hosts{port} nodewright@{node.ssh_address}"
+        f"-o UserKnownHostsFile=nw-{node.name}.known_hosts{port} {ADMIN_USER}@{node.ssh_address}"
     )
 
 
@@ -218,7 +223,8 @@ def node_out(node: Node, health: watch_service.HealthView | None = None) -> Node
         ssh = NodeSsh(
             address=node.ssh_address,
             port=node.ssh_port,
-            user=node.ssh_user,
+            user=ADMIN_USER,
+            provision_user=node.ssh_user,
             host_key_fingerprint=node.host_key_fingerprint,
             command=command,
         )

@@ -7,12 +7,18 @@ admin password) can make one. The other account commands go over the HTTP API wi
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
-from nodewright.cli.errors import fail, friendly_errors
+from nodewright.cli.client import ApiError
+from nodewright.cli.errors import die, fail, friendly_errors, say
 from nodewright.cli.local import open_context, read_password
+from nodewright.cli.options import JsonOption, TokenFile, UrlOption, client
+from nodewright.cli.output import OutputOption, emit, parse, table
+from nodewright.cli.times import relative
 
 users_app = typer.Typer(help="Dashboard and API users.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
@@ -24,7 +30,7 @@ def users_create(
     username: Annotated[str, typer.Option(help="Login name.")],
     role: Annotated[str, typer.Option(help="viewer, operator or admin.")] = "viewer",
 ) -> None:
-    """Create a user. The password is read from stdin, or generated and printed once."""
+    """Create a user (local). The password is read from stdin, or generated and printed once."""
     from nodewright.security import accounts, audit
 
     password, generated = read_password()
@@ -50,7 +56,7 @@ def users_create(
 @users_app.command("reset-password")
 @friendly_errors
 def users_reset_password(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
-    """Set a new password (from stdin, or generated and printed) and end the user's sessions."""
+    """Set a new password (local; from stdin, or generated and printed) and end the user's sessions."""
     from sqlalchemy import delete
 
     from nodewright.db.models import WebSession
@@ -83,7 +89,7 @@ def tokens_create(
     user: Annotated[str, typer.Option("--user", help="User the token acts as.")],
     name: Annotated[str, typer.Option(help="Label to recognise the token by.")],
 ) -> None:
-    """Create an API token; it is printed once, alone on the last line."""
+    """Create an API token (local); it is printed once, alone on the last line."""
     from nodewright.security import api_tokens
 
     ctx = open_context()
@@ -99,7 +105,7 @@ def tokens_create(
 @tokens_app.command("revoke")
 @friendly_errors
 def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see GET /api/tokens).")]) -> None:
-    """Revoke an API token."""
+    """Revoke an API token (local)."""
     from nodewright.security import api_tokens
 
     ctx = open_context()
@@ -110,3 +116,92 @@ def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see GE
     finally:
         ctx.close()
     typer.echo(f"token {token_id} revoked")
+
+
+# --- over the HTTP API (admin token) ---------------------------------------------------------------
+
+
+@users_app.command("list")
+def users_list(
+    url: UrlOption = None,
+    token_file: TokenFile = None,
+    as_json: JsonOption = False,
+    output: OutputOption = "table",
+) -> None:
+    """Users with their roles (admin token)."""
+    shape = parse(output, as_json=as_json)
+    try:
+        with client(url, token_file) as api:
+            rows = api.get("/api/users")
+    except ApiError as exc:
+        die(exc)
+    if not emit(rows, shape):
+        table(["ID", "USERNAME", "ROLE", "STATE", "CREATED"],
+              [[str(u["id"]), u["username"], u["role"], "disabled" if u["disabled"] else "active",
+                relative(u["created_at"])] for u in rows], colour=(3,))  # fmt: skip
+
+
+def _update(
+    username: str, change: dict[str, Any], url: str | None, token_file: Path | None
+) -> dict[str, Any]:
+    try:
+        with client(url, token_file) as api:
+            user: dict[str, Any] = api.request("PATCH", f"/api/users/{quote(username, safe='')}", json=change)
+            return user
+    except ApiError as exc:
+        die(exc)
+
+
+@users_app.command("set-role")
+def users_set_role(
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    role: Annotated[str, typer.Argument(help="viewer, operator or admin.")],
+    url: UrlOption = None,
+    token_file: TokenFile = None,
+) -> None:
+    """Change a user's role (the last enabled admin stays an admin)."""
+    user = _update(username, {"role": role}, url, token_file)
+    say(f"user {user['username']} is now {user['role']}")
+
+
+@users_app.command("disable")
+def users_disable(
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    url: UrlOption = None,
+    token_file: TokenFile = None,
+) -> None:
+    """Switch a user off: no sign-in, their sessions end and their tokens stop working."""
+    user = _update(username, {"disabled": True}, url, token_file)
+    say(f"user {user['username']} disabled; their sessions were ended and their tokens stop working")
+
+
+@users_app.command("enable")
+def users_enable(
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    url: UrlOption = None,
+    token_file: TokenFile = None,
+) -> None:
+    """Switch a disabled user back on."""
+    user = _update(username, {"disabled": False}, url, token_file)
+    say(f"user {user['username']} enabled")
+
+
+@tokens_app.command("list")
+def tokens_list(
+    url: UrlOption = None,
+    token_file: TokenFile = None,
+    as_json: JsonOption = False,
+    output: OutputOption = "table",
+) -> None:
+    """API tokens (never the tokens themselves), admin token."""
+    shape = parse(output, as_json=as_json)
+    try:
+        with client(url, token_file) as api:
+            rows = api.get("/api/tokens")
+    except ApiError as exc:
+        die(exc)
+    if not emit(rows, shape):
+        table(["ID", "NAME", "USER", "PREFIX", "CREATED", "LAST USED", "STATE"],
+              [[str(t["id"]), t["name"], t["username"], t["prefix"], relative(t["created_at"]),
+                relative(t.get("last_used_at")), "revoked" if t.get("revoked_at") else "active"]
+               for t in rows], colour=(6,))  # fmt: skip

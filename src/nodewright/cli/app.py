@@ -14,10 +14,14 @@ import typer
 
 from nodewright.cli import ssh, watching  # noqa: F401  (register `nodes ssh`, `nodes health`, `nodes brakes`)
 from nodewright.cli.accounts import tokens_app, users_app
+from nodewright.cli.audit import audit_command
 from nodewright.cli.gates import gates_app
+from nodewright.cli.jobs import jobs_app
 from nodewright.cli.login import context_app, login
 from nodewright.cli.maintenance import maintenance_app
 from nodewright.cli.nodes import nodes_app
+from nodewright.cli.orphans import orphans_app
+from nodewright.cli.providers import providers_app
 from nodewright.cli.secrets import secrets_app
 from nodewright.cli.server import db_app, demo, serve
 from nodewright.cli.smoke import smoke_command
@@ -44,7 +48,11 @@ app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(gates_app, name="gates")
+app.add_typer(providers_app, name="providers")
 app.add_typer(nodes_app, name="nodes")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(orphans_app, name="orphans")
+app.command("audit")(audit_command)
 app.add_typer(maintenance_app, name="maintenance")
 app.add_typer(webhooks_app, name="webhooks")
 

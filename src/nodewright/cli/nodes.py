@@ -16,7 +16,8 @@ from typing import Annotated, Any
 import typer
 
 from nodewright.cli.client import ApiClient, ApiError
-from nodewright.cli.errors import die, say
+from nodewright.cli.errors import die, fail, say
+from nodewright.cli.jobs import detached
 from nodewright.cli.options import (
     JsonOption,
     NodeArg,
@@ -27,7 +28,8 @@ from nodewright.cli.options import (
     key_values,
     resolve,
 )
-from nodewright.cli.output import OutputOption, emit, parse
+from nodewright.cli.output import OutputOption, emit, parse, table
+from nodewright.cli.times import absolute, relative
 from nodewright.security.text import clean_line, for_terminal
 
 nodes_app = typer.Typer(
@@ -59,12 +61,19 @@ def describe(node: dict[str, Any]) -> str:
 
 
 def follow(
-    api: ApiClient, node_id: int, *, until: set[str], timeout: float, to_stderr: bool = False
+    api: ApiClient,
+    node_id: int,
+    *,
+    until: set[str],
+    timeout: float,
+    to_stderr: bool = False,
+    known: tuple[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """Print each status/stage change until the node reaches one of ``until`` (on stderr when stdout
-    carries a machine format)."""
+    carries a machine format). ``known``: the state the caller already reported (a release does not
+    print the ``ready`` it started from)."""
     deadline = time.monotonic() + timeout
-    seen: tuple[str, str | None] | None = None
+    seen = known
     while True:
         node: dict[str, Any] = api.get(f"/api/nodes/{node_id}")
         now = (node["status"], node.get("stage"))
@@ -82,6 +91,28 @@ def follow(
         time.sleep(1.0)
 
 
+def public_key(path: Path) -> str:
+    """An OpenSSH public key line from ``path``, checked here: a private key (or anything else) is
+    refused before a byte of it leaves this machine."""
+    from nodewright.provisioning.target import InvalidHostKey, parse_public_key
+
+    try:
+        if path.stat().st_size > 16384:
+            fail(f"{path} is too large to be an SSH public key")
+        text = path.read_text(errors="replace").strip()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    if "PRIVATE KEY" in text:
+        fail(f"{path} is a private key: pass the public one ({path}.pub); nothing was sent")
+    try:
+        if "\n" in text:
+            raise InvalidHostKey("more than one line")
+        parse_public_key(text)
+    except InvalidHostKey as exc:
+        fail(f"{path} is not an OpenSSH public key ({exc}); nothing was sent")
+    return text
+
+
 def _exit_for(node: dict[str, Any], wanted: str) -> None:
     if node["status"] != wanted:
         raise typer.Exit(1)
@@ -91,39 +122,69 @@ def _exit_for(node: dict[str, Any], wanted: str) -> None:
 def nodes_list(
     url: UrlOption = None,
     token_file: TokenFile = None,
-    status: Annotated[list[str] | None, typer.Option("--status", help="Only these statuses.")] = None,
-    provider: Annotated[int | None, typer.Option("--provider", help="Only this provider connection.")] = None,
+    status: Annotated[
+        list[str] | None, typer.Option("--status", help="Only these statuses (repeatable).")
+    ] = None,
+    provider: Annotated[
+        str | None, typer.Option("--provider", help="Only this connection (id or name).")
+    ] = None,
     label: Annotated[str | None, typer.Option("--label", help="key or key=value")] = None,
     health: Annotated[
         list[str] | None,
         typer.Option("--health", help="Only this watch health: passing, failing, degraded, paused, unknown."),
     ] = None,
+    show_all: Annotated[bool, typer.Option("--all", "-a", help="Released nodes too.")] = False,
     as_json: JsonOption = False,
     output: OutputOption = "table",
 ) -> None:
-    """List nodes, newest first, with their watch health."""
+    """List nodes, newest first, with their watch health (released ones with --all)."""
+    from nodewright.cli.providers import provider_id
+
     shape = parse(output, as_json=as_json)
     params: dict[str, Any] = {"limit": 500}
     if health:
         params["health"] = health
     if status:
         params["status"] = status
-    if provider is not None:
-        params["provider_id"] = provider
     if label:
         params["label"] = label
     try:
         with client(url, token_file) as api:
+            if provider is not None:
+                params["provider_id"] = provider_id(api, provider)
             page = api.get("/api/nodes", params=params)
     except ApiError as exc:
         die(exc)
+    items = page["items"]
+    hidden = 0
+    if not show_all and not status:
+        shown = [n for n in items if n["status"] != "released"]
+        hidden, items = len(items) - len(shown), shown
+        page = {**page, "items": items, "total": page["total"] - hidden}
     if emit(page, shape):
         return
-    for node in page["items"]:
-        address = node["ssh"]["address"] if node.get("ssh") else "-"
-        say(f"{node['id']:>5}  {node['name']:<24} {node['status']:<12} {health_word(node):<16} {address:<16} "
-                   f"{node['location']}/{node['server_type']}/{node['image']}")  # fmt: skip
-    say(f"{page['total']} node(s)")
+    if not items:
+        say("no nodes" + (f" ({hidden} released: --all)" if hidden else "") +
+            ": `nodewright nodes create --help` makes one")  # fmt: skip
+        return
+    rows = [[str(n["id"]), n["name"], n["status"], health_word(n), (n.get("ssh") or {}).get("address") or "-",
+             f"{n['location']}/{n['server_type']}", money(n), relative(n.get("created_at"))]
+            for n in items]  # fmt: skip
+    table(["ID", "NAME", "STATUS", "HEALTH", "ADDRESS", "WHERE", "EUR/MONTH", "AGE"], rows, colour=(2, 3))
+    total = sum(float((n.get("price") or {}).get("monthly_gross") or 0) for n in items)
+    say(
+        f"{page['total']} node(s), {total:.2f} per month"
+        + (f"; {hidden} released not shown (--all)" if hidden else "")
+    )
+
+
+def money(node: dict[str, Any]) -> str:
+    """The node's monthly gross price with two decimals, as the provider bills it."""
+    price = (node.get("price") or {}).get("monthly_gross")
+    try:
+        return f"{float(price):.2f}" if price else "-"
+    except (TypeError, ValueError):
+        return "-"
 
 
 @nodes_app.command("create")
@@ -151,13 +212,7 @@ def nodes_create(
     """Create a node from a provider (answers at once with its job; --wait follows it to ready)."""
     shape = parse(output, as_json=as_json)
     labels = key_values(label or [], "--label")
-    keys = []
-    for path in ssh_key or []:
-        try:
-            keys.append(path.read_text().strip())
-        except OSError as exc:
-            say(f"error: cannot read {path}: {exc.strerror}", err=True)
-            raise typer.Exit(2) from None
+    keys = [public_key(path) for path in ssh_key or []]
     body = {"provider_id": provider, "name": name, "location": location, "server_type": server_type,
             "image": image, "labels": labels, "profile": profile, "ssh_authorized_keys": keys}  # fmt: skip
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
@@ -175,10 +230,14 @@ def nodes_create(
             say(f"node {node['id']} {node['name']} accepted; job {created['job']['id']}", err=machine)
             if wait:
                 final = follow(api, node["id"], until=SETTLED, timeout=timeout, to_stderr=machine)
-                emit(final, shape)
+                if not emit(final, shape) and final["status"] == "ready":
+                    address = (final.get("ssh") or {}).get("address", "-")
+                    say(f"node {final['name']} is ready at {address}: nodewright nodes ssh {final['name']}")
                 _exit_for(final, "ready")
     except ApiError as exc:
         die(exc)
+    except KeyboardInterrupt:
+        raise detached(f"nodewright nodes show {name}") from None
 
 
 @nodes_app.command("show")
@@ -207,10 +266,12 @@ def _describe_fully(node: dict[str, Any]) -> None:
                f"profile {node['profile']}, job {node['job_id']}")  # fmt: skip
     if node["server"]["id"]:
         say(f"  server {node['server']['id']} {node['server']['name']} ({node['server']['status']})")
-    if node.get("ssh"):
-        say(f"  host key {node['ssh']['host_key_fingerprint']}\n  ssh: {node['ssh']['command']}")
+    if node.get("ssh") and node["status"] != "released":
+        say(f"  host key {node['ssh']['host_key_fingerprint']}")
+        say(f"  ssh: nodewright nodes ssh {node['name']}   (or: {node['ssh']['command']})")
     if node["price"]["monthly_gross"]:
-        say(f"  price {node['price']['monthly_gross']} {node['price']['currency']}/month (gross)")
+        say(f"  price {money(node)} {node['price']['currency']}/month (gross)")
+    say(f"  created {absolute(node.get('created_at'))} ({relative(node.get('created_at'))})")
 
 
 @nodes_app.command("delete")
@@ -226,12 +287,17 @@ def nodes_delete(
     try:
         with client(url, token_file) as api:
             node_id = resolve(api, node)
+            before = api.get(f"/api/nodes/{node_id}")
             answer = api.request("DELETE", f"/api/nodes/{node_id}", params={"keep_server": keep_server})
-            say(f"node {node_id} releasing; job {answer['job']['id']}")
+            say(f"node {node_id} {before['name']} releasing; job {answer['job']['id']}")
             if wait:
-                _exit_for(follow(api, node_id, until={"released", "failed"}, timeout=timeout), "released")
+                known = (before["status"], before.get("stage"))
+                final = follow(api, node_id, until={"released", "failed"}, timeout=timeout, known=known)
+                _exit_for(final, "released")
     except ApiError as exc:
         die(exc)
+    except KeyboardInterrupt:
+        raise detached(f"nodewright nodes show {node}") from None
 
 
 @nodes_app.command("retry")
@@ -249,9 +315,13 @@ def nodes_retry(
             answer = api.post(f"/api/nodes/{node_id}/retry")
             say(f"node {node_id} retrying; job {answer['job']['id']}")
             if wait:
-                _exit_for(follow(api, node_id, until=SETTLED, timeout=timeout), "ready")
+                _exit_for(
+                    follow(api, node_id, until=SETTLED, timeout=timeout, known=("failed", None)), "ready"
+                )
     except ApiError as exc:
         die(exc)
+    except KeyboardInterrupt:
+        raise detached(f"nodewright nodes show {node}") from None
 
 
 @nodes_app.command("evidence")

@@ -72,6 +72,40 @@ def rows_of(value: Any) -> list[Any]:
     return [value]
 
 
+# Health and status words in colour on a terminal (never in pipes, never with NO_COLOR set).
+COLOURS = {
+    "passing": "green", "ready": "green", "ok": "green", "succeeded": "green", "active": "green",
+    "degraded": "yellow", "failing": "yellow", "paused": "yellow", "queued": "yellow",
+    "retrying": "yellow", "unknown": "yellow",
+    "failed": "red", "lost": "red", "dead": "red", "error": "red", "invalid": "red",
+    "canceled": "red", "ENGAGED": "red", "disabled": "red",
+}  # fmt: skip
+
+
+def _colour_on() -> bool:
+    import os
+    import sys
+
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def table(header: list[str], rows: list[list[str]], *, colour: tuple[int, ...] = ()) -> None:
+    """Aligned columns under an upper-case header; the cells in the ``colour`` columns are
+    coloured by their first word (``COLOURS``). Every cell is cleaned to one line."""
+    cells = [[clean_line(str(cell)) for cell in row] for row in rows]
+    widths = [max(len(c) for c in column) for column in zip(header, *cells, strict=False)]
+    styled = _colour_on()
+    for index, line in enumerate([header, *cells]):
+        out = []
+        for position, (cell, width) in enumerate(zip(line, widths, strict=True)):
+            text = cell.ljust(width)
+            hue = COLOURS.get(cell.split(" ")[0]) if cell else None
+            if styled and index and position in colour and hue:
+                text = typer.style(cell, fg=hue) + " " * (width - len(cell))
+            out.append(text)
+        typer.echo("  ".join(out).rstrip())
+
+
 def emit(value: Any, output: Output) -> bool:
     """Print ``value`` in a machine format and return True; False for ``table`` (the caller prints
     its own human view)."""

@@ -21,9 +21,8 @@ from nodewright.cli.client import ApiError
 from nodewright.cli.errors import EXIT_REFUSED, die, say
 from nodewright.cli.nodes import nodes_app
 from nodewright.cli.options import NodeArg, TokenFile, UrlOption, client, resolve
+from nodewright.nodes.names import ADMIN_USER
 from nodewright.provisioning.target import InvalidHostKey, SshTarget, fingerprint
-
-ADMIN_USER = "nodewright"  # the account the baseline profile makes for operators' keys
 
 
 @nodes_app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

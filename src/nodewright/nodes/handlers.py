@@ -47,7 +47,7 @@ from nodewright.security.secret import Secret
 from nodewright.watching import events
 
 HOST_KEY_PURPOSE = "node_host_key"
-ADMIN_USER = "nodewright"
+
 
 SSH_HINTS = {
     HOST_KEY_MISMATCH: "Something other than this node answers at its address: do not trust it. "

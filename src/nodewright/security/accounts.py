@@ -152,3 +152,36 @@ def bootstrap_admin_once(database: Database) -> Bootstrap | None:
             if get_user(session, BOOTSTRAP_USERNAME) is not None:
                 return None
         raise
+
+
+def update_user(
+    session: Session, username: str, *, role: Role | str | None = None, disabled: bool | None = None
+) -> User:
+    """Change a user's role or switch them off. The last enabled admin can be neither demoted nor
+    disabled (nobody could administer the installation over HTTP again)."""
+    from sqlalchemy import delete, func, select
+
+    from nodewright.db.models import WebSession
+
+    user = get_user(session, username)
+    if user is None:
+        raise AccountError("username", f"no user named {username!r}", kind="not_found")
+    new_role = Role(role).value if role is not None else user.role
+    new_disabled = user.disabled if disabled is None else disabled
+    if user.role == Role.admin.value and not user.disabled and (new_role != Role.admin.value or new_disabled):
+        admins = session.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.role == Role.admin.value, User.disabled.is_(False))
+        )
+        if (admins or 0) <= 1:
+            raise AccountError(
+                "username",
+                f"{username!r} is the last enabled admin: make another admin first",
+                kind="conflict",
+            )
+    user.role, user.disabled = new_role, new_disabled
+    if new_disabled:
+        session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+    session.flush()
+    return user

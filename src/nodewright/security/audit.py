@@ -43,13 +43,37 @@ def record(
 
 
 def list_events(
-    session: Session, *, limit: int = 100, before_id: int | None = None, action: str | None = None
+    session: Session,
+    *,
+    limit: int = 100,
+    before_id: int | None = None,
+    action: str | None = None,
+    actor: str | None = None,
+    target: str | None = None,
+    outcome: str | None = None,
+    since: dt.datetime | None = None,
 ) -> list[AuditEvent]:
+    """Newest first. ``action`` ending in ``.`` (``node.``) matches every action of that kind;
+    ``target`` matches exactly or as a prefix ending in ``:`` (``node:``)."""
     query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if actor is not None:
+        query = query.where(AuditEvent.actor == actor)
+    if target is not None:
+        query = query.where(
+            AuditEvent.target.startswith(target, autoescape=True) if target.endswith(":")
+            else AuditEvent.target == target
+        )  # fmt: skip
+    if outcome is not None:
+        query = query.where(AuditEvent.outcome == outcome)
+    if since is not None:
+        query = query.where(AuditEvent.at >= since)
     if before_id is not None:
         query = query.where(AuditEvent.id < before_id)
     if action is not None:
-        query = query.where(AuditEvent.action == action)
+        query = query.where(
+            AuditEvent.action.startswith(action, autoescape=True) if action.endswith(".")
+            else AuditEvent.action == action
+        )  # fmt: skip
     return list(session.scalars(query))
 
 
