@@ -78,8 +78,12 @@ def test_smoke_runs_the_whole_path_and_keeps_the_evidence(
     assert users[Role.operator].token not in "".join(p.read_text() for p in folder.iterdir())
     assert httpx.get(ssh_sim_server.base_url + "/_sim/servers").json()["servers"] == []
 
-    listed = nodewright(["nodes", "list", "--json"], env)
+    listed = nodewright(["nodes", "list", "--all", "--json"], env)
     assert listed.returncode == 0 and json.loads(listed.stdout)["items"][0]["status"] == "released"
+    # Without --all a released node is not listed, in any format (scripts act on live nodes).
+    live = nodewright(["nodes", "list", "--json"], env)
+    assert live.returncode == 0 and json.loads(live.stdout)["items"] == []
+    assert "1 released: --all" in nodewright(["nodes", "list"], env).stdout
 
 
 def test_cli_refusals_are_clear(served: tuple[str, dict[Role, RoleUser], int], tmp_path: Path) -> None:

@@ -33,8 +33,9 @@ app = typer.Typer(
     name="nodewright",
     help="Control plane for server fleets: acquire nodes from cloud providers, provision and watch them.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 app.command()(login)
 app.add_typer(context_app, name="context")

@@ -26,7 +26,7 @@ def audit_command(
     ] = None,
     outcome: Annotated[str | None, typer.Option("--outcome", help="ok, denied, failed ...")] = None,
     since: Annotated[str | None, typer.Option("--since", help="From this time on (ISO 8601, UTC).")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=500)] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="How many events.")] = 50,
     before: Annotated[
         int | None, typer.Option("--before", min=1, help="Older than this event id (paging).")
     ] = None,

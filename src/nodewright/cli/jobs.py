@@ -52,7 +52,7 @@ def jobs_list(
     resource: Annotated[
         str | None, typer.Option("--resource", help="Only this resource, e.g. node:12.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=200)] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=200, help="How many jobs.")] = 50,
     url: UrlOption = None,
     token_file: TokenFile = None,
     as_json: JsonOption = False,

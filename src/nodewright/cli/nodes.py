@@ -91,6 +91,19 @@ def follow(
         time.sleep(1.0)
 
 
+def the_provider(api: ApiClient, ref: str | None) -> int:
+    """The connection named by ``ref`` (id or name), or the only one there is."""
+    from nodewright.cli.providers import provider_id
+
+    if ref is not None:
+        return provider_id(api, ref)
+    rows = api.get("/api/providers")
+    if len(rows) == 1:
+        return int(rows[0]["id"])
+    names = ", ".join(f"{r['id']} {r['name']}" for r in rows) or "none: `nodewright providers add`"
+    raise ApiError(f"--provider is needed: which connection? ({clean_line(names)})", usage=True)
+
+
 def public_key(path: Path) -> str:
     """An OpenSSH public key line from ``path``, checked here: a private key (or anything else) is
     refused before a byte of it leaves this machine."""
@@ -189,11 +202,22 @@ def money(node: dict[str, Any]) -> str:
 
 @nodes_app.command("create")
 def nodes_create(
-    provider: Annotated[int, typer.Option("--provider", help="Provider connection id.")],
     name: Annotated[str, typer.Option("--name", help="Node name (also the server's name).")],
-    location: Annotated[str, typer.Option("--location", help="e.g. fsn1")],
-    server_type: Annotated[str, typer.Option("--type", help="Server type, e.g. cx22")],
-    image: Annotated[str, typer.Option("--image", help="e.g. ubuntu-24.04")],
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            "--provider",
+            help="Provider connection id or name [default: the only one there is].",
+            show_default=False,
+        ),
+    ] = None,
+    location: Annotated[
+        str, typer.Option("--location", help="Location (`providers catalog --show locations`).")
+    ] = "fsn1",
+    server_type: Annotated[str, typer.Option("--type", help="Server type (`providers catalog`).")] = "cx22",
+    image: Annotated[
+        str, typer.Option("--image", help="Image (`providers catalog --show images`).")
+    ] = "ubuntu-24.04",
     label: Annotated[list[str] | None, typer.Option("--label", help="key=value, repeatable")] = None,
     profile: Annotated[str, typer.Option("--profile", help="Provisioning profile.")] = "baseline",
     ssh_key: Annotated[
@@ -213,7 +237,7 @@ def nodes_create(
     shape = parse(output, as_json=as_json)
     labels = key_values(label or [], "--label")
     keys = [public_key(path) for path in ssh_key or []]
-    body = {"provider_id": provider, "name": name, "location": location, "server_type": server_type,
+    body: dict[str, Any] = {"name": name, "location": location, "server_type": server_type,
             "image": image, "labels": labels, "profile": profile, "ssh_authorized_keys": keys}  # fmt: skip
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         # Checked here too: a character outside ASCII cannot go into a header at all.
@@ -222,6 +246,7 @@ def nodes_create(
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     try:
         with client(url, token_file) as api:
+            body["provider_id"] = the_provider(api, provider)
             created = api.post("/api/nodes", json=body, headers=headers)
             if not wait and emit(created, shape):
                 return

@@ -99,9 +99,24 @@ def _run_server(
 
 @friendly_errors
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Embedded job workers.", min=0)] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address to listen on [default: NODEWRIGHT_HOST, else 127.0.0.1].", show_default=False
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port to listen on [default: NODEWRIGHT_PORT, else 8400].", show_default=False),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Embedded job workers [default: NODEWRIGHT_EMBEDDED_WORKERS, else 2].",
+            min=0,
+            show_default=False,
+        ),
+    ] = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Run no embedded job worker.")] = False,
 ) -> None:
     """Run the API and dashboard (migrates the database first)."""
