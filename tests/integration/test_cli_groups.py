@@ -25,6 +25,7 @@ from nodewright.security.roles import Role
 from nodewright.sim.server import SimServer
 from tests.fixtures.sim import random_token, sim, sim_server  # noqa: F401
 from tests.support.apps import RoleUser
+from tests.support.cli import Done, invoke
 from tests.support.live_server import live_server
 
 pytestmark = pytest.mark.db_only("sqlite", reason="the CLI talks HTTP; the API tests cover the databases")
@@ -44,12 +45,10 @@ class Cli:
             env["NODEWRIGHT_TOKEN"] = self.users[role].token
         return env
 
-    def run(
-        self, args: list[str], *, role: Role | None = Role.admin, stdin: str = ""
-    ) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "nodewright.cli", *args]
-        return subprocess.run(command, env=self.env(role), input=stdin, capture_output=True, text=True,
-                              timeout=120, check=False)  # fmt: skip
+    def run(self, args: list[str], *, role: Role | None = Role.admin, stdin: str = "") -> Done:
+        """The command in this process (the command line as a subprocess costs a second per call;
+        the one test that needs a process of its own starts one)."""
+        return invoke(args, self.env(role), stdin)
 
     def json(self, args: list[str], role: Role = Role.admin) -> object:
         done = self.run([*args, "-o", "json"], role=role)
@@ -118,6 +117,15 @@ def test_providers_add_list_show_check_catalog_rotate_remove(cli: Cli) -> None:
     assert rotated.returncode == 0 and new not in rotated.stdout + rotated.stderr
     assert cli.run(["providers", "rotate", "lab"], stdin="\n").returncode == 2  # an empty token: usage
     assert cli.run(["providers", "remove", "lab"], role=Role.viewer).returncode == 4
+    # The secret-canary check of the CLI's output paths: both tokens, in every format of every
+    # command that shows the connection or its history.
+    outputs = [out, err, rotated.stdout, rotated.stderr]
+    for args in (["providers", "list"], ["providers", "show", "lab"], ["providers", "check", "lab"],
+                 ["audit"], ["jobs", "list"]):  # fmt: skip
+        for shape in ("table", "json", "yaml", "columns=id,name,token,token_fingerprint,detail"):
+            done = cli.run([*args, "-o", shape])
+            outputs += [done.stdout, done.stderr]
+    assert all(secret not in text for secret in (token, new) for text in outputs)
     removed = cli.run(["providers", "remove", "lab", "--yes"])
     assert removed.returncode == 0, removed.stderr
     assert cli.json(["providers", "list"]) == []

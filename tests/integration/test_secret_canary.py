@@ -3,7 +3,10 @@
 Output paths covered: API responses, dashboard pages, the audit log, log records (captured at the
 root logger), problem responses, and the database in plaintext. Each later feature that adds an
 output path adds it here. Whole node lifecycles (real processes, sshd nodes, Ansible; process
-environments and command lines, files left behind) are in tests/e2e/test_secret_canary_cycle.py.
+environments and command lines, files left behind) are in tests/e2e/test_secret_canary_cycle.py;
+the CLI's (every format of the commands that show a connection, its audit and jobs; the process
+that reads a provider token; login's contexts) in tests/integration/test_cli_groups.py and
+tests/integration/test_cli_contexts.py.
 """
 
 from __future__ import annotations

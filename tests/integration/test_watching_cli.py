@@ -1,7 +1,7 @@
 # ruff: noqa: F811  (pytest fixtures are imported by name and then requested as parameters)
 """``nodewright webhooks ...``, ``nodewright maintenance ...``, ``nodewright nodes health`` and
-``nodewright nodes list --health`` as an operator runs them: real subprocesses against a real server
-on loopback (uvicorn in a thread), a real webhook receiver, the real delivery job.
+``nodewright nodes list --health`` as an operator runs them: the command (in the test's process)
+against a real server on loopback (uvicorn in a thread), a real webhook receiver, the real delivery job.
 
 The signing secret is printed by ``create`` and ``rotate`` alone (its last line); every other
 command's output, human or ``--json``, is searched for it. Refusals are one clear message and a
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -33,6 +31,7 @@ from tests.integration.test_nodes_reconcile import add_node, setup  # noqa: F401
 from tests.integration.test_watching import FAIL, apply
 from tests.integration.test_webhooks import verify
 from tests.support.apps import RoleUser
+from tests.support.cli import Done, invoke
 from tests.support.jobs import run_next
 from tests.support.live_server import live_server
 from tests.support.webhook_receiver import Receiver, webhook_receiver
@@ -50,13 +49,12 @@ class Served:
     ctx: AppContext
     client: TestClient
 
-    def run(self, args: list[str], role: Role | None = Role.admin) -> subprocess.CompletedProcess[str]:
+    def run(self, args: list[str], role: Role | None = Role.admin) -> Done:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NODEWRIGHT_")}
         env["NODEWRIGHT_URL"] = self.url
         if role is not None:
             env["NODEWRIGHT_TOKEN"] = self.users[role].token
-        return subprocess.run([sys.executable, "-m", "nodewright.cli", *args], env=env, capture_output=True,
-                              text=True, timeout=120, check=False)  # fmt: skip
+        return invoke(args, env)
 
 
 @pytest.fixture
@@ -72,13 +70,13 @@ def receiver() -> Iterator[Receiver]:
         yield running
 
 
-def ok(result: subprocess.CompletedProcess[str]) -> str:
+def ok(result: Done) -> str:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     return result.stdout
 
 
-def refused(result: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
+def refused(result: Done, code: int, *words: str) -> str:
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stdout + result.stderr
     assert result.stderr.startswith("error"), result.stderr
