@@ -28,13 +28,22 @@ from nodewright.api.problems import install_problem_handlers
 from nodewright.api.streams import StreamHub
 from nodewright.config import Settings
 from nodewright.context import AppContext
+from nodewright.dashboard import account as account_pages
+from nodewright.dashboard import audit as audit_pages
 from nodewright.dashboard import home, login
 from nodewright.dashboard import jobs as jobs_pages
 from nodewright.dashboard import maintenance as maintenance_pages
 from nodewright.dashboard import nodes as nodes_pages
 from nodewright.dashboard import providers as providers_pages
+from nodewright.dashboard import users as users_pages
 from nodewright.dashboard import webhooks as webhooks_pages
-from nodewright.dashboard.rendering import LoginRequired, PageError, current_user, render
+from nodewright.dashboard.rendering import (
+    LoginRequired,
+    PageError,
+    PasswordChangeRequired,
+    current_user,
+    render,
+)
 from nodewright.jobs.worker import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -104,6 +113,9 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     app.include_router(maintenance_pages.router)
     app.include_router(providers_pages.router)
     app.include_router(webhooks_pages.router)
+    app.include_router(account_pages.router)
+    app.include_router(users_pages.router)
+    app.include_router(audit_pages.router)
     app.mount(
         "/static",
         StaticFiles(directory=str(resources.files("nodewright.dashboard") / "static")),
@@ -122,6 +134,9 @@ def _install_page_handlers(app: FastAPI) -> None:
     def login_required(_request: Request, _exc: Exception) -> Response:
         return RedirectResponse("/login", status_code=303)
 
+    def password_change_required(_request: Request, _exc: Exception) -> Response:
+        return RedirectResponse("/account/password", status_code=303)
+
     def page_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PageError)
         user = current_user(request)
@@ -138,4 +153,5 @@ def _install_page_handlers(app: FastAPI) -> None:
         )
 
     app.add_exception_handler(LoginRequired, login_required)
+    app.add_exception_handler(PasswordChangeRequired, password_change_required)
     app.add_exception_handler(PageError, page_error)

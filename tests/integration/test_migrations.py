@@ -117,8 +117,15 @@ def test_0008_carries_live_idempotency_keys_over_to_their_users(empty_url: str) 
         migrate.upgrade(engine, "0007")
         with engine.begin() as conn:
             conn.execute(
-                sa.insert(tables["users"]).values(
-                    id=7, username="ops", password_hash="x", role="operator", disabled=False
+                # The users table as it was at 0007 (later revisions add columns the model has).
+                sa.insert(
+                    sa.table(
+                        "users",
+                        *(sa.column(c) for c in ("id", "username", "password_hash", "role", "disabled")),
+                        sa.column("created_at", UTCDateTime()),
+                    )
+                ).values(
+                    id=7, username="ops", password_hash="x", role="operator", disabled=False, created_at=now
                 )
             )
             conn.execute(sa.insert(tables["stored_secrets"]).values(id=1, purpose="p", ciphertext="c"))

@@ -37,7 +37,7 @@ def users_create(
     ctx = open_context()
     try:
         with ctx.database.session(write=True) as session:
-            user = accounts.create_user(session, username, password, role)
+            user = accounts.create_user(session, username, password, role, must_change=generated)
             audit.record(
                 session,
                 actor="cli",
@@ -51,17 +51,14 @@ def users_create(
     typer.echo(f"created user {username!r} with role {role}")
     if generated:
         typer.echo(f"password: {password}")
+        typer.echo("(shown once; the dashboard asks for a new one at the first sign-in)")
 
 
 @users_app.command("reset-password")
 @friendly_errors
 def users_reset_password(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
     """Set a new password (local; from stdin, or generated and printed) and end the user's sessions."""
-    from sqlalchemy import delete
-
-    from nodewright.db.models import WebSession
     from nodewright.security import accounts, audit
-    from nodewright.security.passwords import hash_password
 
     password, generated = read_password()
     accounts.validate_password(password)
@@ -71,8 +68,7 @@ def users_reset_password(username: Annotated[str, typer.Argument(help="Login nam
             user = accounts.get_user(session, username)
             if user is None:
                 fail(f"no user named {username!r}", code=3)
-            user.password_hash = hash_password(password)
-            session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+            accounts.set_password(session, user, password, must_change=generated)
             audit.record(
                 session, actor="cli", action="user.reset_password", target=f"user:{username}", outcome="ok"
             )
@@ -81,6 +77,7 @@ def users_reset_password(username: Annotated[str, typer.Argument(help="Login nam
     typer.echo(f"password of {username!r} changed; their sessions were ended")
     if generated:
         typer.echo(f"password: {password}")
+        typer.echo("(shown once; the dashboard asks for a new one at the next sign-in)")
 
 
 @tokens_app.command("create")

@@ -22,6 +22,14 @@ class LoginRequired(Exception):
     """Raised by page dependencies; the app turns it into a redirect to /login."""
 
 
+class PasswordChangeRequired(Exception):
+    """Raised for a user whose password was made for them; the app sends them to /account/password."""
+
+
+# What a user who must change their password may still reach.
+PASSWORD_CHANGE_PATHS = frozenset({"/account/password", "/logout"})
+
+
 class PageError(Exception):
     def __init__(self, status: int, title: str, message: str) -> None:
         super().__init__(message)
@@ -37,6 +45,7 @@ class PageUser:
     role: Role
     session_id: str
     csrf_token: str
+    must_change_password: bool = False
 
     @property
     def actor(self) -> str:
@@ -67,13 +76,16 @@ def current_user(request: Request) -> PageUser | None:
         user: User | None = web_sessions.resolve_session(session, session_id)
         if user is None:
             return None
-        return PageUser(user.id, user.username, Role(user.role), session_id, ctx.signer.csrf_for(session_id))
+        return PageUser(user.id, user.username, Role(user.role), session_id, ctx.signer.csrf_for(session_id),
+                        bool(user.must_change_password))  # fmt: skip
 
 
 def require_user(request: Request) -> PageUser:
     user = current_user(request)
     if user is None:
         raise LoginRequired
+    if user.must_change_password and request.url.path not in PASSWORD_CHANGE_PATHS:
+        raise PasswordChangeRequired
     return user
 
 

@@ -48,7 +48,9 @@ def validate_password(password: str) -> str:
     return password
 
 
-def create_user(session: Session, username: str, password: str, role: Role | str) -> User:
+def create_user(
+    session: Session, username: str, password: str, role: Role | str, *, must_change: bool = False
+) -> User:
     validate_username(username)
     validate_password(password)
     try:
@@ -57,7 +59,8 @@ def create_user(session: Session, username: str, password: str, role: Role | str
         raise AccountError("role", f"must be one of {', '.join(r.value for r in Role)}") from None
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise AccountError("username", f"user {username!r} already exists", kind="conflict")
-    user = User(username=username, password_hash=hash_password(password), role=role.value)
+    user = User(username=username, password_hash=hash_password(password), role=role.value,
+                must_change_password=must_change)  # fmt: skip
     session.add(user)
     session.flush()
     return user
@@ -137,7 +140,7 @@ def bootstrap_admin(session: Session) -> Bootstrap | None:
     if session.scalar(select(func.count()).select_from(User)):
         return None
     password = generate_password()
-    create_user(session, BOOTSTRAP_USERNAME, password, Role.admin)
+    create_user(session, BOOTSTRAP_USERNAME, password, Role.admin, must_change=True)
     return Bootstrap(BOOTSTRAP_USERNAME, password)
 
 
@@ -185,3 +188,23 @@ def update_user(
         session.execute(delete(WebSession).where(WebSession.user_id == user.id))
     session.flush()
     return user
+
+
+def set_password(
+    session: Session, user: User, password: str, *, must_change: bool, keep_session: str | None = None
+) -> None:
+    """A new password for ``user``; every dashboard session but ``keep_session`` ends. ``must_change``:
+    the password was made for them (a reset), so the dashboard asks them to choose their own."""
+    from sqlalchemy import delete
+
+    from nodewright.db.models import WebSession
+    from nodewright.security.hashing import token_hash
+
+    validate_password(password)
+    user.password_hash = hash_password(password)
+    user.must_change_password = must_change
+    ended = delete(WebSession).where(WebSession.user_id == user.id)
+    if keep_session is not None:
+        ended = ended.where(WebSession.token_hash != token_hash(keep_session))
+    session.execute(ended)
+    session.flush()
