@@ -41,7 +41,7 @@ from nodewright.jobs import service as jobs_service
 from nodewright.jobs.states import TERMINAL
 from nodewright.nodes import service
 from nodewright.nodes.names import NAME_PATTERN
-from nodewright.nodes.states import PROVISION_STAGES, NodeStatus, Stage
+from nodewright.nodes.states import PROVISION_STAGES, RELEASABLE_FROM, RELEASE_KIND, NodeStatus, Stage
 from nodewright.providers import connections
 from nodewright.providers.errors import ProviderError
 from nodewright.provisioning.profiles import DEFAULT_PROFILE, available_profiles
@@ -566,6 +566,8 @@ def node_page(request: Request, node_id: NodeId) -> Response:
             else None
         )
     released = out.status == NodeStatus.released
+    # A release asked for and not finished yet: nothing more to delete (the page shows its log).
+    releasing = job_info is not None and job_info["kind"] == RELEASE_KIND and not job_info["finished"]
     return render(
         request,
         "node.html",
@@ -583,7 +585,7 @@ def node_page(request: Request, node_id: NodeId) -> Response:
         ],
         can_operate=user.can(Role.operator),
         can_retry=out.status == NodeStatus.failed and out.stage != Stage.release.value,
-        can_delete=out.status not in (NodeStatus.released, NodeStatus.releasing),
+        can_delete=out.status in RELEASABLE_FROM and not releasing,
     )
 
 
