@@ -17,15 +17,17 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, BrowserContext, Page, expect
+from sqlalchemy import select
 
 from nodewright.app import create_app
 from nodewright.context import AppContext
-from nodewright.db.models import Node
+from nodewright.db.models import Node, User
 from nodewright.jobs.events import append_event
+from nodewright.security import web_sessions
 from nodewright.security.roles import Role
 from nodewright.sim.server import SimServer
 from tests.fixtures.sim import sim_server  # noqa: F401
-from tests.support.apps import TEST_PASSWORD, RoleUser, create_role_users, make_settings, opened_context
+from tests.support.apps import RoleUser, create_role_users, make_settings, opened_context
 from tests.support.browser import chromium
 from tests.support.dashboard_seed import seed_node
 from tests.support.databases import clone_sqlite
@@ -50,19 +52,20 @@ class Dash:
     contexts: dict[str, BrowserContext] = field(default_factory=dict)
 
     def page(self, username: str | None) -> Page:
-        """A page in ``username``'s signed-in browser context (one sign-in per user per module)."""
+        """A page in ``username``'s signed-in browser context. The session is made directly (the
+        sign-in form has its own browser test): argon2 per user would cost seconds here."""
         key = username or "anonymous"
         if key not in self.contexts:
             context = self.browser.new_context(viewport=DESKTOP)
             self.contexts[key] = context
             if username is not None:
-                page = context.new_page()
-                page.goto(f"{self.base_url}/login")
-                page.get_by_label("Username").fill(username)
-                page.get_by_label("Password").fill(TEST_PASSWORD)
-                page.get_by_role("button", name="Sign in").click()
-                page.wait_for_url(f"{self.base_url}/")
-                page.close()
+                with self.ctx.database.session(write=True) as session:
+                    user = session.scalars(select(User).where(User.username == username)).one()
+                    session_id = web_sessions.start_session(session, user, 3600)
+                cookie = self.ctx.signer.sign(session_id)
+                context.add_cookies(
+                    [{"name": web_sessions.SESSION_COOKIE, "value": cookie, "url": self.base_url}]
+                )
         page = self.contexts[key].new_page()
         page.set_default_timeout(15_000)
         return page
@@ -130,7 +133,7 @@ def test_every_page_on_a_laptop_and_a_phone(dash: Dash) -> None:
             page.goto(dash.base_url + path)
             expect(page.locator("nav[aria-label=Main]")).to_be_visible()  # the layout, error page too
             name = re.sub(r"[^a-z0-9]+", "-", path).strip("-") or "home"
-            page.screenshot(path=str(dash.shots / f"{size}-{name}.png"), full_page=True)
+            page.screenshot(path=str(dash.shots / f"{size}-{name}.png"), full_page=viewport is PHONE)
             if viewport is PHONE:
                 assert fits(page), f"{path} overflows at 390 px"
     assert problems == []  # no 404 (the favicon included), no script error

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+import pytest
 from fastapi.testclient import TestClient
 
 from nodewright.context import AppContext
@@ -95,6 +96,7 @@ def test_node_list_money_providers_released_and_filters(
     assert re.search(rf'data-testid="provider-id"[^>]*><code>{second}</code>', providers)
 
 
+@pytest.mark.db_only("sqlite", reason="rendering only: the database part is the filter test's, run on both")
 def test_node_page_reads_well_and_deletes_by_one_choice(
     client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser], sim: SimServer
 ) -> None:
@@ -129,6 +131,7 @@ def test_node_page_reads_well_and_deletes_by_one_choice(
     assert 'name="mode"' not in again  # releasing: nothing more to delete
 
 
+@pytest.mark.db_only("sqlite", reason="rendering only: the database part is the filter test's, run on both")
 def test_create_form_errors_are_sentences_beside_their_field(
     client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser], sim: SimServer
 ) -> None:
@@ -200,6 +203,7 @@ def test_overview_jobs_waiting_and_empty_states(
     assert 'data-testid="runs-at">runs <time' in client.get(f"/jobs/{later_id}").text
 
 
+@pytest.mark.db_only("sqlite", reason="rendering only: the database part is the filter test's, run on both")
 def test_browsers_get_error_pages_api_clients_problems(
     client: TestClient, role_users: dict[Role, RoleUser]
 ) -> None:
@@ -233,6 +237,7 @@ def test_browsers_get_error_pages_api_clients_problems(
     assert 'rel="icon" href="/static/favicon.svg"' in client.get("/").text
 
 
+@pytest.mark.db_only("sqlite", reason="rendering only: the database part is the filter test's, run on both")
 def test_a_viewer_sees_no_mutation_control_on_any_page(
     client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser], sim: SimServer
 ) -> None:
