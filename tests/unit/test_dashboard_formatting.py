@@ -27,6 +27,8 @@ def test_relative_moments_with_the_absolute_time_on_hover() -> None:
     markup = str(formatting.ago(dt.datetime(2026, 12, 7, 19, 57, tzinfo=dt.UTC)))
     assert markup.startswith('<time datetime="2026-12-07T19:57:00+00:00" title="2026-12-07 19:57:00 UTC">')
     assert str(formatting.ago(None, "never")) == "never"
+    assert formatting.clock(now + dt.timedelta(minutes=30), now) == "20:30 UTC"
+    assert formatting.clock(now + dt.timedelta(days=1), now) == "2026-12-08 20:00 UTC"
     assert str(formatting.ago(None, "<b>")) == "&lt;b&gt;"
 
 

@@ -76,6 +76,15 @@ def absolute(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def clock(moment: dt.datetime | None, now: dt.datetime | None = None) -> str:
+    """``21:30 UTC`` today, ``2026-12-08 09:00 UTC`` on another day."""
+    if moment is None:
+        return NO_VALUE
+    moment = moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    today = (now or utcnow()).astimezone(dt.UTC).date()
+    return moment.strftime("%H:%M UTC" if moment.date() == today else "%Y-%m-%d %H:%M UTC")
+
+
 def ago(moment: dt.datetime | None, empty: str = NO_VALUE) -> Markup:
     """``<time datetime="…" title="2026-12-07 20:14:47 UTC">3 min ago</time>``."""
     if moment is None:

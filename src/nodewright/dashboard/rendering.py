@@ -19,6 +19,7 @@ from nodewright.security.roles import Role
 templates = Jinja2Templates(directory=str(resources.files("nodewright.dashboard") / "templates"))
 templates.env.filters["money"] = formatting.money
 templates.env.filters["ago"] = formatting.ago
+templates.env.filters["clock"] = formatting.clock
 
 
 class LoginRequired(Exception):
