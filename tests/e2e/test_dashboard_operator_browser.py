@@ -4,10 +4,12 @@ database (nothing is provisioned). Every page at 1366x800 and at 390x844 (no hor
 a phone), dark mode, keyboard reach; the node list adding a node created through the API live; the
 node page's status following its job live; the create form (sorted types, cx22 first, a name pattern
 the browser really checks, errors beside the field, a gate that visibly disables it); the node page's
-controls; and a viewer's pages without mutation controls. Screenshots go to pytest's tmp path."""
+controls; and a viewer's pages without mutation controls. Screenshots go to pytest's tmp path, or to
+``$NODEWRIGHT_TEST_ARTIFACTS/dashboard`` when set (``test-artifacts/`` is git-ignored for that)."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -82,8 +84,11 @@ def dash(
         app = create_app(settings, ctx=ctx, start_workers=False)
         with TestClient(app) as client, live_server(app) as base_url, chromium() as browser:
             provider = connect_sim(client, users[Role.admin].headers, sim_server, name="hel-project")
-            state = Dash(base_url, client, ctx, users, browser, root / "screenshots", provider)
-            state.shots.mkdir()
+            # Screenshots: pytest's tmp path, or NODEWRIGHT_TEST_ARTIFACTS (CI keeps that folder).
+            artifacts = os.environ.get("NODEWRIGHT_TEST_ARTIFACTS")
+            shots = Path(artifacts) / "dashboard" if artifacts else root / "screenshots"
+            shots.mkdir(parents=True, exist_ok=True)
+            state = Dash(base_url, client, ctx, users, browser, shots, provider)
             state.nodes = {
                 "ready": seed_node(ctx, provider, "web-1", labels=LONG_LABELS),
                 "failed": seed_node(ctx, provider, "db-1", "failed", labels={"role": "db"}),
