@@ -35,7 +35,11 @@
     timer = null;
     var ids = Object.keys(pending);
     pending = {};
-    if (!ids.length) { return; }
+    // A few hundred ids per request keep the URL short (a first snapshot lists every node).
+    for (var start = 0; start < ids.length; start += 200) { fetchSome(ids.slice(start, start + 200)); }
+  }
+
+  function fetchSome(ids) {
     var query = table.dataset.query ? "&" + table.dataset.query : "";
     fetch(table.dataset.rows + "?ids=" + ids.join(",") + query, { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
