@@ -37,6 +37,7 @@ from nodewright.dashboard import nodes as nodes_pages
 from nodewright.dashboard import providers as providers_pages
 from nodewright.dashboard import users as users_pages
 from nodewright.dashboard import webhooks as webhooks_pages
+from nodewright.dashboard.errors import install_html_errors
 from nodewright.dashboard.rendering import (
     LoginRequired,
     PageError,
@@ -94,6 +95,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     )
     app.state.streams = streams
     install_problem_handlers(app)
+    install_html_errors(app)  # after the problem handlers: it wraps them
     _install_page_handlers(app)
 
     app.include_router(health.router)

@@ -1,6 +1,6 @@
 # ruff: noqa: F811  (pytest fixtures are imported by name and then requested as parameters)
 """In Chromium: create a node from the catalog-driven form, watch it reach ``ready`` live on the list,
-open its page (timeline, log, evidence, pinned SSH command), delete it (confirmed); a viewer sees no
+open its page (timeline, log, evidence, pinned SSH command), delete it (a choice, confirmed); a viewer sees no
 mutation controls, and a switched-off gate shows its banner."""
 
 from __future__ import annotations
@@ -78,13 +78,15 @@ def test_create_watch_inspect_delete_in_the_browser(
                 page.locator(f'ol.timeline li[data-stage="{stage}"]').get_attribute("class") or ""
             )
         assert "node ready" in page.locator("#job-events").inner_text()
-        page.get_by_test_id("evidence").locator("summary").click()
-        assert '"calls"' in page.get_by_test_id("evidence").inner_text()
+        raw = page.get_by_test_id("evidence").locator("details.evidence-raw")
+        raw.locator("summary").click()
+        assert '"calls"' in raw.inner_text()
         assert "StrictHostKeyChecking=yes" in page.get_by_test_id("ssh-command").inner_text()
 
-        page.get_by_role("button", name="Delete node").click()  # the confirm box is required first
+        page.get_by_role("button", name="Delete node").click()  # a choice is required first
         assert page.url == node_url
         page.get_by_label("Delete the server at the provider").check()
+        page.once("dialog", lambda dialog: dialog.accept())  # and the destructive action confirms
         page.get_by_role("button", name="Delete node").click()
         expect(page.get_by_test_id("node-status")).to_have_text("released", timeout=120_000)
         assert httpx.get(ssh_sim_server.base_url + "/_sim/servers").json()["servers"] == []

@@ -201,8 +201,9 @@ def test_provider_token_canary_never_leaks(
         outputs.append(
             client.post(f"/providers/{pid}/rotate", data={"csrf_token": csrf, "token": READ_ONLY_CANARY}).text
         )
-        for page in ("/providers", f"/providers?catalog={pid}"):
+        for page in ("/providers", f"/providers?catalog={pid}", "/", "/nodes", "/nodes?released=1"):
             outputs.append(client.get(page).text)
+        outputs.append(client.get("/no-such-page", headers={"Accept": "text/html"}).text)
     outputs.append(json.dumps(control.requests(limit=1000)))
 
     everything = "\n".join(outputs)
@@ -323,6 +324,8 @@ def test_webhook_secret_is_shown_once_and_never_again(
         outputs.append(client.get(f"/webhooks?endpoint={hook_id}").text)
         outputs.append(client.get(f"/nodes/{node_id}").text)
         outputs.append(client.get("/nodes").text)
+        outputs.append(client.get("/").text)
+        outputs.append(client.get("/nodes/rows", params={"ids": str(node_id), "released": "1"}).text)
     everything = "\n".join(outputs)
     assert "canary pause" in everything and "node.recovered" in everything  # what was read is there
     db_text = database_dump(app_context.database)

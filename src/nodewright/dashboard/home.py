@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from importlib import resources
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from nodewright.api.ids import TokenId
 from nodewright.api.routing import OneHopRoute
 from nodewright.context import AppContext
+from nodewright.dashboard.health import badge
+from nodewright.dashboard.providers import BADGES
 from nodewright.dashboard.rendering import (
     PageError,
     PostedForm,
@@ -16,8 +22,13 @@ from nodewright.dashboard.rendering import (
     require_page_role,
     require_user,
 )
+from nodewright.db.database import Database
+from nodewright.nodes import service as nodes_service
+from nodewright.nodes.states import NodeStatus
+from nodewright.providers import connections
 from nodewright.security import accounts, api_tokens
 from nodewright.security.roles import Role
+from nodewright.watching import service as watch_service
 
 router = APIRouter(include_in_schema=False, route_class=OneHopRoute)
 
@@ -27,10 +38,63 @@ def _ctx(request: Request) -> AppContext:
     return ctx
 
 
+ATTENTION_LIMIT = 20
+NODES_LIMIT = 5000
+
+
+def _overview(database: Database, session: Session) -> dict[str, Any]:
+    """The fleet at a glance: nodes by status, what they cost, the ones that need a look, providers."""
+    fleet = nodes_service.fleet_summary(session)
+    live = nodes_service.list_nodes(
+        session, exclude_statuses=[NodeStatus.released.value], limit=NODES_LIMIT
+    ).items
+    views = watch_service.health_of(session, live)
+    attention = [
+        {
+            "id": n.id,
+            "name": n.name,
+            "status": n.status,
+            "badge": badge(n.status, views[n.id]),
+            "error": n.error_code,
+        }
+        for n in live
+        if n.status in (NodeStatus.failed.value, NodeStatus.lost.value)
+        or views[n.id].health in ("failing", "degraded")
+    ][:ATTENTION_LIMIT]
+    providers = [
+        {
+            "id": p.id,
+            "name": p.name,
+            "status": p.status,
+            "badge": BADGES.get(p.status, "muted"),
+            "message": connections.status_message(p),
+            "checked": p.last_checked_at,
+        }
+        for p in connections.list_connections(database)
+    ]
+    return {"fleet": fleet, "attention": attention, "providers": providers}
+
+
+FAVICON = resources.files("nodewright.dashboard") / "static" / "favicon.svg"
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    """The icon browsers ask for by themselves (base.html links the same SVG)."""
+    return Response(
+        FAVICON.read_bytes(),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request) -> Response:
     user = require_user(request)
-    return render(request, "home.html", user=user)
+    database = _ctx(request).database
+    with database.session() as session:
+        overview = _overview(database, session)
+    return render(request, "home.html", user=user, statuses=[s.value for s in NodeStatus], **overview)
 
 
 def _tokens_page(

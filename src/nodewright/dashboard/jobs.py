@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -16,6 +18,7 @@ from nodewright.dashboard.rendering import (
     require_page_role,
     require_user,
 )
+from nodewright.db.types import utcnow
 from nodewright.jobs import service
 from nodewright.jobs.states import ALL_STATES, TERMINAL
 from nodewright.security import audit
@@ -24,6 +27,15 @@ from nodewright.security.roles import Role
 
 router = APIRouter(include_in_schema=False, route_class=OneHopRoute)
 PAGE_SIZE = 50
+WAITING_STATES = ("queued", "retry_wait")
+
+
+def waiting_until(state: str, run_after: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
+    """When a job that waits will run: a queued (or retrying) job scheduled for later says so,
+    rather than looking stuck at attempt 0."""
+    if state in WAITING_STATES and run_after is not None and run_after > now:
+        return run_after
+    return None
 
 
 def _ctx(request: Request) -> AppContext:
@@ -43,6 +55,7 @@ def jobs_page(
         raise PageError(
             422, "Unknown state", f"{state!r} is not a job state; use one of {', '.join(ALL_STATES)}."
         )
+    now = utcnow()
     with _ctx(request).database.session() as session:
         result = service.list_jobs(
             session,
@@ -61,6 +74,7 @@ def jobs_page(
                 "max_attempts": j.max_attempts,
                 "created_at": j.created_at,
                 "finished_at": j.finished_at,
+                "waiting_until": waiting_until(j.state, j.run_after, now),
                 "error": redact(j.error) if j.error else None,
             }
             for j in result.items
@@ -107,6 +121,7 @@ def job_page(request: Request, job_id: JobId) -> Response:
             "started_at": job.started_at,
             "finished_at": job.finished_at,
             "run_after": job.run_after,
+            "waiting_until": waiting_until(job.state, job.run_after, utcnow()),
             "error": redact(job.error) if job.error else None,
             "finished": job.state in TERMINAL,
         }

@@ -9,7 +9,9 @@ import json
 import random
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -24,6 +26,7 @@ from nodewright.api.nodes import node_out
 from nodewright.api.routing import OneHopRoute
 from nodewright.api.streams import ANY_JOB, StreamHub, StreamTicket
 from nodewright.context import AppContext
+from nodewright.dashboard import evidence as evidence_view
 from nodewright.dashboard.health import HEALTH_FILTERS, badge, pause_title, selector_text, when
 from nodewright.dashboard.rendering import (
     PageError,
@@ -38,7 +41,7 @@ from nodewright.jobs import service as jobs_service
 from nodewright.jobs.states import TERMINAL
 from nodewright.nodes import service
 from nodewright.nodes.names import NAME_PATTERN
-from nodewright.nodes.states import PROVISION_STAGES, NodeStatus, Stage
+from nodewright.nodes.states import PROVISION_STAGES, RELEASABLE_FROM, RELEASE_KIND, NodeStatus, Stage
 from nodewright.providers import connections
 from nodewright.providers.errors import ProviderError
 from nodewright.provisioning.profiles import DEFAULT_PROFILE, available_profiles
@@ -49,6 +52,10 @@ from nodewright.watching.policy import policy_for
 
 router = APIRouter(include_in_schema=False, route_class=OneHopRoute)
 KEEPALIVE_SECONDS = 15.0
+# The node page's one delete action: the server deleted at the provider, or detached and kept.
+DELETE_MODES = ("delete", "detach")
+# The create form's first choice when the catalog sells it (the README's examples use it).
+DEFAULT_SERVER_TYPE = "cx22"
 
 
 def _ctx(request: Request) -> AppContext:
@@ -61,6 +68,26 @@ def _gate_open(ctx: AppContext) -> bool:
         return gates.is_enabled(session, ctx.settings, gates.PROVIDER_CREATE)
 
 
+# The name rule of ``NAME_PATTERN`` as an HTML ``pattern``: browsers compile it with the ``v`` flag,
+# where a literal hyphen inside a character class must be escaped (unescaped, the pattern is
+# invalid and the browser silently checks nothing).
+HTML_NAME_PATTERN = NAME_PATTERN.strip("^$").replace("0-9-]", "0-9\\-]")
+NAME_RULE = (
+    "Use 1 to 63 lowercase letters, digits and hyphens, starting and ending with a letter or a "
+    "digit (for example web-1)."
+)
+FIELD_SENTENCES = {
+    "provider_id": "Choose a provider connection.",
+    "name": NAME_RULE,
+    "location": "Choose a location from the catalog.",
+    "server_type": "Choose a server type from the catalog.",
+    "image": "Choose an image from the catalog.",
+    "profile": "Choose a profile from the list.",
+}
+FORM_FIELDS = ("provider_id", "name", "location", "server_type", "image", "profile", "labels")
+LIST_LIMIT = 500
+
+
 def _form_context(ctx: AppContext) -> dict[str, Any]:
     providers = [
         {"id": p.id, "name": p.name, "status": p.status} for p in connections.list_connections(ctx.database)
@@ -69,13 +96,62 @@ def _form_context(ctx: AppContext) -> dict[str, Any]:
         "providers": providers,
         "profiles": available_profiles(ctx.settings.resolved_profiles_dir),
         "default_profile": DEFAULT_PROFILE,
-        "name_pattern": NAME_PATTERN.strip("^$"),
+        "default_server_type": DEFAULT_SERVER_TYPE,
+        "name_pattern": HTML_NAME_PATTERN,
+        "name_rule": NAME_RULE,
     }
 
 
-def _list_page(request: Request, status: str | None, health: str | None = None, **extra: Any) -> Response:
-    user = require_user(request)
-    ctx = _ctx(request)
+@dataclass(frozen=True)
+class NodeFilters:
+    """The list's filters, all GET parameters so that a filtered list is a link to share."""
+
+    status: str | None = None
+    health: str | None = None
+    label: str | None = None
+    provider: int | None = None
+    location: str | None = None
+    q: str | None = None
+    released: bool = False
+
+    @property
+    def active(self) -> bool:
+        return any((self.status, self.health, self.label, self.provider, self.location, self.q))
+
+    @property
+    def hides_released(self) -> bool:
+        return not self.released and self.status != NodeStatus.released.value
+
+    def params(self, **changes: Any) -> dict[str, str]:
+        values = {**self.__dict__, **changes}
+        out = {k: str(v) for k, v in values.items() if v not in (None, "", False) and k != "released"}
+        if values["released"]:
+            out["released"] = "1"
+        return out
+
+    def query(self, **changes: Any) -> str:
+        return urlencode(self.params(**changes))
+
+    def link(self, **changes: Any) -> str:
+        query = self.query(**changes)
+        return f"/nodes?{query}" if query else "/nodes"
+
+    def label_pair(self) -> tuple[str, str | None] | None:
+        if not self.label:
+            return None
+        key, sep, value = self.label.partition("=")
+        return key.strip(), value.strip() if sep else None
+
+
+def _filters(
+    status: str | None,
+    health: str | None,
+    label: str | None = None,
+    provider: str | None = None,
+    location: str | None = None,
+    q: str | None = None,
+    released: str | None = None,
+) -> NodeFilters:
     status = status or None  # the filter form sends "" for "any"
     health = health or None
     if status is not None and status not in [s.value for s in NodeStatus]:
@@ -84,36 +160,90 @@ def _list_page(request: Request, status: str | None, health: str | None = None, 
         raise PageError(
             422, "Unknown health", f"health: {health!r} is not one of {', '.join(HEALTH_FILTERS)}."
         )
+    provider_id = None
+    if provider:
+        try:
+            provider_id = int(provider)
+        except ValueError:
+            raise PageError(
+                422, "Unknown provider", f"provider: {provider!r} is not a connection id."
+            ) from None
+    return NodeFilters(
+        status=status,
+        health=health,
+        label=(label or "").strip() or None,
+        provider=provider_id,
+        location=(location or "").strip() or None,
+        q=(q or "").strip() or None,
+        released=released in ("1", "true", "yes", "on"),
+    )
+
+
+def _list_nodes(session: Session, filters: NodeFilters, node_ids: list[int] | None = None) -> Any:
+    ids: set[int] | None = set(node_ids) if node_ids is not None else None
+    if filters.health:
+        with_health = watch_service.node_ids_with_health(session, {filters.health})
+        ids = set(with_health) if ids is None else ids & set(with_health)
+    return service.list_nodes(
+        session,
+        statuses=[filters.status] if filters.status else None,
+        exclude_statuses=[NodeStatus.released.value] if filters.hides_released else None,
+        provider_id=filters.provider,
+        label=filters.label_pair(),
+        location=filters.location,
+        name_contains=filters.q,
+        node_ids=ids,
+        limit=LIST_LIMIT,
+    )
+
+
+def _provider_names(ctx: AppContext) -> dict[int, str]:
+    return {row.id: row.name for row in connections.list_connections(ctx.database)}
+
+
+def _rows_context(
+    ctx: AppContext, session: Session, filters: NodeFilters, node_ids: list[int] | None = None
+) -> dict[str, Any]:
+    page = _list_nodes(session, filters, node_ids)
+    views = watch_service.health_of(session, page.items)
+    return {
+        "nodes": [node_out(n, views[n.id]) for n in page.items],
+        "badges": {n.id: badge(n.status, views[n.id]) for n in page.items},
+        "provider_names": _provider_names(ctx),
+        "total": page.total,
+    }
+
+
+def _list_page(request: Request, filters: NodeFilters, **extra: Any) -> Response:
+    user = require_user(request)
+    ctx = _ctx(request)
     with ctx.database.session() as session:
-        page = service.list_nodes(
-            session,
-            statuses=[status] if status else None,
-            node_ids=watch_service.node_ids_with_health(session, {health}) if health else None,
-            limit=500,
-        )
-        views = watch_service.health_of(session, page.items)
-        nodes = [node_out(n, views[n.id]) for n in page.items]
-        badges = {n.id: badge(n.status, views[n.id]) for n in page.items}
+        rows = _rows_context(ctx, session, filters)
         brakes = [_brake_row(session, row) for row in brake.all_brakes(session) if row.engaged]
+        fleet = service.fleet_summary(session)
+        locations = service.node_locations(session)
+    form_context = _form_context(ctx)
     return render(
         request,
         "nodes.html",
         status_code=extra.pop("status_code", 200),
         user=user,
-        nodes=nodes,
-        badges=badges,
-        total=page.total,
-        status=status,
+        **rows,
+        filters=filters,
+        status=filters.status,
+        health=filters.health,
         statuses=[s.value for s in NodeStatus],
-        health=health,
         health_filters=HEALTH_FILTERS,
+        locations=locations,
+        fleet=fleet,
         # Engaged fleet brakes (no automatic remediation on those connections), shown loudly.
         brakes=brakes,
         gate_open=_gate_open(ctx),
         can_create=user.can(Role.operator),
         form=extra.pop("form", {}),
         error=extra.pop("error", None),
-        **_form_context(ctx),
+        field_errors=extra.pop("field_errors", {}),
+        **form_context,
     )
 
 
@@ -122,8 +252,46 @@ def nodes_page(
     request: Request,
     status: str | None = Query(None, max_length=16),
     health: str | None = Query(None, max_length=16),
+    label: str | None = Query(None, max_length=200),
+    provider: str | None = Query(None, max_length=12),
+    location: str | None = Query(None, max_length=64),
+    q: str | None = Query(None, max_length=63),
+    released: str | None = Query(None, max_length=5),
 ) -> Response:
-    return _list_page(request, status, health)
+    return _list_page(request, _filters(status, health, label, provider, location, q, released))
+
+
+@router.get("/nodes/rows", response_class=HTMLResponse)
+def node_rows(
+    request: Request,
+    ids: str = Query("", max_length=8000),
+    status: str | None = Query(None, max_length=16),
+    health: str | None = Query(None, max_length=16),
+    label: str | None = Query(None, max_length=200),
+    provider: str | None = Query(None, max_length=12),
+    location: str | None = Query(None, max_length=64),
+    q: str | None = Query(None, max_length=63),
+    released: str | None = Query(None, max_length=5),
+) -> Response:
+    """The list's rows of these nodes that match the filters: the live list asks for the rows of
+    nodes it has not shown yet (created elsewhere, by the API or the CLI) and inserts them."""
+    user = require_user(request)
+    filters = _filters(status, health, label, provider, location, q, released)
+    try:
+        wanted = [int(part) for part in ids.split(",") if part.strip()][:LIST_LIMIT]
+    except ValueError:
+        raise PageError(422, "Invalid input", "ids: a comma-separated list of node ids.") from None
+    ctx = _ctx(request)
+    with ctx.database.session() as session:
+        rows = _rows_context(ctx, session, filters, wanted)
+    return render(request, "node_rows.html", user=user, **rows)
+
+
+def _field_sentence(field: str, message: str) -> str:
+    if field in FIELD_SENTENCES and field not in ("labels",):
+        return FIELD_SENTENCES[field]
+    text = message.removeprefix("Value error, ")
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 @router.post("/nodes")
@@ -134,19 +302,32 @@ def create_node(request: Request, form: PostedForm) -> Response:
     ctx = _ctx(request)
     keep = {k: v for k, v in fields.items() if k != "csrf_token"}
 
-    def again(message: str, status_code: int = 422) -> Response:
-        return _list_page(request, None, form=keep, error=message, status_code=status_code)
+    def again(message: str, status_code: int = 422, field: str | None = None) -> Response:
+        if field in FORM_FIELDS or field == "ssh_authorized_keys":
+            assert field is not None
+            return _list_page(
+                request,
+                NodeFilters(),
+                form=keep,
+                error="The node was not created: see the marked field.",
+                field_errors={field: message},
+                status_code=status_code,
+            )
+        return _list_page(request, NodeFilters(), form=keep, error=message, status_code=status_code)
 
     try:
         provider_id = int(fields.get("provider_id", ""))
     except ValueError:
-        return again("Choose a provider connection.")
+        return again(FIELD_SENTENCES["provider_id"], field="provider_id")
     labels: dict[str, str] = {}
     for line in fields.get("labels", "").splitlines():
         if line.strip():
             key, sep, value = line.strip().partition("=")
             if not sep:
-                return again(f"labels: {line.strip()[:60]!r} must be key=value (one per line).")
+                return again(
+                    f"Write each label as key=value, one per line ({line.strip()[:60]!r} has no =).",
+                    field="labels",
+                )
             labels[key.strip()] = value.strip()
     keys = tuple(k.strip() for k in fields.get("ssh_authorized_keys", "").splitlines() if k.strip())
     from pydantic import ValidationError
@@ -166,7 +347,8 @@ def create_node(request: Request, form: PostedForm) -> Response:
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        return again(f"{'.'.join(str(p) for p in first['loc']) or 'form'}: {first['msg']}")
+        field = str(first["loc"][0]) if first["loc"] else "form"
+        return again(_field_sentence(field, str(first["msg"])), field=field)
     request_ = body.to_request()
     try:
         created = service.create_node(ctx, request_, actor=user.actor)
@@ -175,7 +357,7 @@ def create_node(request: Request, form: PostedForm) -> Response:
             "Creating nodes is switched off (feature gate provider_create). Reads keep working.", 503
         )
     except service.NodeRequestError as exc:
-        return again(f"{exc.field}: {exc.message}", exc.status)
+        return again(_field_sentence("", exc.message), exc.status, field=exc.field)
     except ProviderError as error:
         return again(f"{error.code.value}: {error.message}" + (f" {error.hint}" if error.hint else ""), 503)
     return RedirectResponse(f"/nodes/{created.node.id}", status_code=303)
@@ -218,6 +400,7 @@ def _check_row(check: NodeCheck) -> dict[str, Any]:
     return {
         "id": check.id,
         "at": when(check.at),
+        "moment": check.at,
         "ok": check.ok,
         "seconds": check.seconds,
         "paused": check.paused,
@@ -238,7 +421,7 @@ def _brake_row(session: Session, row: RemediationBrake) -> dict[str, Any]:
 
 def _remediation_rows(session: Session, node_id: int) -> list[dict[str, Any]]:
     return [
-        {**remediation.as_dict(r), "created_at": when(r.created_at), "finished_at": when(r.finished_at)}
+        {**remediation.as_dict(r), "created_at": r.created_at, "finished_at": r.finished_at}
         for r in remediation.history(session, node_id, limit=20)
     ]
 
@@ -266,10 +449,10 @@ def _watch_context(session: Session, node: Node, view: watch_service.HealthView)
     return {
         "badge": badge(node.status, view),
         "view": view,
-        "last_check_at": when(view.last_check_at),
-        "next_check_at": when(view.next_check_at),
-        "failing_since": when(view.failing_since),
-        "degraded_since": when(view.degraded_since),
+        "last_check_at": view.last_check_at,
+        "next_check_at": view.next_check_at,
+        "failing_since": view.failing_since,
+        "degraded_since": view.degraded_since,
         "checks": checks,
         "strip": list(reversed(checks)),  # oldest first, for the at-a-glance strip
         "days": days,
@@ -311,7 +494,7 @@ def _snapshot(ctx: AppContext) -> dict[int, dict[str, Any]]:
                 "status": r.status,
                 "stage": r.stage,
                 "error": r.error_code,
-                "address": r.ssh_address,
+                "address": None if r.status == NodeStatus.released.value else r.ssh_address,
                 "server": r.server_status,
                 "health": badge(r.status, views[r.id]).as_json(),
             }
@@ -370,27 +553,39 @@ def node_page(request: Request, node_id: NodeId) -> Response:
         out = node_out(node, view)
         watch = _watch_context(session, node, view)
         timeline = _timeline(node)
-        evidence = json.dumps(node.evidence or {}, indent=2, sort_keys=True)
+        evidence = evidence_view.sections(node.evidence)
+        evidence_json = json.dumps(node.evidence or {}, indent=2, sort_keys=True)
+        connection = session.get(ProviderConnection, node.provider_id)
+        provider = {
+            "id": node.provider_id,
+            "name": connection.name if connection is not None else f"connection {node.provider_id}",
+        }
         job_info = (
             {"id": job.id, "kind": job.kind, "state": job.state, "finished": job.state in TERMINAL}
             if job
             else None
         )
+    released = out.status == NodeStatus.released
+    # A release asked for and not finished yet: nothing more to delete (the page shows its log).
+    releasing = job_info is not None and job_info["kind"] == RELEASE_KIND and not job_info["finished"]
     return render(
         request,
         "node.html",
         user=user,
         node=out,
+        provider=provider,
+        released=released,
         timeline=timeline,
         watch=watch,
         evidence=evidence,
+        evidence_json=evidence_json,
         job=job_info,
         events=[
             {"seq": e.seq, "at": e.at, "level": e.level, "type": e.type, "message": e.message} for e in events
         ],
         can_operate=user.can(Role.operator),
         can_retry=out.status == NodeStatus.failed and out.stage != Stage.release.value,
-        can_delete=out.status != NodeStatus.released,
+        can_delete=out.status in RELEASABLE_FROM and not releasing,
     )
 
 
@@ -413,12 +608,15 @@ def delete_node(request: Request, node_id: NodeId, form: PostedForm) -> Response
     user = require_user(request)
     require_page_role(user, Role.operator)
     fields = checked_form(form, user)
-    if fields.get("confirm") != "yes":
-        raise PageError(422, "Not confirmed", "Tick the box to confirm that the server is to be deleted.")
-    try:
-        service.release_node(
-            _ctx(request), node_id, actor=user.actor, keep_server=fields.get("keep_server") == "yes"
+    mode = fields.get("mode")
+    if mode not in DELETE_MODES:
+        raise PageError(
+            422,
+            "Not confirmed",
+            "Choose what happens to the server: delete it at the provider, or detach it and keep it.",
         )
+    try:
+        service.release_node(_ctx(request), node_id, actor=user.actor, keep_server=mode == "detach")
     except service.NodeNotFound:
         raise PageError(404, "Not found", f"There is no node {node_id}.") from None
     except service.NodeStateConflict as exc:

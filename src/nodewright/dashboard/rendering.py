@@ -11,11 +11,15 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from nodewright.context import AppContext
+from nodewright.dashboard import formatting
 from nodewright.db.models import User
 from nodewright.security import web_sessions
 from nodewright.security.roles import Role
 
 templates = Jinja2Templates(directory=str(resources.files("nodewright.dashboard") / "templates"))
+templates.env.filters["money"] = formatting.money
+templates.env.filters["ago"] = formatting.ago
+templates.env.filters["clock"] = formatting.clock
 
 
 class LoginRequired(Exception):
@@ -57,6 +61,10 @@ class PageUser:
     @property
     def can_admin(self) -> bool:
         return self.can(Role.admin)
+
+    @property
+    def can_operate(self) -> bool:
+        return self.can(Role.operator)
 
 
 def _ctx(request: Request) -> AppContext:

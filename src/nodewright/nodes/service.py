@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
@@ -241,12 +242,23 @@ def list_nodes(
     node_ids: Collection[int] | None = None,
     limit: int = 50,
     offset: int = 0,
+    location: str | None = None,
+    name_contains: str | None = None,
+    exclude_statuses: Sequence[str] | None = None,
 ) -> NodePage:
     conditions: list[ColumnElement[bool]] = []
     if node_ids is not None:
         conditions.append(Node.id.in_(list(node_ids)))
     if statuses:
         conditions.append(Node.status.in_(list(statuses)))
+    if exclude_statuses:
+        conditions.append(Node.status.not_in(list(exclude_statuses)))
+    if location is not None:
+        conditions.append(Node.location == location)
+    if name_contains:
+        # A search box: a substring of the name, case-insensitive, wildcards taken literally.
+        escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions.append(Node.name.ilike(f"%{escaped}%", escape="\\"))
     if provider_id is not None:
         conditions.append(Node.provider_id == provider_id)
     if name is not None:
@@ -262,6 +274,43 @@ def list_nodes(
         else int(session.scalar(select(func.count()).select_from(Node).where(*conditions)) or 0)
     )
     return NodePage(rows[offset : offset + limit], total)
+
+
+@dataclass(frozen=True)
+class FleetSummary:
+    """What the fleet holds and costs: every node that is not released holds (or may hold) a
+    server, billed by the provider. ``monthly`` sums the known gross monthly prices."""
+
+    live: int
+    released: int
+    by_status: dict[str, int]
+    monthly: Decimal
+    unpriced: int
+
+
+def fleet_summary(session: Session) -> FleetSummary:
+    rows = session.execute(
+        select(Node.status, Node.price_monthly).where(Node.status != NodeStatus.released.value)
+    ).all()
+    by_status: dict[str, int] = {}
+    monthly = Decimal(0)
+    unpriced = 0
+    for status, price in rows:
+        by_status[status] = by_status.get(status, 0) + 1
+        try:
+            monthly += Decimal(price) if price else Decimal(0)
+            unpriced += 0 if price else 1
+        except InvalidOperation:
+            unpriced += 1
+    released = int(
+        session.scalar(select(func.count(Node.id)).where(Node.status == NodeStatus.released.value)) or 0
+    )
+    return FleetSummary(len(rows), released, by_status, monthly, unpriced)
+
+
+def node_locations(session: Session) -> list[str]:
+    """The locations the fleet's nodes are in (for the list's location filter)."""
+    return sorted(set(session.scalars(select(Node.location).distinct())))
 
 
 def get_node(session: Session, node_id: int) -> Node:

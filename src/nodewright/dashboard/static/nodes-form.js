@@ -1,5 +1,6 @@
 // The create form's selectors come from the provider's catalog: a location, then the server types
-// available there (with their monthly price), then the images built for that type's architecture.
+// available there (with their monthly price, cheapest first, then fewest cores), then the images built for
+// that type's architecture. The first choice of type is the README's cx22 when the location sells it.
 (function () {
   "use strict";
   var form = document.getElementById("create-node");
@@ -14,6 +15,8 @@
 
   function fill(select, options, wanted) {
     var keep = wanted || select.dataset.value || select.value;
+    var known = options.some(function (o) { return o.value === keep; });
+    if (!known && select.dataset.default) { keep = select.dataset.default; }
     select.textContent = "";
     options.forEach(function (o) {
       var option = document.createElement("option");
@@ -42,9 +45,16 @@
 
   function refreshTypes() {
     var loc = location.value;
-    fill(type, catalog.server_types.filter(function (t) {
+    var sold = catalog.server_types.filter(function (t) {
       return t.available_in.indexOf(loc) !== -1 && t.deprecated_in.indexOf(loc) === -1 && !t.deprecated;
-    }).map(function (t) {
+    });
+    sold.sort(function (a, b) {
+      var pa = price(a, loc), pb = price(b, loc);
+      if (pa !== pb) { return (pa === null ? Infinity : pa) - (pb === null ? Infinity : pb); }
+      if (a.cores !== b.cores) { return a.cores - b.cores; }
+      return a.name < b.name ? -1 : (a.name > b.name ? 1 : 0);
+    });
+    fill(type, sold.map(function (t) {
       var m = price(t, loc);
       return { value: t.name, label: t.name + " · " + t.cores + " vCPU, " + t.memory_gb + " GB" +
         (m === null ? "" : " · " + m.toFixed(2) + " EUR/month") };
