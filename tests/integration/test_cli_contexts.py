@@ -84,8 +84,12 @@ def test_environment_and_flags_win_and_the_token_never_goes_to_another_server(cl
     assert cli.run(["login", cli.url], stdin=cli.users[Role.admin].token).returncode == 0
     # NODEWRIGHT_TOKEN wins: a viewer token cannot list webhooks (admin only) though the context can.
     assert cli.run(["webhooks", "list"]).returncode == 0
-    as_viewer = cli.run(["webhooks", "list"], env={"NODEWRIGHT_TOKEN": cli.users[Role.viewer].token})
+    viewer = {"NODEWRIGHT_TOKEN": cli.users[Role.viewer].token}
+    as_viewer = cli.run(["webhooks", "list"], env={**viewer, "NODEWRIGHT_URL": cli.url})
     assert as_viewer.returncode == 4, as_viewer.stdout + as_viewer.stderr
+    # A token without a URL does not go to the context's server: the command asks where it goes.
+    unsure = cli.run(["webhooks", "list"], env=viewer)
+    assert unsure.returncode == 2 and "pass --url" in unsure.stderr
     # Another server: the context's token is not sent there; the command says why it has none.
     elsewhere = cli.run(["nodes", "list", "--url", "http://127.0.0.1:9"])
     assert elsewhere.returncode == 2

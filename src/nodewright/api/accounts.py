@@ -131,9 +131,14 @@ def create_user(body: UserCreate, caller: Admin, database: DatabaseDep) -> UserO
     responses={404: problem_doc("No such user"), 409: problem_doc("The last enabled admin")},
 )
 def update_user(
-    body: UserUpdate, caller: Admin, database: DatabaseDep, username: str = PathParam(max_length=64)
+    body: UserUpdate,
+    caller: Admin,
+    database: DatabaseDep,
+    username: str = PathParam(max_length=64, pattern=USERNAME_PATTERN),
 ) -> UserOut:
     changes = body.model_dump(exclude_none=True)
+    if not changes:
+        raise field_problem("role", "give a role or disabled: nothing to change")
     try:
         with database.session(write=True) as session:
             user = accounts.update_user(session, username, role=body.role, disabled=body.disabled)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from nodewright.api.deps import Admin, DatabaseDep
-from nodewright.api.problems import PROBLEM_RESPONSES
+from nodewright.api.problems import PROBLEM_RESPONSES, field_problem
 from nodewright.api.routing import OneHopRoute
 from nodewright.security import audit
 
@@ -46,8 +46,11 @@ def list_audit(
     outcome: str | None = Query(None, max_length=32),
     since: dt.datetime | None = Query(None, description="Only events at or after this time (ISO 8601)."),
 ) -> AuditPage:
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=dt.UTC)  # a time without a zone is read as UTC
+    if since is not None:
+        try:  # a time without a zone is read as UTC; one the database cannot hold is refused
+            since = since.replace(tzinfo=dt.UTC) if since.tzinfo is None else since.astimezone(dt.UTC)
+        except OverflowError:
+            raise field_problem("since", "is out of the range of dates the audit log holds") from None
     with database.session() as session:
         rows = audit.list_events(
             session, limit=limit, before_id=before_id, action=action, actor=actor, target=target,

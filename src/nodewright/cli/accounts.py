@@ -19,6 +19,7 @@ from nodewright.cli.local import open_context, read_password
 from nodewright.cli.options import JsonOption, TokenFile, UrlOption, client
 from nodewright.cli.output import OutputOption, emit, parse, table
 from nodewright.cli.times import relative
+from nodewright.security.text import clean_line
 
 users_app = typer.Typer(help="Dashboard and API users.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
@@ -158,7 +159,7 @@ def users_set_role(
 ) -> None:
     """Change a user's role (the last enabled admin stays an admin)."""
     user = _update(username, {"role": role}, url, token_file)
-    say(f"user {user['username']} is now {user['role']}")
+    say(f"user {clean_line(str(user['username']))} is now {clean_line(str(user['role']))}")
 
 
 @users_app.command("disable")
@@ -169,7 +170,8 @@ def users_disable(
 ) -> None:
     """Switch a user off: no sign-in, their sessions end and their tokens stop working."""
     user = _update(username, {"disabled": True}, url, token_file)
-    say(f"user {user['username']} disabled; their sessions were ended and their tokens stop working")
+    name = clean_line(str(user["username"]))
+    say(f"user {name} disabled; their sessions were ended and their tokens stop working")
 
 
 @users_app.command("enable")
@@ -180,7 +182,7 @@ def users_enable(
 ) -> None:
     """Switch a disabled user back on."""
     user = _update(username, {"disabled": False}, url, token_file)
-    say(f"user {user['username']} enabled")
+    say(f"user {clean_line(str(user['username']))} enabled")
 
 
 @tokens_app.command("list")

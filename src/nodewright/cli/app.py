@@ -70,7 +70,15 @@ def main() -> None:
         reexec_without_secret_environment(sys.argv[1:])
     try:
         app()
-    except (KeyError, TypeError, IndexError, ValueError) as exc:
+    except (
+        KeyError,
+        TypeError,
+        IndexError,
+        ValueError,
+        AttributeError,
+        ArithmeticError,
+        RecursionError,
+    ) as exc:
         # An answer of a shape this CLI does not know (another server, another version) or a bug:
         # one line, not a traceback (NODEWRIGHT_DEBUG=1 shows it).
         if os.environ.get("NODEWRIGHT_DEBUG"):

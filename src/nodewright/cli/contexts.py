@@ -11,12 +11,14 @@ at another server never carries it there.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import re
 import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,7 +130,7 @@ def load() -> Contexts:
         items = {str(name): Context(**{k: str(v) for k, v in value.items()})
                  for name, value in body.get("contexts", {}).items()}  # fmt: skip
         active = body.get("active")
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise ApiError(
             f"{path} is not a contexts file nodewright can read ({exc.__class__.__name__}); move it away "
             "and `nodewright login` again",
@@ -138,25 +140,56 @@ def load() -> Contexts:
 
 
 def remember(url: str, token: Secret, username: str, role: str, name: str) -> Contexts:
-    contexts = load()
-    saved_at = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    contexts.items[name] = Context(name, url, token.reveal(), username, role, saved_at)
-    contexts.active = name
-    contexts.save()
+    with locked():
+        contexts = load()
+        saved_at = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+        contexts.items[name] = Context(name, url, token.reveal(), username, role, saved_at)
+        contexts.active = name
+        contexts.save()
     return contexts
 
 
-def same_server(a: str, b: str) -> bool:
-    """Whether two URLs name one server (scheme, host and port): only then does a context's token go."""
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    """One writer of the contexts file at a time (two logins at once would lose one)."""
+    import fcntl
+
+    path = config_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path.parent / ".contexts.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def server_key(url: str) -> tuple[str, str, int]:
+    """Scheme, host and port as the HTTP client that sends the token reads them (``httpx``); a URL
+    that ``urlsplit`` reads otherwise (``:+8400``, full-width digits) is refused (ValueError)."""
     from urllib.parse import urlsplit
 
-    def key(url: str) -> tuple[str, str, int | None]:
-        parts = urlsplit(url.strip())
-        default = {"http": 80, "https": 443}.get(parts.scheme.lower())
-        try:
-            port = parts.port or default
-        except ValueError:
-            port = None
-        return parts.scheme.lower(), (parts.hostname or "").lower(), port
+    import httpx
 
-    return key(a) == key(b)
+    try:
+        parsed = httpx.URL(url.strip())
+        split_port = urlsplit(url.strip()).port
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise ValueError(str(exc) or "not a URL") from None
+    scheme = parsed.scheme.lower()
+    default = {"http": 80, "https": 443}.get(scheme)
+    if default is None or not parsed.host:
+        raise ValueError("not an http(s) URL with a host")
+    port = parsed.port or default
+    if (split_port or default) != port:
+        raise ValueError("its port is written in a way URL parsers read differently")
+    return scheme, parsed.host.lower().rstrip("."), port
+
+
+def same_server(a: str, b: str) -> bool:
+    """Whether two URLs name one server (scheme, host and port): only then does a context's token
+    go. Anything that does not parse is not the same server."""
+    try:
+        return server_key(a) == server_key(b)
+    except ValueError:
+        return False

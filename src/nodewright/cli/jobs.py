@@ -16,6 +16,7 @@ from nodewright.security.text import clean_line, for_terminal
 
 jobs_app = typer.Typer(help="Jobs: list, show, follow their logs, cancel.", no_args_is_help=True)
 JobArg = Annotated[int, typer.Argument(help="Job id.", min=1)]
+PAGE = 500
 EXIT_DETACHED = 130  # Ctrl-C: the conventional status of an interrupted command; the job goes on
 
 
@@ -93,8 +94,13 @@ def jobs_show(
         die(exc)
     if emit(job, shape):
         return
-    say(f"job {job['id']} {job['kind']}: {_progress(job)} (attempt {job['attempt']}/{job['max_attempts']})")
-    say(f"  resource {job.get('resource_key') or '-'}, by {job.get('created_by') or '-'}, "
+    kind, progress = clean_line(str(job["kind"])), clean_line(_progress(job))
+    say(f"job {job['id']} {kind}: {progress} (attempt {job['attempt']}/{job['max_attempts']})")
+    resource, by = (
+        clean_line(str(job.get("resource_key") or "-")),
+        clean_line(str(job.get("created_by") or "-")),
+    )
+    say(f"  resource {resource}, by {by}, "
         f"created {absolute(job['created_at'])} ({relative(job['created_at'])})")  # fmt: skip
     if job.get("finished_at"):
         say(f"  finished {absolute(job['finished_at'])} ({relative(job['finished_at'])})")
@@ -110,18 +116,28 @@ def jobs_show(
 
 
 def print_events(api: ApiClient, job_id: int, *, follow: bool, after: int = 0) -> dict[str, Any]:
-    """Print the job's events after ``after``; with ``follow`` until the job is finished. Returns
-    the last page (its ``job_state``)."""
+    """Print the job's events after ``after``, every page of them; with ``follow`` until the job is
+    finished. Returns the last page (its ``job_state``). A server whose pages do not move on is
+    refused, not polled in a loop."""
     while True:
-        page: dict[str, Any] = api.get(f"/api/jobs/{job_id}/events", params={"after": after, "limit": 500})
-        for event in page["items"]:
+        page: dict[str, Any] = api.get(f"/api/jobs/{job_id}/events", params={"after": after, "limit": PAGE})
+        items = page["items"]
+        for event in items:
             level = "" if event["level"] == "info" else f" {clean_line(str(event['level'])).upper()}"
             say(f"{absolute(event['at'])[11:19]}{level} {for_terminal(str(event['message']), '         ')}")
-        after = page["next_after"]
+        following = page.get("next_after")
+        if items and (not isinstance(following, int) or isinstance(following, bool) or following <= after):
+            raise ApiError(
+                "the server's event pages do not move on (next_after); is --url a nodewright server?",
+                status=200,
+                foreign=True,
+            )
+        after = following if isinstance(following, int) else after
+        if len(items) >= PAGE:
+            continue  # more are there now
         if not follow or page["finished"]:
             return page
-        if not page["items"]:
-            time.sleep(1.0)
+        time.sleep(1.0)
 
 
 @jobs_app.command("logs")

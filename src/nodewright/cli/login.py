@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
 
 import typer
 
@@ -24,7 +23,7 @@ from nodewright.security.text import clean_line
 context_app = typer.Typer(
     help="Saved servers and their tokens (`nodewright login` adds one).", no_args_is_help=True
 )
-LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
 def _read_token(token_file: Path | None) -> Secret:
@@ -58,19 +57,25 @@ def login(
     first; it is asked for, read from stdin, or from --token-file, never an argument)."""
     server = (url or DEFAULT_URL).strip().rstrip("/")
     try:
-        parts = urlsplit(server)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ApiError(f"{clean_line(server)!r} is not an http(s) URL of a nodewright server", usage=True)
+        try:
+            scheme, host, _port = contexts.server_key(server)
+        except ValueError as exc:
+            raise ApiError(
+                f"{clean_line(server)!r} is not an http(s) URL of a nodewright server "
+                f"({clean_line(str(exc))})",
+                usage=True,
+            ) from None
         context_name = contexts.check_name(name) if name else contexts.name_for(server)
         contexts.load()  # an unreadable or exposed file is refused before a token is asked for
+        if scheme == "http" and host not in LOOPBACK:
+            say(f"warning: {clean_line(server)} is plain http: the token crosses the network unencrypted",
+                err=True)  # fmt: skip
         token = _read_token(token_file)
         with ApiClient(server, token) as api:
             me = api.get("/api/me")
         saved = contexts.remember(server, token, str(me["username"]), str(me["role"]), context_name)
     except ApiError as exc:
         die(exc)
-    if parts.scheme == "http" and parts.hostname not in LOOPBACK:
-        say(f"warning: {server} is plain http: the token crosses the network unencrypted", err=True)
     say(f"logged in to {server} as {clean_line(str(me['username']))} ({clean_line(str(me['role']))}); "
         f"context {context_name!r} is active (saved in {saved.path})")  # fmt: skip
 
@@ -94,7 +99,7 @@ def context_list(output: OutputOption = "table") -> None:
     say(f"  {'NAME':<{width}}  URL  USER")
     for row in sorted(rows, key=lambda r: r["name"]):
         mark = "*" if row["active"] else " "
-        say(f"{mark} {row['name']:<{width}}  {row['url']}  {row['username']} ({row['role']})")
+        say(clean_line(f"{mark} {row['name']:<{width}}  {row['url']}  {row['username']} ({row['role']})"))
 
 
 @context_app.command("use")
@@ -108,7 +113,7 @@ def context_use(name: Annotated[str, typer.Argument(help="A saved context.")]) -
         saved.save()
     except ApiError as exc:
         die(exc)
-    say(f"context {name!r} is active: {saved.items[name].url}")
+    say(f"context {name!r} is active: {clean_line(saved.items[name].url)}")
 
 
 @context_app.command("active")

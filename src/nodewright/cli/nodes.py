@@ -30,6 +30,7 @@ from nodewright.cli.options import (
 )
 from nodewright.cli.output import OutputOption, emit, parse, table
 from nodewright.cli.times import absolute, relative
+from nodewright.nodes.states import NodeStatus
 from nodewright.security.text import clean_line, for_terminal
 
 nodes_app = typer.Typer(
@@ -37,6 +38,8 @@ nodes_app = typer.Typer(
 )
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # the API's rule
 SETTLED = {"ready", "degraded", "failed", "released", "lost"}
+MAX_KEY_FILE = 16384
+LIVE_STATUSES = [s.value for s in NodeStatus if s is not NodeStatus.released]
 
 
 def health_word(node: dict[str, Any]) -> str:
@@ -46,9 +49,10 @@ def health_word(node: dict[str, Any]) -> str:
 
 
 def describe(node: dict[str, Any]) -> str:
-    line = f"node {node['id']} {node['name']}: {node['status']}"
+    name, status = clean_line(str(node["name"])), clean_line(str(node["status"]))
+    line = f"node {clean_line(str(node['id']))} {name}: {status}"
     if node.get("stage") and node["status"] not in ("ready", "released"):
-        line += f" (stage {node['stage']})"
+        line += f" (stage {clean_line(str(node['stage']))})"
     error = node.get("error")
     if error:
         # Node and provider text: continuation lines go under a margin, never at column 0.
@@ -106,24 +110,32 @@ def the_provider(api: ApiClient, ref: str | None) -> int:
 
 def public_key(path: Path) -> str:
     """An OpenSSH public key line from ``path``, checked here: a private key (or anything else) is
-    refused before a byte of it leaves this machine."""
+    refused before a byte of it leaves this machine, and only ``type base64 [comment]`` is sent."""
     from nodewright.provisioning.target import InvalidHostKey, parse_public_key
 
     try:
-        if path.stat().st_size > 16384:
-            fail(f"{path} is too large to be an SSH public key")
-        text = path.read_text(errors="replace").strip()
+        with path.open("rb") as handle:  # bounded: /dev/zero or a FIFO must not be read to the end
+            raw = handle.read(MAX_KEY_FILE + 1)
     except OSError as exc:
         fail(f"cannot read {path}: {exc.strerror}")
-    if "PRIVATE KEY" in text:
+    if len(raw) > MAX_KEY_FILE:
+        fail(f"{path} is too large to be an SSH public key")
+    text = raw.decode("utf-8", errors="replace").strip()
+    if "PRIVATE KEY" in text or "PuTTY-User-Key-File" in text:
         fail(f"{path} is a private key: pass the public one ({path}.pub); nothing was sent")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        fail(
+            f"{path} must hold one public key line (no control characters, no second line); nothing was sent"
+        )
     try:
-        if "\n" in text:
-            raise InvalidHostKey("more than one line")
-        parse_public_key(text)
+        key_type, _blob = parse_public_key(text)
     except InvalidHostKey as exc:
         fail(f"{path} is not an OpenSSH public key ({exc}); nothing was sent")
-    return text
+    parts = text.split()
+    comment = " ".join(parts[2:])
+    if len(comment) > 100 or re.search(r"[A-Za-z0-9+/=]{40,}", comment):
+        comment = ""  # not a label (user@host) but data: not sent
+    return " ".join([key_type, parts[1], *([comment] if comment else [])])
 
 
 def _exit_for(node: dict[str, Any], wanted: str) -> None:
@@ -157,23 +169,23 @@ def nodes_list(
     params: dict[str, Any] = {"limit": 500}
     if health:
         params["health"] = health
-    if status:
-        params["status"] = status
     if label:
         params["label"] = label
+    # Released nodes are left out by the server (a list of many released nodes must not hide the
+    # live ones behind the page limit), unless --all or --status asks for them.
+    params["status"] = status or ([] if show_all else LIVE_STATUSES)
     try:
         with client(url, token_file) as api:
             if provider is not None:
                 params["provider_id"] = provider_id(api, provider)
             page = api.get("/api/nodes", params=params)
+            hidden = 0
+            if not status and not show_all:
+                counted = api.get("/api/nodes", params={**params, "status": ["released"], "limit": 1})
+                hidden = int(counted["total"])
     except ApiError as exc:
         die(exc)
     items = page["items"]
-    hidden = 0
-    if not show_all and not status:
-        shown = [n for n in items if n["status"] != "released"]
-        hidden, items = len(items) - len(shown), shown
-        page = {**page, "items": items, "total": page["total"] - hidden}
     if emit(page, shape):
         return
     if not items:

@@ -44,13 +44,21 @@ NODE_NAME = re.compile(NAME_PATTERN)
 
 def credentials(url: str | None, token_file: Path | None) -> tuple[str, Secret]:
     """The server to talk to and the token to show it (see the module's docstring)."""
-    saved = contexts.load().current() if url is None or token_file is None else None
+    token = load_token(token_file) if token_file is not None else token_from_environment()
+    if url is not None and token is not None:  # both explicit: the contexts file is not read
+        return url, token
+    saved = contexts.load().current()
+    if token is not None:
+        if saved is not None:
+            # A token tied to no server must not go to whichever context happens to be active.
+            where = "--token-file" if token_file is not None else "NODEWRIGHT_TOKEN"
+            raise ApiError(
+                f"{where} gives a token but not where it goes, and the active context {saved.name!r} "
+                f"is {saved.url}: pass --url (or NODEWRIGHT_URL), or drop {where} to use the context's",
+                usage=True,
+            )
+        return DEFAULT_URL, token
     chosen = url or (saved.url if saved else DEFAULT_URL)
-    if token_file is not None:
-        return chosen, load_token(token_file)
-    from_environment = token_from_environment()
-    if from_environment is not None:
-        return chosen, from_environment
     if saved is not None and contexts.same_server(chosen, saved.url):
         return chosen, saved.secret
     hint = (

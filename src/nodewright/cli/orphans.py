@@ -12,6 +12,7 @@ from nodewright.cli.options import JsonOption, TokenFile, UrlOption, client
 from nodewright.cli.output import OutputOption, emit, parse, table
 from nodewright.cli.providers import provider_id
 from nodewright.cli.times import relative
+from nodewright.security.text import clean_line
 
 orphans_app = typer.Typer(
     help="Orphaned servers: found at the provider with nodewright's labels, held by no node.",
@@ -67,7 +68,7 @@ def orphans_adopt(orphan: OrphanArg, url: UrlOption = None, token_file: TokenFil
     """Give the server back to the node its label names; provisioning resumes at connect."""
     answer = _act(orphan, "adopt", url, token_file)
     node, job = answer["node"], answer["job"]
-    say(f"orphan {orphan} adopted by node {node['id']} {node['name']}; job {job['id']}")
+    say(f"orphan {orphan} adopted by node {node['id']} {clean_line(str(node['name']))}; job {job['id']}")
 
 
 @orphans_app.command("delete")

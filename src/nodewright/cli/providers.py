@@ -60,18 +60,21 @@ def _row(p: dict[str, Any]) -> list[str]:
 
 
 def _describe(p: dict[str, Any]) -> None:
-    say(f"provider {p['id']} {p['name']} ({p['kind']}): {p['status']}")
+    fields = ("id", "name", "kind", "status", "ssh_user", "ssh_port", "token_fingerprint", "created_by")
+    one = {k: clean_line(str(p[k] if p.get(k) is not None else "-")) for k in fields}
+    say(f"provider {one['id']} {one['name']} ({one['kind']}): {one['status']}")
     if p.get("status_message"):
         say(f"  {for_terminal(str(p['status_message']), '    ')}")
     error = p.get("last_error")
-    if error:
+    if isinstance(error, dict):
         message = for_terminal(str(error.get("message") or ""), "    ")
-        say(f"  last error {clean_line(str(error['code']))}: {message}")
+        say(f"  last error {clean_line(str(error.get('code')))}: {message}")
         if error.get("hint"):
             say(f"  hint: {for_terminal(str(error['hint']), '    ')}")
-    say(f"  endpoint {p.get('api_endpoint') or 'default'}, ssh as {p['ssh_user']} on port {p['ssh_port']}")
-    say(f"  token {p['token_fingerprint']} (fingerprint), checked {relative(p.get('last_checked_at'))}")
-    say(f"  created by {p['created_by']} {relative(p.get('created_at'))}")
+    endpoint = clean_line(str(p.get("api_endpoint") or "default"))
+    say(f"  endpoint {endpoint}, ssh as {one['ssh_user']} on port {one['ssh_port']}")
+    say(f"  token {one['token_fingerprint']} (fingerprint), checked {relative(p.get('last_checked_at'))}")
+    say(f"  created by {one['created_by']} {relative(p.get('created_at'))}")
 
 
 def _finish(value: Any, shape: Any) -> None:

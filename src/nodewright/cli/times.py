@@ -11,9 +11,10 @@ def parse(value: object) -> dt.datetime | None:
         return None
     try:
         when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        when = when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
         return None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    return when
 
 
 def relative(value: object, now: dt.datetime | None = None) -> str:
@@ -21,7 +22,10 @@ def relative(value: object, now: dt.datetime | None = None) -> str:
     when = parse(value)
     if when is None:
         return "-"
-    seconds = ((now or dt.datetime.now(dt.UTC)) - when).total_seconds()
+    try:
+        seconds = ((now or dt.datetime.now(dt.UTC)) - when).total_seconds()
+    except OverflowError:
+        return "-"
     ahead, seconds = seconds < 0, abs(seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:

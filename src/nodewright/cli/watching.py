@@ -34,7 +34,8 @@ def nodes_health(
     if emit(body, shape):
         return
     health = body["health"]
-    say(f"node {node_id}: {health['health']} (failures in a row {health['consecutive_failures']}, "
+    word = clean_line(str(health["health"]))
+    say(f"node {node_id}: {word} (failures in a row {health['consecutive_failures']}, "
         f"passes in a row {health['consecutive_successes']})")  # fmt: skip
     for key in ("failing_since", "degraded_since", "last_check_at", "next_check_at"):
         if health.get(key):

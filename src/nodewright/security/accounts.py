@@ -37,7 +37,7 @@ class AccountError(ValueError):
 
 
 def validate_username(username: str) -> str:
-    if not USERNAME_RE.match(username):
+    if not USERNAME_RE.fullmatch(username):  # match() would let a trailing newline through ($)
         raise AccountError("username", "must be 1-64 characters: lower-case letters, digits, '.', '_' or '-'")
     return username
 
@@ -162,7 +162,7 @@ def update_user(
 ) -> User:
     """Change a user's role or switch them off. The last enabled admin can be neither demoted nor
     disabled (nobody could administer the installation over HTTP again)."""
-    from sqlalchemy import delete, func, select
+    from sqlalchemy import delete, select
 
     from nodewright.db.models import WebSession
 
@@ -172,12 +172,13 @@ def update_user(
     new_role = Role(role).value if role is not None else user.role
     new_disabled = user.disabled if disabled is None else disabled
     if user.role == Role.admin.value and not user.disabled and (new_role != Role.admin.value or new_disabled):
-        admins = session.scalar(
-            select(func.count())
-            .select_from(User)
-            .where(User.role == Role.admin.value, User.disabled.is_(False))
-        )
-        if (admins or 0) <= 1:
+        # The enabled admins' rows are locked before they are counted: two admins demoting each
+        # other at once would otherwise both count two and both go through (PostgreSQL; SQLite
+        # serialises writers anyway and has no FOR UPDATE).
+        admins = session.scalars(
+            select(User.id).where(User.role == Role.admin.value, User.disabled.is_(False)).with_for_update()
+        ).all()
+        if len(admins) <= 1:
             raise AccountError(
                 "username",
                 f"{username!r} is the last enabled admin: make another admin first",
