@@ -21,6 +21,13 @@ from nodewright.jobs.registry import Registry
 
 REGISTRY = Registry()
 
+
+def _mark(path: str, content: str) -> None:
+    """Write a marker file whole: a test that waits for it to exist must never read it half-written."""
+    partial = f"{path}.partial"
+    Path(partial).write_text(content)
+    os.replace(partial, path)
+
 TEST_TABLES = (
     "CREATE TABLE IF NOT EXISTS test_job_runs ("
     " job_id INTEGER NOT NULL, attempt INTEGER NOT NULL, resource_key VARCHAR(64),"
@@ -85,7 +92,7 @@ def steps(ctx: JobContext) -> dict[str, Any]:
     def two() -> dict[str, Any]:
         _record_step(ctx, "two")
         if ctx.args.get("block_attempt") == ctx.attempt:
-            Path(ctx.args["marker"]).write_text(str(os.getpid()))
+            _mark(ctx.args["marker"], str(os.getpid()))
             deadline = time.monotonic() + float(ctx.args.get("block_seconds", 60))
             while time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -126,7 +133,7 @@ def crash(ctx: JobContext) -> None:
 @REGISTRY.handler("test.wait_cancel")
 def wait_cancel(ctx: JobContext) -> None:
     """Runs until canceled, checking at every poll as a handler polling an action would."""
-    Path(ctx.args["marker"]).write_text(str(os.getpid()))
+    _mark(ctx.args["marker"], str(os.getpid()))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         ctx.check_canceled()
@@ -181,7 +188,7 @@ def log_in_transaction(ctx: JobContext) -> dict[str, Any]:
 def hold_transaction(ctx: JobContext) -> None:
     """Keeps its fenced transaction (and so its job row's lock) open until ``release`` exists."""
     with ctx.transaction():
-        Path(ctx.args["marker"]).write_text(str(os.getpid()))
+        _mark(ctx.args["marker"], str(os.getpid()))
         deadline = time.monotonic() + 60
         while not Path(ctx.args["release"]).exists() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -237,7 +244,7 @@ def tree(ctx: JobContext) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise RuntimeError("the grandchild did not start")
         time.sleep(0.02)
-    Path(ctx.args["marker"]).write_text(f"{os.getpid()} {pidfile.read_text().strip()}")
+    _mark(ctx.args["marker"], f"{os.getpid()} {pidfile.read_text().strip()}")
     time.sleep(60)
     return {"attempt": ctx.attempt}
 
@@ -247,7 +254,7 @@ def hold_then_wait(ctx: JobContext) -> None:
     """Holds its fenced transaction until ``release`` exists, touches ``committed`` once the block
     has ended, then waits for ``finish``."""
     with ctx.transaction():
-        Path(ctx.args["marker"]).write_text(str(os.getpid()))
+        _mark(ctx.args["marker"], str(os.getpid()))
         deadline = time.monotonic() + 60
         while not Path(ctx.args["release"]).exists() and time.monotonic() < deadline:
             time.sleep(0.02)
