@@ -218,6 +218,9 @@ CASES = [
     Case("GET", "/api/users", Role.admin, _static("/api/users")),
     Case("POST", "/api/users", Role.admin, _new_user_body),
     Case("PATCH", "/api/users/{username}", Role.admin, _static("/api/users/viewer-user", {"role": "viewer"})),
+    Case(
+        "POST", "/api/users/{username}/password", Role.admin, _static("/api/users/viewer-user/password", {})
+    ),
     Case("GET", "/api/tokens", Role.admin, _static("/api/tokens")),
     Case("POST", "/api/tokens", Role.admin, _new_token_body),
     Case("DELETE", "/api/tokens/{token_id}", Role.admin, _token_to_revoke),

@@ -33,19 +33,19 @@ def cli_env(db_url: str, tmp_path: Path) -> dict[str, str]:
 
 
 def test_users_and_tokens_commands(cli_env: dict[str, str]) -> None:
-    created = run(["users", "create", "--username", "ops", "--role", "operator"], cli_env)
+    created = run(["users", "create", "--local", "--username", "ops", "--role", "operator"], cli_env)
     assert created.returncode == 0, created.stderr
     assert "password: " in created.stdout  # generated and printed once
 
     piped = run(
-        ["users", "create", "--username", "reader", "--role", "viewer"],
+        ["users", "create", "--local", "--username", "reader", "--role", "viewer"],
         cli_env,
         stdin="a long piped password\n",
     )
     assert piped.returncode == 0, piped.stderr
     assert "password:" not in piped.stdout
 
-    token = run(["tokens", "create", "--user", "ops", "--name", "laptop"], cli_env)
+    token = run(["tokens", "create", "--local", "--user", "ops", "--name", "laptop"], cli_env)
     assert token.returncode == 0, token.stderr
     plaintext = token.stdout.strip().splitlines()[-1]
     assert plaintext.startswith("nwt_")
@@ -63,30 +63,30 @@ def test_users_and_tokens_commands(cli_env: dict[str, str]) -> None:
 
 
 def test_bad_input_gives_message_and_exit_code(cli_env: dict[str, str]) -> None:
-    bad_role = run(["users", "create", "--username", "x", "--role", "root"], cli_env)
+    bad_role = run(["users", "create", "--local", "--username", "x", "--role", "root"], cli_env)
     assert bad_role.returncode == 2
     assert "role: must be one of viewer, operator, admin" in bad_role.stderr
     assert "Traceback" not in bad_role.stderr
 
-    short = run(["users", "create", "--username", "y"], cli_env, stdin="short\n")
+    short = run(["users", "create", "--local", "--username", "y"], cli_env, stdin="short\n")
     assert short.returncode == 2 and "password: must be at least 12 characters" in short.stderr
 
-    no_user = run(["tokens", "create", "--user", "ghost", "--name", "n"], cli_env)
+    no_user = run(["tokens", "create", "--local", "--user", "ghost", "--name", "n"], cli_env)
     assert no_user.returncode == 3 and "no user named 'ghost'" in no_user.stderr  # not found
-    taken = run(["users", "create", "--username", "y"], cli_env)
+    taken = run(["users", "create", "--local", "--username", "y"], cli_env)
     assert taken.returncode == 0, taken.stderr
-    again = run(["users", "create", "--username", "y"], cli_env)
+    again = run(["users", "create", "--local", "--username", "y"], cli_env)
     assert again.returncode == 4 and "already exists" in again.stderr  # refused: a conflict
-    assert run(["users", "reset-password", "ghost"], cli_env).returncode == 3
-    assert run(["tokens", "revoke", "424242"], cli_env).returncode == 3
+    assert run(["users", "reset-password", "--local", "ghost"], cli_env).returncode == 3
+    assert run(["tokens", "revoke", "--local", "424242"], cli_env).returncode == 3
     broken = run(["db", "current"], {**cli_env, "NODEWRIGHT_DATABASE_URL": "postgres//x"})
     assert broken.returncode == 2 and "Traceback" not in broken.stderr, broken.stderr
 
 
 def test_wrong_secret_key_stops_with_clear_message(cli_env: dict[str, str]) -> None:
-    assert run(["users", "create", "--username", "ops"], cli_env).returncode == 0
+    assert run(["users", "create", "--local", "--username", "ops"], cli_env).returncode == 0
     wrong = {**cli_env, "NODEWRIGHT_SECRET_KEYS": Fernet.generate_key().decode()}
-    result = run(["users", "create", "--username", "ops2"], wrong)
+    result = run(["users", "create", "--local", "--username", "ops2"], wrong)
     assert result.returncode == 4  # refused: these keys cannot read this installation
     assert "do not match this database" in result.stderr
     assert "Traceback" not in result.stderr
@@ -94,7 +94,7 @@ def test_wrong_secret_key_stops_with_clear_message(cli_env: dict[str, str]) -> N
 
 
 def test_secrets_rotate_command(cli_env: dict[str, str]) -> None:
-    assert run(["users", "create", "--username", "ops"], cli_env).returncode == 0
+    assert run(["users", "create", "--local", "--username", "ops"], cli_env).returncode == 0
     keyfile = Path(cli_env["NODEWRIGHT_DATA_DIR"]) / "secret.keys"
     before = keyfile.read_text().split()
     result = run(["secrets", "rotate"], cli_env)
@@ -103,7 +103,7 @@ def test_secrets_rotate_command(cli_env: dict[str, str]) -> None:
     assert len(after) == len(before) + 1 and after[1:] == before
     assert all(key not in result.stdout for key in after)
     # Still starts and reads its stored secrets (the session-signing key) after rotation.
-    assert run(["users", "create", "--username", "ops3"], cli_env).returncode == 0
+    assert run(["users", "create", "--local", "--username", "ops3"], cli_env).returncode == 0
 
 
 def test_bad_database_url_is_a_message(tmp_path: Path) -> None:

@@ -38,12 +38,12 @@ def bare_env() -> dict[str, str]:
 @pytest.mark.parametrize(
     "args",
     [
-        ["users", "reset-password", "admin"],
-        ["users", "create", "--username", "ops"],
-        ["tokens", "create", "--user", "ops", "--name", "laptop"],
-        ["tokens", "revoke", "1"],
-        ["gates"],
-        ["gates", "set", "provider_create", "off"],
+        ["users", "reset-password", "--local", "admin"],
+        ["users", "create", "--local", "--username", "ops"],
+        ["tokens", "create", "--local", "--user", "ops", "--name", "laptop"],
+        ["tokens", "revoke", "--local", "1"],
+        ["gates", "--local"],
+        ["gates", "set", "provider_create", "off", "--local"],
         ["secrets", "rotate"],
         ["db", "current"],
     ],
@@ -68,7 +68,9 @@ def test_db_upgrade_makes_the_installation_that_local_commands_then_use(
     upgraded = run(["db", "upgrade"], tmp_path, bare_env)
     assert upgraded.returncode == 0, upgraded.stderr
     assert (tmp_path / ".nodewright" / "nodewright.db").is_file()
-    created = run(["users", "create", "--username", "ops", "--role", "operator"], tmp_path, bare_env)
+    created = run(
+        ["users", "create", "--local", "--username", "ops", "--role", "operator"], tmp_path, bare_env
+    )
     assert created.returncode == 0, created.stderr
     assert "password: " in created.stdout
 
@@ -82,7 +84,7 @@ def test_an_explicit_sqlite_database_that_is_missing_is_named(
         "NODEWRIGHT_DATA_DIR": str(tmp_path / "data"),
         "NODEWRIGHT_DATABASE_URL": f"sqlite:///{tmp_path / 'gone.db'}",
     }
-    result = run(["users", "create", "--username", "ops"], tmp_path, env)
+    result = run(["users", "create", "--local", "--username", "ops"], tmp_path, env)
     assert result.returncode == 3, result.stderr
     assert str(tmp_path / "gone.db") in result.stderr
     assert not (tmp_path / "gone.db").exists()
@@ -101,7 +103,7 @@ def test_keys_from_the_environment_make_no_data_directory(tmp_path: Path, bare_e
     assert run(["db", "upgrade"], setup, env).returncode == 0
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    created = run(["users", "create", "--username", "ops"], elsewhere, env)
+    created = run(["users", "create", "--local", "--username", "ops"], elsewhere, env)
     assert created.returncode == 0, created.stderr
     assert list(elsewhere.iterdir()) == []
 
@@ -112,7 +114,7 @@ def test_an_empty_database_file_is_no_installation(tmp_path: Path, bare_env: dic
     data = tmp_path / ".nodewright"
     data.mkdir()
     (data / "nodewright.db").touch()
-    result = run(["users", "create", "--username", "ghost"], tmp_path, bare_env)
+    result = run(["users", "create", "--local", "--username", "ghost"], tmp_path, bare_env)
     assert result.returncode == 3 and "no nodewright schema" in result.stderr, result.stderr
     assert (data / "nodewright.db").stat().st_size == 0 and sorted(p.name for p in data.iterdir()) == [
         "nodewright.db"
@@ -127,11 +129,11 @@ def test_sqlite_urls_are_read_as_sqlalchemy_reads_them(
     spaced.mkdir()
     env = {**bare_env, "NODEWRIGHT_DATA_DIR": str(tmp_path / "data"),
            "NODEWRIGHT_DATABASE_URL": f"{driver}:///{str(spaced / 'nw.db').replace(' ', '%20')}"}  # fmt: skip
-    missing = run(["users", "create", "--username", "ops"], tmp_path, env)
+    missing = run(["users", "create", "--local", "--username", "ops"], tmp_path, env)
     assert missing.returncode == 3 and "my dir" in missing.stderr, missing.stderr
     assert list(spaced.iterdir()) == []
     assert run(["db", "upgrade"], tmp_path, env).returncode == 0
-    created = run(["users", "create", "--username", "ops"], tmp_path, env)
+    created = run(["users", "create", "--local", "--username", "ops"], tmp_path, env)
     assert created.returncode == 0, created.stderr
 
 

@@ -183,6 +183,14 @@ def test_jobs_orphans_audit_and_nodes_list(cli: Cli, tmp_path: Path) -> None:
     assert follow.returncode == 1 and f"job {job_id} canceled" in follow.stderr
     assert cli.run(["jobs", "list", "--state", "sleeping"]).returncode == 2
 
+    logs = cli.run(["nodes", "logs", "web-1"])
+    assert logs.returncode == 0, logs.stderr
+    every = cli.run(["nodes", "logs", "web-1", "--all"])
+    assert every.returncode == 0 and f"== job {job_id} (the node's latest)" in every.stdout, every.stdout
+    followed = cli.run(["nodes", "logs", "web-1", "-f"])
+    assert followed.returncode == 1 and f"job {job_id} canceled" in followed.stderr
+    assert cli.run(["nodes", "logs", "nope"]).returncode == 3
+
     assert "no orphaned servers" in cli.run(["orphans", "list"]).stdout
     assert cli.json(["orphans", "list", "--provider", "lab"]) == []
     assert cli.run(["orphans", "adopt", "4242"]).returncode == 3
@@ -218,3 +226,44 @@ def test_users_and_tokens_over_http(cli: Cli) -> None:
     rows = cli.json(["tokens", "list"])
     assert isinstance(rows, list) and all("token" not in row for row in rows)
     assert cli.run(["users", "list"], role=Role.viewer).returncode == 4
+
+
+def test_gates_and_account_changes_over_http(cli: Cli) -> None:
+    listed = cli.run(["gates"], role=Role.viewer)
+    assert listed.returncode == 0 and listed.stdout.startswith("provider_create: on (default)"), listed.stdout
+    assert cli.run(["gates", "set", "provider_create", "off"], role=Role.operator).returncode == 4
+    switched = cli.run(["gates", "set", "provider_create", "off"])
+    assert switched.returncode == 0, switched.stderr
+    assert switched.stdout.startswith("provider_create: off (set by user:admin-user")
+    assert switched.stdout.rstrip().endswith(f"on {cli.url}")
+    gates = cli.json(["gates"])
+    assert isinstance(gates, list) and gates[0]["name"] == "provider_create" and gates[0]["enabled"] is False
+    assert cli.run(["gates", "set", "provider_create", "maybe"]).returncode == 2
+
+    created = cli.run(["users", "create", "--username", "dana", "--role", "operator"])
+    assert created.returncode == 0, created.stderr
+    generated = created.stdout.split("password: ")[1].split()[0]
+    assert len(generated) >= 12 and "first sign-in" in created.stdout
+    piped = cli.run(["users", "create", "--username", "eve"], stdin="a long piped password\n")
+    assert piped.returncode == 0 and "password:" not in piped.stdout
+    assert cli.run(["users", "create", "--username", "eve"]).returncode == 4  # exists
+    assert cli.run(["users", "create", "--username", "x"], role=Role.operator).returncode == 4
+
+    reset = cli.run(["users", "reset-password", "dana"])
+    assert reset.returncode == 0 and "sessions were ended" in reset.stdout, reset.stderr
+    again = reset.stdout.split("password: ")[1].split()[0]
+    assert again != generated
+    assert cli.run(["users", "reset-password", "nobody"]).returncode == 3
+    assert cli.run(["users", "reset-password", "dana"], stdin="short\n").returncode == 2
+
+    token = cli.run(["tokens", "create", "--user", "dana", "--name", "ci"])
+    assert token.returncode == 0, token.stderr
+    plaintext = token.stdout.strip().splitlines()[-1]
+    assert plaintext.startswith("nwt_")
+    token_id = next(t["id"] for t in cli.json(["tokens", "list"]) if t["name"] == "ci")  # type: ignore[union-attr]
+    assert cli.run(["tokens", "revoke", str(token_id)]).returncode == 0
+    assert cli.run(["tokens", "revoke", "999999"]).returncode == 3
+    audit = cli.json(["audit", "--target", "user:dana"])
+    assert isinstance(audit, dict)
+    assert {"user.create", "user.reset_password"} <= {e["action"] for e in audit["items"]}
+    assert generated not in json.dumps(audit) and again not in json.dumps(audit)

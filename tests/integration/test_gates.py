@@ -71,12 +71,13 @@ def test_config_default_and_other_processes_see_a_change(db_url: str, tmp_path: 
         env = {k: v for k, v in os.environ.items() if not k.startswith("NODEWRIGHT_")}
         env |= {"NODEWRIGHT_DATA_DIR": str(tmp_path / "cli"), "NODEWRIGHT_DATABASE_URL": db_url}
         env["NODEWRIGHT_SECRET_KEYS"] = closed.secret_keys.get_secret_value()  # type: ignore[union-attr]
-        cli = [sys.executable, "-m", "nodewright.cli", "gates"]
+        cli = [sys.executable, "-m", "nodewright.cli", "gates", "--local"]
         switched = subprocess.run(
-            [*cli, "set", "provider_create", "on"], env=env, capture_output=True, text=True
+            [*cli[:-1], "set", "provider_create", "on", "--local"], env=env, capture_output=True, text=True
         )
         assert switched.returncode == 0, switched.stderr
-        assert switched.stdout.startswith("provider_create: on (set by cli at ")
+        assert switched.stdout.startswith("provider_create: on (set by cli ")
+        assert switched.stdout.rstrip().endswith("in the local installation")
         # The running app's process sees the other process's change without a restart.
         with ctx.database.session() as session:
             assert gates.is_enabled(session, closed, gates.PROVIDER_CREATE)

@@ -38,6 +38,7 @@ def test_the_three_rollback_steps(db_url: str, tmp_path: Path, sim: SimServer) -
         env |= {"NODEWRIGHT_DATA_DIR": str(tmp_path / "cli"), "NODEWRIGHT_DATABASE_URL": db_url}
         env["NODEWRIGHT_SECRET_KEYS"] = settings.secret_keys.get_secret_value()  # type: ignore[union-attr]
         command = [sys.executable, "-m", "nodewright.cli", "gates", "set", "provider_create", "off"]
+        command.append("--local")
         off = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         assert off.returncode == 0, off.stderr
         refused = client.post("/api/nodes", json={**request, "name": "web-2"}, headers=operator)

@@ -26,6 +26,32 @@ def test_patch_refuses_nothing_to_change_and_bad_names(
     assert client.patch("/api/users/viewer-user", json={"role": "root"}, headers=admin).status_code == 422
 
 
+def test_a_password_reset_is_one_time_and_ends_the_users_sessions(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser]
+) -> None:
+    admin = role_users[Role.admin].headers
+    generated = client.post("/api/users/viewer-user/password", headers=admin)
+    assert generated.status_code == 200, generated.text
+    body = generated.json()
+    assert body["must_change_password"] is True and len(body["password"]) >= 12
+    assert generated.headers["cache-control"] == "no-store"
+    given = client.post("/api/users/viewer-user/password", json={"password": "chosen by the admin"},
+                        headers=admin)  # fmt: skip
+    assert given.status_code == 200 and given.json()["password"] is None
+    with app_context.database.session() as session:
+        user = accounts.get_user(session, "viewer-user")
+        assert user is not None and user.must_change_password
+        assert accounts.verify_password(user.password_hash, "chosen by the admin")
+    short = client.post("/api/users/viewer-user/password", json={"password": "short"}, headers=admin)
+    assert short.status_code == 422 and "password" in short.text
+    assert client.post("/api/users/nobody/password", headers=admin).status_code == 404
+    made = client.post("/api/users", json={"username": "newbie", "role": "viewer"}, headers=admin)
+    assert made.status_code == 201 and len(made.json()["password"]) >= 12
+    with app_context.database.session() as session:
+        newbie = accounts.get_user(session, "newbie")
+        assert newbie is not None and newbie.must_change_password
+
+
 @pytest.mark.parametrize("since", ["9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+01:00"])
 def test_audit_since_out_of_range_is_a_422(
     client: TestClient, role_users: dict[Role, RoleUser], since: str

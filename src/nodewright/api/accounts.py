@@ -15,6 +15,7 @@ from nodewright.api.routing import OneHopRoute
 from nodewright.db.models import ApiToken
 from nodewright.security import accounts, api_tokens, audit
 from nodewright.security.api_tokens import TOKEN_NAME_PATTERN
+from nodewright.security.passwords import generate_password
 from nodewright.security.roles import Role
 
 router = APIRouter(prefix="/api", tags=["accounts"], responses=PROBLEM_RESPONSES, route_class=OneHopRoute)
@@ -41,7 +42,35 @@ class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=1, max_length=64, pattern=USERNAME_PATTERN)
     role: Role
-    password: str = Field(min_length=12, max_length=1024)
+    password: str | None = Field(
+        default=None,
+        min_length=12,
+        max_length=1024,
+        description="Omitted: one is generated, returned once, and must be changed at the first sign-in.",
+    )
+
+
+class UserCreated(UserOut):
+    password: str | None = Field(
+        description="The generated password (when none was given): shown only in this response."
+    )
+
+
+class PasswordReset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: str | None = Field(
+        default=None,
+        min_length=12,
+        max_length=1024,
+        description="Omitted: one is generated and returned once. Either way the user must change it "
+        "at the next sign-in, and their dashboard sessions end.",
+    )
+
+
+class PasswordResetOut(BaseModel):
+    username: str
+    password: str | None = Field(description="The generated password: shown only in this response.")
+    must_change_password: bool
 
 
 class UserUpdate(BaseModel):
@@ -98,10 +127,14 @@ def list_users(_caller: Admin, database: DatabaseDep) -> list[UserOut]:
     summary="Create a user",
     responses={409: problem_doc("A user with that name exists")},
 )
-def create_user(body: UserCreate, caller: Admin, database: DatabaseDep) -> UserOut:
+def create_user(body: UserCreate, caller: Admin, database: DatabaseDep) -> UserCreated:
+    generated = generate_password() if body.password is None else None
     try:
         with database.session(write=True) as session:
-            user = accounts.create_user(session, body.username, body.password, body.role)
+            user = accounts.create_user(
+                session, body.username, generated or body.password or "", body.role,
+                must_change=generated is not None,
+            )  # fmt: skip
             audit.record(
                 session,
                 actor=caller.actor,
@@ -110,12 +143,13 @@ def create_user(body: UserCreate, caller: Admin, database: DatabaseDep) -> UserO
                 outcome="ok",
                 detail={"role": user.role},
             )
-            out = UserOut(
+            out = UserCreated(
                 id=user.id,
                 username=user.username,
                 role=Role(user.role),
                 disabled=user.disabled,
                 created_at=user.created_at,
+                password=generated,
             )
     except accounts.AccountError as exc:
         status_code = 409 if "already exists" in exc.message else 422
@@ -158,6 +192,32 @@ def update_user(
         if exc.kind == "not_found":
             raise not_found("User", username) from None
         raise ProblemError(409, "conflict", "Refused", exc.message) from None
+
+
+@router.post(
+    "/users/{username}/password",
+    summary="Reset a user's password (one-time: it must be changed at the next sign-in)",
+    responses={404: problem_doc("No such user")},
+)
+def reset_password(
+    caller: Admin,
+    database: DatabaseDep,
+    body: PasswordReset | None = None,
+    username: str = PathParam(max_length=64, pattern=USERNAME_PATTERN),
+) -> PasswordResetOut:
+    given = body.password if body is not None else None
+    generated = generate_password() if given is None else None
+    try:
+        with database.session(write=True) as session:
+            user = accounts.get_user(session, username)
+            if user is None:
+                raise not_found("User", username)
+            accounts.set_password(session, user, generated or given or "", must_change=True)
+            audit.record(session, actor=caller.actor, action="user.reset_password",
+                         target=f"user:{username}", outcome="ok")  # fmt: skip
+    except accounts.AccountError as exc:
+        raise field_problem("password", exc.message) from None
+    return PasswordResetOut(username=username, password=generated, must_change_password=True)
 
 
 def _token_out(token: ApiToken, username: str) -> TokenOut:

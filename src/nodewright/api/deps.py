@@ -62,7 +62,8 @@ def _unauthenticated(detail: str) -> ProblemError:
         "unauthenticated",
         "Authentication required",
         detail,
-        hint="Send Authorization: Bearer <token>; create one with `nodewright tokens create`.",
+        hint="Send Authorization: Bearer <token>; create one with `nodewright tokens create` (or "
+        "with `--local` on the server's machine).",
         headers={"WWW-Authenticate": 'Bearer realm="nodewright"'},
     )
 

@@ -1,8 +1,8 @@
-"""``nodewright users ...`` and ``nodewright tokens ...``.
+"""``nodewright users ...`` and ``nodewright tokens ...``, over the HTTP API with an admin token.
 
-``users create``, ``users reset-password``, ``tokens create`` and ``tokens revoke`` are local: they
-open the installation's database on its machine, so an operator who has no token yet (or lost the
-admin password) can make one. The other account commands go over the HTTP API with an admin token.
+``users create``, ``users reset-password``, ``tokens create`` and ``tokens revoke`` also run with
+``--local``: they open the installation's database on its machine, so an operator who has no token
+yet (or lost the admin password) can make one.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import typer
 from nodewright.cli.client import ApiError
 from nodewright.cli.errors import die, fail, friendly_errors, say
 from nodewright.cli.local import open_context, read_password
-from nodewright.cli.options import JsonOption, TokenFile, UrlOption, client
+from nodewright.cli.options import JsonOption, LocalOption, TokenFile, UrlOption, client
 from nodewright.cli.output import OutputOption, emit, parse, table
 from nodewright.cli.times import relative
 from nodewright.security.text import clean_line
@@ -30,39 +30,83 @@ tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 def users_create(
     username: Annotated[str, typer.Option(help="Login name.")],
     role: Annotated[str, typer.Option(help="viewer, operator or admin.")] = "viewer",
+    local: LocalOption = False,
+    url: UrlOption = None,
+    token_file: TokenFile = None,
 ) -> None:
-    """Create a user (local). The password is read from stdin, or generated and printed once."""
+    """Create a user. The password is read from stdin, or generated and printed once (then it must
+    be changed at the first sign-in)."""
+    password, generated = read_password()
+    if local:
+        _create_locally(username, role, password, generated)
+        shown = password if generated else None
+    else:
+        try:
+            with client(url, token_file) as api:
+                body = {"username": username, "role": role, "password": None if generated else password}
+                shown = _shown(api.post("/api/users", json=body))
+        except ApiError as exc:
+            die(exc)
+    say(f"created user {username!r} with role {role}")
+    _show_once(shown, "the first sign-in")
+
+
+def _shown(answer: dict[str, Any]) -> str | None:
+    """The password a server generated, as one safe line (a hostile server cannot forge output)."""
+    password = answer.get("password")
+    return clean_line(password) if isinstance(password, str) and password else None
+
+
+def _create_locally(username: str, role: str, password: str, generated: bool) -> None:
     from nodewright.security import accounts, audit
 
-    password, generated = read_password()
     ctx = open_context()
     try:
         with ctx.database.session(write=True) as session:
             user = accounts.create_user(session, username, password, role, must_change=generated)
-            audit.record(
-                session,
-                actor="cli",
-                action="user.create",
-                target=f"user:{user.username}",
-                outcome="ok",
-                detail={"role": user.role},
-            )
+            audit.record(session, actor="cli", action="user.create", target=f"user:{user.username}",
+                         outcome="ok", detail={"role": user.role})  # fmt: skip
     finally:
         ctx.close()
-    typer.echo(f"created user {username!r} with role {role}")
-    if generated:
-        typer.echo(f"password: {password}")
-        typer.echo("(shown once; the dashboard asks for a new one at the first sign-in)")
+
+
+def _show_once(password: str | None, when: str) -> None:
+    if password:
+        say(f"password: {password}")
+        say(f"(shown once; the dashboard asks for a new one at {when})")
 
 
 @users_app.command("reset-password")
 @friendly_errors
-def users_reset_password(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
-    """Set a new password (local; from stdin, or generated and printed) and end the user's sessions."""
-    from nodewright.security import accounts, audit
+def users_reset_password(
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    local: LocalOption = False,
+    url: UrlOption = None,
+    token_file: TokenFile = None,
+) -> None:
+    """Set a new password (from stdin, or generated and printed once) and end the user's sessions."""
+    from nodewright.security import accounts
 
     password, generated = read_password()
     accounts.validate_password(password)
+    if local:
+        _reset_locally(username, password, generated)
+        shown = password if generated else None
+    else:
+        try:
+            with client(url, token_file) as api:
+                answer = api.post(f"/api/users/{quote(username, safe='')}/password",
+                                  json={"password": None if generated else password})  # fmt: skip
+        except ApiError as exc:
+            die(exc)
+        shown = _shown(answer)
+    say(f"password of {username!r} changed; their sessions were ended")
+    _show_once(shown, "the next sign-in")
+
+
+def _reset_locally(username: str, password: str, generated: bool) -> None:
+    from nodewright.security import accounts, audit
+
     ctx = open_context()
     try:
         with ctx.database.session(write=True) as session:
@@ -75,10 +119,6 @@ def users_reset_password(username: Annotated[str, typer.Argument(help="Login nam
             )
     finally:
         ctx.close()
-    typer.echo(f"password of {username!r} changed; their sessions were ended")
-    if generated:
-        typer.echo(f"password: {password}")
-        typer.echo("(shown once; the dashboard asks for a new one at the next sign-in)")
 
 
 @tokens_app.command("create")
@@ -86,34 +126,58 @@ def users_reset_password(username: Annotated[str, typer.Argument(help="Login nam
 def tokens_create(
     user: Annotated[str, typer.Option("--user", help="User the token acts as.")],
     name: Annotated[str, typer.Option(help="Label to recognise the token by.")],
+    local: LocalOption = False,
+    url: UrlOption = None,
+    token_file: TokenFile = None,
 ) -> None:
-    """Create an API token (local); it is printed once, alone on the last line."""
-    from nodewright.security import api_tokens
+    """Create an API token; it is printed once, alone on the last line."""
+    if local:
+        from nodewright.security import api_tokens
 
-    ctx = open_context()
-    try:
-        with ctx.database.session(write=True) as session:
-            _token, _owner, plaintext = api_tokens.issue_token(session, user, name, actor="cli")
-    finally:
-        ctx.close()
-    typer.echo(f"token {name!r} for {user!r} (shown once, store it now):")
-    typer.echo(plaintext)
+        ctx = open_context()
+        try:
+            with ctx.database.session(write=True) as session:
+                _token, _owner, plaintext = api_tokens.issue_token(session, user, name, actor="cli")
+        finally:
+            ctx.close()
+    else:
+        try:
+            with client(url, token_file) as api:
+                plaintext = clean_line(
+                    str(api.post("/api/tokens", json={"username": user, "name": name})["token"])
+                )
+        except ApiError as exc:
+            die(exc)
+    say(f"token {name!r} for {user!r} (shown once, store it now):")
+    say(plaintext)
 
 
 @tokens_app.command("revoke")
 @friendly_errors
-def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see GET /api/tokens).")]) -> None:
-    """Revoke an API token (local)."""
-    from nodewright.security import api_tokens
+def tokens_revoke(
+    token_id: Annotated[int, typer.Argument(help="Token id (see `nodewright tokens list`).")],
+    local: LocalOption = False,
+    url: UrlOption = None,
+    token_file: TokenFile = None,
+) -> None:
+    """Revoke an API token."""
+    if local:
+        from nodewright.security import api_tokens
 
-    ctx = open_context()
-    try:
-        with ctx.database.session(write=True) as session:
-            if api_tokens.revoke_token(session, token_id, actor="cli") is None:
-                fail(f"no token with id {token_id}", code=3)
-    finally:
-        ctx.close()
-    typer.echo(f"token {token_id} revoked")
+        ctx = open_context()
+        try:
+            with ctx.database.session(write=True) as session:
+                if api_tokens.revoke_token(session, token_id, actor="cli") is None:
+                    fail(f"no token with id {token_id}", code=3)
+        finally:
+            ctx.close()
+    else:
+        try:
+            with client(url, token_file) as api:
+                api.request("DELETE", f"/api/tokens/{token_id}")
+        except ApiError as exc:
+            die(exc)
+    say(f"token {token_id} revoked")
 
 
 # --- over the HTTP API (admin token) ---------------------------------------------------------------

@@ -108,6 +108,11 @@ class ApiClient:
                 f"--url {clean_line(url)!r} is not a usable URL: {clean_line(str(exc))}", usage=True
             ) from None
 
+    @property
+    def base_url(self) -> str:
+        """The server's URL as one safe line (what the operator is told a change was made on)."""
+        return clean_line(str(self._client.base_url).rstrip("/"))
+
     def __enter__(self) -> ApiClient:
         return self
 

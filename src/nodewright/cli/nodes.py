@@ -17,7 +17,7 @@ import typer
 
 from nodewright.cli.client import ApiClient, ApiError
 from nodewright.cli.errors import die, fail, say
-from nodewright.cli.jobs import detached
+from nodewright.cli.jobs import detached, print_events
 from nodewright.cli.options import (
     JsonOption,
     NodeArg,
@@ -39,6 +39,7 @@ nodes_app = typer.Typer(
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # the API's rule
 SETTLED = {"ready", "degraded", "failed", "released", "lost"}
 MAX_KEY_FILE = 16384
+MAX_NODE_JOBS = 10_000  # --all stops there: a server whose total never ends is not paged forever
 LIVE_STATUSES = [s.value for s in NodeStatus if s is not NodeStatus.released]
 
 
@@ -374,3 +375,53 @@ def nodes_evidence(
             say(json.dumps(api.get(f"/api/nodes/{node_id}/evidence"), indent=2))
     except ApiError as exc:
         die(exc)
+
+
+def _node_jobs(api: ApiClient, node_id: int) -> list[dict[str, Any]]:
+    """Every job of the node, oldest first (the API lists newest first, 200 a page)."""
+    jobs: list[dict[str, Any]] = []
+    while True:
+        page = api.get("/api/jobs", params={"resource_key": f"node:{node_id}", "limit": 200,
+                                            "offset": len(jobs)})  # fmt: skip
+        jobs.extend(page["items"])
+        if not page["items"] or len(jobs) >= min(int(page["total"]), MAX_NODE_JOBS):
+            return jobs[::-1]
+
+
+@nodes_app.command("logs")
+def nodes_logs(
+    node: NodeArg,
+    follow_: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the job is done.")
+    ] = False,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every job of the node (provision, checks, release), oldest first.")
+    ] = False,
+    url: UrlOption = None,
+    token_file: TokenFile = None,
+) -> None:
+    """The log of the node's latest job (acquire, provision, verify or release); --follow streams it
+    live (Ctrl-C detaches, the job goes on); --all prints the logs of all its jobs."""
+    try:
+        with client(url, token_file) as api:
+            node_id = resolve(api, node)
+            jobs = _node_jobs(api, node_id) if every else []
+            latest = api.get(f"/api/nodes/{node_id}")["job_id"]
+            if latest is None:
+                if not jobs:
+                    fail(f"node {node_id} has no job yet", code=3)
+                latest = jobs[-1]["id"]
+            for job in jobs:
+                if int(job["id"]) != latest:
+                    say(f"== job {job['id']} {clean_line(str(job['kind']))}: {clean_line(str(job['state']))}")
+                    print_events(api, int(job["id"]), follow=False)
+            if every:
+                say(f"== job {latest} (the node's latest)")
+            page = print_events(api, int(latest), follow=follow_)
+    except ApiError as exc:
+        die(exc)
+    except KeyboardInterrupt:
+        raise detached(f"nodewright nodes logs {node} --follow") from None
+    if follow_ and page["job_state"] != "succeeded":
+        say(f"job {latest} {page['job_state']}", err=True)
+        raise typer.Exit(1)

@@ -38,6 +38,14 @@ TokenFile = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer (same as -o json).")]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Follow the work until it is done.")]
+LocalOption = Annotated[
+    bool,
+    typer.Option(
+        "--local",
+        help="Open the installation's database on this machine instead of asking the server (the "
+        "break-glass path: no token needed; run it where serve runs, with its settings).",
+    ),
+]
 NodeArg = Annotated[str, typer.Argument(help="Node id or name.", metavar="NODE")]
 NODE_NAME = re.compile(NAME_PATTERN)
 
@@ -66,7 +74,7 @@ def credentials(url: str | None, token_file: Path | None) -> tuple[str, Secret]:
     )
     raise ApiError(
         "no API token: `nodewright login` saves one, or set NODEWRIGHT_TOKEN, or pass --token-file "
-        f"(create one with `nodewright tokens create`){hint}",
+        f"(create one on the server's machine with `nodewright tokens create --local`){hint}",
         usage=True,
     )
 
