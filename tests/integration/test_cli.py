@@ -154,3 +154,28 @@ def test_serve_keeps_secret_keys_out_of_its_environment(
     # The running app still has its keys.
     with TestClient(seen["app"]) as client:  # type: ignore[arg-type]
         assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.db_only("sqlite", reason="PostgreSQL is backed up with pg_dump; the command says so (below)")
+def test_db_backup_is_a_consistent_private_copy_that_restores(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    assert run(["users", "create", "--local", "--username", "ops"], cli_env).returncode == 0
+    backup = tmp_path / "backups" / "nodewright-1.db"
+    backup.parent.mkdir()
+    done = run(["db", "backup", str(backup)], cli_env)
+    assert done.returncode == 0, done.stderr
+    assert "keep a copy of them apart" in done.stdout and "secret.keys" in done.stdout
+    assert backup.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in backup.parent.iterdir()] == ["nodewright-1.db"]  # no partial file left
+    keys = (Path(cli_env["NODEWRIGHT_DATA_DIR"]) / "secret.keys").read_text().split()
+    assert not any(key.encode() in backup.read_bytes() for key in keys)  # never the keys
+    again = run(["db", "backup", str(backup)], cli_env)
+    assert again.returncode == 4 and "exists" in again.stderr
+    # Restore: the copy in place of the database (with the same keys) is the installation as it was.
+    restored = {**cli_env, "NODEWRIGHT_DATABASE_URL": f"sqlite:///{backup}"}
+    assert run(["users", "create", "--local", "--username", "ops"], restored).returncode == 4  # ops is there
+    assert run(["users", "reset-password", "--local", "ops"], restored).returncode == 0
+    on_postgres = {**cli_env, "NODEWRIGHT_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    refused = run(["db", "backup", str(tmp_path / "pg.db")], on_postgres)
+    assert refused.returncode == 2 and "pg_dump" in refused.stderr, refused.stderr

@@ -15,6 +15,7 @@ import typer
 from nodewright.cli import ssh, watching  # noqa: F401  (register `nodes ssh`, `nodes health`, `nodes brakes`)
 from nodewright.cli.accounts import tokens_app, users_app
 from nodewright.cli.audit import audit_command
+from nodewright.cli.backup import db_backup
 from nodewright.cli.gates import gates_app
 from nodewright.cli.jobs import jobs_app
 from nodewright.cli.login import context_app, login
@@ -44,6 +45,7 @@ app.command()(demo)
 app.command("worker")(worker_command)
 app.command("smoke")(smoke_command)
 app.command("sim")(sim_command)
+db_app.command("backup")(db_backup)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
