@@ -30,6 +30,7 @@ from nodewright.config import Settings
 from nodewright.context import AppContext
 from nodewright.dashboard import account as account_pages
 from nodewright.dashboard import audit as audit_pages
+from nodewright.dashboard import bulk as bulk_pages
 from nodewright.dashboard import home, login
 from nodewright.dashboard import jobs as jobs_pages
 from nodewright.dashboard import maintenance as maintenance_pages
@@ -111,6 +112,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
     app.include_router(login.router)
     app.include_router(home.router)
     app.include_router(jobs_pages.router)
+    app.include_router(bulk_pages.router)  # POST /nodes/delete, before /nodes/{id} routes
     app.include_router(nodes_pages.router)
     app.include_router(maintenance_pages.router)
     app.include_router(providers_pages.router)

@@ -23,8 +23,9 @@ from sqlalchemy import select
 
 from nodewright.app import create_app
 from nodewright.context import AppContext
-from nodewright.db.models import Node, User
+from nodewright.db.models import Job, Node, User
 from nodewright.jobs.events import append_event
+from nodewright.nodes.states import RELEASE_KIND
 from nodewright.security import web_sessions
 from nodewright.security.roles import Role
 from nodewright.sim.server import SimServer
@@ -339,4 +340,26 @@ def test_the_forced_password_change_on_a_phone(dash: Dash) -> None:
     page.goto(dash.base_url + "/nodes")
     assert page.url.endswith("/nodes")
     page.screenshot(path=str(dash.shots / "password-changed-phone.png"), full_page=True)
+    page.close()
+
+
+def test_bulk_delete_from_the_list(dash: Dash) -> None:
+    picked = [seed_node(dash.ctx, dash.provider, name) for name in ("bulk-a", "bulk-b")]
+    page = dash.page("operator-user")
+    page.goto(f"{dash.base_url}/nodes?q=bulk")
+    page.get_by_label("Select every node shown").check()
+    assert all(page.get_by_label(f"Select {name}").is_checked() for name in ("bulk-a", "bulk-b"))
+    page.get_by_label("Delete their servers at the provider").check()
+    page.get_by_test_id("bulk-submit").click()
+    expect(page.get_by_role("heading", name="Delete 2 nodes?")).to_be_visible()
+    expect(page.get_by_test_id("bulk-nodes")).to_contain_text("bulk-a")
+    page.screenshot(path=str(dash.shots / "desktop-bulk-delete.png"))
+    page.get_by_test_id("bulk-confirm").click()
+    page.wait_for_url(f"{dash.base_url}/nodes")
+    with dash.ctx.database.session() as session:
+        kinds = {
+            j.resource_key: j.kind
+            for j in session.scalars(select(Job).where(Job.resource_key.in_([f"node:{i}" for i in picked])))
+        }
+    assert kinds == {f"node:{i}": RELEASE_KIND for i in picked}
     page.close()

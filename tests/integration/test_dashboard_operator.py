@@ -131,6 +131,58 @@ def test_node_page_reads_well_and_deletes_by_one_choice(
     assert 'name="mode"' not in again  # releasing: nothing more to delete
 
 
+def test_bulk_delete_confirms_once_naming_the_count_then_releases_each(
+    client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser], sim: SimServer
+) -> None:
+    provider = connect_sim(client, role_users[Role.admin].headers, sim)
+    web = seed_node(app_context, provider, "web-1")
+    db = seed_node(app_context, provider, "db-1", "failed")
+    keep = seed_node(app_context, provider, "keep-1")
+    gone = seed_node(app_context, provider, "old-1", "released")
+    csrf = login(client, "operator-user")
+    page = client.get("/nodes", params={"released": "1"}).text
+    assert f'name="node-{web}"' in page and f'name="node-{gone}"' not in page  # released: nothing to pick
+    assert 'data-testid="bulk-form"' in page and "data-pick-all" in page
+    assert re.search(
+        r"<td><time datetime=\"[^\"]+\" title=\"[^\"]+ UTC\">just now</time></td>", row(page, web)
+    )
+
+    picked = {"csrf_token": csrf, f"node-{web}": "on", f"node-{db}": "on", "mode": "delete"}
+    assert client.post("/nodes/delete", data={"csrf_token": csrf, "mode": "delete"}).status_code == 422
+    assert client.post("/nodes/delete", data={**picked, "mode": ""}).status_code == 422
+    assert client.post("/nodes/delete", data={**picked, "node-999999": "on"}).status_code == 404
+    assert client.post("/nodes/delete", data={**picked, "csrf_token": "forged"}).status_code == 403
+    confirm = client.post("/nodes/delete", data=picked)
+    assert confirm.status_code == 200 and "Delete 2 nodes?" in confirm.text
+    assert "web-1" in confirm.text and "db-1" in confirm.text and "keep-1" not in confirm.text
+    with app_context.database.session() as session:
+        assert session.query(Job).filter(Job.kind == RELEASE_KIND).count() == 0  # nothing before confirming
+    done = client.post("/nodes/delete", data={**picked, "confirmed": "yes"}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == "/nodes"
+    with app_context.database.session() as session:
+        jobs = session.query(Job).filter(Job.kind == RELEASE_KIND).all()
+        assert sorted(j.resource_key for j in jobs) == sorted([f"node:{web}", f"node:{db}"])
+        assert all(j.args["keep_server"] is False for j in jobs)
+    # The released one cannot be released again: the others go on, the page names the refusal.
+    mixed = {
+        "csrf_token": csrf,
+        f"node-{keep}": "on",
+        f"node-{gone}": "on",
+        "mode": "detach",
+        "confirmed": "yes",
+    }
+    partly = client.post("/nodes/delete", data=mixed)
+    assert (
+        partly.status_code == 409 and 'data-testid="bulk-refused"' in partly.text and "old-1" in partly.text
+    )
+    assert "keep-1" in partly.text.split('data-testid="bulk-refused"')[0]  # listed as being released
+    client.cookies.clear()
+    viewer_csrf = login(client, "viewer-user")
+    assert 'data-testid="bulk-form"' not in client.get("/nodes").text
+    denied = client.post("/nodes/delete", data={**picked, "csrf_token": viewer_csrf})
+    assert denied.status_code == 403
+
+
 @pytest.mark.db_only("sqlite", reason="rendering only: the database part is the filter test's, run on both")
 def test_create_form_errors_are_sentences_beside_their_field(
     client: TestClient, app_context: AppContext, role_users: dict[Role, RoleUser], sim: SimServer

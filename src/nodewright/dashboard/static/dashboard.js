@@ -1,5 +1,6 @@
 // Small behaviours every page shares (no build step, no inline script: the CSP allows 'self' only).
 //  - form[data-confirm]: a destructive form asks before it is sent.
+//  - input[data-pick-all]: ticks or clears every input[data-pick] (the list's bulk selection).
 //  - button[data-copy]: copies the text of the element whose id it names (the SSH command).
 //  - time[datetime]: "3 min ago" kept current while the page stays open (the server wrote it at render).
 (function () {
@@ -58,5 +59,11 @@
     } else {
       fallback();
     }
+  });
+
+  document.addEventListener("change", function (event) {
+    var all = event.target;
+    if (!(all instanceof HTMLInputElement) || !all.hasAttribute("data-pick-all")) { return; }
+    document.querySelectorAll("input[data-pick]").forEach(function (box) { box.checked = all.checked; });
   });
 })();
