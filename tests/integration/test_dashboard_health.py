@@ -280,6 +280,8 @@ def test_maintenance_page_start_and_end(
     for name in ("db-1", "db-2", "db-3", "new-1"):
         assert f">{name}</a>" in shown.group(1)  # the nodes the selector covers now
     assert ">web-1</a>" not in shown.group(1)
+    # From and until as relative times, the exact moment on hover.
+    assert ">just now</time>" in shown.group(1) and ">in 1 h</time>" in shown.group(1)
     nodes = client.get("/nodes").text
     assert paused_marker_shown(nodes, fleet.passing) and not paused_marker_shown(nodes, fleet.degraded)
 

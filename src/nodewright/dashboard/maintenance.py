@@ -19,7 +19,7 @@ from nodewright.api.ids import MaintenanceId
 from nodewright.api.routing import OneHopRoute
 from nodewright.api.watching import MaintenanceCreateBody
 from nodewright.context import AppContext
-from nodewright.dashboard.health import selector_text, when
+from nodewright.dashboard.health import selector_text
 from nodewright.dashboard.rendering import (
     PageError,
     PostedForm,
@@ -102,8 +102,8 @@ def _window_row(window: MaintenanceWindow, nodes: list[Node], now: dt.datetime) 
         "node_id": window.node_id,
         "selector": selector_text(window.selector) if window.selector else "",
         "reason": window.reason,
-        "starts_at": when(window.starts_at),
-        "ends_at": when(window.ends_at),
+        "starts_at": window.starts_at,
+        "ends_at": window.ends_at,
         "created_by": window.created_by,
         "active": window.starts_at <= now < window.ends_at,
         "covers": [{"id": n.id, "name": n.name} for n in covered],
