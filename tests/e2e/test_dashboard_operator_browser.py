@@ -183,6 +183,8 @@ def test_node_list_adds_a_node_created_through_the_api_live(dash: Dash) -> None:
     expect(page.locator(f'tr[data-node-id="{dash.nodes["ready"]}"]')).to_contain_text("hel-project")
     expect(page.locator(f'tr[data-node-id="{dash.nodes["released"]}"]')).to_have_count(0)
     page.evaluate("window.nwMarker = 'no reload'")
+    fleet = page.locator('[data-fleet="detail"]')
+    counted = fleet.inner_text()
     page.wait_for_timeout(500)  # the live stream connects
     body = {"provider_id": dash.provider, "name": "from-the-api", "location": "fsn1",
             "server_type": "cx22", "image": "ubuntu-24.04"}  # fmt: skip
@@ -191,6 +193,7 @@ def test_node_list_adds_a_node_created_through_the_api_live(dash: Dash) -> None:
     row = page.locator(f'tr[data-node-id="{created.json()["node"]["id"]}"]')
     expect(row).to_contain_text("from-the-api", timeout=20_000)
     expect(row.locator('[data-field="status"]')).to_have_text("pending")
+    expect(fleet).not_to_have_text(counted)  # the fleet line follows (one more node not released)
     assert page.locator("#nodes-table tbody tr").first.get_attribute("data-node-id") == str(
         created.json()["node"]["id"]
     )  # newest first, like the server's order

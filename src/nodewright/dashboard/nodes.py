@@ -27,6 +27,7 @@ from nodewright.api.routing import OneHopRoute
 from nodewright.api.streams import ANY_JOB, StreamHub, StreamTicket
 from nodewright.context import AppContext
 from nodewright.dashboard import evidence as evidence_view
+from nodewright.dashboard.formatting import money
 from nodewright.dashboard.health import HEALTH_FILTERS, badge, pause_title, selector_text, when
 from nodewright.dashboard.rendering import (
     PageError,
@@ -236,6 +237,7 @@ def _list_page(request: Request, filters: NodeFilters, **extra: Any) -> Response
         health_filters=HEALTH_FILTERS,
         locations=locations,
         fleet=fleet,
+        fleet_cost=fleet_line(fleet),
         # Engaged fleet brakes (no automatic remediation on those connections), shown loudly.
         brakes=brakes,
         gate_open=_gate_open(ctx),
@@ -481,6 +483,21 @@ def nodes_live(request: Request) -> Response:
     )
 
 
+def fleet_line(fleet: service.FleetSummary) -> dict[str, str]:
+    """The list's fleet cost line, as the page renders it and the live list updates it (text only)."""
+    plural = "" if fleet.live == 1 else "s"
+    unpriced = f", {fleet.unpriced} without a known price" if fleet.unpriced else ""
+    return {
+        "monthly": money(fleet.monthly),
+        "detail": f"(gross, {fleet.live} node{plural} not released{unpriced})",
+    }
+
+
+def _fleet(ctx: AppContext) -> dict[str, str]:
+    with ctx.database.session() as session:
+        return fleet_line(service.fleet_summary(session))
+
+
 def _snapshot(ctx: AppContext) -> dict[int, dict[str, Any]]:
     """Every node's live fields, health included: the node rows' few columns (not their evidence),
     plus one read of the health rows and one of the active pauses, shared by all streams."""
@@ -509,6 +526,7 @@ async def _node_stream(
     hub.ensure_running()
     started = time.monotonic()
     sent: dict[int, dict[str, Any]] = {}
+    fleet_sent: dict[str, str] = {}
     yield "retry: 2000\n\n"
     read = True
     while time.monotonic() - started < lifetime:
@@ -524,6 +542,14 @@ async def _node_stream(
             changed = [row for node_id, row in now.items() if sent.get(node_id) != row]
             if changed:
                 sent = now
+                # The fleet's cost follows its nodes (created, released, priced): sent when it moves.
+                try:
+                    fleet = await hub.read(_fleet, ctx, share="nodes")
+                except (OperationalError, InterfaceError):
+                    return
+                if fleet != fleet_sent:
+                    yield f"event: fleet\ndata: {json.dumps(fleet, separators=(',', ':'))}\n\n"
+                fleet_sent = fleet
         if changed:
             yield f"event: nodes\ndata: {json.dumps(changed, separators=(',', ':'))}\n\n"
         else:

@@ -77,5 +77,13 @@
     });
     if (Object.keys(pending).length && !timer) { timer = window.setTimeout(fetchRows, 150); }
   });
+  source.addEventListener("fleet", function (event) {
+    // The fleet's monthly cost and counts, as text (never HTML).
+    var fleet = JSON.parse(event.data);
+    ["monthly", "detail"].forEach(function (name) {
+      var field = document.querySelector('[data-fleet="' + name + '"]');
+      if (field && typeof fleet[name] === "string") { field.textContent = fleet[name]; }
+    });
+  });
   source.addEventListener("end", function () { source.close(); window.location.reload(); });
 })();
