@@ -135,6 +135,14 @@ def test_providers_add_list_show_check_catalog_rotate_remove(cli: Cli) -> None:
 def test_jobs_orphans_audit_and_nodes_list(cli: Cli, tmp_path: Path) -> None:
     assert cli.run(["providers", "add", "--name", "lab", "--endpoint", cli.sim.api_url],
                    stdin=random_token()).returncode == 0  # fmt: skip
+    # A connection named with digits only stays reachable by its name (ids first, as hcloud does).
+    assert cli.run(["providers", "add", "--name", "2024", "--endpoint", cli.sim.api_url],
+                   stdin=random_token()).returncode == 0  # fmt: skip
+    by_name = cli.json(["providers", "show", "2024"])
+    assert isinstance(by_name, dict) and by_name["name"] == "2024" and by_name["id"] == 2
+    by_id = cli.json(["providers", "show", "1"])
+    assert isinstance(by_id, dict) and by_id["name"] == "lab"
+    assert cli.run(["providers", "remove", "2024", "--yes"]).returncode == 0
     private = tmp_path / "id_ed25519"
     private.write_text(
         "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -201,6 +209,14 @@ def test_jobs_orphans_audit_and_nodes_list(cli: Cli, tmp_path: Path) -> None:
     assert isinstance(entries, dict) and [e["action"] for e in entries["items"]] == ["job.cancel"]
     assert cli.json(["audit", "--since", "2999-01-01T00:00:00"]) == {"items": [], "next_before_id": None}
     assert cli.run(["audit"], role=Role.operator).returncode == 4
+    # An empty filter is a usage error in every command, never "no filter" or "matches nothing".
+    for empty in (
+        ["jobs", "list", "--kind", ""],
+        ["audit", "--actor", " "],
+        ["jobs", "list", "--resource", ""],
+    ):
+        refused = cli.run(empty)
+        assert refused.returncode == 2 and "is empty" in refused.stderr, (empty, refused.stderr)
 
 
 def test_users_and_tokens_over_http(cli: Cli) -> None:

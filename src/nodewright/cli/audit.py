@@ -9,7 +9,7 @@ import typer
 
 from nodewright.cli.client import ApiError
 from nodewright.cli.errors import die, say
-from nodewright.cli.options import JsonOption, TokenFile, UrlOption, client
+from nodewright.cli.options import JsonOption, TokenFile, UrlOption, client, filters
 from nodewright.cli.output import OutputOption, emit, parse, table
 from nodewright.cli.times import absolute
 
@@ -37,11 +37,11 @@ def audit_command(
 ) -> None:
     """The audit log, newest first: who did what to what, and how it ended."""
     shape = parse(output, as_json=as_json)
-    params: dict[str, Any] = {"limit": limit}
-    for key, value in (("action", action), ("actor", actor), ("target", target), ("outcome", outcome),
-                       ("since", since), ("before_id", before)):  # fmt: skip
-        if value is not None:
-            params[key] = value
+    params: dict[str, Any] = {"limit": limit, **filters(
+        {"action": action, "actor": actor, "target": target, "outcome": outcome, "since": since}
+    )}  # fmt: skip
+    if before is not None:
+        params["before_id"] = before
     try:
         with client(url, token_file) as api:
             page = api.get("/api/audit", params=params)

@@ -9,7 +9,7 @@ import typer
 
 from nodewright.cli.client import ApiClient, ApiError
 from nodewright.cli.errors import die, say
-from nodewright.cli.options import JsonOption, TokenFile, UrlOption, client
+from nodewright.cli.options import JsonOption, TokenFile, UrlOption, client, filters
 from nodewright.cli.output import OutputOption, emit, parse, table
 from nodewright.cli.times import absolute, relative
 from nodewright.security.text import clean_line, for_terminal
@@ -61,13 +61,11 @@ def jobs_list(
 ) -> None:
     """Jobs, newest first."""
     shape = parse(output, as_json=as_json)
-    params: dict[str, Any] = {"limit": limit}
+    params: dict[str, Any] = {"limit": limit, **filters({"kind": kind, "resource": resource})}
+    if "resource" in params:
+        params["resource_key"] = params.pop("resource")
     if state:
         params["state"] = state
-    if kind:
-        params["kind"] = kind
-    if resource:
-        params["resource_key"] = resource
     try:
         with client(url, token_file) as api:
             page = api.get("/api/jobs", params=params)

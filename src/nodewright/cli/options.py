@@ -99,6 +99,18 @@ def resolve(api: ApiClient, ref: str) -> int:
     return int(chosen[0]["id"])
 
 
+def filters(pairs: dict[str, str | int | None]) -> dict[str, str | int]:
+    """The filter options given, by query name. An empty one is refused (exit 2): dropping it would
+    widen the filter silently, sending it would match nothing; neither is what was meant."""
+    chosen: dict[str, str | int] = {}
+    for option, value in pairs.items():
+        if isinstance(value, str) and not value.strip():
+            fail(f"--{option.replace('_', '-')} is empty: give a value or leave the option out")
+        if value is not None:
+            chosen[option] = value
+    return chosen
+
+
 def key_values(items: list[str], option: str) -> dict[str, str]:
     """``key=value`` options as a dict. An item without ``=`` is refused: read as the empty value, a
     typo (``--selector rack``) would silently mean something else (every node labelled ``rack=""``)."""

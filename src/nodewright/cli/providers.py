@@ -32,14 +32,20 @@ ProviderTokenFile = Annotated[
 
 
 def provider_id(api: ApiClient, ref: str) -> int:
-    """A connection's id from its id or its name; unknown: not found (exit 3)."""
+    """A connection's id from its id or its name (digits are an id first, then a name, as hcloud
+    reads them: a connection named ``2024`` stays reachable); unknown: not found (exit 3)."""
     text = ref.strip()
+    rows = api.get("/api/providers")
     if text.isascii() and text.isdigit():
-        return int(text)
-    for row in api.get("/api/providers"):
+        for row in rows:
+            if row["id"] == int(text):
+                return int(text)
+    for row in rows:
         if row["name"] == text:
             return int(row["id"])
-    raise ApiError(f"no provider connection named {clean_line(text)!r}", status=404, code="not_found")
+    raise ApiError(
+        f"no provider connection with the id or name {clean_line(text)!r}", status=404, code="not_found"
+    )
 
 
 def _provider_token(path: Path | None, what: str) -> Secret:
