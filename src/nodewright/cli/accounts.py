@@ -15,7 +15,7 @@ import typer
 
 from nodewright.cli.client import ApiError
 from nodewright.cli.errors import die, fail, friendly_errors, say
-from nodewright.cli.local import open_context, read_password
+from nodewright.cli.local import local_session, read_password
 from nodewright.cli.options import JsonOption, LocalOption, TokenFile, UrlOption, client
 from nodewright.cli.output import OutputOption, emit, parse, table
 from nodewright.cli.times import relative
@@ -60,14 +60,10 @@ def _shown(answer: dict[str, Any]) -> str | None:
 def _create_locally(username: str, role: str, password: str, generated: bool) -> None:
     from nodewright.security import accounts, audit
 
-    ctx = open_context()
-    try:
-        with ctx.database.session(write=True) as session:
-            user = accounts.create_user(session, username, password, role, must_change=generated)
-            audit.record(session, actor="cli", action="user.create", target=f"user:{user.username}",
-                         outcome="ok", detail={"role": user.role})  # fmt: skip
-    finally:
-        ctx.close()
+    with local_session(write=True) as (_ctx, session):
+        user = accounts.create_user(session, username, password, role, must_change=generated)
+        audit.record(session, actor="cli", action="user.create", target=f"user:{user.username}",
+                     outcome="ok", detail={"role": user.role})  # fmt: skip
 
 
 def _show_once(password: str | None, when: str) -> None:
@@ -107,18 +103,14 @@ def users_reset_password(
 def _reset_locally(username: str, password: str, generated: bool) -> None:
     from nodewright.security import accounts, audit
 
-    ctx = open_context()
-    try:
-        with ctx.database.session(write=True) as session:
-            user = accounts.get_user(session, username)
-            if user is None:
-                fail(f"no user named {username!r}", code=3)
-            accounts.set_password(session, user, password, must_change=generated)
-            audit.record(
-                session, actor="cli", action="user.reset_password", target=f"user:{username}", outcome="ok"
-            )
-    finally:
-        ctx.close()
+    with local_session(write=True) as (_ctx, session):
+        user = accounts.get_user(session, username)
+        if user is None:
+            fail(f"no user named {username!r}", code=3)
+        accounts.set_password(session, user, password, must_change=generated)
+        audit.record(
+            session, actor="cli", action="user.reset_password", target=f"user:{username}", outcome="ok"
+        )
 
 
 @tokens_app.command("create")
@@ -134,12 +126,8 @@ def tokens_create(
     if local:
         from nodewright.security import api_tokens
 
-        ctx = open_context()
-        try:
-            with ctx.database.session(write=True) as session:
-                _token, _owner, plaintext = api_tokens.issue_token(session, user, name, actor="cli")
-        finally:
-            ctx.close()
+        with local_session(write=True) as (_ctx, session):
+            _token, _owner, plaintext = api_tokens.issue_token(session, user, name, actor="cli")
     else:
         try:
             with client(url, token_file) as api:
@@ -164,13 +152,9 @@ def tokens_revoke(
     if local:
         from nodewright.security import api_tokens
 
-        ctx = open_context()
-        try:
-            with ctx.database.session(write=True) as session:
-                if api_tokens.revoke_token(session, token_id, actor="cli") is None:
-                    fail(f"no token with id {token_id}", code=3)
-        finally:
-            ctx.close()
+        with local_session(write=True) as (_ctx, session):
+            if api_tokens.revoke_token(session, token_id, actor="cli") is None:
+                fail(f"no token with id {token_id}", code=3)
     else:
         try:
             with client(url, token_file) as api:

@@ -9,7 +9,7 @@ import typer
 
 from nodewright.cli.client import ApiError
 from nodewright.cli.errors import die, fail, friendly_errors, say
-from nodewright.cli.local import open_context
+from nodewright.cli.local import local_session
 from nodewright.cli.options import JsonOption, LocalOption, TokenFile, UrlOption, client
 from nodewright.cli.output import OutputOption, emit, parse
 from nodewright.cli.times import relative
@@ -36,16 +36,12 @@ def _line(gate: dict[str, Any]) -> str:
 def _local_gates(changes: dict[str, bool] | None) -> list[dict[str, Any]]:
     from nodewright import gates
 
-    ctx = open_context()
-    try:
-        with ctx.database.session(write=changes is not None) as session:
-            if changes is None:
-                states = gates.read_gates(session, ctx.settings)
-            else:
-                states = gates.set_gates(session, ctx.settings, changes, actor="cli")
-            return [{**vars(s), "updated_at": s.updated_at and s.updated_at.isoformat()} for s in states]
-    finally:
-        ctx.close()
+    with local_session(write=changes is not None) as (ctx, session):
+        if changes is None:
+            states = gates.read_gates(session, ctx.settings)
+        else:
+            states = gates.set_gates(session, ctx.settings, changes, actor="cli")
+        return [{**vars(s), "updated_at": s.updated_at and s.updated_at.isoformat()} for s in states]
 
 
 @gates_app.callback()

@@ -155,8 +155,14 @@ def jobs_logs(
         die(exc)
     except KeyboardInterrupt:
         raise detached(f"nodewright jobs logs {job_id} --follow") from None
-    if follow and page["job_state"] != "succeeded":
-        say(f"job {job_id} {page['job_state']}", err=True)
+    if follow:
+        unless_succeeded(job_id, page)
+
+
+def unless_succeeded(job_id: object, page: dict[str, Any]) -> None:
+    """After a followed log: a job that did not succeed says how it ended and exits 1."""
+    if page["job_state"] != "succeeded":
+        say(f"job {clean_line(str(job_id))} {clean_line(str(page['job_state']))}", err=True)
         raise typer.Exit(1)
 
 

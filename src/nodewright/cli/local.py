@@ -6,9 +6,13 @@ its settings, its schema, an application context. Only ``serve``, ``demo``, ``wo
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from nodewright.config import Settings
     from nodewright.context import AppContext
 
@@ -51,6 +55,17 @@ def open_context() -> AppContext:
     settings = installed_settings()
     migrate_schema(settings, create=False)
     return AppContext.open(settings, create_data_dir=False)
+
+
+@contextmanager
+def local_session(*, write: bool = False) -> Iterator[tuple[AppContext, Session]]:
+    """The installation's context and one database session (committed when ``write``), closed after."""
+    ctx = open_context()
+    try:
+        with ctx.database.session(write=write) as session:
+            yield ctx, session
+    finally:
+        ctx.close()
 
 
 def read_password() -> tuple[str, bool]:

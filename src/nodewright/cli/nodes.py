@@ -17,7 +17,7 @@ import typer
 
 from nodewright.cli.client import ApiClient, ApiError
 from nodewright.cli.errors import die, fail, say
-from nodewright.cli.jobs import detached, print_events
+from nodewright.cli.jobs import detached, print_events, unless_succeeded
 from nodewright.cli.options import (
     JsonOption,
     NodeArg,
@@ -422,6 +422,5 @@ def nodes_logs(
         die(exc)
     except KeyboardInterrupt:
         raise detached(f"nodewright nodes logs {node} --follow") from None
-    if follow_ and page["job_state"] != "succeeded":
-        say(f"job {latest} {page['job_state']}", err=True)
-        raise typer.Exit(1)
+    if follow_:
+        unless_succeeded(latest, page)
