@@ -129,6 +129,10 @@ def short_tmp() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.db_only(
+    "postgresql",
+    reason="minutes of real nodes: once, on PostgreSQL; the stores are the same code on both databases",
+)
 def test_secrets_never_leak_over_node_lifecycles(
     db_url: str,
     tmp_path: Path,

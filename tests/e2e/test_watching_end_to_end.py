@@ -65,6 +65,10 @@ def receiver() -> Iterator[Receiver]:
         yield running
 
 
+@pytest.mark.db_only(
+    "sqlite",
+    reason="real sshd stopped and started: once; the watch logic runs on both databases in tests/integration",
+)
 def test_sshd_stopped_degrades_and_started_recovers(
     app: tuple[TestClient, dict[Role, RoleUser]], ssh_sim_server: SimServer, receiver: Receiver
 ) -> None:

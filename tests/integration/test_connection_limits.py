@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.databases import clone_sqlite
 from tests.support.live_server import ServeProcess, serve_process
 
 WAIT = 30.0  # generous: the server's own deadlines are 1 s here; this only bounds a broken server
@@ -32,11 +33,14 @@ def _read_until_closed(sock: socket.socket) -> bytes:
     return data
 
 
-@pytest.fixture
-def server(db_url: str, tmp_path: Path) -> Iterator[ServeProcess]:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[ServeProcess]:
+    """One server for the probes (each opens its own connections; a server start costs seconds).
+    The limits live below the application, in the HTTP protocol: one database is enough."""
+    root = tmp_path_factory.mktemp("connection-limits")
     with serve_process(
-        db_url,
-        tmp_path / "data",
+        clone_sqlite(sqlite_template, root),
+        root / "data",
         http_header_timeout_seconds=1,
         http_body_timeout_seconds=1,
         http_keepalive_timeout_seconds=1,
@@ -155,6 +159,7 @@ def test_open_file_limit_is_raised_to_the_hard_limit(server: ServeProcess) -> No
     assert int(hard) == own_hard
 
 
+@pytest.mark.db_only("sqlite", reason="an HTTP-level limit: the database plays no part")
 def test_connections_over_the_cap_get_503(db_url: str, tmp_path: Path) -> None:
     with serve_process(
         db_url, tmp_path / "data", http_max_connections=4, http_header_timeout_seconds=60
@@ -178,6 +183,7 @@ def test_connections_over_the_cap_get_503(db_url: str, tmp_path: Path) -> None:
             pytest.fail("the server kept refusing after the idle connections closed")
 
 
+@pytest.mark.db_only("sqlite", reason="how serve starts: the database plays no part")
 def test_serve_keeps_the_secret_keys_out_of_proc_environ(db_url: str, tmp_path: Path) -> None:
     """Popping a variable from os.environ leaves it in /proc/<pid>/environ (the environment the
     process was started with): ``serve`` re-executes itself without it, the keys passed by a pipe."""

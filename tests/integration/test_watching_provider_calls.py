@@ -99,6 +99,7 @@ def checked_nodes(ctx: AppContext) -> int:
         return session.scalar(select(func.count(distinct(NodeCheck.node_id)))) or 0
 
 
+@pytest.mark.db_only("sqlite", reason="provider calls per interval: the counts do not depend on the database")
 def test_one_listing_per_interval_and_no_call_per_node(
     watched: tuple[AppContext, int], sim: SimServer
 ) -> None:
