@@ -10,12 +10,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from xml.etree import ElementTree
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from nodewright.app import create_app
+from nodewright.cli import smoke_report
 from nodewright.context import AppContext
 from nodewright.security.roles import Role
 from nodewright.sim.server import SimServer
@@ -62,20 +64,57 @@ def env_for(url: str, user: RoleUser | None) -> dict[str, str]:
 def test_smoke_runs_the_whole_path_and_keeps_the_evidence(
     served: tuple[str, dict[Role, RoleUser], int], tmp_path: Path, ssh_sim_server: SimServer
 ) -> None:
+    """No --provider (there is one connection); summary.md and the JUnit report say what the JSON
+    files hold: what was made where, every stage, provider call and check, and the release."""
     url, users, provider = served
     env = env_for(url, users[Role.operator])
-    run = nodewright(["smoke", "--provider", str(provider), "--evidence-dir", str(tmp_path / "ev")], env)
+    junit = tmp_path / "reports" / "smoke.xml"
+    run = nodewright(["smoke", "--evidence-dir", str(tmp_path / "ev"), "--junit", str(junit),
+                      "--profile", "baseline", "--location", "fsn1", "--type", "cx22"], env)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "smoke passed" in run.stdout
+    assert "smoke passed" in run.stdout and "summary.md" in run.stdout
     (folder,) = (tmp_path / "ev").iterdir()
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["ok"] and summary["status"] == "ready" and summary["released"]
+    assert summary["provider_id"] == provider and summary["reasons"] == []
     assert summary["checks"] and all(summary["checks"].values())
+    assert {s["result"] for s in summary["stages"].values()} == {"passed"}
     evidence = json.loads((folder / "evidence.json").read_text())["evidence"]
     assert evidence["acquisition"]["calls"] and evidence["host_key"]["fingerprint"].startswith("SHA256:")
     log = json.loads((folder / "provision-log.json").read_text())
     assert any(e["message"] == "node ready" for e in log["items"])
+    released = json.loads((folder / "evidence-released.json").read_text())["evidence"]
+    release_calls = released["release"]["calls"]  # the release's provider calls are evidence too
+    assert release_calls[0]["method"] == "DELETE" and release_calls[-1]["status"] == 404
+    assert released["release"]["actions"][0]["command"] == "delete_server"
     assert users[Role.operator].token not in "".join(p.read_text() for p in folder.iterdir())
+
+    text = (folder / "summary.md").read_text()
+    assert text.startswith("# nodewright smoke: PASSED\n")
+    made, acquisition = json.loads((folder / "node.json").read_text()), evidence["acquisition"]
+    for shown in (
+        made["name"], f"id {made['id']}", f"id {provider}, hetzner", "fsn1", "cx22", "ubuntu-24.04",
+        "baseline", str(acquisition["server_id"]), acquisition["addresses"]["ipv4"],
+        evidence["host_key"]["fingerprint"], f"provision {summary['provision_job']}",
+        f"release {summary['release_job']}",
+    ):  # fmt: skip
+        assert shown in text, shown
+    for stage, record in evidence["stages"].items():
+        assert f"| {stage} " in text and f"{record['seconds']:.3f}" in text
+    for call in [*acquisition["calls"], *release_calls]:
+        assert call["correlation_id"] in text and call["endpoint"] in text
+    for action in [*acquisition["actions"], *released["release"]["actions"]]:
+        assert f"| {action['id']} " in text
+    assert "## Ansible recap" in text and "| node " in text and "changed" in text
+    for check in evidence["checks"]:
+        assert check["name"] in text
+    assert "deleted at the provider and confirmed gone" in text
+
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("name") == "nodewright smoke"
+    cases = [c.get("name") for c in suite.iter("testcase")]
+    assert cases == [*smoke_report.STAGES, *(c["name"] for c in evidence["checks"])]
+    assert suite.get("failures") == suite.get("errors") == suite.get("skipped") == "0"
     assert httpx.get(ssh_sim_server.base_url + "/_sim/servers").json()["servers"] == []
 
     listed = nodewright(["nodes", "list", "--all", "--json"], env)

@@ -3,7 +3,8 @@
 
 ``nodewright serve`` and a ``nodewright worker`` (process mode: one child per job) run as the
 operator runs them, against the in-process simulator whose servers are real sshd nodes; Ansible
-provisions them. Three nodes go through: one create -> ready -> delete, one whose profile task fails
+provisions them. Three nodes go through: one made by ``nodewright smoke --keep`` (a real CLI process:
+create -> ready, its summary.md and JUnit report written), then deleted; one whose profile task fails
 (then deleted), one the provider refuses (a fault injected through ``/_sim``, then deleted).
 
 The secrets: the provider token, nodewright's client SSH private key (one per connection), every
@@ -14,7 +15,8 @@ too (5 s interval, no grace): the ready node is checked, and paused by a mainten
 it is released. Each secret is looked for, in all the forms of ``tests.support.canary.needles``, in:
 every API answer of the cycle and of the node, job, event-stream, evidence, audit, provider, orphan,
 watching (``/api/nodes/{id}/health``, ``/api/maintenance``, ``/api/nodes?health=``) and webhook
-(endpoints, delivery log) endpoints afterwards; the dashboard pages (``/webhooks`` too); every
+(endpoints, delivery log) endpoints afterwards; the smoke run's stdout and stderr, its summary.md,
+its JUnit report and the API answers it kept; the dashboard pages (``/webhooks`` too); every
 delivery as the receiver got it (body and headers); the logs of serve, worker and simulator (DEBUG);
 the simulator's own views; a plaintext dump of the database (every row of every table; on PostgreSQL
 pg_dump too); the command line and environment of every process seen while the cycle ran (sampled
@@ -42,14 +44,18 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import httpx
 import pytest
@@ -177,8 +183,9 @@ def test_secrets_never_leak_over_node_lifecycles(
         ):  # fmt: skip
             admin.headers["Authorization"] = users[Role.admin].headers["Authorization"]
             hook_id = add_webhook(admin, receiver, webhook_secrets)
+            smoke = Smoke(server.url, users[Role.operator].token, tmp_path / "smoke")
             provider_id, node_ids, job_ids = run_cycles(
-                admin, sim, token, ctx, host_keys, host_key_holders, node_dirs
+                admin, sim, token, ctx, host_keys, host_key_holders, node_dirs, smoke
             )
             wait_for_deliveries(admin, hook_id)
             read_everything(admin, web, users, provider_id, node_ids, job_ids)
@@ -230,6 +237,10 @@ def test_secrets_never_leak_over_node_lifecycles(
         findings.search("webhook delivery", f"delivery {i} headers", repr(message.headers))
     for name, text in logs.items():
         findings.search("log", name, text)
+    findings.search("CLI output", "smoke stdout", smoke.done.stdout)
+    findings.search("CLI output", "smoke stderr", smoke.done.stderr)
+    for report in (smoke.summary_md, smoke.junit):  # also among the files below; by name here
+        findings.search("smoke report", report.name, report.read_bytes())
     findings.search("log", "simulator and test process (caplog)", caplog.text)
     for i, text in enumerate(sim_views):
         findings.search("simulator view", f"/_sim view {i}", text)
@@ -265,7 +276,20 @@ def test_secrets_never_leak_over_node_lifecycles(
     assert "task: Node marker" in everything and FAILING_TASK in everything  # job events were read
     assert "capacity_unavailable" in everything and "provisioning_failed" in everything
     assert "POST /api/nodes" in logs["serve"] and "started (process x2)" in logs["worker"]
-    assert "canary-ready" in dumps["database dump"] and "stored_secrets" in dumps["database dump"]
+    assert smoke.name in dumps["database dump"] and "stored_secrets" in dumps["database dump"]
+    # The smoke reports that were searched say what they should (the searched text is the real one).
+    assert smoke.summary_md.read_text().startswith("# nodewright smoke: PASSED\n")
+    assert (
+        "kept (--keep)" in smoke.summary_md.read_text()
+        and "| POST   | /servers " in smoke.summary_md.read_text()
+    )
+    assert smoke.summary_md in files and smoke.junit in files
+    suite = ElementTree.parse(smoke.junit).getroot()[0]
+    assert (
+        suite.get("name") == "nodewright smoke"
+        and suite.get("failures") == "0"
+        and suite.get("skipped") == "1"
+    )
     assert data_dir / "serve.log" in files and data_dir / KEY_FILE_NAME in files
     assert len(scanned) > 5 and findings.searched["file"] == len(scanned)
 
@@ -282,6 +306,38 @@ def test_secrets_never_leak_over_node_lifecycles(
     assert not any(Path(d).exists() for d in node_dirs), "a deleted node's disk is left"
 
 
+@dataclass
+class Smoke:
+    """``nodewright smoke`` as an operator runs it, and what it left."""
+
+    url: str
+    api_token: str
+    evidence_dir: Path
+    name: str = ""
+    done: subprocess.CompletedProcess[str] = field(init=False)
+
+    def run(self, *args: str) -> dict[str, Any]:
+        """Run it; its summary.json."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NODEWRIGHT_")}
+        env.update({"NODEWRIGHT_URL": self.url, "NODEWRIGHT_TOKEN": self.api_token})
+        command = [sys.executable, "-m", "nodewright.cli", "smoke", "--evidence-dir", str(self.evidence_dir),
+                   "--junit", str(self.junit), *args]  # fmt: skip
+        self.done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert self.done.returncode == 0, self.done.stdout + self.done.stderr
+        (folder,) = self.evidence_dir.iterdir()
+        self.name = folder.name
+        summary: dict[str, Any] = json.loads((folder / "summary.json").read_text())
+        return summary
+
+    @property
+    def junit(self) -> Path:
+        return self.evidence_dir.parent / "smoke-junit.xml"
+
+    @property
+    def summary_md(self) -> Path:
+        return self.evidence_dir / self.name / "summary.md"
+
+
 def run_cycles(
     api: httpx.Client,
     sim: SimServer,
@@ -290,9 +346,11 @@ def run_cycles(
     host_keys: dict[str, str],
     host_key_holders: list[tuple[Path, int]],
     node_dirs: list[str],
+    smoke: Smoke,
 ) -> tuple[int, list[int], list[int]]:
-    """Connect the provider; one node ready then deleted, one failed in provisioning then deleted,
-    one refused by the provider then deleted. The provider id, node ids and job ids."""
+    """Connect the provider; one node made ready by ``nodewright smoke --keep`` then deleted, one
+    failed in provisioning then deleted, one refused by the provider then deleted. The provider id,
+    node ids and job ids."""
     body = {"kind": "hetzner", "name": "canary", "token": token, "api_endpoint": sim.api_url,
             "ssh_port": sim.config.ssh_port}  # fmt: skip
     connected = api.post("/api/providers", json=body)
@@ -331,10 +389,13 @@ def run_cycles(
         gone = api.get(f"/api/nodes/{node_id}").json()
         assert gone["status"] == "released", gone["error"]
 
-    # 1. create -> ready -> delete
-    ready_id = create("canary-ready")
-    ready = wait_for(api, ready_id, "ready", "failed")
-    assert ready["status"] == "ready", ready["error"]
+    # 1. smoke --keep: create -> ready (the command's reports are searched too) -> delete
+    summary = smoke.run("--provider", "canary", "--keep")
+    ready_id = int(summary["node_id"])
+    node_ids.append(ready_id)
+    job_ids.append(int(summary["provision_job"]))
+    ready = api.get(f"/api/nodes/{ready_id}").json()
+    assert ready["status"] == "ready" and summary["ok"] and summary["kept"], (ready["error"], summary)
     node_dir = str(httpx.get(f"{sim.base_url}/_sim/servers").json()["servers"][0]["ssh"]["node"]["directory"])
     node_dirs.append(node_dir)
     for holder in canary.files_holding([Path(node_dir)], keep_host_key(ready_id)):

@@ -143,12 +143,28 @@ def test_release_confirms_gone_and_tolerates_already_gone(
     sim_token: str,  # noqa: F811
     hcloud_client: hcloud.Client,  # noqa: F811
 ) -> None:
+    """The evidence of both, calls in the order they were made: POST /servers first (by the steps'
+    names, "provider.fetch" sorts before "provider.server"), DELETE first and the confirming 404 last."""
     adapter = _adapter(sim, sim_token)
     result = adapter.acquire(acquire_request(adapter.connection, node_id=9, name="rel-1"), StepLog())
-    assert result.evidence.server_id is not None
-    adapter.release(result.evidence.server_id, StepLog())
+    server_id = result.evidence.server_id
+    assert server_id is not None
+    acquired = [(c.method, c.endpoint) for c in result.evidence.calls]
+    assert acquired[acquired.index(("POST", "/servers")) :][-1] == ("GET", f"/servers/{server_id}")
+    starts = [c.started_at for c in result.evidence.calls]
+    assert starts == sorted(starts)
+    released = adapter.release(server_id, StepLog())
     assert hcloud_client.servers.get_all() == []
-    adapter.release(result.evidence.server_id, StepLog())  # already gone: done
+    assert [(c.method, c.endpoint, c.status) for c in released.calls] == [
+        ("DELETE", f"/servers/{server_id}", 200),
+        ("GET", f"/servers/{server_id}", 404),
+    ]
+    assert all(c.correlation_id for c in released.calls)
+    assert [a["command"] for a in released.actions] == ["delete_server"]
+    assert released.to_dict()["call_count"] == 2
+    again = adapter.release(server_id, StepLog())  # already gone: done
+    assert [(c.method, c.status) for c in again.calls] == [("DELETE", 404), ("GET", 404)]
+    assert again.actions == []
 
 
 def test_fifty_concurrent_acquisitions_stay_under_the_rate_limit(

@@ -1,9 +1,10 @@
 """A canary secret goes in through every input path; it must come out of no output path.
 
 Output paths covered: API responses, dashboard pages, the audit log, log records (captured at the
-root logger), problem responses, and the database in plaintext. Each later feature that adds an
-output path adds it here. Whole node lifecycles (real processes, sshd nodes, Ansible; process
-environments and command lines, files left behind) are in tests/e2e/test_secret_canary_cycle.py;
+root logger), problem responses, the database in plaintext, and ``nodewright smoke``'s summary.md
+and JUnit report. Each later feature that adds an output path adds it here. Whole node lifecycles
+(real processes, sshd nodes, Ansible; process environments and command lines, files left behind;
+a real ``nodewright smoke`` run and its reports) are in tests/e2e/test_secret_canary_cycle.py;
 the CLI's (every format of the commands that show a connection, its audit and jobs; the process
 that reads a provider token; login's contexts) in tests/integration/test_cli_groups.py and
 tests/integration/test_cli_contexts.py.
@@ -17,6 +18,8 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
+from nodewright.cli import smoke_report
+from nodewright.cli.smoke_report import SmokeRun
 from nodewright.context import AppContext
 from nodewright.providers.acquisition import (
     NodeServerSpec,
@@ -181,6 +184,7 @@ def test_provider_token_canary_never_leaks(
             )
             assert refused.status_code == 422
             outputs.append(refused.text)
+            refusal = str(refused.json()["detail"])
             outputs.append(client.patch(f"/api/providers/{pid}", json={"token": bad}, headers=admin).text)
         outputs.append(client.post(f"/api/providers/{pid}/check", headers=admin).text)
         outputs.append(client.get(f"/api/providers/{pid}/catalog", headers=admin).text)
@@ -194,6 +198,19 @@ def test_provider_token_canary_never_leaks(
         )
         outputs.append(json.dumps(result.evidence.to_dict()))
         outputs.append(json.dumps(result.target.to_dict()))
+        # `nodewright smoke`'s reports, from the same answers: the connection, the acquisition's
+        # evidence (its provider calls) and a refusal the provider's error text went into.
+        run = SmokeRun(
+            name="canary-node",
+            request={"provider_id": pid, "location": "fsn1", "server_type": "cx22", "image": "ubuntu-24.04"},
+            provider=client.get(f"/api/providers/{pid}", headers=admin).json(),
+            evidence={"acquisition": result.evidence.to_dict()},
+            error=refusal,
+        )
+        summary_md, junit = smoke_report.markdown(run), smoke_report.junit(run).decode()
+        assert "canary (id" in summary_md and "| POST   | /servers " in summary_md
+        assert 'name="provider connection" value="canary (id' in junit
+        outputs += [summary_md, junit]
         client_private = load_client_private_key(app_context.database, app_context.box, pid).reveal()
         rotated = client.patch(f"/api/providers/{pid}", json={"token": ROTATED_CANARY}, headers=admin)
         assert rotated.status_code == 200

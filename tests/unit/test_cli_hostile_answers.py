@@ -28,6 +28,8 @@ Answer = Callable[[str, dict[str, list[str]]], Any]
 class Scripted(ThreadingHTTPServer):
     answer: Answer
     seen: list[tuple[str, dict[str, list[str]], str]]
+    requests: list[tuple[str, str, bytes]]  # method, path, body
+    method: str  # of the request being answered
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -37,6 +39,9 @@ class Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = parse_qs(parts.query, keep_blank_values=True)
         server.seen.append((parts.path, query, self.headers.get("Authorization", "")))
+        sent = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        server.requests.append((self.command, parts.path, sent))
+        server.method = self.command
         body = json.dumps(server.answer(parts.path, query)).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -44,7 +49,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_GET = do_POST = do_PATCH = _reply
+    do_GET = do_POST = do_PATCH = do_DELETE = _reply
 
     def log_message(self, *_args: object) -> None:
         pass
@@ -53,7 +58,7 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[Scripted]:
     httpd = Scripted(("127.0.0.1", 0), Handler)
-    httpd.seen = []
+    httpd.seen, httpd.requests = [], []
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -229,3 +234,21 @@ def test_only_the_key_and_a_short_label_are_sent(tmp_path: Path) -> None:
     assert public_key(_key(tmp_path, long_data)) == PUBLIC
     with pytest.raises(typer.Exit):
         public_key(Path("/dev/zero"))  # bounded read: too large, not a hang
+
+
+def test_nodes_delete_wait_on_a_failed_node_waits_for_its_release_job(server: Scripted) -> None:
+    """A failed node stays ``failed`` until its release job starts: ``failed`` alone must not end the
+    wait (it would exit 1 for a release that then succeeds)."""
+    polls = {"node": 0}
+
+    def answer(path: str, _query: dict[str, list[str]]) -> Any:
+        if server.method == "DELETE":
+            return {"job": {"id": 5, "kind": "nodes.release", "state": "queued"}}
+        if path == "/api/jobs/5":
+            return {"id": 5, "state": "succeeded" if polls["node"] >= 3 else "queued"}
+        polls["node"] += 1
+        return node(7, "released" if polls["node"] >= 3 else "failed")
+
+    done = cli(server, answer, "nodes", "delete", "7", "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "n-7: released" in done.stdout

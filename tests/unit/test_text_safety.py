@@ -18,11 +18,14 @@ from nodewright.security.text import clean, clean_line, clean_value, for_termina
         ("evil\u202etxt.exe\u2066x\u2069", "evil\\u202etxt.exe\\u2066x\\u2069"),  # bidi
         ("a\u2028b", "a\\u2028b"),
         ("ünïcödé ☃ is text", "ünïcödé ☃ is text"),
+        ("lone \ud800 and \udfff", "lone \\ud800 and \\udfff"),  # JSON's "\ud800": no UTF-8 can hold it
+        ("a pair 😀 is one character", "a pair 😀 is one character"),
     ],
 )
 def test_clean_escapes_controls_and_keeps_text(raw: str, shown: str) -> None:
     assert clean(raw) == shown
     assert clean(clean(raw)) == clean(raw)
+    clean(raw).encode("utf-8")  # whatever came in can be printed and written
 
 
 def test_clean_line_escapes_newlines_too() -> None:

@@ -113,24 +113,43 @@ def jobs_show(
         say(f"  step {clean_line(str(step['name']))} (attempt {step['attempt']}) done {done}")
 
 
+def event_page(api: ApiClient, job_id: int, after: int) -> tuple[dict[str, Any], int]:
+    """One page of the job's events after ``after``, and where the next page starts. A server whose
+    pages do not move on is refused (a caller reading every page would loop on it)."""
+    page: dict[str, Any] = api.get(f"/api/jobs/{job_id}/events", params={"after": after, "limit": PAGE})
+    following = page.get("next_after")
+    if page["items"] and (
+        not isinstance(following, int) or isinstance(following, bool) or following <= after
+    ):
+        raise ApiError(
+            "the server's event pages do not move on (next_after); is --url a nodewright server?",
+            status=200,
+            foreign=True,
+        )
+    return page, following if isinstance(following, int) else after
+
+
+def read_events(api: ApiClient, job_id: int, *, most: int = 50_000) -> list[dict[str, Any]]:
+    """Every event of the job as it stands (the first ``most``: a runaway log stays bounded)."""
+    events: list[dict[str, Any]] = []
+    after = 0
+    while len(events) < most:
+        page, after = event_page(api, job_id, after)
+        events.extend(page["items"])
+        if len(page["items"]) < PAGE:
+            break
+    return events[:most]
+
+
 def print_events(api: ApiClient, job_id: int, *, follow: bool, after: int = 0) -> dict[str, Any]:
     """Print the job's events after ``after``, every page of them; with ``follow`` until the job is
-    finished. Returns the last page (its ``job_state``). A server whose pages do not move on is
-    refused, not polled in a loop."""
+    finished. Returns the last page (its ``job_state``)."""
     while True:
-        page: dict[str, Any] = api.get(f"/api/jobs/{job_id}/events", params={"after": after, "limit": PAGE})
+        page, after = event_page(api, job_id, after)
         items = page["items"]
         for event in items:
             level = "" if event["level"] == "info" else f" {clean_line(str(event['level'])).upper()}"
             say(f"{absolute(event['at'])[11:19]}{level} {for_terminal(str(event['message']), '         ')}")
-        following = page.get("next_after")
-        if items and (not isinstance(following, int) or isinstance(following, bool) or following <= after):
-            raise ApiError(
-                "the server's event pages do not move on (next_after); is --url a nodewright server?",
-                status=200,
-                foreign=True,
-            )
-        after = following if isinstance(following, int) else after
         if len(items) >= PAGE:
             continue  # more are there now
         if not follow or page["finished"]:

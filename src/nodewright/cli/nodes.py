@@ -38,6 +38,8 @@ nodes_app = typer.Typer(
 )
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # the API's rule
 SETTLED = {"ready", "degraded", "failed", "released", "lost"}
+# jobs.states.TERMINAL (not imported: the job engine's package would load the database layer)
+JOB_FINISHED = {"succeeded", "failed", "canceled"}
 MAX_KEY_FILE = 16384
 MAX_NODE_JOBS = 10_000  # --all stops there: a server whose total never ends is not paged forever
 LIVE_STATUSES = [s.value for s in NodeStatus if s is not NodeStatus.released]
@@ -73,10 +75,12 @@ def follow(
     timeout: float,
     to_stderr: bool = False,
     known: tuple[str, str | None] | None = None,
+    job_id: int | None = None,
 ) -> dict[str, Any]:
     """Print each status/stage change until the node reaches one of ``until`` (on stderr when stdout
     carries a machine format). ``known``: the state the caller already reported (a release does not
-    print the ``ready`` it started from)."""
+    print the ``ready`` it started from). ``job_id``: and until that job has finished (a failed
+    node stays ``failed`` until its release job starts: ``failed`` alone would end the wait early)."""
     deadline = time.monotonic() + timeout
     seen = known
     while True:
@@ -85,7 +89,11 @@ def follow(
         if now != seen:
             say(f"{dt.datetime.now():%H:%M:%S} {describe(node)}", err=to_stderr)
             seen = now
-        if node["status"] in until:
+        if node["status"] in until and (job_id is None or _job_finished(api, job_id)):
+            if job_id is not None:  # the job's last write may have come after the read above
+                node = api.get(f"/api/nodes/{node_id}")
+                if (node["status"], node.get("stage")) != seen:
+                    say(f"{dt.datetime.now():%H:%M:%S} {describe(node)}", err=to_stderr)
             return node
         if time.monotonic() > deadline:
             raise ApiError(
@@ -94,6 +102,10 @@ def follow(
                 code="wait_timeout",
             )
         time.sleep(1.0)
+
+
+def _job_finished(api: ApiClient, job_id: int) -> bool:
+    return api.get(f"/api/jobs/{job_id}")["state"] in JOB_FINISHED
 
 
 def the_provider(api: ApiClient, ref: str | None) -> int:
@@ -330,7 +342,8 @@ def nodes_delete(
             say(f"node {node_id} {before['name']} releasing; job {answer['job']['id']}")
             if wait:
                 known = (before["status"], before.get("stage"))
-                final = follow(api, node_id, until={"released", "failed"}, timeout=timeout, known=known)
+                final = follow(api, node_id, until={"released", "failed"}, timeout=timeout, known=known,
+                               job_id=int(answer["job"]["id"]))  # fmt: skip
                 _exit_for(final, "released")
     except ApiError as exc:
         die(exc)

@@ -43,7 +43,9 @@ from nodewright.provisioning.profiles import ProfileError, get_profile
 from nodewright.provisioning.runner import run_playbook
 from nodewright.provisioning.ssh import HOST_KEY_MISMATCH, SSH_AUTH_FAILED, PinnedSsh
 from nodewright.provisioning.target import SshTarget
+from nodewright.security.redaction import redact
 from nodewright.security.secret import Secret
+from nodewright.security.text import clean_value
 from nodewright.watching import events
 
 HOST_KEY_PURPOSE = "node_host_key"
@@ -366,8 +368,8 @@ def _release_server(ctx: JobContext, node: Node) -> dict[str, Any]:
         if server_id is None:
             ctx.log("no server to delete (it was never created)")
             return {"server_id": None, "deleted": False}
-        adapter.release(server_id, ctx)
-        return {"server_id": server_id, "deleted": True}
+        evidence = adapter.release(server_id, ctx)
+        return {"server_id": server_id, "deleted": True, **evidence.to_dict()}
     finally:
         adapter.close()
 
@@ -400,7 +402,8 @@ def node_release(ctx: JobContext) -> dict[str, Any]:
         row.error_code = row.error_message = row.error_hint = None
         row.error_retryable = None
         evidence = dict(row.evidence or {})
-        evidence["release"] = outcome
+        # Provider text (error codes, correlation ids) is stored as the other stages' evidence is.
+        evidence["release"] = clean_value(redact(outcome))
         row.evidence = evidence
         # The host key's private half is of no use once the server is gone (or no longer ours).
         if row.host_key_secret_id is not None:
@@ -410,4 +413,6 @@ def node_release(ctx: JobContext) -> dict[str, Any]:
                 session.delete(secret)
         session.flush()
     ctx.log("node released")
-    return {"node_id": node_id, "status": NodeStatus.released.value, **outcome}
+    # The job's result says what happened; the calls and actions are in the node's evidence.
+    summary = {k: v for k, v in outcome.items() if k in ("server_id", "deleted", "detached")}
+    return {"node_id": node_id, "status": NodeStatus.released.value, **summary}

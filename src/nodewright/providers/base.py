@@ -150,6 +150,21 @@ class AcquisitionEvidence:
         }
 
 
+@dataclass
+class ReleaseEvidence:
+    """What a release did at the provider: its calls and the delete action, in order."""
+
+    actions: list[dict[str, Any]] = field(default_factory=list)  # id, command, status, seconds
+    calls: list[ProviderCall] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "actions": list(self.actions),
+            "calls": [c.to_dict() for c in self.calls],
+            "call_count": len(self.calls),
+        }
+
+
 @dataclass(frozen=True)
 class AcquireResult:
     target: SshTarget
@@ -273,8 +288,9 @@ class ProviderAdapter(Protocol):
         """The server now, or None when the provider says it does not exist."""
         ...
 
-    def release(self, server_id: int, checkpoints: Checkpoints) -> None:
-        """Delete, wait for the action, confirm it is gone. Already gone counts as done."""
+    def release(self, server_id: int, checkpoints: Checkpoints) -> ReleaseEvidence:
+        """Delete, wait for the action, confirm it is gone. Already gone counts as done. The calls
+        and actions of every step, a resumed attempt's checkpointed ones included."""
         ...
 
     def reboot(self, server_id: int, checkpoints: Checkpoints) -> None:

@@ -19,9 +19,10 @@ import re
 from typing import Any
 
 # C0 controls except tab and newline, DEL, C1 controls, the bidi marks, embeddings, overrides and
-# isolates (U+061C, U+200E-U+200F, U+202A-U+202E, U+2066-U+2069), and the Unicode line and
-# paragraph separators (a line break to some terminals and editors).
-_CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+# isolates (U+061C, U+200E-U+200F, U+202A-U+202E, U+2066-U+2069), the Unicode line and paragraph
+# separators (a line break to some terminals and editors), and lone surrogates (JSON's "\ud800" is
+# one: no UTF-8 terminal or file can take it, so printing it would fail).
+_CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
 _UNSAFE = re.compile(f"[{_CONTROLS}]")
 _UNSAFE_OR_NEWLINE = re.compile(f"[{_CONTROLS}\n]")
 _NAMED = {"\r": "\\r", "\n": "\\n"}

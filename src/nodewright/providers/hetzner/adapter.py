@@ -38,6 +38,8 @@ from nodewright.providers.base import (
     Checkpoints,
     ClientKey,
     ConnectionInfo,
+    ProviderCall,
+    ReleaseEvidence,
     ServerInfo,
     SshTarget,
     ValidationResult,
@@ -363,10 +365,7 @@ class HetznerAdapter:
             addresses={"ipv4": fetched["ipv4"], "ipv6": fetched["ipv6"]},
             actions=list(actions["actions"]),
         )
-        for name in sorted(_completed(checkpoints)):
-            value = _completed(checkpoints)[name]
-            if name.startswith("provider.") and isinstance(value, dict):
-                evidence.calls.extend(_call_from_dict(c) for c in value.get("calls", []))
+        evidence.calls.extend(_calls_of(_completed(checkpoints), "provider."))
         return AcquireResult(target=target, evidence=evidence)
 
     def _calls(self) -> list[dict[str, Any]]:
@@ -457,13 +456,16 @@ class HetznerAdapter:
                 return None
             raise
 
-    def release(self, server_id: int, checkpoints: Checkpoints) -> None:
+    def release(self, server_id: int, checkpoints: Checkpoints) -> ReleaseEvidence:
+        self.transport.take_calls()  # evidence starts here
+
         def delete_step() -> dict[str, Any]:
             return {"action_id": self.delete_server(server_id), "calls": self._calls()}
 
         started = checkpoints.step("provider.release.delete", delete_step)
+        waited: dict[str, Any] = {}
         if started["action_id"] is not None:
-            checkpoints.step(
+            waited = checkpoints.step(
                 "provider.release.wait",
                 lambda: {
                     "actions": self.wait_actions(
@@ -481,7 +483,9 @@ class HetznerAdapter:
                 )
             return {"gone": True, "calls": self._calls()}
 
-        checkpoints.step("provider.release.confirm", confirm)
+        confirmed = checkpoints.step("provider.release.confirm", confirm)
+        steps = {"provider.release.delete": started, "provider.release.confirm": confirmed}
+        return ReleaseEvidence(actions=list(waited.get("actions") or []), calls=_calls_of(steps, "provider."))
 
     def reboot(self, server_id: int, checkpoints: Checkpoints) -> None:
         """``POST /servers/{id}/actions/reboot`` (ACPI reboot), then wait for its action. A server
@@ -519,9 +523,19 @@ def _completed(checkpoints: Checkpoints) -> dict[str, Any]:
     return dict(completed) if isinstance(completed, dict) else {}
 
 
-def _call_from_dict(data: dict[str, Any]) -> Any:
-    from nodewright.providers.base import ProviderCall
+def _calls_of(steps: Mapping[str, Any], prefix: str) -> list[ProviderCall]:
+    """The provider calls recorded in the outputs of the steps named ``prefix...``, in the order
+    they were made (the steps' names do not sort in that order: "actions" before "server")."""
+    calls = [
+        _call_from_dict(c)
+        for name, value in steps.items()
+        if name.startswith(prefix) and isinstance(value, dict)
+        for c in value.get("calls") or []
+    ]
+    return sorted(calls, key=lambda c: c.started_at)
 
+
+def _call_from_dict(data: dict[str, Any]) -> ProviderCall:
     return ProviderCall(
         method=data["method"],
         endpoint=data["endpoint"],
