@@ -28,6 +28,7 @@ def _mark(path: str, content: str) -> None:
     Path(partial).write_text(content)
     os.replace(partial, path)
 
+
 TEST_TABLES = (
     "CREATE TABLE IF NOT EXISTS test_job_runs ("
     " job_id INTEGER NOT NULL, attempt INTEGER NOT NULL, resource_key VARCHAR(64),"
