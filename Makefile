@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml constraints.txt
 system-deps:
 	@scripts/install-system-deps
 
+# `make demo PORT=8500 SIM_PORT=8580` when the default ports are taken.
+PORT ?= 8400
+SIM_PORT ?= 8480
 demo: system-deps $(STAMP)
-	$(BIN)/nodewright demo
+	$(BIN)/nodewright demo --port $(PORT) --sim-port $(SIM_PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -74,7 +74,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None, start_worke
         finally:
             await streams.stop()
             if pool is not None:
-                pool.stop()
+                pool.stop(timeout=context.settings.embedded_worker_shutdown_seconds)
             if ctx is None:
                 context.close()
 

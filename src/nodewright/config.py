@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     watch_ssh_kex_algorithms: str = Field(default="^curve25519-sha256", pattern=r"^[\^+-]?[A-Za-z0-9@.,-]*$")
     # Job engine.
     embedded_workers: int = Field(default=2, ge=0, le=64)
+    embedded_worker_shutdown_seconds: float = Field(
+        default=30.0, ge=0.0, le=3600.0,
+        description="At shutdown, how long running jobs may finish before they are handed back.",
+    )  # fmt: skip
     worker_mode: str = Field(default="thread", pattern="^(thread|process)$")
     job_lease_seconds: float = Field(default=30.0, gt=0)
     job_poll_interval: float = Field(default=1.0, gt=0)

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from nodewright.app import create_app
 from nodewright.config import Settings
+from tests.support.live_server import free_port
 
 NODEWRIGHT = [sys.executable, "-m", "nodewright.cli"]
 
@@ -139,13 +140,15 @@ def test_serve_keeps_secret_keys_out_of_its_environment(
     monkeypatch.setenv("NODEWRIGHT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("NODEWRIGHT_DATABASE_URL", db_url)
     monkeypatch.setenv("NODEWRIGHT_EMBEDDED_WORKERS", "0")
+    monkeypatch.setenv("NODEWRIGHT_PORT", str(free_port()))
     seen: dict[str, object] = {}
 
-    def fake_run(app: object, **_kwargs: object) -> None:  # the server itself is not under test
+    def fake_run(self: uvicorn.Server, sockets: object = None) -> None:  # the server is not under test
         seen["environment"] = dict(os.environ)
-        seen["app"] = app
+        seen["app"] = self.config.app
+        self.started = True
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
     server._run_server(load_settings(), banner="test")
     environment = seen["environment"]
     assert isinstance(environment, dict)

@@ -10,7 +10,8 @@ from nodewright.providers import connections
 
 def test_a_refused_simulator_connection_is_reported_not_raised(app_context: AppContext) -> None:
     # The test settings allow loopback endpoints only: this one is refused before any request.
-    line = connect_simulator(app_context, "http://198.51.100.7:8480/v1", 22)
+    line, provider_id = connect_simulator(app_context, "http://198.51.100.7:8480/v1", 22)
+    assert provider_id is None
     assert line.startswith("Could not connect the simulator as provider 'simulator': ")
     assert "not allowed" in line
     assert connections.list_connections(app_context.database) == []
@@ -27,8 +28,8 @@ def test_a_real_connection_named_simulator_is_left_alone(app_context: AppContext
         session.add(ProviderConnection(kind="hetzner", name="simulator", token_secret_id=secret.id,
                                        token_fingerprint="sha256:real", api_endpoint=None, ssh_port=22,
                                        ssh_user="root", status="ok", created_by="user:admin"))  # fmt: skip
-    line = connect_simulator(app_context, "http://127.0.0.1:8480/v1", 22)
-    assert "is not a simulator: left as it is" in line
+    line, provider_id = connect_simulator(app_context, "http://127.0.0.1:8480/v1", 22)
+    assert "is not a simulator: left as it is" in line and provider_id is None
     [row] = connections.list_connections(app_context.database)
     assert (row.api_endpoint, row.token_fingerprint) == (None, "sha256:real")
 

@@ -434,6 +434,32 @@ def test_no_process_of_a_job_survives_its_worker_killed_during_the_run(
     assert job.state == JobState.SUCCEEDED and job.attempt == 2
 
 
+def test_a_thread_mode_shutdown_kills_the_processes_of_the_job_it_hands_back(
+    db: Database, tmp_path: Path
+) -> None:
+    """``stop()`` while a thread-mode job waits on a setsid'd grandchild (as ansible-runner's
+    ansible-playbook is): the job goes back to the queue and its processes end with the attempt,
+    not whenever the handler gets round to returning (a demo or serve exiting would orphan them)."""
+    marker = tmp_path / "tree"
+    job_id = _enqueue(db, "test.tree", {"marker": str(marker)})
+    pool = WorkerPool(
+        db, concurrency=1, mode="thread", registry=REGISTRY, lease_seconds=5.0, poll_interval=0.05
+    )
+    pool.start()
+    grandchild = None
+    try:
+        wait_until(lambda: marker.exists() and marker.read_text().strip() != "", what="the job tree")
+        handler_pid, grandchild = (int(p) for p in marker.read_text().split())
+        assert handler_pid == os.getpid()  # thread mode: the handler runs here
+        pool.stop(timeout=0.5)
+        assert not _alive(grandchild)
+        assert job_row(db, job_id).state == JobState.QUEUED
+    finally:
+        pool.stop(timeout=0.5)
+        if grandchild is not None:
+            _kill_if_alive(grandchild)
+
+
 @pytest.mark.slow
 def test_a_job_child_dies_with_a_worker_killed_while_the_child_starts(
     db: Database, db_url: str, tmp_path: Path

@@ -16,6 +16,7 @@ from nodewright.cli import ssh, watching  # noqa: F401  (register `nodes ssh`, `
 from nodewright.cli.accounts import tokens_app, users_app
 from nodewright.cli.audit import audit_command
 from nodewright.cli.backup import db_backup
+from nodewright.cli.demo import demo
 from nodewright.cli.gates import gates_app
 from nodewright.cli.jobs import jobs_app
 from nodewright.cli.login import context_app, login
@@ -24,7 +25,7 @@ from nodewright.cli.nodes import nodes_app
 from nodewright.cli.orphans import orphans_app
 from nodewright.cli.providers import providers_app
 from nodewright.cli.secrets import secrets_app
-from nodewright.cli.server import db_app, demo, serve
+from nodewright.cli.server import db_app, serve
 from nodewright.cli.smoke import smoke_command
 from nodewright.cli.webhooks import webhooks_app
 from nodewright.cli.worker import worker_command

@@ -79,12 +79,13 @@ def _fail_for(exc: Exception) -> None:
     """Exit with the message and code of an error an operator can fix; return for any other."""
     from sqlalchemy.exc import ArgumentError, OperationalError
 
+    from nodewright.cli.ports import PortUnavailable
     from nodewright.config import ConfigError
     from nodewright.installation import InstallationMissing, InstallationUnreadable
     from nodewright.security.accounts import AccountError
     from nodewright.security.secretbox import SecretKeyError
 
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, ConfigError | PortUnavailable):
         fail(str(exc))
     if isinstance(exc, SecretKeyError | InstallationUnreadable):
         fail(str(exc), code=EXIT_REFUSED)

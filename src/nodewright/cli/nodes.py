@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,6 +43,8 @@ SETTLED = {"ready", "degraded", "failed", "released", "lost"}
 JOB_FINISHED = {"succeeded", "failed", "canceled"}
 MAX_KEY_FILE = 16384
 MAX_NODE_JOBS = 10_000  # --all stops there: a server whose total never ends is not paged forever
+DEFAULT_LOCATION, DEFAULT_SERVER_TYPE, DEFAULT_IMAGE = "fsn1", "cx22", "ubuntu-24.04"
+DEFAULT_PROFILE = "baseline"
 LIVE_STATUSES = [s.value for s in NodeStatus if s is not NodeStatus.released]
 
 
@@ -76,24 +79,34 @@ def follow(
     to_stderr: bool = False,
     known: tuple[str, str | None] | None = None,
     job_id: int | None = None,
+    report: Callable[[dict[str, Any]], None] | None = None,
+    interval: float = 1.0,
 ) -> dict[str, Any]:
     """Print each status/stage change until the node reaches one of ``until`` (on stderr when stdout
     carries a machine format). ``known``: the state the caller already reported (a release does not
     print the ``ready`` it started from). ``job_id``: and until that job has finished (a failed
-    node stays ``failed`` until its release job starts: ``failed`` alone would end the wait early)."""
+    node stays ``failed`` until its release job starts: ``failed`` alone would end the wait early).
+    ``report``: shows a change instead of the line printed here (``nodewright demo`` tells its own
+    story)."""
     deadline = time.monotonic() + timeout
     seen = known
     while True:
         node: dict[str, Any] = api.get(f"/api/nodes/{node_id}")
         now = (node["status"], node.get("stage"))
         if now != seen:
-            say(f"{dt.datetime.now():%H:%M:%S} {describe(node)}", err=to_stderr)
+            if report is not None:
+                report(node)
+            else:
+                say(f"{dt.datetime.now():%H:%M:%S} {describe(node)}", err=to_stderr)
             seen = now
         if node["status"] in until and (job_id is None or _job_finished(api, job_id)):
             if job_id is not None:  # the job's last write may have come after the read above
                 node = api.get(f"/api/nodes/{node_id}")
                 if (node["status"], node.get("stage")) != seen:
-                    say(f"{dt.datetime.now():%H:%M:%S} {describe(node)}", err=to_stderr)
+                    if report is not None:
+                        report(node)
+                    else:
+                        say(f"{dt.datetime.now():%H:%M:%S} {describe(node)}", err=to_stderr)
             return node
         if time.monotonic() > deadline:
             raise ApiError(
@@ -101,7 +114,7 @@ def follow(
                 f"(see `nodewright nodes show {node_id}`)",
                 code="wait_timeout",
             )
-        time.sleep(1.0)
+        time.sleep(interval)
 
 
 def _job_finished(api: ApiClient, job_id: int) -> bool:
@@ -121,34 +134,69 @@ def the_provider(api: ApiClient, ref: str | None) -> int:
     raise ApiError(f"--provider is needed: which connection? ({clean_line(names)})", usage=True)
 
 
-def public_key(path: Path) -> str:
+class KeyFileError(ValueError):
+    """A file that is not one OpenSSH public key line; the message says what it is instead."""
+
+
+def read_public_key(path: Path) -> str:
     """An OpenSSH public key line from ``path``, checked here: a private key (or anything else) is
-    refused before a byte of it leaves this machine, and only ``type base64 [comment]`` is sent."""
+    refused (``KeyFileError``) before a byte of it leaves this machine, and only ``type base64
+    [comment]`` is returned."""
     from nodewright.provisioning.target import InvalidHostKey, parse_public_key
 
     try:
         with path.open("rb") as handle:  # bounded: /dev/zero or a FIFO must not be read to the end
             raw = handle.read(MAX_KEY_FILE + 1)
     except OSError as exc:
-        fail(f"cannot read {path}: {exc.strerror}")
+        raise KeyFileError(f"cannot read {path}: {exc.strerror}") from None
     if len(raw) > MAX_KEY_FILE:
-        fail(f"{path} is too large to be an SSH public key")
+        raise KeyFileError(f"{path} is too large to be an SSH public key")
     text = raw.decode("utf-8", errors="replace").strip()
     if "PRIVATE KEY" in text or "PuTTY-User-Key-File" in text:
-        fail(f"{path} is a private key: pass the public one ({path}.pub); nothing was sent")
+        raise KeyFileError(f"{path} is a private key: pass the public one ({path}.pub); nothing was sent")
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        fail(
+        raise KeyFileError(
             f"{path} must hold one public key line (no control characters, no second line); nothing was sent"
         )
     try:
         key_type, _blob = parse_public_key(text)
     except InvalidHostKey as exc:
-        fail(f"{path} is not an OpenSSH public key ({exc}); nothing was sent")
+        raise KeyFileError(f"{path} is not an OpenSSH public key ({exc}); nothing was sent") from None
     parts = text.split()
     comment = " ".join(parts[2:])
     if len(comment) > 100 or re.search(r"[A-Za-z0-9+/=]{40,}", comment):
         comment = ""  # not a label (user@host) but data: not sent
     return " ".join([key_type, parts[1], *([comment] if comment else [])])
+
+
+def public_key(path: Path) -> str:
+    """:func:`read_public_key` for a command: a bad file ends it with the reason (exit 2)."""
+    try:
+        return read_public_key(path)
+    except KeyFileError as exc:
+        fail(str(exc))
+
+
+def request_node(
+    api: ApiClient,
+    *,
+    name: str,
+    provider: str | None,
+    location: str = DEFAULT_LOCATION,
+    server_type: str = DEFAULT_SERVER_TYPE,
+    image: str = DEFAULT_IMAGE,
+    labels: dict[str, str] | None = None,
+    profile: str = DEFAULT_PROFILE,
+    keys: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """``POST /api/nodes`` (the node and its provisioning job, answered at once): the API's answer."""
+    body: dict[str, Any] = {"name": name, "location": location, "server_type": server_type,
+            "image": image, "labels": labels or {}, "profile": profile,
+            "ssh_authorized_keys": keys or []}  # fmt: skip
+    body["provider_id"] = the_provider(api, provider)
+    answer: dict[str, Any] = api.post("/api/nodes", json=body, headers=headers or {})
+    return answer
 
 
 def _exit_for(node: dict[str, Any], wanted: str) -> None:
@@ -238,13 +286,15 @@ def nodes_create(
     ] = None,
     location: Annotated[
         str, typer.Option("--location", help="Location (`providers catalog --show locations`).")
-    ] = "fsn1",
-    server_type: Annotated[str, typer.Option("--type", help="Server type (`providers catalog`).")] = "cx22",
+    ] = DEFAULT_LOCATION,
+    server_type: Annotated[
+        str, typer.Option("--type", help="Server type (`providers catalog`).")
+    ] = DEFAULT_SERVER_TYPE,
     image: Annotated[
         str, typer.Option("--image", help="Image (`providers catalog --show images`).")
-    ] = "ubuntu-24.04",
+    ] = DEFAULT_IMAGE,
     label: Annotated[list[str] | None, typer.Option("--label", help="key=value, repeatable")] = None,
-    profile: Annotated[str, typer.Option("--profile", help="Provisioning profile.")] = "baseline",
+    profile: Annotated[str, typer.Option("--profile", help="Provisioning profile.")] = DEFAULT_PROFILE,
     ssh_key: Annotated[
         list[Path] | None, typer.Option("--ssh-key", help="A public key file for the admin user, repeatable.")
     ] = None,
@@ -262,8 +312,6 @@ def nodes_create(
     shape = parse(output, as_json=as_json)
     labels = key_values(label or [], "--label")
     keys = [public_key(path) for path in ssh_key or []]
-    body: dict[str, Any] = {"name": name, "location": location, "server_type": server_type,
-            "image": image, "labels": labels, "profile": profile, "ssh_authorized_keys": keys}  # fmt: skip
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         # Checked here too: a character outside ASCII cannot go into a header at all.
         say("error: --idempotency-key must be 1-128 printable ASCII characters, no spaces", err=True)
@@ -271,8 +319,9 @@ def nodes_create(
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     try:
         with client(url, token_file) as api:
-            body["provider_id"] = the_provider(api, provider)
-            created = api.post("/api/nodes", json=body, headers=headers)
+            created = request_node(api, name=name, provider=provider, location=location,
+                                   server_type=server_type, image=image, labels=labels, profile=profile,
+                                   keys=keys, headers=headers)  # fmt: skip
             if not wait and emit(created, shape):
                 return
             node = created["node"]

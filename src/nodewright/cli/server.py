@@ -1,13 +1,14 @@
-"""The commands that run nodewright: ``serve``, ``demo`` and the ``db`` group (the only local commands,
-with ``worker``, that may create an installation)."""
+"""The commands that run nodewright: ``serve`` and the ``db`` group (the only local commands, with
+``demo`` and ``worker``, that may create an installation), and the pieces ``serve`` and ``demo``
+share: opening the installation, the welcome lines, the HTTP server."""
 
 from __future__ import annotations
 
 import gc
 import logging
 import signal
+import socket
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -16,8 +17,11 @@ from nodewright.cli.errors import friendly_errors
 from nodewright.cli.local import installed_settings, migrate_schema
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from nodewright.config import Settings
     from nodewright.context import AppContext
+    from nodewright.security.accounts import Bootstrap
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -26,17 +30,15 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _run_server(
-    settings: Settings, *, banner: str, prepare: Callable[[AppContext], str] | None = None
-) -> None:
-    """``prepare``: run once the database is ready, before serving; its line is printed."""
-    import uvicorn
+def public_url(settings: Settings) -> str:
+    return settings.public_url or f"http://{settings.host}:{settings.port}"
 
-    from nodewright.app import create_app
+
+def open_installation(settings: Settings) -> tuple[AppContext, Bootstrap | None]:
+    """Logging, schema, the application context; the bootstrap admin when this start made it."""
     from nodewright.config import scrub_secret_environment
     from nodewright.context import AppContext
-    from nodewright.http_limits import ConnectionLimits, connection_cap, protocol_class, raise_nofile_limit
-    from nodewright.logging_setup import configure_logging, uvicorn_log_config
+    from nodewright.logging_setup import configure_logging
     from nodewright.security.accounts import bootstrap_admin_once
 
     configure_logging(settings.log_level)
@@ -45,17 +47,35 @@ def _run_server(
     # The keys are in `settings` and the open key ring now; children started from here on (process
     # workers, ssh, Ansible) must not inherit them through the environment.
     scrub_secret_environment()
-    bootstrap = bootstrap_admin_once(ctx.database)
-    url = settings.public_url or f"http://{settings.host}:{settings.port}"
-    typer.echo(f"{banner}: {url}")
+    try:
+        return ctx, bootstrap_admin_once(ctx.database)
+    except BaseException:
+        ctx.close()
+        raise
+
+
+def welcome(settings: Settings, bootstrap: Bootstrap | None, banner: str) -> list[str]:
+    """Where to go and how to sign in (the bootstrap admin's password, the one time there is one)."""
+    lines = [f"{banner}: {public_url(settings)}"]
     if bootstrap is not None:
-        typer.echo(f"First start: sign in as '{bootstrap.username}' with password: {bootstrap.password}")
-        typer.echo("This password is shown once. Reset it with `nodewright users reset-password admin`.")
+        lines.append(f"First start: sign in as '{bootstrap.username}' with password: {bootstrap.password}")
+        lines.append(
+            "This password is shown once. Reset it with `nodewright users reset-password admin --local`."
+        )
     else:
-        typer.echo("Sign in with an existing user (`nodewright users reset-password NAME` if forgotten).")
-    if prepare is not None:
-        typer.echo(prepare(ctx))
-    sys.stdout.flush()
+        lines.append(
+            "Sign in with an existing user (`nodewright users reset-password NAME --local` if forgotten)."
+        )
+    return lines
+
+
+def build_server(settings: Settings, ctx: AppContext) -> uvicorn.Server:
+    import uvicorn
+
+    from nodewright.app import create_app
+    from nodewright.http_limits import ConnectionLimits, connection_cap, protocol_class, raise_nofile_limit
+    from nodewright.logging_setup import uvicorn_log_config
+
     application = create_app(settings, ctx=ctx)
     # Half-sent requests, huge heads and connection floods are bounded below uvicorn (see
     # nodewright.http_limits); the open-file limit is raised so that the cap, not EMFILE, decides.
@@ -70,31 +90,55 @@ def _run_server(
     logging.getLogger("nodewright.serve").info(
         "open-file limit %d; at most %d client connections", nofile, limits.max_connections
     )
-    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again once it has put the
-    # previous handler back. With Python's default handler that kills the process before any
-    # ``finally`` runs (the demo's simulator would leave its nodes' layers behind); this one turns
-    # it into an orderly exit with the conventional status.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    config = uvicorn.Config(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_config=uvicorn_log_config(settings.log_level),
+        proxy_headers=False,
+        http=protocol_class(limits),
+        # h11's own buffer cap stays above ours, so ours answers (431, not a bare 400).
+        h11_max_incomplete_event_size=settings.http_max_header_bytes + 4096,
+        timeout_keep_alive=settings.http_keepalive_timeout_seconds,
+    )
+    return uvicorn.Server(config)
+
+
+def run_server(server: uvicorn.Server, ctx: AppContext, sock: socket.socket) -> None:
+    """Serve on ``sock`` until a signal stops the server; the context is closed afterwards."""
     # Everything built so far (modules, the app, the context) lives as long as the process: out of
     # the collector's reach, a full collection scans only what requests made. With 500 open event
     # streams that cut the longest collection pause from about 100 ms to about 50 ms.
     gc.collect()
     gc.freeze()
     try:
-        uvicorn.run(
-            application,
-            host=settings.host,
-            port=settings.port,
-            log_config=uvicorn_log_config(settings.log_level),
-            proxy_headers=False,
-            http=protocol_class(limits),
-            # h11's own buffer cap stays above ours, so ours answers (431, not a bare 400).
-            h11_max_incomplete_event_size=settings.http_max_header_bytes + 4096,
-            timeout_keep_alive=settings.http_keepalive_timeout_seconds,
-        )
+        server.run(sockets=[sock])
     finally:
         gc.unfreeze()  # for a caller that goes on (the tests run this in their own process)
+        sock.close()
         ctx.close()
+    if not server.started:  # the app did not start (uvicorn logged why), as `uvicorn.run` exits
+        raise SystemExit(3)
+
+
+def _run_server(settings: Settings, *, banner: str) -> None:
+    from nodewright.cli.ports import bind_or_explain
+
+    sock = bind_or_explain(settings.host, settings.port, flag="--port")
+    try:
+        ctx, bootstrap = open_installation(settings)
+    except BaseException:
+        sock.close()
+        raise
+    for line in welcome(settings, bootstrap, banner):
+        typer.echo(line)
+    sys.stdout.flush()
+    server = build_server(settings, ctx)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again once it has put the
+    # previous handler back. With Python's default handler that kills the process before any
+    # ``finally`` runs; this one turns it into an orderly exit with the conventional status.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    run_server(server, ctx, sock)
 
 
 @friendly_errors
@@ -133,34 +177,6 @@ def serve(
 
     settings = load_settings(**overrides)
     _run_server(settings, banner="nodewright is listening on")
-
-
-@friendly_errors
-def demo(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8400,
-    sim_port: Annotated[int, typer.Option(help="Port of the Hetzner Cloud simulator (0: any).")] = 8480,
-) -> None:
-    """Run nodewright on its embedded defaults: SQLite in the data directory, an embedded worker, and
-    the Hetzner Cloud simulator with real SSH nodes standing in for the provider."""
-    from nodewright.config import load_settings
-    from nodewright.demo import connect_simulator
-    from nodewright.sim.config import SimConfig
-    from nodewright.sim.server import SimServer
-
-    settings = load_settings(host=host, port=port)
-    sim_config = SimConfig(protected_paths=(str(settings.data_dir),))
-    with SimServer(host="127.0.0.1", port=sim_port, config=sim_config) as sim:
-        nodes = "on" if sim.ssh_nodes else f"off ({sim.ssh_nodes_reason})"
-        typer.echo(f"Hetzner Cloud simulator: {sim.api_url} (SSH nodes: {nodes})")
-        url = settings.public_url or f"http://{settings.host}:{settings.port}"
-        settings.allow_provider_endpoint(sim.base_url + "/")
-
-        def prepare(ctx: AppContext) -> str:
-            line = connect_simulator(ctx, sim.api_url, sim.config.ssh_port)
-            return f"{line} Create a node at {url}/nodes"
-
-        _run_server(settings, banner="nodewright demo is running at", prepare=prepare)
 
 
 @db_app.command("upgrade")

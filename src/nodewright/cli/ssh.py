@@ -9,6 +9,7 @@ hostile server cannot smuggle an ssh option in through them.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -18,11 +19,12 @@ from typing import Annotated
 import typer
 
 from nodewright.cli.client import ApiError
-from nodewright.cli.errors import EXIT_REFUSED, die, say
+from nodewright.cli.errors import EXIT_REFUSED, die, fail, say
 from nodewright.cli.nodes import nodes_app
 from nodewright.cli.options import NodeArg, TokenFile, UrlOption, client, resolve
 from nodewright.nodes.names import ADMIN_USER
 from nodewright.provisioning.target import InvalidHostKey, SshTarget, fingerprint
+from nodewright.security.text import clean_line
 
 
 @nodes_app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -32,6 +34,14 @@ def nodes_ssh(
     user: Annotated[str, typer.Option("--user", "-l", help="Login (the profile's admin user).")] = ADMIN_USER,
     identity: Annotated[
         Path | None, typer.Option("--identity", "-i", help="Private key file (else ssh's own, or the agent).")
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-o",
+            help="An ssh option, e.g. BatchMode=yes (repeatable); the host key pinning cannot be changed.",
+        ),
     ] = None,
     url: UrlOption = None,
     token_file: TokenFile = None,
@@ -47,6 +57,10 @@ def nodes_ssh(
     name = shown.get("name", node_id)
     if shown.get("status") == "released":
         say(f"error: node {name} is released: it has no server to reach", err=True)
+        raise typer.Exit(EXIT_REFUSED)
+    if shown.get("status") == "lost":
+        say(f"error: node {name} is lost: its server is gone at the provider (`nodewright nodes delete "
+            f"{name}` clears it)", err=True)  # fmt: skip
         raise typer.Exit(EXIT_REFUSED)
     ssh, host_key = shown.get("ssh"), (evidence.get("host_key") or {}).get("public_key")
     if not ssh or not host_key:
@@ -74,5 +88,11 @@ def nodes_ssh(
                 "-l", target.user]  # fmt: skip
         if identity is not None:
             args += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
+        # After nodewright's own: for each option ssh keeps the first value it is given, so none of
+        # these can turn the pinning off. One ``key=value`` word each: never a second argument.
+        for item in option or []:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*[ =][^\s=][^\r\n]*", item):
+                fail(f"-o {clean_line(item)!r} is not an ssh option (Name=value)")
+            args += ["-o", item]
         args += ["--", target.address, *invocation.args]
         raise typer.Exit(subprocess.call(args))

@@ -204,6 +204,10 @@ class WorkerPool:
             if running.process is not None:
                 running.process.kill()
                 running.process.join(PROCESS_KILL_GRACE_SECONDS)
+            else:
+                # Thread mode: the handler's own subprocesses (ansible-playbook, ssh) must not outlive
+                # the attempt that is handed back (nor this process, if it is about to exit).
+                processes.kill_job_processes(self._db_tag, running.claimed.id)
             try:
                 completion.hand_back(
                     self._connections, running.claimed, "worker shut down before the job finished"
