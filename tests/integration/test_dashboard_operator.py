@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from nodewright.context import AppContext
+from nodewright.dashboard.nodes import _snapshot
 from nodewright.db.models import Job
 from nodewright.db.types import utcnow
 from nodewright.jobs.enqueue import enqueue
@@ -94,6 +95,9 @@ def test_node_list_money_providers_released_and_filters(
     providers = client.get("/providers").text
     assert re.search(rf'data-testid="provider-id"[^>]*><code>{first}</code>', providers)
     assert re.search(rf'data-testid="provider-id"[^>]*><code>{second}</code>', providers)
+    lost = seed_node(app_context, second, "lost-1", "lost")
+    assert "203.0.113.7" not in row(client.get("/nodes").text, lost)  # its server is gone too
+    assert _snapshot(app_context)[lost]["address"] is None and _snapshot(app_context)[web]["address"]
 
 
 @pytest.mark.db_only("sqlite", reason="rendering only: the database part is the filter test's, run on both")

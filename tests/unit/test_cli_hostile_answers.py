@@ -252,3 +252,13 @@ def test_nodes_delete_wait_on_a_failed_node_waits_for_its_release_job(server: Sc
     done = cli(server, answer, "nodes", "delete", "7", "--wait")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "n-7: released" in done.stdout
+
+
+def test_a_node_whose_server_is_gone_shows_no_address_in_the_list() -> None:
+    from nodewright.cli.nodes import live_address
+
+    ssh = {"address": "203.0.113.7"}
+    assert live_address({"status": "ready", "ssh": ssh}) == "203.0.113.7"
+    assert live_address({"status": "lost", "ssh": ssh}) == "-"
+    assert live_address({"status": "released", "ssh": ssh}) == "-"
+    assert live_address({"status": "pending", "ssh": None}) == "-"

@@ -38,6 +38,7 @@ nodes_app = typer.Typer(
     help="Nodes: create from a provider, list, show, release, retry, ssh.", no_args_is_help=True
 )
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # the API's rule
+GONE = {"released", "lost"}  # no server behind the node: its old address is not shown as live
 SETTLED = {"ready", "degraded", "failed", "released", "lost"}
 # jobs.states.TERMINAL (not imported: the job engine's package would load the database layer)
 JOB_FINISHED = {"succeeded", "failed", "canceled"}
@@ -253,7 +254,7 @@ def nodes_list(
         say("no nodes" + (f" ({hidden} released: --all)" if hidden else "") +
             ": `nodewright nodes create --help` makes one")  # fmt: skip
         return
-    rows = [[str(n["id"]), n["name"], n["status"], health_word(n), (n.get("ssh") or {}).get("address") or "-",
+    rows = [[str(n["id"]), n["name"], n["status"], health_word(n), live_address(n),
              f"{n['location']}/{n['server_type']}", money(n), relative(n.get("created_at"))]
             for n in items]  # fmt: skip
     table(["ID", "NAME", "STATUS", "HEALTH", "ADDRESS", "WHERE", "EUR/MONTH", "AGE"], rows, colour=(2, 3))
@@ -262,6 +263,13 @@ def nodes_list(
         f"{page['total']} node(s), {total:.2f} per month"
         + (f"; {hidden} released not shown (--all)" if hidden else "")
     )
+
+
+def live_address(node: dict[str, Any]) -> str:
+    """The address to show in a list: none for a node whose server is gone (released or lost)."""
+    if node.get("status") in GONE:
+        return "-"
+    return str((node.get("ssh") or {}).get("address") or "-")
 
 
 def money(node: dict[str, Any]) -> str:

@@ -511,7 +511,9 @@ def _snapshot(ctx: AppContext) -> dict[int, dict[str, Any]]:
                 "status": r.status,
                 "stage": r.stage,
                 "error": r.error_code,
-                "address": None if r.status == NodeStatus.released.value else r.ssh_address,
+                "address": None
+                if r.status in (NodeStatus.released.value, NodeStatus.lost.value)
+                else r.ssh_address,
                 "server": r.server_status,
                 "health": badge(r.status, views[r.id]).as_json(),
             }
