@@ -7,6 +7,8 @@ installation's keys, which this command never copies (keep them apart, in a secr
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sqlite3
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from nodewright.cli.errors import EXIT_REFUSED, fail, friendly_errors, say
+from nodewright.cli.errors import EXIT_FAILED, EXIT_REFUSED, fail, friendly_errors, say
 from nodewright.cli.local import installed_settings
 
 
@@ -41,11 +43,35 @@ def db_backup(
     if target.resolve() == source.resolve():
         fail("the backup cannot be the database itself")
     partial = target.with_name(f".{target.name}.partial")
-    _copy(source, partial)
-    os.replace(partial, target)
+    try:
+        _copy(source, partial)
+        _publish(partial, target)
+    except FileExistsError:
+        fail(f"{target} appeared while the copy was made: name a new file", code=EXIT_REFUSED)
+    except OSError as exc:
+        fail(f"cannot write the backup {target}: {exc.strerror or exc}", code=EXIT_FAILED)
+    except sqlite3.Error as exc:
+        fail(f"the copy failed: {exc.__class__.__name__}: {exc}", code=EXIT_FAILED)
+    finally:
+        with contextlib.suppress(OSError):  # published (linked) or not, the partial name goes
+            partial.unlink(missing_ok=True)
     keys = "NODEWRIGHT_SECRET_KEYS" if settings.secret_keys is not None else str(key_file_path(settings))
     say(f"backed up {source} to {target} ({target.stat().st_size} bytes)")
     say(f"its secrets open only with the keys in {keys}: keep a copy of them apart from the backup")
+
+
+def _publish(partial: Path, target: Path) -> None:
+    """The finished copy under its name, never over a file that appeared since it was checked
+    (a hard link fails when the name is taken; ``os.replace`` would overwrite it). A file system
+    without hard links (FAT, some network shares) gets the rename, after one more look."""
+    try:
+        os.link(partial, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if target.exists() or target.is_symlink():
+            raise FileExistsError(errno.EEXIST, "exists", str(target)) from None
+        os.replace(partial, target)
 
 
 def _copy(source: Path, partial: Path) -> None:
