@@ -68,3 +68,23 @@ def test_a_private_key_is_never_read_as_a_public_one(tmp_path: Path) -> None:
     private.write_text(generate_host_key().private_openssh.reveal())
     with pytest.raises(KeyFileError, match="is a private key"):
         read_public_key(private)
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+@pytest.mark.parametrize("flag", ["--port", "--sim-port"])
+def test_a_port_out_of_range_is_a_usage_error(flag: str, port: str) -> None:
+    from tests.support.cli import invoke
+
+    done = invoke(["demo", flag, port], {"NO_COLOR": "1"})
+    assert done.returncode == 2, done
+    assert "Invalid value for '" + flag in done.stderr  # refused before anything starts
+
+
+def test_a_host_that_does_not_resolve_names_the_host_option() -> None:
+    with pytest.raises(PortUnavailable) as caught:
+        bind_or_explain("no-such-host.invalid", 8400, flag="--port")
+    message = str(caught.value)
+    assert "Unknown error" not in message
+    assert message.startswith("cannot listen on no-such-host.invalid (") and message.endswith("--host")
+    with pytest.raises(PortUnavailable, match=r"^port 70000 is not a port"):
+        bind_or_explain("127.0.0.1", 70000, flag="--port")  # called with no range check before it

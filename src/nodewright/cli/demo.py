@@ -67,9 +67,9 @@ class Running:
 @friendly_errors
 def demo(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = DEFAULT_PORT,
     sim_port: Annotated[
-        int, typer.Option(help="Port of the Hetzner Cloud simulator (0: any).")
+        int, typer.Option(help="Port of the Hetzner Cloud simulator (0: any).", min=0, max=65535)
     ] = DEFAULT_SIM_PORT,
 ) -> None:
     """Run nodewright on its embedded defaults (SQLite in the data directory, an embedded worker, the

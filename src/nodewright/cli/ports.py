@@ -41,6 +41,8 @@ def _free(host: str, port: int) -> bool:
 def unavailable(exc: OSError, host: str, port: int, *, flag: str, make_var: str | None = None) -> str:
     """The line for a port that could not be bound: what is wrong and the option that changes it
     (with the ``make demo`` variable too, when there is one)."""
+    if isinstance(exc, socket.gaierror):  # the host, not the port: naming another port would not help
+        return f"cannot listen on {host} ({exc.strerror or exc}); choose another with --host"
     alternative = port + SUGGESTION_STEP
     example = str(alternative) if 0 < alternative < 65536 and _free(host, alternative) else "..."
     hint = f"choose another with {flag}"
@@ -56,6 +58,8 @@ def unavailable(exc: OSError, host: str, port: int, *, flag: str, make_var: str 
 
 def bind_or_explain(host: str, port: int, *, flag: str, make_var: str | None = None) -> socket.socket:
     """:func:`listen_socket`, or ``PortUnavailable`` with the operator's line."""
+    if not 0 <= port <= 65535:  # bind() would raise OverflowError
+        raise PortUnavailable(f"port {port} is not a port (0-65535); choose another with {flag}")
     try:
         return listen_socket(host, port)
     except OSError as exc:
