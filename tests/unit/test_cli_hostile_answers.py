@@ -262,3 +262,38 @@ def test_a_node_whose_server_is_gone_shows_no_address_in_the_list() -> None:
     assert live_address({"status": "lost", "ssh": ssh}) == "-"
     assert live_address({"status": "released", "ssh": ssh}) == "-"
     assert live_address({"status": "pending", "ssh": None}) == "-"
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["KnownHostsCommand=/bin/echo %H ssh-ed25519 AAAA", "knownhostscommand /bin/true",
+     "VerifyHostKeyDNS=yes", "verifyhostkeydns yes"],
+)  # fmt: skip
+def test_nodes_ssh_refuses_options_that_add_host_keys_to_the_pinned_one(
+    server: Scripted, tmp_path: Path, option: str
+) -> None:
+    """Options ssh takes first-come cannot be overridden, but these two add keys of their own (a
+    command's, the DNS's SSHFP records) beside the pinned one: the pinning would be off."""
+    from nodewright.providers.acquisition import generate_host_key
+
+    host_key = generate_host_key().public_openssh
+    ready = {**node(4, "ready"), "ssh": {"address": "127.0.0.1", "port": 22}}
+
+    def answer(path: str, _q: dict[str, list[str]]) -> Any:
+        return {"evidence": {"host_key": {"public_key": host_key}}} if path.endswith("/evidence") else ready
+
+    called = tmp_path / "called"
+    fake = tmp_path / "bin" / "ssh"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" > {called}\n')
+    fake.chmod(0o755)
+    done = cli(server, answer, "nodes", "ssh", "4", "-o", option, env={"PATH": str(fake.parent)})
+    assert done.returncode == 2, done
+    assert "pinning" in done.stderr
+    assert not called.exists()  # ssh was never run
+    allowed = cli(server, answer, "nodes", "ssh", "4", "-o", "BatchMode=yes", env={"PATH": str(fake.parent)})
+    assert allowed.returncode == 0, allowed
+    ran = called.read_text()
+    assert "BatchMode=yes" in ran
+    # Off before anything else is read (ssh keeps the first value: ~/.ssh/config cannot turn it on).
+    assert ran.index("VerifyHostKeyDNS=no") < ran.index("BatchMode=yes")

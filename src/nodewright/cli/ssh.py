@@ -26,6 +26,12 @@ from nodewright.nodes.names import ADMIN_USER
 from nodewright.provisioning.target import InvalidHostKey, SshTarget, fingerprint
 from nodewright.security.text import clean_line
 
+# ssh options (their names are case-insensitive) that trust host keys from elsewhere *beside* the
+# known_hosts files nodewright sets first: a command's output, the DNS's SSHFP records. Refused with
+# the reason when given to -o; VerifyHostKeyDNS is also set off first (against ~/.ssh/config too).
+# KnownHostsCommand=none is not sent: an OpenSSH before 8.5 would refuse the unknown option.
+ADDS_HOST_KEYS = frozenset({"knownhostscommand", "verifyhostkeydns"})
+
 
 @nodes_app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def nodes_ssh(
@@ -84,7 +90,7 @@ def nodes_ssh(
         known_hosts = Path(scratch) / "known_hosts"
         known_hosts.write_text(target.known_hosts_line())
         args = [binary, "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
-                "-o", "GlobalKnownHostsFile=/dev/null", "-p", str(target.port),
+                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "VerifyHostKeyDNS=no", "-p", str(target.port),
                 "-l", target.user]  # fmt: skip
         if identity is not None:
             args += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
@@ -93,6 +99,9 @@ def nodes_ssh(
         for item in option or []:
             if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*[ =][^\s=][^\r\n]*", item):
                 fail(f"-o {clean_line(item)!r} is not an ssh option (Name=value)")
+            if re.split(r"[ =]", item, maxsplit=1)[0].lower() in ADDS_HOST_KEYS:
+                fail(f"-o {clean_line(item)!r} would trust host keys besides the pinned one (the "
+                     "pinning cannot be changed)")  # fmt: skip
             args += ["-o", item]
         args += ["--", target.address, *invocation.args]
         raise typer.Exit(subprocess.call(args))
