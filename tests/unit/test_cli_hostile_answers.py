@@ -297,3 +297,21 @@ def test_nodes_ssh_refuses_options_that_add_host_keys_to_the_pinned_one(
     assert "BatchMode=yes" in ran
     # Off before anything else is read (ssh keeps the first value: ~/.ssh/config cannot turn it on).
     assert ran.index("VerifyHostKeyDNS=no") < ran.index("BatchMode=yes")
+
+
+@pytest.mark.parametrize("every", [True, False])
+def test_nodes_logs_job_ids_from_the_server_cannot_forge_a_line(server: Scripted, every: bool) -> None:
+    forged = "12\nnode 1 db-1: ready"
+
+    def answer(path: str, _q: dict[str, list[str]]) -> Any:
+        if path == "/api/jobs":
+            return {"items": [{"id": "5\nnode 2 web-2: ready", "kind": "nodes.provision",
+                               "state": "succeeded"}], "total": 1}  # fmt: skip
+        if path.startswith("/api/jobs/"):
+            return {"items": [], "next_after": 0, "job_state": "succeeded", "finished": True}
+        return node(3, "ready", job_id=forged)
+
+    done = cli(server, answer, "nodes", "logs", "3", *(["--all"] if every else []))
+    assert done.returncode == 5, done  # not nodewright's answer
+    assert "job id" in done.stderr
+    assert not any(line.startswith("node ") for line in (done.stdout + done.stderr).splitlines())

@@ -458,6 +458,15 @@ def _node_jobs(api: ApiClient, node_id: int) -> list[dict[str, Any]]:
             return jobs[::-1]
 
 
+def _job_id(value: Any) -> int:
+    """A job id from the server's answer, checked before it is printed or put in a path: an integer
+    (a string could carry a line of its own)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ApiError("the server's answer has no usable job id; is --url a nodewright server?",
+                       status=200, foreign=True)  # fmt: skip
+    return value
+
+
 @nodes_app.command("logs")
 def nodes_logs(
     node: NodeArg,
@@ -476,18 +485,19 @@ def nodes_logs(
         with client(url, token_file) as api:
             node_id = resolve(api, node)
             jobs = _node_jobs(api, node_id) if every else []
-            latest = api.get(f"/api/nodes/{node_id}")["job_id"]
-            if latest is None:
+            answered = api.get(f"/api/nodes/{node_id}")["job_id"]
+            if answered is None:
                 if not jobs:
                     fail(f"node {node_id} has no job yet", code=3)
-                latest = jobs[-1]["id"]
+                answered = jobs[-1]["id"]
+            latest = _job_id(answered)
             for job in jobs:
-                if int(job["id"]) != latest:
-                    say(f"== job {job['id']} {clean_line(str(job['kind']))}: {clean_line(str(job['state']))}")
-                    print_events(api, int(job["id"]), follow=False)
+                if (job_id := _job_id(job["id"])) != latest:
+                    say(f"== job {job_id} {clean_line(str(job['kind']))}: {clean_line(str(job['state']))}")
+                    print_events(api, job_id, follow=False)
             if every:
                 say(f"== job {latest} (the node's latest)")
-            page = print_events(api, int(latest), follow=follow_)
+            page = print_events(api, latest, follow=follow_)
     except ApiError as exc:
         die(exc)
     except KeyboardInterrupt:
