@@ -80,13 +80,14 @@ def users_reset_password(
     url: UrlOption = None,
     token_file: TokenFile = None,
 ) -> None:
-    """Set a new password (from stdin, or generated and printed once) and end the user's sessions."""
+    """Set a new password (from stdin, or generated and printed once) that must be changed at the next
+    sign-in, and end the user's sessions."""
     from nodewright.security import accounts
 
     password, generated = read_password()
     accounts.validate_password(password)
     if local:
-        _reset_locally(username, password, generated)
+        _reset_locally(username, password)
         shown = password if generated else None
     else:
         try:
@@ -100,14 +101,16 @@ def users_reset_password(
     _show_once(shown, "the next sign-in")
 
 
-def _reset_locally(username: str, password: str, generated: bool) -> None:
+def _reset_locally(username: str, password: str) -> None:
+    """As ``POST /api/users/{name}/password``: generated or given, a reset password is one the user
+    must change at the next sign-in."""
     from nodewright.security import accounts, audit
 
     with local_session(write=True) as (_ctx, session):
         user = accounts.get_user(session, username)
         if user is None:
             fail(f"no user named {username!r}", code=3)
-        accounts.set_password(session, user, password, must_change=generated)
+        accounts.set_password(session, user, password, must_change=True)
         audit.record(
             session, actor="cli", action="user.reset_password", target=f"user:{username}", outcome="ok"
         )
