@@ -68,3 +68,14 @@ def test_a_file_made_while_copying_is_never_overwritten(
     assert "appeared while the copy was made" in done.stderr
     assert target.read_text() == "someone else's file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.db", "data"]  # no partial left
+
+
+def test_the_backup_says_how_to_restore_it_without_the_old_wal(
+    installation: dict[str, str], tmp_path: Path
+) -> None:
+    """A -wal file the old database left (a process killed) would be replayed onto the restored copy:
+    it is removed first, and the command says so."""
+    done = backup_to(tmp_path / "copy.db", installation)
+    assert done.returncode == 0, done
+    database = Path(installation["NODEWRIGHT_DATA_DIR"]) / "nodewright.db"
+    assert f"{database}-wal" in done.stdout and f"{database}-shm" in done.stdout

@@ -58,6 +58,9 @@ def db_backup(
     keys = "NODEWRIGHT_SECRET_KEYS" if settings.secret_keys is not None else str(key_file_path(settings))
     say(f"backed up {source} to {target} ({target.stat().st_size} bytes)")
     say(f"its secrets open only with the keys in {keys}: keep a copy of them apart from the backup")
+    # The old database's -wal (left by a process that was killed) would be replayed onto the copy.
+    say(f"to restore: stop every serve and worker, delete {source}-wal and {source}-shm if they are "
+        f"there, then put the copy in place of {source}")  # fmt: skip
 
 
 def _publish(partial: Path, target: Path) -> None:
