@@ -315,3 +315,18 @@ def test_nodes_logs_job_ids_from_the_server_cannot_forge_a_line(server: Scripted
     assert done.returncode == 5, done  # not nodewright's answer
     assert "job id" in done.stderr
     assert not any(line.startswith("node ") for line in (done.stdout + done.stderr).splitlines())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["nodes", "list", "--label", ""], ["nodes", "list", "--provider", " "],
+     ["orphans", "list", "--provider", ""], ["nodes", "list", "--status", ""],
+     ["nodes", "list", "--health", " "]],
+    ids=lambda a: "-".join(a),
+)  # fmt: skip
+def test_an_empty_filter_is_a_usage_error_in_the_lists_too(server: Scripted, args: list[str]) -> None:
+    """Dropped, ``--label ""`` would list every node; sent, it would match none."""
+    done = cli(server, lambda _p, _q: {"items": [], "total": 0, "limit": 500, "offset": 0}, *args)
+    assert done.returncode == 2, done
+    assert "is empty" in done.stderr
+    assert server.seen == []  # refused before anything was asked

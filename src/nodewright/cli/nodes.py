@@ -26,6 +26,7 @@ from nodewright.cli.options import (
     UrlOption,
     WaitOption,
     client,
+    filters,
     key_values,
     resolve,
 )
@@ -229,9 +230,10 @@ def nodes_list(
 
     shape = parse(output, as_json=as_json)
     params: dict[str, Any] = {"limit": 500}
+    given = filters({"status": status, "provider": provider, "label": label, "health": health})
     if health:
         params["health"] = health
-    if label:
+    if "label" in given:
         params["label"] = label
     # Released nodes are left out by the server (a list of many released nodes must not hide the
     # live ones behind the page limit), unless --all or --status asks for them.

@@ -99,12 +99,14 @@ def resolve(api: ApiClient, ref: str) -> int:
     return int(chosen[0]["id"])
 
 
-def filters(pairs: dict[str, str | int | None]) -> dict[str, str | int]:
-    """The filter options given, by query name. An empty one is refused (exit 2): dropping it would
-    widen the filter silently, sending it would match nothing; neither is what was meant."""
-    chosen: dict[str, str | int] = {}
+def filters(pairs: dict[str, str | int | list[str] | None]) -> dict[str, str | int | list[str]]:
+    """The filter options given, by query name. An empty one (or an empty item of a repeatable one)
+    is refused (exit 2): dropping it would widen the filter silently, sending it would match nothing;
+    neither is what was meant."""
+    chosen: dict[str, str | int | list[str]] = {}
     for option, value in pairs.items():
-        if isinstance(value, str) and not value.strip():
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, str) and not item.strip() for item in items):
             fail(f"--{option.replace('_', '-')} is empty: give a value or leave the option out")
         if value is not None:
             chosen[option] = value

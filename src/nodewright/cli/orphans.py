@@ -8,7 +8,7 @@ import typer
 
 from nodewright.cli.client import ApiError
 from nodewright.cli.errors import die, say
-from nodewright.cli.options import JsonOption, TokenFile, UrlOption, client
+from nodewright.cli.options import JsonOption, TokenFile, UrlOption, client, filters
 from nodewright.cli.output import OutputOption, emit, parse, table
 from nodewright.cli.providers import provider_id
 from nodewright.cli.times import relative
@@ -33,6 +33,7 @@ def orphans_list(
 ) -> None:
     """Orphaned servers (the reconcile job finds them)."""
     shape = parse(output, as_json=as_json)
+    filters({"provider": provider})
     try:
         with client(url, token_file) as api:
             params = {"provider_id": provider_id(api, provider)} if provider else {}
