@@ -116,6 +116,45 @@ def node_processes(marker: str) -> list[int]:
     return pids
 
 
+def pid_namespaces_under(pid: int) -> set[str]:
+    """The pid namespaces of ``pid``'s descendants that are not the host's (a node's init and its
+    processes: their command lines name nothing of the node's directory)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            parent = int(next(line for line in status.splitlines() if line.startswith("PPid:")).split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    host = os.readlink("/proc/self/ns/pid")
+    found: set[str] = set()
+    todo = list(children.get(pid, []))
+    while todo:
+        current = todo.pop()
+        todo.extend(children.get(current, []))
+        try:
+            space = os.readlink(f"/proc/{current}/ns/pid")
+        except OSError:
+            continue
+        if space != host:
+            found.add(space)
+    return found
+
+
+def processes_in(spaces: set[str]) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "ns" / "pid") in spaces:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
 def create_node(client: hcloud.Client, name: str, public_key: str, user_data: str | None = None) -> Any:
     key = client.ssh_keys.create(name=f"key-{name}", public_key=public_key)
     result = client.servers.create(
@@ -434,6 +473,7 @@ def test_a_killed_simulator_takes_its_nodes_along_and_the_next_start_cleans_up(
     )  # fmt: skip
     node_pid: int | None = None
     node_dir = ""
+    spaces: set[str] = set()
     try:
         assert process.stdout is not None
         api_url = process.stdout.readline().strip()
@@ -450,9 +490,13 @@ def test_a_killed_simulator_takes_its_nodes_along_and_the_next_start_cleans_up(
         )
         node_pid, node_dir = node["ssh"]["node"]["pid"], node["ssh"]["node"]["directory"]
         assert node_pid is not None and node_processes(node_dir)
+        spaces = pid_namespaces_under(node_pid)
+        assert spaces, "the node's init runs in a pid namespace of its own"
         process.kill()  # no atexit, no signal handler: only the kernel cleans up now
         process.wait(timeout=30)
         assert wait_until(lambda: not node_processes(node_dir)), "a node outlived its simulator"
+        # Its init too, whose command line names nothing of the node's directory.
+        assert wait_until(lambda: not processes_in(spaces)), "a node's init outlived its simulator"
         root = Path(node_dir).parent
         assert root.exists()  # nobody removed the layers of the killed simulator yet
         config = fast_config()
@@ -464,6 +508,8 @@ def test_a_killed_simulator_takes_its_nodes_along_and_the_next_start_cleans_up(
             process.kill()
             process.wait(timeout=30)
         for pid in node_processes(node_dir) if node_dir else []:
+            os.kill(pid, signal.SIGKILL)
+        for pid in processes_in(spaces):
             os.kill(pid, signal.SIGKILL)
         for stream in (process.stdout, process.stderr):
             if stream is not None:

@@ -77,6 +77,7 @@ AT_FDCWD, AT_EMPTY_PATH, AT_RECURSIVE = -100, 0x1000, 0x8000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_IDMAP = 0x1, 0x2, 0x4, 0x100000
 PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
+PR_SET_PDEATHSIG, SIGKILL = 1, 9  # the signal module cannot be imported once the host is left
 CAP_LAST = 40
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -251,6 +252,10 @@ def enter(userns: int, hostname: str, kept: tuple[str, ...]) -> None:
     os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+    # Entering the user namespace and the id changes cleared the parent-death signal that the
+    # launcher (unshare --kill-child) set: without it again, a simulator killed with SIGKILL
+    # takes unshare along but leaves this process, the node's init, running under the host's init.
+    _check(_libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "setting the parent-death signal")
     mount("none", "/", None, MS_REC | MS_PRIVATE)
     mount(
         "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
