@@ -4,6 +4,7 @@ fixed, POST /api/nodes/{id}/retry resumes from the stage that failed (earlier st
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,26 @@ def test_connect_fault_wrong_login_then_fixed(world: World) -> None:
     job = world.retry(node["id"])
     assert "stage acquire already done: skipped" in world.messages(job["id"])
     assert len(world.servers()) == 1  # the same server, not a second one
+
+
+def test_connect_ends_when_the_server_is_deleted_behind_its_back(world: World) -> None:
+    """A server deleted while connect waits for SSH (in the provider's console; a demo whose
+    simulator restarted empty) ends the stage as server_gone, not at the connect deadline."""
+    provider_id = world.provider(ssh_port=9)  # nothing listens there: connect keeps trying
+    node = world.create(provider_id, "gone-1")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        seen = world.client.get(f"/api/nodes/{node['id']}", headers=world.headers(Role.viewer)).json()
+        if seen["stage"] == "connect" and seen["server"]["id"]:
+            break
+        time.sleep(0.2)
+    assert seen["stage"] == "connect", seen
+    with world.sim.control() as control:
+        control.delete_server(seen["server"]["id"])
+    # The connect deadline here is 20 s; the provider is asked every 5 s.
+    failed = wait_for_node(world.client, world.headers(Role.viewer), node["id"], "failed", timeout=18)
+    assert failed["stage"] == "connect" and failed["error"]["code"] == "server_gone", failed["error"]
+    assert "no longer exists" in failed["error"]["message"] and failed["error"]["hint"]
 
 
 def test_provision_fault_failing_task_then_fixed(world: World) -> None:

@@ -36,6 +36,7 @@ from nodewright.providers.acquisition import (
 )
 from nodewright.providers.base import LABEL_NODE, HostKeyPair
 from nodewright.providers.connections import connection_info
+from nodewright.providers.errors import ProviderError
 from nodewright.providers.registry import make_adapter
 from nodewright.provisioning.agent import ssh_agent
 from nodewright.provisioning.checks import run_checks
@@ -153,14 +154,54 @@ def ssh_session(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+class _ServerWatch:
+    """While connect waits for SSH, asks the provider now and then whether the server still exists:
+    one deleted behind our back (in the provider's console, or a simulator that restarted empty)
+    ends the stage at once instead of at the connect deadline. A provider error is no verdict."""
+
+    def __init__(self, ctx: JobContext, node: Node, deadline_seconds: float) -> None:
+        self.ctx, self.node = ctx, node
+        self.every = max(2.0, min(15.0, deadline_seconds / 4))
+        self.next_look = time.monotonic() + self.every
+        self.gone = False
+
+    def should_stop(self) -> bool:
+        if self.ctx.canceled or self.gone:
+            return True
+        if self.node.server_id is None or time.monotonic() < self.next_look:
+            return False
+        self.next_look = time.monotonic() + self.every
+        from nodewright.nodes.reconcile import adapter_for
+
+        try:
+            adapter = adapter_for(self.ctx, self.node.provider_id)
+            try:
+                self.gone = adapter.inspect(self.node.server_id) is None
+            finally:
+                adapter.close()
+        except (ProviderError, LookupError):
+            return False
+        return self.gone
+
+
 def connect(ctx: JobContext, node: Node) -> None:
     deadline_seconds = runtime.settings().node_connect_deadline
     started = time.monotonic()
+    watch = _ServerWatch(ctx, node, deadline_seconds)
     with ssh_session(ctx, node) as (ssh, _key):
         tries, failure = ssh.wait_until_reachable(
-            deadline=started + deadline_seconds, should_stop=lambda: ctx.canceled
+            deadline=started + deadline_seconds, should_stop=watch.should_stop
         )
     ctx.check_canceled()
+    if watch.gone:
+        from nodewright.nodes.reconcile import LOST_HINT
+
+        raise JobError(
+            "server_gone",
+            f"server {node.server_id} no longer exists at the provider (after {tries} SSH tries)",
+            retryable=False,
+            hint=LOST_HINT,
+        )
     seconds = round(time.monotonic() - started, 3)
     if failure is not None:
         if failure.code == DEADLINE_EXCEEDED:
