@@ -124,6 +124,43 @@ def _routes() -> list[ApiRoute]:
     ):
         r("POST", f"/servers/{{id}}/actions/{verb}", f"{verb}_server")(power_action(command))
 
+    @r("POST", "/servers/{id}/actions/change_protection", "change_server_protection")
+    def change_protection(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.change_protection(c.project, c.params["id"], c.body)
+
+    @r("POST", "/servers/{id}/actions/enable_backup", "enable_server_backup")
+    def enable_backup(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.enable_backup(c.project, c.params["id"])
+
+    @r("POST", "/servers/{id}/actions/disable_backup", "disable_server_backup")
+    def disable_backup(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.disable_backup(c.project, c.params["id"])
+
+    @r("POST", "/servers/{id}/actions/change_dns_ptr", "change_server_dns_ptr")
+    def change_dns_ptr(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.change_dns_ptr(c.project, c.params["id"], c.body)
+
+    @r("POST", "/servers/{id}/actions/attach_iso", "attach_server_iso")
+    def attach_iso(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.attach_iso(c.project, c.params["id"], c.body)
+
+    @r("POST", "/servers/{id}/actions/detach_iso", "detach_server_iso")
+    def detach_iso(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.detach_iso(c.project, c.params["id"])
+
+    @r("POST", "/servers/{id}/actions/request_console", "request_server_console")
+    def request_console(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        # Nodes have no VNC console; SSH is the way in.
+        return 201, rt.state.not_simulated(c.project, c.params["id"], "request_console (a VNC console)")
+
+    @r("GET", "/isos", "list_isos")
+    def isos(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 200, rt.state.list_isos(c.query)
+
+    @r("GET", "/isos/{id}", "get_iso")
+    def iso(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 200, _one(rt.state.list_isos({"per_page": ["50"]}), "isos", c.params["id"])
+
     @r("GET", "/actions", "get_actions")
     def actions(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
         return 200, rt.state.list_actions(c.project, c.query)
