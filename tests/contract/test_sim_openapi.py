@@ -247,6 +247,7 @@ def test_protection_backup_rdns_and_iso_actions(api: Api) -> None:
     server = api.call("GET", f"/servers/{server_id}", 200).json()["server"]
     assert server["protection"] == {"delete": True, "rebuild": True}
     api.error("DELETE", f"/servers/{server_id}", 423, "protected")
+    api.error("POST", f"{base}/rebuild", 423, "protected", json={"image": "ubuntu-24.04"})
     api.error("POST", f"{base}/change_protection", 422, "invalid_input", json={"delete": "yes"})
 
     # Backups: a window is set and cleared.
@@ -286,11 +287,13 @@ def test_protection_backup_rdns_and_iso_actions(api: Api) -> None:
     detached = api.call("POST", f"{base}/detach_iso", 201).json()["action"]
     assert detached["status"] == "success"
 
-    error = api.error("POST", f"{base}/request_console", 422, "unsupported_error")
-    assert "not simulated" in error["message"]
+    for verb in ("request_console", "enable_rescue", "change_type"):
+        error = api.error("POST", f"{base}/{verb}", 422, "unsupported_error", json={})
+        assert "not simulated" in error["message"]
 
-    response = api.call("POST", f"{base}/change_protection", 201, json={"delete": False})
+    response = api.call("POST", f"{base}/change_protection", 201, json={"delete": False, "rebuild": False})
     _action_finishes(api, response, "change_protection")
+    api.error("POST", f"{base}/rebuild", 422, "unsupported_error", json={"image": "ubuntu-24.04"})
     api.call("DELETE", f"/servers/{server_id}", 200)
 
 

@@ -148,10 +148,29 @@ def _routes() -> list[ApiRoute]:
     def detach_iso(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
         return 201, rt.state.detach_iso(c.project, c.params["id"])
 
-    @r("POST", "/servers/{id}/actions/request_console", "request_server_console")
-    def request_console(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
-        # Nodes have no VNC console; SSH is the way in.
-        return 201, rt.state.not_simulated(c.project, c.params["id"], "request_console (a VNC console)")
+    def not_simulated(what: str) -> Handler:
+        def handler(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+            return 201, rt.state.not_simulated(c.project, c.params["id"], what, rebuild=what == "rebuild")
+
+        return handler
+
+    # The document's other server actions: a clear unsupported_error rather than the 405 that the
+    # GET /servers/{id}/actions/{action_id} route would otherwise give a POST to their paths.
+    for verb, operation, what in (
+        ("request_console", "request_server_console", "request_console (a VNC console)"),
+        ("rebuild", "rebuild_server", "rebuild"),
+        ("enable_rescue", "enable_server_rescue", "enable_rescue (rescue systems)"),
+        ("disable_rescue", "disable_server_rescue", "disable_rescue (rescue systems)"),
+        ("reset_password", "reset_server_password", "reset_password"),
+        ("change_type", "change_server_type", "change_type"),
+        ("create_image", "create_server_image", "create_image (snapshots and backups)"),
+        ("attach_to_network", "attach_server_to_network", "attach_to_network (private networks)"),
+        ("detach_from_network", "detach_server_from_network", "detach_from_network (private networks)"),
+        ("change_alias_ips", "change_server_alias_ips", "change_alias_ips (private networks)"),
+        ("add_to_placement_group", "add_server_to_placement_group", "add_to_placement_group"),
+        ("remove_from_placement_group", "remove_server_from_placement_group", "remove_from_placement_group"),
+    ):
+        r("POST", f"/servers/{{id}}/actions/{verb}", operation)(not_simulated(what))
 
     @r("GET", "/isos", "list_isos")
     def isos(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:

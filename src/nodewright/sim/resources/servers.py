@@ -417,10 +417,14 @@ class ServersResource(ActionsResource):
 
         return self._quick_action(project, server_id, "detach_iso", change)
 
-    def not_simulated(self, project: str, server_id: int, what: str) -> JSON:
+    def not_simulated(self, project: str, server_id: int, what: str, rebuild: bool = False) -> JSON:
+        """A server action the simulator does not model: 404 for an unknown server, 423
+        ``protected`` for a rebuild of a rebuild-protected one, else 422 ``unsupported_error``."""
         with self.lock:
             self.advance()
-            self._server(project, server_id)
+            server = self._server(project, server_id)
+            if rebuild and server.protect_rebuild:
+                raise ApiError("protected", "server rebuild is protected")
         raise ApiError("unsupported_error", f"{what} is not simulated")
 
     # -- control ------------------------------------------------------------------------------
