@@ -220,6 +220,83 @@ def test_server_error_responses(api: Api) -> None:
     api.error("POST", "/servers", 412, "resource_unavailable", json=_body("web-3", location="nbg1"))
 
 
+def _action_finishes(api: Api, response: requests.Response, command: str) -> None:
+    action = response.json()["action"]
+    assert action["command"] == command
+    for _ in range(500):
+        action = api.call("GET", f"/actions/{action['id']}", 200).json()["action"]
+        if action["status"] != "running":
+            break
+        time.sleep(0.01)
+    assert (action["status"], action["progress"], action["error"]) == ("success", 100, None), action
+
+
+def test_protection_backup_rdns_and_iso_actions(api: Api) -> None:
+    api.control("/config", json={"create_duration": 0, "start_duration": 0, "action_duration": 0.05})
+    created = _create(api)["server"]
+    server_id, ipv4 = created["id"], created["public_net"]["ipv4"]["ip"]
+    net = created["public_net"]["ipv6"]["ip"]
+    _wait_unlocked(api, server_id)
+    base = f"/servers/{server_id}/actions"
+
+    # Protection: the object reflects it, delete answers 423 protected until it is lifted.
+    response = api.call("POST", f"{base}/change_protection", 201, json={"delete": True, "rebuild": True})
+    assert response.json()["action"]["status"] == "running"
+    api.error("POST", f"{base}/enable_backup", 423, "locked")  # the action holds the server
+    _action_finishes(api, response, "change_protection")
+    server = api.call("GET", f"/servers/{server_id}", 200).json()["server"]
+    assert server["protection"] == {"delete": True, "rebuild": True}
+    api.error("DELETE", f"/servers/{server_id}", 423, "protected")
+    api.error("POST", f"{base}/rebuild", 423, "protected", json={"image": "ubuntu-24.04"})
+    api.error("POST", f"{base}/change_protection", 422, "invalid_input", json={"delete": "yes"})
+
+    # Backups: a window is set and cleared.
+    _action_finishes(api, api.call("POST", f"{base}/enable_backup", 201), "enable_backup")
+    window = api.call("GET", f"/servers/{server_id}", 200).json()["server"]["backup_window"]
+    assert window in {"22-02", "02-06", "06-10", "10-14", "14-18", "18-22"}
+    _action_finishes(api, api.call("POST", f"{base}/disable_backup", 201), "disable_backup")
+    assert api.call("GET", f"/servers/{server_id}", 200).json()["server"]["backup_window"] is None
+
+    # Reverse DNS for the IPv4 and an address of the /64; null resets or removes it.
+    v6 = net.removesuffix("/64") + "1"
+    for ip, name in ((ipv4, "web-1.example.com"), (v6, "v6.example.com")):
+        response = api.call("POST", f"{base}/change_dns_ptr", 201, json={"ip": ip, "dns_ptr": name})
+        _action_finishes(api, response, "change_dns_ptr")
+    public_net = api.call("GET", f"/servers/{server_id}", 200).json()["server"]["public_net"]
+    assert public_net["ipv4"]["dns_ptr"] == "web-1.example.com"
+    assert public_net["ipv6"]["dns_ptr"] == [{"ip": v6, "dns_ptr": "v6.example.com"}]
+    for ip in (ipv4, v6):
+        response = api.call("POST", f"{base}/change_dns_ptr", 201, json={"ip": ip, "dns_ptr": None})
+        _action_finishes(api, response, "change_dns_ptr")
+    public_net = api.call("GET", f"/servers/{server_id}", 200).json()["server"]["public_net"]
+    assert public_net["ipv4"]["dns_ptr"].endswith(".clients.your-server.de")
+    assert public_net["ipv6"]["dns_ptr"] == []
+    for bad in ({"ip": "192.0.2.1", "dns_ptr": "x.example.com"}, {"ip": ipv4, "dns_ptr": "x."}, {}):
+        api.error("POST", f"{base}/change_dns_ptr", 422, "invalid_input", json=bad)
+
+    # ISOs: listed, attached by name, detached; detaching nothing succeeds at once.
+    isos = api.call("GET", "/isos", 200, params={"architecture": "x86"}).json()["isos"]
+    api.call("GET", f"/isos/{isos[0]['id']}", 200)
+    response = api.call("POST", f"{base}/attach_iso", 201, json={"iso": isos[0]["name"]})
+    _action_finishes(api, response, "attach_iso")
+    assert api.call("GET", f"/servers/{server_id}", 200).json()["server"]["iso"] == isos[0]
+    api.error("POST", f"{base}/attach_iso", 404, "not_found", json={"iso": "no-such.iso"})
+    api.error("POST", f"{base}/attach_iso", 422, "invalid_input", json={})
+    _action_finishes(api, api.call("POST", f"{base}/detach_iso", 201), "detach_iso")
+    assert api.call("GET", f"/servers/{server_id}", 200).json()["server"]["iso"] is None
+    detached = api.call("POST", f"{base}/detach_iso", 201).json()["action"]
+    assert detached["status"] == "success"
+
+    for verb in ("request_console", "enable_rescue", "change_type"):
+        error = api.error("POST", f"{base}/{verb}", 422, "unsupported_error", json={})
+        assert "not simulated" in error["message"]
+
+    response = api.call("POST", f"{base}/change_protection", 201, json={"delete": False, "rebuild": False})
+    _action_finishes(api, response, "change_protection")
+    api.error("POST", f"{base}/rebuild", 422, "unsupported_error", json={"image": "ubuntu-24.04"})
+    api.call("DELETE", f"/servers/{server_id}", 200)
+
+
 def test_catalog_responses(api: Api) -> None:
     types = api.call("GET", "/server_types", 200).json()["server_types"]
     api.call("GET", "/server_types", 200, params={"name": "cx22"})

@@ -10,6 +10,7 @@ import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,3 +132,50 @@ def test_cli_reports_api_errors(hcloud_cli: Run) -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert "(invalid_input)" in result.stderr
+
+
+def test_cli_protection_backup_rdns_iso_and_console(hcloud_cli: Run) -> None:
+    """Every server action the simulator adds beyond power, in one run (this CLI waits 500 ms
+    before its first poll of an action whatever --poll-interval says: about 5 s in all)."""
+
+    def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        return hcloud_cli("--poll-interval", "50ms", "server", *args, ok=ok)
+
+    out = cli("create", "--name", "web-1", "--type", "cx22", "--image", "ubuntu-24.04").stdout
+    server_id = re.search(r"^Server (\d+) created$", out, re.MULTILINE)
+    assert server_id, out
+    done = f"for server {server_id.group(1)}\n"
+
+    def describe() -> dict[str, Any]:
+        server: dict[str, Any] = json.loads(cli("describe", "web-1", "-o", "json").stdout)
+        return server
+
+    assert cli("enable-protection", "web-1", "delete").stdout == "Resource protection enabled " + done
+    assert describe()["protection"]["delete"] is True
+    failed = cli("delete", "web-1", ok=False)
+    assert failed.returncode == 1
+    assert failed.stderr == "hcloud: deleting Server web-1 failed: server deletion is protected (protected)\n"
+
+    assert cli("enable-backup", "web-1").stdout == "Backup enabled " + done
+    assert describe()["backup_window"]
+    assert cli("disable-backup", "web-1").stdout == "Backup disabled " + done
+    assert describe()["backup_window"] is None
+
+    out = cli("set-rdns", "web-1", "--hostname", "web-1.example.com").stdout
+    assert out == "Reverse DNS of Server web-1 changed\n"
+    assert describe()["public_net"]["ipv4"]["dns_ptr"] == "web-1.example.com"
+
+    out = cli("attach-iso", "web-1", "virtio-win-0.1.271.iso").stdout
+    assert out == "ISO virtio-win-0.1.271.iso attached " + done.replace("for", "to")
+    assert describe()["iso"]["name"] == "virtio-win-0.1.271.iso"
+    assert cli("detach-iso", "web-1").stdout == "ISO detached " + done.replace("for", "from")
+    assert describe()["iso"] is None
+
+    console = cli("request-console", "web-1", ok=False)
+    assert console.returncode == 1
+    assert console.stderr == "hcloud: request_console (a VNC console) is not simulated (unsupported_error)\n"
+
+    assert cli("disable-protection", "web-1", "delete").stdout == "Resource protection disabled " + done
+    assert describe()["protection"]["delete"] is False
+    assert cli("delete", "web-1").stdout == "Server web-1 deleted\n"
+    assert json.loads(cli("list", "-o", "json").stdout) in ([], None)

@@ -148,6 +148,50 @@ def _api_error(call: Any) -> hcloud.APIException:
     return excinfo.value
 
 
+def test_protection_backup_rdns_iso_and_console(hcloud_client: hcloud.Client) -> None:
+    result = create(hcloud_client, "web-1")
+    wait_all(result)
+    server = hcloud_client.servers.get_by_id(result.server.id)
+    ipv4 = server.public_net.ipv4.ip
+
+    hcloud_client.servers.change_protection(server, delete=True, rebuild=True).wait_until_finished()
+    server.reload()
+    assert (server.protection["delete"], server.protection["rebuild"]) == (True, True)
+    error = _api_error(lambda: hcloud_client.servers.delete(server))
+    assert error.code == "protected"
+
+    action = hcloud_client.servers.enable_backup(server)
+    assert action.command == "enable_backup"
+    action.wait_until_finished()
+    server.reload()
+    assert server.backup_window
+    hcloud_client.servers.disable_backup(server).wait_until_finished()
+    server.reload()
+    assert server.backup_window is None
+
+    hcloud_client.servers.change_dns_ptr(server, ipv4, "web-1.example.com").wait_until_finished()
+    server.reload()
+    assert server.public_net.ipv4.dns_ptr == "web-1.example.com"
+    error = _api_error(lambda: hcloud_client.servers.change_dns_ptr(server, "192.0.2.1", "x.example.com"))
+    assert error.code == "invalid_input"
+
+    iso = hcloud_client.isos.get_by_name("virtio-win-0.1.271.iso")
+    assert iso is not None
+    hcloud_client.servers.attach_iso(server, iso).wait_until_finished()
+    server.reload()
+    assert server.iso is not None and server.iso.name == iso.name
+    hcloud_client.servers.detach_iso(server).wait_until_finished()
+    server.reload()
+    assert server.iso is None
+
+    error = _api_error(lambda: hcloud_client.servers.request_console(server))
+    assert (error.code, "not simulated" in error.message) == ("unsupported_error", True)
+
+    hcloud_client.servers.change_protection(server, delete=False, rebuild=False).wait_until_finished()
+    hcloud_client.servers.delete(server).wait_until_finished()
+    assert hcloud_client.servers.get_by_name("web-1") is None
+
+
 def test_create_fields_the_simulator_does_not_model_are_refused_by_name(
     hcloud_client: hcloud.Client, sim: SimServer, sim_token: str
 ) -> None:

@@ -124,6 +124,62 @@ def _routes() -> list[ApiRoute]:
     ):
         r("POST", f"/servers/{{id}}/actions/{verb}", f"{verb}_server")(power_action(command))
 
+    @r("POST", "/servers/{id}/actions/change_protection", "change_server_protection")
+    def change_protection(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.change_protection(c.project, c.params["id"], c.body)
+
+    @r("POST", "/servers/{id}/actions/enable_backup", "enable_server_backup")
+    def enable_backup(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.enable_backup(c.project, c.params["id"])
+
+    @r("POST", "/servers/{id}/actions/disable_backup", "disable_server_backup")
+    def disable_backup(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.disable_backup(c.project, c.params["id"])
+
+    @r("POST", "/servers/{id}/actions/change_dns_ptr", "change_server_dns_ptr")
+    def change_dns_ptr(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.change_dns_ptr(c.project, c.params["id"], c.body)
+
+    @r("POST", "/servers/{id}/actions/attach_iso", "attach_server_iso")
+    def attach_iso(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.attach_iso(c.project, c.params["id"], c.body)
+
+    @r("POST", "/servers/{id}/actions/detach_iso", "detach_server_iso")
+    def detach_iso(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.detach_iso(c.project, c.params["id"])
+
+    def not_simulated(what: str) -> Handler:
+        def handler(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+            return 201, rt.state.not_simulated(c.project, c.params["id"], what, rebuild=what == "rebuild")
+
+        return handler
+
+    # The document's other server actions: a clear unsupported_error rather than the 405 that the
+    # GET /servers/{id}/actions/{action_id} route would otherwise give a POST to their paths.
+    for verb, operation, what in (
+        ("request_console", "request_server_console", "request_console (a VNC console)"),
+        ("rebuild", "rebuild_server", "rebuild"),
+        ("enable_rescue", "enable_server_rescue", "enable_rescue (rescue systems)"),
+        ("disable_rescue", "disable_server_rescue", "disable_rescue (rescue systems)"),
+        ("reset_password", "reset_server_password", "reset_password"),
+        ("change_type", "change_server_type", "change_type"),
+        ("create_image", "create_server_image", "create_image (snapshots and backups)"),
+        ("attach_to_network", "attach_server_to_network", "attach_to_network (private networks)"),
+        ("detach_from_network", "detach_server_from_network", "detach_from_network (private networks)"),
+        ("change_alias_ips", "change_server_alias_ips", "change_alias_ips (private networks)"),
+        ("add_to_placement_group", "add_server_to_placement_group", "add_to_placement_group"),
+        ("remove_from_placement_group", "remove_server_from_placement_group", "remove_from_placement_group"),
+    ):
+        r("POST", f"/servers/{{id}}/actions/{verb}", operation)(not_simulated(what))
+
+    @r("GET", "/isos", "list_isos")
+    def isos(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 200, rt.state.list_isos(c.query)
+
+    @r("GET", "/isos/{id}", "get_iso")
+    def iso(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 200, _one(rt.state.list_isos({"per_page": ["50"]}), "isos", c.params["id"])
+
     @r("GET", "/actions", "get_actions")
     def actions(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
         return 200, rt.state.list_actions(c.project, c.query)

@@ -208,6 +208,49 @@ IMAGES: tuple[Image, ...] = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Iso:
+    """A public ISO that ``attach_iso`` can attach (a fixture list; nodes never boot from it)."""
+
+    id: int
+    name: str
+    description: str
+    architecture: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "type": "public",
+            "deprecation": None,
+            "architecture": self.architecture,
+        }
+
+
+ISOS: tuple[Iso, ...] = (
+    Iso(8637, "virtio-win-0.1.271.iso", "virtio-win-0.1.271", None),
+    Iso(120001, "ubuntu-24.04.2-live-server-amd64.iso", "Ubuntu 24.04.2 Server (amd64)", "x86"),
+    Iso(120002, "ubuntu-24.04.2-live-server-arm64.iso", "Ubuntu 24.04.2 Server (arm64)", "arm"),
+    Iso(120003, "debian-12.10.0-amd64-netinst.iso", "Debian 12.10 netinst (amd64)", "x86"),
+)
+
+
+def find_iso(ref: str | int) -> Iso | None:
+    ref_id = _as_id(ref)
+    for item in ISOS:
+        if item.name == ref or item.id == ref_id:
+            return item
+    return None
+
+
+def iso_by_name(name: str) -> Iso:
+    found = find_iso(name)
+    if found is None:
+        raise KeyError(name)
+    return found
+
+
 def location_by_name(name: str) -> Location:
     for loc in LOCATIONS:
         if loc.name == name:

@@ -41,6 +41,9 @@ def sim_command(
     start_duration: Annotated[float, typer.Option(help="Seconds a start_server action takes.")] = 1.0,
     stop_duration: Annotated[float, typer.Option(help="Seconds a stop_server action takes.")] = 0.5,
     delete_duration: Annotated[float, typer.Option(help="Seconds a delete_server action takes.")] = 0.5,
+    action_duration: Annotated[
+        float, typer.Option(help="Seconds protection, backup, reverse DNS and ISO actions take.")
+    ] = 0.2,
     rate_limit: Annotated[int, typer.Option(help="Rate-limit bucket capacity per project.")] = 3600,
     rate_refill: Annotated[float, typer.Option(help="Requests per second added back to the bucket.")] = 1.0,
     ssh_range: Annotated[
@@ -57,6 +60,7 @@ def sim_command(
             start_duration=start_duration,
             stop_duration=stop_duration,
             delete_duration=delete_duration,
+            action_duration=action_duration,
             rate_limit_capacity=rate_limit,
             rate_limit_refill_per_second=rate_refill,
             ssh_address_range=ssh_range,

@@ -16,6 +16,8 @@ class SimConfig:
     start_duration: float = 1.0
     stop_duration: float = 0.5
     delete_duration: float = 0.5
+    # change_protection, enable/disable_backup, change_dns_ptr, attach_iso/detach_iso.
+    action_duration: float = 0.2
     rate_limit_capacity: int = 3600
     rate_limit_refill_per_second: float = 1.0
     ssh_address_range: str = "198.18.0.0/15"
@@ -34,7 +36,13 @@ class SimConfig:
         net = ipaddress.ip_network(self.ssh_address_range, strict=False)
         if not net.subnet_of(ipaddress.ip_network("198.18.0.0/15")):  # type: ignore[arg-type]
             raise ValueError("ssh_address_range must lie within 198.18.0.0/15 (the range reserved for tests)")
-        for name in ("create_duration", "start_duration", "stop_duration", "delete_duration"):
+        for name in (
+            "create_duration",
+            "start_duration",
+            "stop_duration",
+            "delete_duration",
+            "action_duration",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.rate_limit_capacity < 1 or self.rate_limit_refill_per_second <= 0:

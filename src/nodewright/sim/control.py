@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from nodewright.sim.runtime import SimRuntime
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-DURATIONS = ("create_duration", "start_duration", "stop_duration", "delete_duration")
+DURATIONS = ("create_duration", "start_duration", "stop_duration", "delete_duration", "action_duration")
 
 
 def _ok(body: Any, status: int = 200) -> Response:

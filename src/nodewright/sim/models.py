@@ -55,6 +55,17 @@ class Server:
     authorized_keys: list[str] = field(default_factory=list)
     # Handed to the node's cloud-init at first boot; never in a response after create, never saved.
     root_password: str | None = field(default=None, repr=False)
+    protect_delete: bool = False
+    protect_rebuild: bool = False
+    backup_window: str | None = None
+    iso: str | None = None  # the name of an attached ISO of catalog.ISOS
+    # Reverse DNS: the IPv4's entry when set (None: the default name), IPv6 address -> name.
+    ipv4_dns_ptr: str | None = None
+    ipv6_dns_ptr: dict[str, str] = field(default_factory=dict)
+
+    def default_ipv4_dns_ptr(self) -> str:
+        assert self.ipv4 is not None
+        return f"static.{'.'.join(reversed(self.ipv4.split('.')))}.clients.your-server.de"
 
     def to_json(self, locked: bool) -> JSON:
         st = catalog.find_server_type(self.server_type)
@@ -65,13 +76,18 @@ class Server:
                 "id": self.ipv4_id,
                 "ip": self.ipv4,
                 "blocked": False,
-                "dns_ptr": f"static.{'.'.join(reversed(self.ipv4.split('.')))}.clients.your-server.de",
+                "dns_ptr": self.ipv4_dns_ptr or self.default_ipv4_dns_ptr(),
             }
             if self.ipv4 is not None
             else None
         )
         ipv6: JSON | None = (
-            {"id": self.ipv6_id, "ip": self.ipv6_net, "blocked": False, "dns_ptr": []}
+            {
+                "id": self.ipv6_id,
+                "ip": self.ipv6_net,
+                "blocked": False,
+                "dns_ptr": [{"ip": ip, "dns_ptr": name} for ip, name in sorted(self.ipv6_dns_ptr.items())],
+            }
             if self.ipv6_net is not None
             else None
         )
@@ -85,14 +101,14 @@ class Server:
             "server_type": st.to_json(),
             "location": catalog.location_by_name(self.location).to_json(),
             "image": image.to_json(),
-            "iso": None,
+            "iso": catalog.iso_by_name(self.iso).to_json() if self.iso is not None else None,
             "rescue_enabled": False,
             "locked": locked,
-            "backup_window": None,
+            "backup_window": self.backup_window,
             "outgoing_traffic": 0,
             "ingoing_traffic": 0,
             "included_traffic": st.price(self.location)["included_traffic"],
-            "protection": {"delete": False, "rebuild": False},
+            "protection": {"delete": self.protect_delete, "rebuild": self.protect_rebuild},
             "labels": dict(self.labels),
             "volumes": [],
             "load_balancers": [],

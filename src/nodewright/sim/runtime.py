@@ -104,6 +104,7 @@ class SimRuntime:
                     "start_duration": self.config.start_duration,
                     "stop_duration": self.config.stop_duration,
                     "delete_duration": self.config.delete_duration,
+                    "action_duration": self.config.action_duration,
                     "rate_limit_capacity": self.limiter.capacity,
                     "rate_limit_refill_per_second": self.limiter.refill_per_second,
                 },

@@ -1,4 +1,4 @@
-"""The read-only catalog endpoints: server types, locations, images."""
+"""The read-only catalog endpoints: server types, locations, images, ISOs."""
 
 from __future__ import annotations
 
@@ -47,3 +47,23 @@ class CatalogResource(Store):
         )
         page, meta = paginate(items, query)
         return {"images": [img.to_json() for img in page], "meta": meta}
+
+    @staticmethod
+    def list_isos(query: Query) -> JSON:
+        names = query.get("name", [])
+        architectures = set(query.get("architecture", []))
+        wildcard = bool_param(
+            query.get("include_architecture_wildcard", []), "include_architecture_wildcard", False
+        )
+        items = [
+            iso
+            for iso in catalog.ISOS
+            if (not names or iso.name == names[-1])
+            and (
+                not architectures
+                or iso.architecture in architectures
+                or (wildcard and iso.architecture is None)
+            )
+        ]
+        page, meta = paginate(items, query)
+        return {"isos": [iso.to_json() for iso in page], "meta": meta}

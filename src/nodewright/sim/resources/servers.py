@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 import string
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nodewright.sim import catalog
@@ -61,6 +63,17 @@ def unmodelled_fields(body: JSON, problems: dict[str, list[str]]) -> None:
         for name in ("ipv4", "ipv6"):
             if public_net.get(name) is not None:
                 problems[f"public_net.{name}"] = ["primary IPs are not simulated; leave it out"]
+
+
+# The windows Hetzner's backup_window takes (UTC, four hours each).
+BACKUP_WINDOWS = ("22-02", "02-06", "06-10", "10-14", "14-18", "18-22")
+FQDN_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+ServerChange = Callable[[Server], float | None]
+
+
+def _fqdn(name: str) -> bool:
+    labels = name.split(".")
+    return len(name) <= 253 and len(labels) >= 2 and all(FQDN_LABEL.match(label) for label in labels)
 
 
 class ServersResource(ActionsResource):
@@ -261,6 +274,8 @@ class ServersResource(ActionsResource):
             self.advance()
             server = self._server(project, server_id)
             self._require_unlocked(server)
+            if server.protect_delete:
+                raise ApiError("protected", "server deletion is protected")
             action = self._new_action("delete_server", server, self.config.delete_duration)
             action.began = time.monotonic()
             self._remove(server)
@@ -293,6 +308,124 @@ class ServersResource(ActionsResource):
             action = self._new_action(command, server, durations[command])
             self.advance()
             return {"action": action.to_json(time.monotonic())}
+
+    # -- other server actions -----------------------------------------------------------------
+    def _quick_action(self, project: str, server_id: int, command: str, change: ServerChange) -> JSON:
+        """An action whose effect is a change of the server's record: the server must be unlocked,
+        the change is validated and applied at once, and the action then runs for
+        ``action_duration`` (the server is locked meanwhile), as the power actions do."""
+        with self.lock:
+            self.advance()
+            server = self._server(project, server_id)
+            self._require_unlocked(server)
+            duration = change(server)
+            self.changed = True
+            action = self._new_action(
+                command, server, self.config.action_duration if duration is None else duration
+            )
+            self.advance()
+            return {"action": action.to_json(time.monotonic())}
+
+    def change_protection(self, project: str, server_id: int, body: Any) -> JSON:
+        body = require_object(body)
+        problems = {
+            name: ["must be a boolean"]
+            for name in ("delete", "rebuild")
+            if name in body and not isinstance(body[name], bool)
+        }
+
+        def change(server: Server) -> float | None:
+            raise_if(problems)
+            if "delete" in body:
+                server.protect_delete = body["delete"]
+            if "rebuild" in body:
+                server.protect_rebuild = body["rebuild"]
+            return None
+
+        return self._quick_action(project, server_id, "change_protection", change)
+
+    def enable_backup(self, project: str, server_id: int) -> JSON:
+        def change(server: Server) -> float | None:
+            # Hetzner picks the window; the simulator picks one of its four-hour windows by id.
+            server.backup_window = BACKUP_WINDOWS[server.id % len(BACKUP_WINDOWS)]
+            return None
+
+        return self._quick_action(project, server_id, "enable_backup", change)
+
+    def disable_backup(self, project: str, server_id: int) -> JSON:
+        def change(server: Server) -> float | None:
+            server.backup_window = None
+            return None
+
+        return self._quick_action(project, server_id, "disable_backup", change)
+
+    def change_dns_ptr(self, project: str, server_id: int, body: Any) -> JSON:
+        body = require_object(body)
+
+        def change(server: Server) -> float | None:
+            raw_ip, dns_ptr = body.get("ip"), body.get("dns_ptr")
+            problems: dict[str, list[str]] = {}
+            if not isinstance(raw_ip, str) or not raw_ip:
+                problems["ip"] = ["is required and must be an IP address"]
+            if dns_ptr is not None and (not isinstance(dns_ptr, str) or not _fqdn(dns_ptr)):
+                problems["dns_ptr"] = ["must be a fully qualified domain name without trailing dot, or null"]
+            raise_if(problems)
+            try:
+                ip = ipaddress.ip_address(raw_ip)
+            except ValueError:
+                raise invalid_input({"ip": ["is not a valid IP address"]}) from None
+            if isinstance(ip, ipaddress.IPv4Address) and server.ipv4 == str(ip):
+                server.ipv4_dns_ptr = dns_ptr
+            elif (
+                isinstance(ip, ipaddress.IPv6Address)
+                and server.ipv6_net
+                and ip in ipaddress.ip_network(server.ipv6_net)
+            ):
+                if dns_ptr is None:
+                    server.ipv6_dns_ptr.pop(ip.compressed, None)
+                else:
+                    server.ipv6_dns_ptr[ip.compressed] = dns_ptr
+            else:
+                raise invalid_input({"ip": ["is not an IP address of this server"]})
+            return None
+
+        return self._quick_action(project, server_id, "change_dns_ptr", change)
+
+    def attach_iso(self, project: str, server_id: int, body: Any) -> JSON:
+        body = require_object(body)
+        st_arch = {st.name: st.architecture for st in catalog.SERVER_TYPES}
+
+        def change(server: Server) -> float | None:
+            ref = body.get("iso")
+            if not isinstance(ref, str | int) or isinstance(ref, bool) or ref == "":
+                raise invalid_input({"iso": ["is required"]})
+            found = catalog.find_iso(ref)
+            if found is None:
+                raise ApiError("not_found", "iso not found")
+            if found.architecture not in {None, st_arch.get(server.server_type)}:
+                raise invalid_input({"iso": ["is not compatible with the server type's architecture"]})
+            server.iso = found.name
+            return None
+
+        return self._quick_action(project, server_id, "attach_iso", change)
+
+    def detach_iso(self, project: str, server_id: int) -> JSON:
+        def change(server: Server) -> float | None:
+            attached = server.iso is not None
+            server.iso = None
+            return None if attached else 0.0  # nothing attached: the action succeeds at once
+
+        return self._quick_action(project, server_id, "detach_iso", change)
+
+    def not_simulated(self, project: str, server_id: int, what: str, rebuild: bool = False) -> JSON:
+        """A server action the simulator does not model: 404 for an unknown server, 423
+        ``protected`` for a rebuild of a rebuild-protected one, else 422 ``unsupported_error``."""
+        with self.lock:
+            self.advance()
+            server = self._server(project, server_id)
+            if rebuild and server.protect_rebuild:
+                raise ApiError("protected", "server rebuild is protected")
+        raise ApiError("unsupported_error", f"{what} is not simulated")
 
     # -- control ------------------------------------------------------------------------------
     def all_servers(self, ssh_port: int) -> list[JSON]:
