@@ -287,7 +287,7 @@ def test_protection_backup_rdns_and_iso_actions(api: Api) -> None:
     detached = api.call("POST", f"{base}/detach_iso", 201).json()["action"]
     assert detached["status"] == "success"
 
-    for verb in ("request_console", "enable_rescue", "change_type"):
+    for verb in ("request_console", "enable_rescue"):
         error = api.error("POST", f"{base}/{verb}", 422, "unsupported_error", json={})
         assert "not simulated" in error["message"]
 
@@ -295,6 +295,43 @@ def test_protection_backup_rdns_and_iso_actions(api: Api) -> None:
     _action_finishes(api, response, "change_protection")
     api.error("POST", f"{base}/rebuild", 422, "unsupported_error", json={"image": "ubuntu-24.04"})
     api.call("DELETE", f"/servers/{server_id}", 200)
+
+
+def test_change_type_resizes_a_stopped_server_then_starts_it(api: Api) -> None:
+    api.control("/config", json={"create_duration": 0, "start_duration": 0, "stop_duration": 0,
+                                 "action_duration": 0.05})  # fmt: skip
+    server_id = _create(api)["server"]["id"]
+    _wait_unlocked(api, server_id)
+    base = f"/servers/{server_id}/actions"
+    bigger = {"server_type": "cx32", "upgrade_disk": False}
+    api.error("POST", f"{base}/change_type", 422, "server_not_stopped", json=bigger)
+    api.error("POST", f"{base}/change_type", 422, "invalid_input", json={"server_type": "cx32"})
+    _action_finishes(api, api.call("POST", f"{base}/poweroff", 201), "stop_server")
+    for wrong in ("no-such-type", "cax11", "cx11"):  # unknown, another architecture, deprecated
+        api.error("POST", f"{base}/change_type", 422, "invalid_server_type",
+                  json={"server_type": wrong, "upgrade_disk": True})  # fmt: skip
+
+    # Up without the disk: the type changes, the disk stays 40 GB, so going back down works.
+    response = api.call("POST", f"{base}/change_type", 201, json=bigger)
+    _action_finishes(api, response, "change_server_type")
+    _wait_unlocked(api, server_id)
+    server = api.call("GET", f"/servers/{server_id}", 200).json()["server"]
+    assert (server["server_type"]["name"], server["primary_disk_size"]) == ("cx32", 40)
+    assert server["status"] == "running"  # "copies the content of its disk, and starts it again"
+    _action_finishes(api, api.call("POST", f"{base}/poweroff", 201), "stop_server")
+    back = api.call("POST", f"{base}/change_type", 201, json={"server_type": "cx22", "upgrade_disk": True})
+    _action_finishes(api, back, "change_server_type")
+    _wait_unlocked(api, server_id)
+    _action_finishes(api, api.call("POST", f"{base}/poweroff", 201), "stop_server")
+
+    # Up with the disk (by id): then the smaller type no longer fits.
+    up = api.call("POST", f"{base}/change_type", 201, json={"server_type": "105", "upgrade_disk": True})
+    _action_finishes(api, up, "change_server_type")
+    _wait_unlocked(api, server_id)
+    assert api.call("GET", f"/servers/{server_id}", 200).json()["server"]["primary_disk_size"] == 80
+    _action_finishes(api, api.call("POST", f"{base}/poweroff", 201), "stop_server")
+    api.error("POST", f"{base}/change_type", 422, "invalid_server_type",
+              json={"server_type": "cx22", "upgrade_disk": False})  # fmt: skip
 
 
 def test_catalog_responses(api: Api) -> None:

@@ -175,6 +175,13 @@ def test_cli_protection_backup_rdns_iso_and_console(hcloud_cli: Run) -> None:
     assert console.returncode == 1
     assert console.stderr == "hcloud: request_console (a VNC console) is not simulated (unsupported_error)\n"
 
+    refused = cli("change-type", "web-1", "cx32", "--keep-disk", ok=False)
+    assert refused.returncode == 1 and "(server_not_stopped)" in refused.stderr, refused.stderr
+    cli("poweroff", "web-1")
+    cli("change-type", "web-1", "cx32", "--keep-disk")
+    resized = describe()
+    assert (resized["server_type"]["name"], resized["primary_disk_size"]) == ("cx32", 40)
+
     assert cli("disable-protection", "web-1", "delete").stdout == "Resource protection disabled " + done
     assert describe()["protection"]["delete"] is False
     assert cli("delete", "web-1").stdout == "Server web-1 deleted\n"

@@ -5,6 +5,7 @@ that the product has to handle (reproduced with the simulator's fault injection)
 from __future__ import annotations
 
 import ipaddress
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,20 @@ def test_protection_backup_rdns_iso_and_console(hcloud_client: hcloud.Client) ->
 
     error = _api_error(lambda: hcloud_client.servers.request_console(server))
     assert (error.code, "not simulated" in error.message) == ("unsupported_error", True)
+
+    # Resize: refused while running; off -> change_type -> running again on the new type.
+    bigger = hcloud_client.server_types.get_by_name("cx32")
+    assert bigger is not None
+    error = _api_error(lambda: hcloud_client.servers.change_type(server, bigger, upgrade_disk=False))
+    assert error.code == "server_not_stopped"
+    hcloud_client.servers.power_off(server).wait_until_finished()
+    hcloud_client.servers.change_type(server, bigger, upgrade_disk=False).wait_until_finished()
+    for _ in range(500):
+        server.reload()
+        if server.status == "running" and not server.locked:
+            break
+        time.sleep(0.01)
+    assert (server.server_type.name, server.primary_disk_size, server.status) == ("cx32", 40, "running")
 
     hcloud_client.servers.change_protection(server, delete=False, rebuild=False).wait_until_finished()
     hcloud_client.servers.delete(server).wait_until_finished()

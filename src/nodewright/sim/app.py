@@ -144,6 +144,10 @@ def _routes() -> list[ApiRoute]:
     def attach_iso(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
         return 201, rt.state.attach_iso(c.project, c.params["id"], c.body)
 
+    @r("POST", "/servers/{id}/actions/change_type", "change_server_type")
+    def change_type(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.change_type(c.project, c.params["id"], c.body)
+
     @r("POST", "/servers/{id}/actions/detach_iso", "detach_server_iso")
     def detach_iso(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
         return 201, rt.state.detach_iso(c.project, c.params["id"])
@@ -162,7 +166,6 @@ def _routes() -> list[ApiRoute]:
         ("enable_rescue", "enable_server_rescue", "enable_rescue (rescue systems)"),
         ("disable_rescue", "disable_server_rescue", "disable_rescue (rescue systems)"),
         ("reset_password", "reset_server_password", "reset_password"),
-        ("change_type", "change_server_type", "change_type"),
         ("create_image", "create_server_image", "create_image (snapshots and backups)"),
         ("attach_to_network", "attach_server_to_network", "attach_to_network (private networks)"),
         ("detach_from_network", "detach_server_from_network", "detach_from_network (private networks)"),

@@ -62,6 +62,8 @@ class Server:
     # Reverse DNS: the IPv4's entry when set (None: the default name), IPv6 address -> name.
     ipv4_dns_ptr: str | None = None
     ipv6_dns_ptr: dict[str, str] = field(default_factory=dict)
+    # The disk's size when a change_type kept it (upgrade_disk false); None: the type's disk.
+    disk: int | None = None
 
     def default_ipv4_dns_ptr(self) -> str:
         assert self.ipv4 is not None
@@ -112,7 +114,7 @@ class Server:
             "labels": dict(self.labels),
             "volumes": [],
             "load_balancers": [],
-            "primary_disk_size": st.disk,
+            "primary_disk_size": self.disk or st.disk,
             "placement_group": None,
         }
 

@@ -417,6 +417,51 @@ class ServersResource(ActionsResource):
 
         return self._quick_action(project, server_id, "detach_iso", change)
 
+    def change_type(self, project: str, server_id: int, body: Any) -> JSON:
+        """Resize a stopped server: the new type must have the same architecture and storage type
+        and a disk at least the server's; ``upgrade_disk`` false keeps the disk (so a later
+        downgrade stays possible). As the document says, the server starts again afterwards."""
+        body = require_object(body)
+        with self.lock:
+            self.advance()
+            server = self._server(project, server_id)
+            problems: dict[str, list[str]] = {}
+            if not isinstance(body.get("upgrade_disk"), bool):
+                problems["upgrade_disk"] = ["is required and must be a boolean"]
+            ref = body.get("server_type")
+            # The document says string; hcloud-python sends a known type's id as a number.
+            if not isinstance(ref, str | int) or isinstance(ref, bool) or ref == "":
+                problems["server_type"] = ["is required and must be the name or id of a server type"]
+            raise_if(problems)
+            self._require_unlocked(server)
+            if server.status != "off":
+                raise ApiError("server_not_stopped", "server must be stopped before changing its type")
+            new = catalog.find_server_type(ref)
+            old = catalog.find_server_type(server.server_type)
+            assert old is not None
+            disk = server.disk or old.disk
+            if new is None:
+                raise ApiError("invalid_server_type", f"server type {str(ref)[:64]!r} not found")
+            if new.deprecation is not None:
+                raise ApiError("invalid_server_type", f"server type {new.name} is deprecated")
+            if (new.architecture, new.storage_type) != (old.architecture, old.storage_type):
+                raise ApiError(
+                    "invalid_server_type",
+                    f"server type {new.name} does not fit this server (architecture or storage type differs)",
+                )
+            if new.disk < disk:
+                raise ApiError(
+                    "invalid_server_type",
+                    f"server type {new.name} has a {new.disk} GB disk, smaller than the server's {disk} GB",
+                )
+            server.server_type = new.name
+            server.disk = None if body["upgrade_disk"] or new.disk == disk else disk
+            self.changed = True
+            action = self._new_action("change_server_type", server, self.config.action_duration)
+            self._new_action("start_server", server, self.config.start_duration, after=action.id)
+            self.advance()
+            return {"action": action.to_json(time.monotonic())}
+
     def not_simulated(self, project: str, server_id: int, what: str, rebuild: bool = False) -> JSON:
         """A server action the simulator does not model: 404 for an unknown server, 423
         ``protected`` for a rebuild of a rebuild-protected one, else 422 ``unsupported_error``."""
