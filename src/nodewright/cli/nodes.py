@@ -47,6 +47,21 @@ MAX_KEY_FILE = 16384
 MAX_NODE_JOBS = 10_000  # --all stops there: a server whose total never ends is not paged forever
 DEFAULT_LOCATION, DEFAULT_SERVER_TYPE, DEFAULT_IMAGE = "fsn1", "cx22", "ubuntu-24.04"
 DEFAULT_PROFILE = "baseline"
+# What a node is made of, as `nodes create` and `smoke` both take it.
+ProviderRef = Annotated[
+    str | None,
+    typer.Option(
+        "--provider",
+        help="Provider connection id or name [default: the only one there is].",
+        show_default=False,
+    ),
+]
+LocationOption = Annotated[
+    str, typer.Option("--location", help="Location (`providers catalog --show locations`).")
+]
+ServerTypeOption = Annotated[str, typer.Option("--type", help="Server type (`providers catalog`).")]
+ImageOption = Annotated[str, typer.Option("--image", help="Image (`providers catalog --show images`).")]
+ProfileOption = Annotated[str, typer.Option("--profile", help="Provisioning profile.")]
 LIVE_STATUSES = [s.value for s in NodeStatus if s is not NodeStatus.released]
 
 
@@ -286,25 +301,12 @@ def money(node: dict[str, Any]) -> str:
 @nodes_app.command("create")
 def nodes_create(
     name: Annotated[str, typer.Option("--name", help="Node name (also the server's name).")],
-    provider: Annotated[
-        str | None,
-        typer.Option(
-            "--provider",
-            help="Provider connection id or name [default: the only one there is].",
-            show_default=False,
-        ),
-    ] = None,
-    location: Annotated[
-        str, typer.Option("--location", help="Location (`providers catalog --show locations`).")
-    ] = DEFAULT_LOCATION,
-    server_type: Annotated[
-        str, typer.Option("--type", help="Server type (`providers catalog`).")
-    ] = DEFAULT_SERVER_TYPE,
-    image: Annotated[
-        str, typer.Option("--image", help="Image (`providers catalog --show images`).")
-    ] = DEFAULT_IMAGE,
+    provider: ProviderRef = None,
+    location: LocationOption = DEFAULT_LOCATION,
+    server_type: ServerTypeOption = DEFAULT_SERVER_TYPE,
+    image: ImageOption = DEFAULT_IMAGE,
     label: Annotated[list[str] | None, typer.Option("--label", help="key=value, repeatable")] = None,
-    profile: Annotated[str, typer.Option("--profile", help="Provisioning profile.")] = DEFAULT_PROFILE,
+    profile: ProfileOption = DEFAULT_PROFILE,
     ssh_key: Annotated[
         list[Path] | None, typer.Option("--ssh-key", help="A public key file for the admin user, repeatable.")
     ] = None,

@@ -20,7 +20,20 @@ from nodewright.cli import smoke_report
 from nodewright.cli.client import ApiClient, ApiError
 from nodewright.cli.errors import EXIT_FAILED, die, exit_code, fail, say
 from nodewright.cli.jobs import detached, read_events
-from nodewright.cli.nodes import SETTLED, follow, the_provider
+from nodewright.cli.nodes import (
+    DEFAULT_IMAGE,
+    DEFAULT_LOCATION,
+    DEFAULT_PROFILE,
+    DEFAULT_SERVER_TYPE,
+    SETTLED,
+    ImageOption,
+    LocationOption,
+    ProfileOption,
+    ProviderRef,
+    ServerTypeOption,
+    follow,
+    the_provider,
+)
 from nodewright.cli.options import TokenFile, UrlOption, credentials
 from nodewright.cli.smoke_report import SmokeRun, field_of
 from nodewright.security.redaction import redact_text
@@ -28,22 +41,11 @@ from nodewright.security.text import clean_line
 
 
 def smoke_command(
-    provider: Annotated[
-        str | None,
-        typer.Option(
-            "--provider",
-            help="Provider connection id or name [default: the only one there is].",
-            show_default=False,
-        ),
-    ] = None,
-    location: Annotated[
-        str, typer.Option("--location", help="Location (`providers catalog --show locations`).")
-    ] = "fsn1",
-    server_type: Annotated[str, typer.Option("--type", help="Server type (`providers catalog`).")] = "cx22",
-    image: Annotated[
-        str, typer.Option("--image", help="Image (`providers catalog --show images`).")
-    ] = "ubuntu-24.04",
-    profile: Annotated[str, typer.Option("--profile", help="Provisioning profile.")] = "baseline",
+    provider: ProviderRef = None,
+    location: LocationOption = DEFAULT_LOCATION,
+    server_type: ServerTypeOption = DEFAULT_SERVER_TYPE,
+    image: ImageOption = DEFAULT_IMAGE,
+    profile: ProfileOption = DEFAULT_PROFILE,
     evidence_dir: Annotated[Path, typer.Option("--evidence-dir", help="Where the evidence is kept.")] = Path(
         "smoke-evidence"
     ),
