@@ -287,14 +287,98 @@ def test_protection_backup_rdns_and_iso_actions(api: Api) -> None:
     detached = api.call("POST", f"{base}/detach_iso", 201).json()["action"]
     assert detached["status"] == "success"
 
-    for verb in ("request_console", "enable_rescue"):
-        error = api.error("POST", f"{base}/{verb}", 422, "unsupported_error", json={})
-        assert "not simulated" in error["message"]
+    error = api.error("POST", f"{base}/request_console", 422, "unsupported_error", json={})
+    assert "not simulated" in error["message"]
 
     response = api.call("POST", f"{base}/change_protection", 201, json={"delete": False, "rebuild": False})
     _action_finishes(api, response, "change_protection")
-    api.error("POST", f"{base}/rebuild", 422, "unsupported_error", json={"image": "ubuntu-24.04"})
     api.call("DELETE", f"/servers/{server_id}", 200)
+
+
+def test_rebuild_rescue_snapshots_and_backups(api: Api) -> None:
+    api.control("/config", json={"create_duration": 0, "start_duration": 0, "action_duration": 0.05})
+    key = api.call("POST", "/ssh_keys", 201, json={"name": "k", "public_key": PUBLIC_KEY}).json()["ssh_key"]
+    created = _create(api)
+    server_id = created["server"]["id"]
+    _wait_unlocked(api, server_id)
+    base = f"/servers/{server_id}/actions"
+
+    # Rebuild: to another image; created without keys, so a new root password each time.
+    response = api.call("POST", f"{base}/rebuild", 201, json={"image": "debian-12"})
+    assert response.json()["root_password"] not in {None, created["root_password"]}
+    _action_finishes(api, response, "rebuild_server")
+    server = api.call("GET", f"/servers/{server_id}", 200).json()["server"]
+    assert (server["image"]["name"], server["status"]) == ("debian-12", "running")
+    api.error("POST", f"{base}/rebuild", 422, "invalid_input", json={})
+    api.error("POST", f"{base}/rebuild", 422, "invalid_input", json={"image": "no-such-image"})
+    api.error("POST", f"{base}/rebuild", 422, "invalid_input",
+              json={"image": "debian-12", "user_data": "x" * (32 * 1024 + 1)})  # fmt: skip
+
+    # Rescue: enabled with a key, the password returned; disabled again.
+    response = api.call(
+        "POST", f"{base}/enable_rescue", 201, json={"type": "linux64", "ssh_keys": [key["id"]]}
+    )
+    assert response.json()["root_password"]
+    _action_finishes(api, response, "enable_rescue")
+    assert api.call("GET", f"/servers/{server_id}", 200).json()["server"]["rescue_enabled"] is True
+    _action_finishes(api, api.call("POST", f"{base}/disable_rescue", 201), "disable_rescue")
+    assert api.call("GET", f"/servers/{server_id}", 200).json()["server"]["rescue_enabled"] is False
+    api.error("POST", f"{base}/enable_rescue", 422, "invalid_input", json={"type": "freebsd64"})
+    api.error("POST", f"{base}/enable_rescue", 422, "invalid_input", json={"ssh_keys": [999999]})
+
+    # A snapshot: creating, then available; listed by type and label; usable at create.
+    snapshot = {"type": "snapshot", "description": "golden", "labels": {"role": "web"}}
+    response = api.call("POST", f"{base}/create_image", 201, json=snapshot)
+    image = response.json()["image"]
+    assert (image["type"], image["status"], image["name"]) == ("snapshot", "creating", None)
+    assert image["created_from"] == {"id": server_id, "name": "web-1"}
+    _action_finishes(api, response, "create_image")
+    image = api.call("GET", f"/images/{image['id']}", 200).json()["image"]
+    assert image["status"] == "available" and image["image_size"] > 0
+    listing = api.call(
+        "GET", "/images", 200, params={"type": "snapshot", "label_selector": "role=web"}
+    ).json()
+    assert [i["id"] for i in listing["images"]] == [image["id"]]
+    assert api.call("GET", "/images", 200, params={"type": "backup"}).json()["images"] == []
+    clone = _create(api, name="web-2", image=image["id"])["server"]
+    assert clone["image"]["id"] == image["id"]
+    _wait_unlocked(api, clone["id"])
+    api.call("PUT", f"/images/{image['id']}", 200, json={"description": "golden v2", "labels": {"v": "2"}})
+    api.error("PUT", f"/images/{image['id']}", 422, "invalid_input", json={"type": "backup"})
+
+    # Protection blocks delete; a system image is not ours to delete.
+    protect = api.call("POST", f"/images/{image['id']}/actions/change_protection", 201, json={"delete": True})
+    assert protect.json()["action"]["resources"] == [{"id": image["id"], "type": "image"}]
+    api.call("GET", f"/images/{image['id']}/actions", 200)
+    api.call("GET", f"/images/{image['id']}/actions/{protect.json()['action']['id']}", 200)
+    api.call("GET", "/images/actions", 200)
+    api.error("DELETE", f"/images/{image['id']}", 423, "protected")
+    system = api.call("GET", "/images", 200, params={"name": "debian-12"}).json()["images"][0]
+    api.error("DELETE", f"/images/{system['id']}", 403, "forbidden")
+    api.call("POST", f"/images/{image['id']}/actions/change_protection", 201, json={"delete": False})
+
+    # A backup needs backups on; it is bound to the server and goes with it; the snapshot stays.
+    api.error("POST", f"{base}/create_image", 422, "invalid_input", json={"type": "backup"})
+    _action_finishes(api, api.call("POST", f"{base}/enable_backup", 201), "enable_backup")
+    response = api.call("POST", f"{base}/create_image", 201, json={"type": "backup"})
+    backup = response.json()["image"]
+    assert backup["bound_to"] == server_id
+    _action_finishes(api, response, "create_image")
+    bound = api.call("GET", "/images", 200, params={"bound_to": str(server_id)}).json()["images"]
+    assert [i["id"] for i in bound] == [backup["id"]]
+    api.call("DELETE", f"/servers/{server_id}", 200)
+    api.error("GET", f"/images/{backup['id']}", 404, "not_found")
+    api.call("GET", f"/images/{image['id']}", 200)
+
+    # Rebuild the clone to the snapshot, then delete the snapshot: the server's image is null.
+    rebuilt = api.call(
+        "POST", f"/servers/{clone['id']}/actions/rebuild", 201, json={"image": str(image["id"])}
+    )
+    _action_finishes(api, rebuilt, "rebuild_server")
+    api.call("DELETE", f"/images/{image['id']}", 204)
+    assert api.call("GET", f"/servers/{clone['id']}", 200).json()["server"]["image"] is None
+    api.error("POST", "/servers", 422, "invalid_input",
+              json={"name": "web-3", "server_type": "cx22", "image": image["id"]})  # fmt: skip
 
 
 def test_change_type_resizes_a_stopped_server_then_starts_it(api: Api) -> None:

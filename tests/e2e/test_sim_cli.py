@@ -186,3 +186,42 @@ def test_cli_protection_backup_rdns_iso_and_console(hcloud_cli: Run) -> None:
     assert describe()["protection"]["delete"] is False
     assert cli("delete", "web-1").stdout == "Server web-1 deleted\n"
     assert json.loads(cli("list", "-o", "json").stdout) in ([], None)
+
+
+def test_cli_rebuild_rescue_and_snapshots(hcloud_cli: Run) -> None:
+    """Rebuild, rescue and images as this CLI does them, against the simulator (no nodes)."""
+
+    def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        return hcloud_cli("--poll-interval", "50ms", *args, ok=ok)
+
+    cli("server", "create", "--name", "web-1", "--type", "cx22", "--image", "ubuntu-24.04")
+    out = cli("server", "rebuild", "web-1", "--image", "debian-12").stdout
+    assert re.fullmatch(r"Server \d+ rebuilt with image debian-12\n", out), out
+    server = json.loads(cli("server", "describe", "web-1", "-o", "json").stdout)
+    assert server["image"]["name"] == "debian-12"
+
+    out = cli("server", "enable-rescue", "web-1").stdout
+    assert re.search(r"Rescue enabled for Server \d+ with root password: \w{20}", out, re.IGNORECASE), out
+    assert json.loads(cli("server", "describe", "web-1", "-o", "json").stdout)["rescue_enabled"] is True
+    cli("server", "disable-rescue", "web-1")
+    assert json.loads(cli("server", "describe", "web-1", "-o", "json").stdout)["rescue_enabled"] is False
+
+    out = cli("server", "create-image", "web-1", "--type", "snapshot", "--description", "golden").stdout
+    match = re.search(r"Image (\d+) created from Server (\d+)", out, re.IGNORECASE)
+    assert match, out
+    image_id = match.group(1)
+    images = json.loads(cli("image", "list", "--type", "snapshot", "-o", "json").stdout)
+    assert [(str(i["id"]), i["description"], i["status"]) for i in images] == [
+        (image_id, "golden", "available")
+    ]
+    cli("image", "update", image_id, "--description", "golden v2")
+    assert json.loads(cli("image", "describe", image_id, "-o", "json").stdout)["description"] == "golden v2"
+
+    out = cli("server", "create", "--name", "web-2", "--type", "cx22", "--image", image_id).stdout
+    assert re.search(r"^Server \d+ created$", out, re.MULTILINE), out
+    cli("image", "enable-protection", image_id, "delete")
+    refused = cli("image", "delete", image_id, ok=False)
+    assert refused.returncode == 1 and "(protected)" in refused.stderr, refused.stderr
+    cli("image", "disable-protection", image_id, "delete")
+    cli("image", "delete", image_id)
+    assert json.loads(cli("image", "list", "--type", "snapshot", "-o", "json").stdout) in ([], None)

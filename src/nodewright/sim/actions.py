@@ -66,6 +66,7 @@ class Action:
             "status": self.status,
             "finished": self.finished,
             "error": self.error,
+            "resources": self.resources,
         }
 
     @classmethod
@@ -83,4 +84,5 @@ class Action:
         action.status = data["status"] if data["status"] != "running" else "success"
         action.finished = data["finished"] if data["finished"] is not None else data["started"]
         action.error = data["error"]
+        action.resources = list(data.get("resources", []))
         return action

@@ -152,9 +152,25 @@ def _routes() -> list[ApiRoute]:
     def detach_iso(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
         return 201, rt.state.detach_iso(c.project, c.params["id"])
 
+    @r("POST", "/servers/{id}/actions/rebuild", "rebuild_server")
+    def rebuild(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.rebuild(c.project, c.params["id"], c.body)
+
+    @r("POST", "/servers/{id}/actions/enable_rescue", "enable_server_rescue")
+    def enable_rescue(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.enable_rescue(c.project, c.params["id"], c.body if c.body is not None else {})
+
+    @r("POST", "/servers/{id}/actions/disable_rescue", "disable_server_rescue")
+    def disable_rescue(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.disable_rescue(c.project, c.params["id"])
+
+    @r("POST", "/servers/{id}/actions/create_image", "create_server_image")
+    def create_image(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.create_image(c.project, c.params["id"], c.body if c.body is not None else {})
+
     def not_simulated(what: str) -> Handler:
         def handler(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
-            return 201, rt.state.not_simulated(c.project, c.params["id"], what, rebuild=what == "rebuild")
+            return 201, rt.state.not_simulated(c.project, c.params["id"], what)
 
         return handler
 
@@ -162,11 +178,7 @@ def _routes() -> list[ApiRoute]:
     # GET /servers/{id}/actions/{action_id} route would otherwise give a POST to their paths.
     for verb, operation, what in (
         ("request_console", "request_server_console", "request_console (a VNC console)"),
-        ("rebuild", "rebuild_server", "rebuild"),
-        ("enable_rescue", "enable_server_rescue", "enable_rescue (rescue systems)"),
-        ("disable_rescue", "disable_server_rescue", "disable_rescue (rescue systems)"),
         ("reset_password", "reset_server_password", "reset_password"),
-        ("create_image", "create_server_image", "create_image (snapshots and backups)"),
         ("attach_to_network", "attach_server_to_network", "attach_to_network (private networks)"),
         ("detach_from_network", "detach_server_from_network", "detach_from_network (private networks)"),
         ("change_alias_ips", "change_server_alias_ips", "change_alias_ips (private networks)"),
@@ -209,12 +221,40 @@ def _routes() -> list[ApiRoute]:
 
     @r("GET", "/images", "list_images")
     def images(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
-        return 200, rt.state.list_images(c.query)
+        return 200, rt.state.list_images(c.project, c.query)
+
+    @r("GET", "/images/actions", "list_images_actions")
+    def image_actions_all(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 200, rt.state.image_actions(c.project, None, c.query)
+
+    @r("GET", "/images/actions/{id}", "get_images_action")
+    def image_action_any(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 200, rt.state.get_image_action(c.project, c.params["id"], None)
 
     @r("GET", "/images/{id}", "get_image")
     def image(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
-        everything = {"per_page": ["50"], "include_deprecated": ["true"]}
-        return 200, _one(rt.state.list_images(everything), "images", c.params["id"])
+        return 200, rt.state.get_image(c.project, c.params["id"])
+
+    @r("PUT", "/images/{id}", "update_image")
+    def update_image(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 200, rt.state.update_image(c.project, c.params["id"], c.body)
+
+    @r("DELETE", "/images/{id}", "delete_image")
+    def delete_image(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        rt.state.delete_image(c.project, c.params["id"])
+        return 204, None
+
+    @r("GET", "/images/{id}/actions", "list_image_actions")
+    def image_actions(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 200, rt.state.image_actions(c.project, c.params["id"], c.query)
+
+    @r("POST", "/images/{id}/actions/change_protection", "change_image_protection")
+    def image_protection(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 201, rt.state.change_image_protection(c.project, c.params["id"], c.body)
+
+    @r("GET", "/images/{id}/actions/{action_id}", "get_image_action")
+    def image_action(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        return 200, rt.state.get_image_action(c.project, c.params["action_id"], c.params["id"])
 
     @r("GET", "/pricing", "get_pricing")
     def pricing(_rt: SimRuntime, _c: Call) -> tuple[int, dict[str, Any] | None]:

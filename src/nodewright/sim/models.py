@@ -64,14 +64,22 @@ class Server:
     ipv6_dns_ptr: dict[str, str] = field(default_factory=dict)
     # The disk's size when a change_type kept it (upgrade_disk false); None: the type's disk.
     disk: int | None = None
+    # Created with SSH keys: a rebuild then gives no new root password (Hetzner's rule).
+    key_login: bool = False
+    rescue_enabled: bool = False  # rescue at the next boot (enable_rescue until that boot)
+    rescue_keys: list[str] = field(default_factory=list)
+    rescue_password: str | None = field(default=None, repr=False)  # never saved
+    # Set by rebuild: the next boot resets the node's disk to the image; never saved.
+    reset_disk: bool = field(default=False, repr=False)
 
     def default_ipv4_dns_ptr(self) -> str:
         assert self.ipv4 is not None
         return f"static.{'.'.join(reversed(self.ipv4.split('.')))}.clients.your-server.de"
 
-    def to_json(self, locked: bool) -> JSON:
+    def to_json(self, locked: bool, image: JSON | None) -> JSON:
+        """``image``: the rendered image the server was created or rebuilt from (None once a
+        snapshot it came from is deleted, as on Hetzner)."""
         st = catalog.find_server_type(self.server_type)
-        image = next(img for img in catalog.IMAGES if img.id == self.image_id)
         assert st is not None
         ipv4 = (
             {
@@ -102,9 +110,9 @@ class Server:
             "private_net": [],
             "server_type": st.to_json(),
             "location": catalog.location_by_name(self.location).to_json(),
-            "image": image.to_json(),
+            "image": image,
             "iso": catalog.iso_by_name(self.iso).to_json() if self.iso is not None else None,
-            "rescue_enabled": False,
+            "rescue_enabled": self.rescue_enabled,
             "locked": locked,
             "backup_window": self.backup_window,
             "outgoing_traffic": 0,
@@ -120,6 +128,51 @@ class Server:
 
     def hostname(self) -> str:
         return parse_user_data(self.user_data).hostname or self.name
+
+
+@dataclass
+class ProjectImage:
+    """A snapshot or backup made by ``create_image``: the project's own, unlike the catalog's
+    system images. Its content (the node's disk) is kept by the node supervisor."""
+
+    id: int
+    project: str
+    type: str  # snapshot | backup
+    status: str  # creating | available
+    description: str
+    created: float
+    created_from: dict[str, Any]  # {"id": server id, "name": name at the time}
+    bound_to: int | None  # the server of a backup
+    os_flavor: str
+    os_version: str | None
+    architecture: str
+    disk_size: float
+    labels: dict[str, str]
+    image_size: float | None = None
+    protect_delete: bool = False
+
+    def to_json(self) -> JSON:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "status": self.status,
+            "name": None,
+            "description": self.description,
+            "image_size": self.image_size,
+            "disk_size": self.disk_size,
+            "created": iso(self.created),
+            "created_from": dict(self.created_from),
+            "bound_to": self.bound_to,
+            "os_flavor": self.os_flavor,
+            "os_version": self.os_version,
+            "rapid_deploy": False,
+            "protection": {"delete": self.protect_delete},
+            "deprecated": None,
+            "deprecation": None,
+            "deleted": None,
+            "labels": dict(self.labels),
+            "architecture": self.architecture,
+        }
 
 
 @dataclass

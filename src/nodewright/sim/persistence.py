@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nodewright.sim.actions import Action
-from nodewright.sim.models import Server, SshKey
+from nodewright.sim.models import ProjectImage, Server, SshKey
 
 if TYPE_CHECKING:
     from nodewright.sim.state import SimState
 
 FORMAT = 1
+UNSAVED = {"root_password", "rescue_password", "reset_disk"}
 
 
 def save_state(state: SimState, path: Path) -> None:
@@ -30,12 +31,16 @@ def save_state(state: SimState, path: Path) -> None:
             "action": state.next_action_id,
             "key": state.next_key_id,
             "ip": state.next_ip_id,
+            "image": state.next_image_id,
             "cursor": state.pool.cursor,
         },
         "tokens": {h: list(v) for h, v in state.tokens.items()},
         "servers": [
-            {k: v for k, v in s.__dict__.items() if k != "root_password"} for s in state.servers.values()
+            {k: v for k, v in s.__dict__.items() if k not in UNSAVED} for s in state.servers.values()
         ],
+        # Records only: their content (a node's disk) is not kept across restarts, as nodes' own
+        # disks are not; a server created from one starts from the base disk.
+        "images": [i.__dict__.copy() for i in state.images.values() if i.status == "available"],
         "ssh_keys": [k.__dict__.copy() for k in state.ssh_keys.values()],
         "actions": [a.to_state() for a in state.actions.values()],
         "server_limits": state.server_limits,
@@ -56,6 +61,7 @@ def load_state(state: SimState, path: Path) -> None:
     state.next_action_id = counters["action"]
     state.next_key_id = counters["key"]
     state.next_ip_id = counters["ip"]
+    state.next_image_id = counters.get("image", state.next_image_id)
     state.pool.cursor = counters["cursor"]
     state.tokens = {h: (v[0], v[1]) for h, v in data["tokens"].items()}
     for raw in data["servers"]:
@@ -67,6 +73,9 @@ def load_state(state: SimState, path: Path) -> None:
         state.servers[server.id] = server
         if server.ipv4:
             state.pool.used.add(server.ipv4)
+    for raw in data.get("images", []):
+        image = ProjectImage(**raw)
+        state.images[image.id] = image
     for raw in data["ssh_keys"]:
         key = SshKey(**raw)
         state.ssh_keys[key.id] = key

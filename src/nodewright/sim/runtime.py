@@ -47,11 +47,12 @@ class SimRuntime:
             load_state(self.state, state_file)
             self.state.resume_nodes()
 
-    def _node_spec(self, server: Server) -> NodeSpec | None:
+    def _node_spec(self, server: Server, rescue: bool = False) -> NodeSpec | None:
         if server.ipv4 is None:
             return None  # no public IPv4: nothing to listen on, like a real IPv6-only server here
         cloud = parse_user_data(server.user_data)
-        return NodeSpec(
+        own_image = server.image_id in self.state.images and self.nodes is not None
+        disk = NodeSpec(
             server_id=server.id,
             address=server.ipv4,
             hostname=server.hostname(),
@@ -60,6 +61,19 @@ class SimRuntime:
             ipv6_net=server.ipv6_net,
             cloud=cloud,
             root_password=server.root_password,
+            disk_source=self.nodes.image_path(server.image_id) if own_image and self.nodes else None,
+        )
+        if not rescue:
+            return disk
+        return NodeSpec(  # Hetzner's rescue system: its own root, keys and password, no user data
+            server_id=server.id,
+            address=server.ipv4,
+            hostname="rescue",
+            authorized_keys=list(server.rescue_keys),
+            ipv6_net=server.ipv6_net,
+            root_password=server.rescue_password,
+            rescue=True,
+            then=disk,
         )
 
     def start(self) -> None:

@@ -21,6 +21,8 @@ class SimState(ServersResource, SshKeysResource, CatalogResource, TokensResource
             for server in list(self.servers.values()):
                 self._remove(server)
             self.ssh_keys.clear()
+            for image_id in list(self.images):
+                self._drop_image(self.images[image_id])
             self.actions.clear()
             self.running.clear()
             self.tokens.clear()

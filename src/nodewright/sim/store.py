@@ -14,12 +14,13 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol
 
+from nodewright.sim import catalog
 from nodewright.sim.actions import Action
 from nodewright.sim.addresses import AddressPool
 from nodewright.sim.config import SimConfig
 from nodewright.sim.errors import ApiError, invalid_input, not_found
 from nodewright.sim.labels import SelectorError, parse_selector
-from nodewright.sim.models import Capacity, RequestRecord, Server, SshKey
+from nodewright.sim.models import Capacity, ProjectImage, RequestRecord, Server, SshKey
 from nodewright.sim.validation import check_labels, raise_if
 
 TokenMode = Literal["read_write", "read_only", "revoked"]
@@ -30,11 +31,15 @@ JSON = dict[str, Any]
 class Nodes(Protocol):
     """What the state needs from the node supervisor (absent when SSH nodes are off)."""
 
-    def boot(self, spec: Any, restart: bool = False) -> None: ...
+    def boot(self, spec: Any, restart: bool = False, reset_disk: bool = False) -> None: ...
     def stop(self, server_id: int) -> None: ...
     def destroy(self, server_id: int) -> None: ...
     def state(self, server_id: int) -> str: ...
     def info(self, server_id: int) -> dict[str, object]: ...
+    def snapshot(self, server_id: int, image_id: int) -> None: ...
+    def snapshot_state(self, image_id: int) -> str | None: ...
+    def snapshot_size(self, image_id: int) -> int: ...
+    def delete_image(self, image_id: int) -> None: ...
 
 
 def token_hash(token: str) -> str:
@@ -50,11 +55,13 @@ class Store:
     def __init__(self, config: SimConfig, nodes: Nodes | None = None) -> None:
         self.config = config
         self.nodes = nodes
-        self.node_spec_factory: Callable[[Server], Any] | None = None
+        # (server, rescue) -> the node spec to boot, or None for a server without a node
+        self.node_spec_factory: Callable[[Server, bool], Any] | None = None
         self.lock = threading.RLock()
         self.tokens: dict[str, tuple[str, TokenMode]] = {}
         self.servers: dict[int, Server] = {}
         self.ssh_keys: dict[int, SshKey] = {}
+        self.images: dict[int, ProjectImage] = {}  # snapshots and backups; system images: catalog
         self.actions: dict[int, Action] = {}
         self.running: list[Action] = []
         self.capacity: list[Capacity] = []
@@ -66,6 +73,7 @@ class Store:
         self.next_action_id = 91_000_001
         self.next_key_id = 1_800_001
         self.next_ip_id = 55_000_001
+        self.next_image_id = 330_000_001  # above the catalog's system image ids
         self.changed = False
 
     def advance(self) -> None:
@@ -82,7 +90,14 @@ class Store:
         return server
 
     def _server_json(self, server: Server) -> JSON:
-        return server.to_json(self.locked(server.id))
+        return server.to_json(self.locked(server.id), self._image_json(server.image_id))
+
+    def _image_json(self, image_id: int) -> JSON | None:
+        own = self.images.get(image_id)
+        if own is not None:
+            return own.to_json()
+        found = catalog.find_images(image_id)
+        return found[0].to_json() if found else None
 
     def _key_by_ref(self, project: str, ref: object) -> SshKey | None:
         ref_id = int(ref) if isinstance(ref, str) and ref.isdigit() else ref

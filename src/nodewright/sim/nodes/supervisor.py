@@ -20,11 +20,14 @@ from typing import Literal
 
 from nodewright.sim.nodes.cloudinit import CloudConfig, seed
 from nodewright.sim.nodes.console import CONSOLE_NAME, Consoles, tail
+from nodewright.sim.nodes.disks import DiskError, capture, restore, wipe
 from nodewright.sim.nodes.entry import ENVIRONMENT
 from nodewright.sim.nodes.idranges import IdRanges, RangesExhausted
 from nodewright.sim.nodes.init import POWEROFF_STATUS, REBOOT_STATUS, install_init
 from nodewright.sim.nodes.isolation import launcher, node_config
 from nodewright.sim.nodes.layers import (
+    _real_dir,
+    _write,
     build_image,
     default_root,
     prepare_upper,
@@ -51,6 +54,19 @@ class NodeSpec:
     ipv6_net: str | None = None
     cloud: CloudConfig = field(default_factory=CloudConfig)
     root_password: str | None = field(default=None, repr=False)
+    # The image (see :meth:`NodeSupervisor.image_path`) a new disk starts from; None: the base.
+    disk_source: Path | None = None
+    # The rescue system: a throwaway root of its own, the server's disk untouched; ``then`` is
+    # what a reboot from inside boots (rescue is used up by the boot into it, as on Hetzner).
+    rescue: bool = False
+    then: NodeSpec | None = None
+
+
+SnapshotState = Literal["copying", "done", "failed"]
+RESCUE_MOTD = (
+    "\nRescue system (simulated by nodewright-sim). The server's own disk is not mounted here and\n"
+    "is not visible as a block device: the simulator's rescue system shows none of it.\n\n"
+)
 
 
 @dataclass
@@ -60,6 +76,7 @@ class Node:
     state: NodeState = "absent"
     desired: Desired = "running"
     restart: bool = False
+    reset_disk: bool = False  # rebuild: the next boot starts from a new disk
     process: subprocess.Popen[bytes] | None = None
     boot_seconds: float | None = None
     error: str | None = None
@@ -111,6 +128,8 @@ class NodeSupervisor:
         self.consoles = Consoles()
         self._image_lock = threading.Lock()
         self._closing = threading.Event()
+        self._snapshots: dict[int, SnapshotState] = {}
+        self._snapshot_sizes: dict[int, int] = {}
         self._threads.append(threading.Thread(target=self._watch, name="sim-node-watch", daemon=True))
         for thread in self._threads:
             thread.start()
@@ -130,7 +149,7 @@ class NodeSupervisor:
             for node, status in ended:
                 if status == REBOOT_STATUS:
                     log.info("simulated node %s rebooted from inside", node.spec.server_id)
-                    self.boot(node.spec, restart=True)
+                    self.boot(node.spec.then or node.spec, restart=True)
                     continue
                 with self._lock:
                     node.state = "stopped"
@@ -139,8 +158,9 @@ class NodeSupervisor:
                     self.network.detach(node.spec.server_id)
 
     # -- requests from the API state (never block) ------------------------------------------
-    def boot(self, spec: NodeSpec, restart: bool = False) -> None:
-        """Make the node run; ``restart`` kills a running sshd first (reboot, reset)."""
+    def boot(self, spec: NodeSpec, restart: bool = False, reset_disk: bool = False) -> None:
+        """Make the node run; ``restart`` kills a running sshd first (reboot, reset);
+        ``reset_disk`` (rebuild) boots it from a new disk."""
         with self._lock:
             node = self._nodes.get(spec.server_id)
             if node is None or node.state == "gone":
@@ -148,8 +168,9 @@ class NodeSupervisor:
                 self._nodes[spec.server_id] = node
             node.spec = spec
             node.desired = "running"
-            node.restart = node.restart or restart
-            if node.state != "ready" or restart:
+            node.restart = node.restart or restart or reset_disk
+            node.reset_disk = node.reset_disk or reset_disk
+            if node.state != "ready" or restart or reset_disk:
                 node.state = "booting"
         self._queue.put(spec.server_id)
 
@@ -185,6 +206,55 @@ class NodeSupervisor:
                 "error": node.error,
                 "directory": str(node.directory),
             }
+
+    # -- disks and images -------------------------------------------------------------------
+    def image_path(self, image_id: int) -> Path:
+        """Where the content of a snapshot or backup image lives (present once captured)."""
+        return self.root / "images" / f"image-{image_id}"
+
+    def snapshot(self, server_id: int, image_id: int) -> None:
+        """Copy the node's disk into an image, on a thread of its own (never on the request
+        path); :meth:`snapshot_state` tells when it is done. A server without a node gives an
+        image of the base disk."""
+        with self._lock:
+            self._snapshots[image_id] = "copying"
+            node = self._nodes.get(server_id)
+            directory = node.directory if node is not None else None
+            id_base = node.id_base if node is not None else None
+
+        def copy() -> None:
+            target = self.image_path(image_id)
+            try:
+                if directory is None or not (directory / "upper").is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    size = 0
+                else:
+                    size = capture(directory, target, id_base)
+            except (OSError, DiskError) as exc:
+                log.warning("snapshot %s of simulated node %s failed: %s", image_id, server_id, exc)
+                state: SnapshotState = "failed"
+                size = 0
+            else:
+                state = "done"
+            with self._lock:
+                self._snapshots[image_id] = state
+                self._snapshot_sizes[image_id] = size
+
+        threading.Thread(target=copy, name=f"sim-snapshot-{image_id}", daemon=True).start()
+
+    def snapshot_state(self, image_id: int) -> SnapshotState | None:
+        with self._lock:
+            return self._snapshots.get(image_id)
+
+    def snapshot_size(self, image_id: int) -> int:
+        with self._lock:
+            return self._snapshot_sizes.get(image_id, 0)
+
+    def delete_image(self, image_id: int) -> None:
+        with self._lock:
+            self._snapshots.pop(image_id, None)
+            self._snapshot_sizes.pop(image_id, None)
+        shutil.rmtree(self.image_path(image_id), ignore_errors=True)
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -237,6 +307,10 @@ class NodeSupervisor:
                     # Its layers must not be written while any of it may still run.
                     raise RuntimeError("the node's previous instance did not stop; it is not booted again")
                 alive = False
+            with self._lock:
+                reset, node.reset_disk = node.reset_disk, False
+            if reset and not alive:
+                wipe(node.directory)
             if alive:
                 with self._lock:
                     if node.state == "booting":
@@ -264,8 +338,8 @@ class NodeSupervisor:
             netns = self.network.attach(spec.server_id, NodeAddresses(spec.address, spec.ipv6_net))
             if node.id_base is None:
                 node.id_base = self.id_ranges.take(hint=spec.server_id)
-            config = self._prepare(node.directory, spec, node.id_base, netns is not None)
-        except (NetworkError, RangesExhausted) as exc:
+            config = self._prepare(self._layers(node), spec, node.id_base, netns is not None)
+        except (NetworkError, RangesExhausted, DiskError) as exc:
             self._fail(node, str(exc))
             return
         # The init writes into a pipe, never into a host file (see console.py).
@@ -344,11 +418,29 @@ class NodeSupervisor:
                 self._image = self.root / "image"
             return self._image
 
+    @staticmethod
+    def _layers(node: Node) -> Path:
+        """The directory of the layers this boot uses: the server's disk, or a rescue system's
+        new throwaway root (the disk is left as it is)."""
+        rescue = node.directory / "rescue"
+        shutil.rmtree(rescue, ignore_errors=True)
+        if not node.spec.rescue:
+            return node.directory
+        rescue.mkdir(parents=True)
+        return rescue
+
     def _prepare(self, directory: Path, spec: NodeSpec, base: int, own_network: bool) -> Path:
         """Lay the node's own files into its layers, give them to the node's root and write the
         configuration of its entry program."""
+        new_instance = False
+        if spec.disk_source is not None and not spec.rescue and not (directory / "upper").exists():
+            restore(spec.disk_source, directory)
+            new_instance = True
         upper, first_boot = prepare_upper(directory)
+        first_boot = first_boot or new_instance
         command = install_init(upper)
+        if spec.rescue:
+            _write(_real_dir(upper, "etc", 0o755) / "motd", RESCUE_MOTD, 0o644)
         if first_boot:
             seed(upper, spec.cloud, f"i-{spec.server_id}", spec.root_password)
         install_sshd(upper, spec, self.port, first_boot)

@@ -69,12 +69,27 @@ class ActionsResource(Store):
                 self.nodes.stop(server.id)
         elif action.command in {"reboot_server", "reset_server"} and server.status != "off":
             self._boot(server, restart=True)
+        elif action.command == "rebuild_server":
+            server.status = "rebuilding"
+            self._boot(server, restart=True, reset_disk=True)
+        elif action.command == "create_image" and self.nodes is not None:
+            self.nodes.snapshot(server.id, self._action_image(action))
 
-    def _boot(self, server: Server, restart: bool = False) -> None:
+    @staticmethod
+    def _action_image(action: Action) -> int:
+        return int(next(r["id"] for r in action.resources if r["type"] == "image"))
+
+    def _boot(self, server: Server, restart: bool = False, reset_disk: bool = False) -> None:
+        """Boot the server's node: from its disk, from a new disk (rebuild), or into the rescue
+        system when rescue is enabled (which the boot uses up)."""
+        rescue = server.rescue_enabled and not reset_disk
+        if rescue:
+            server.rescue_enabled = False
+            self.changed = True
         if self.nodes is not None and self.node_spec_factory is not None:
-            spec = self.node_spec_factory(server)
+            spec = self.node_spec_factory(server, rescue)
             if spec is not None:
-                self.nodes.boot(spec, restart=restart)
+                self.nodes.boot(spec, restart=restart, reset_disk=reset_disk)
 
     def _gate_open(self, action: Action) -> bool:
         """Actions that stand for node work end only when the node has caught up, so that a server
@@ -88,6 +103,10 @@ class ActionsResource(Store):
             return node in {"stopped", "absent", "gone", "failed"}
         if action.command in {"reboot_server", "reset_server"}:
             return node in {"ready", "failed", "absent", "stopped"}
+        if action.command == "rebuild_server":
+            return action.server_id not in self.servers or node in {"ready", "failed", "absent"}
+        if action.command == "create_image":
+            return self.nodes.snapshot_state(self._action_image(action)) in {"done", "failed", None}
         if action.command == "delete_server":
             return node in {"gone", "absent"}
         return True
@@ -95,7 +114,16 @@ class ActionsResource(Store):
     def _node_error(self, action: Action) -> dict[str, str] | None:
         """A start (or reboot) whose node did not come up fails, as a server that does not boot
         would: a server is ``running`` only when its own node answers at its address."""
-        if self.nodes is None or action.command not in {"start_server", "reboot_server", "reset_server"}:
+        if action.command == "create_image":
+            if self.nodes is not None and self.nodes.snapshot_state(self._action_image(action)) == "failed":
+                return {"code": "action_failed", "message": "the server's disk could not be copied"}
+            return None
+        if self.nodes is None or action.command not in {
+            "start_server",
+            "reboot_server",
+            "reset_server",
+            "rebuild_server",
+        }:
             return None
         if action.outcome == "left_off" or action.server_id not in self.servers:
             return None
@@ -111,18 +139,33 @@ class ActionsResource(Store):
         action.finished = time.time()
         self.running.remove(action)
         self.changed = True
+        if action.command == "create_image":
+            self._finish_image(action, error)
         server = self.servers.get(action.server_id)
         if server is None:
             return
         if action.command == "create_server":
             if error or not any(a.after == action.id for a in self.running):
                 server.status = "off"
-        elif action.command == "start_server":
+        elif action.command in {"start_server", "rebuild_server"}:
             server.status = "off" if (error or action.outcome == "left_off") else "running"
         elif action.command in {"stop_server", "shutdown_server"} or (
             action.command in {"reboot_server", "reset_server"} and error
         ):
             server.status = "off"
+
+    def _finish_image(self, action: Action, error: dict[str, str] | None) -> None:
+        image = self.images.get(self._action_image(action))
+        if image is None:
+            return
+        if error is not None:  # a failed image is not kept, as on Hetzner
+            del self.images[image.id]
+            if self.nodes is not None:
+                self.nodes.delete_image(image.id)
+            return
+        image.status = "available"
+        size = self.nodes.snapshot_size(image.id) if self.nodes is not None else 0
+        image.image_size = round(max(size, 1) / 1e9, 2) or 0.01
 
     # -- endpoints ----------------------------------------------------------------------------
     def get_action(self, project: str, action_id: int, server_id: int | None = None) -> JSON:

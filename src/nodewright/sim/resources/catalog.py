@@ -1,4 +1,4 @@
-"""The read-only catalog endpoints: server types, locations, images, ISOs."""
+"""The read-only catalog endpoints: server types, locations, ISOs (images: :mod:`.images`)."""
 
 from __future__ import annotations
 
@@ -22,31 +22,6 @@ class CatalogResource(Store):
         items = sort_items(items, query.get("sort", []), {"id": lambda x: x.id, "name": lambda x: x.name})
         page, meta = paginate(items, query)
         return {"locations": [loc.to_json() for loc in page], "meta": meta}
-
-    def list_images(self, query: Query) -> JSON:
-        names = query.get("name", [])
-        types = set(query.get("type", []))
-        architectures = set(query.get("architecture", []))
-        statuses = set(query.get("status", []))
-        include_deprecated = bool_param(query.get("include_deprecated", []), "include_deprecated", False)
-        matches = self._selector(query)
-        items = [
-            img
-            for img in catalog.IMAGES
-            if (not names or img.name == names[-1])
-            and (not types or "system" in types)
-            and (not architectures or img.architecture in architectures)
-            and (not statuses or "available" in statuses)
-            and (include_deprecated or img.deprecated is None)
-            and matches(img.labels)
-        ]
-        items = sort_items(
-            sorted(items, key=lambda i: i.id),
-            query.get("sort", []),
-            {"id": lambda x: x.id, "name": lambda x: x.name, "created": lambda x: (x.created, x.id)},
-        )
-        page, meta = paginate(items, query)
-        return {"images": [img.to_json() for img in page], "meta": meta}
 
     @staticmethod
     def list_isos(query: Query) -> JSON:

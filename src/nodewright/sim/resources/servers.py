@@ -14,10 +14,10 @@ from nodewright.sim import catalog
 from nodewright.sim.actions import Action
 from nodewright.sim.errors import ApiError, invalid_input
 from nodewright.sim.listing import paginate, sort_items
-from nodewright.sim.models import Server, SshKey
+from nodewright.sim.models import ProjectImage, Server, SshKey
 from nodewright.sim.nodes.cloudinit import parse_user_data
 from nodewright.sim.nodes.network import SLOT_PREFIX, TEST_NET, slot_ipv6_prefix
-from nodewright.sim.resources.actions import ActionsResource
+from nodewright.sim.resources.images import ImageRecord, ImagesResource
 from nodewright.sim.store import JSON, Query
 from nodewright.sim.validation import (
     USER_DATA_LIMIT,
@@ -76,7 +76,11 @@ def _fqdn(name: str) -> bool:
     return len(name) <= 253 and len(labels) >= 2 and all(FQDN_LABEL.match(label) for label in labels)
 
 
-class ServersResource(ActionsResource):
+def _disk_of(image: ImageRecord) -> float:
+    return image.disk_size if isinstance(image, ProjectImage) else 5
+
+
+class ServersResource(ImagesResource):
     def list_servers(self, project: str, query: Query) -> JSON:
         with self.lock:
             self.advance()
@@ -104,7 +108,9 @@ class ServersResource(ActionsResource):
             self.advance()
             return {"server": self._server_json(self._server(project, server_id))}
 
-    def _resolve_create(self, body: JSON) -> tuple[catalog.ServerType, catalog.Image, catalog.Location]:
+    def _resolve_create(
+        self, project: str, body: JSON
+    ) -> tuple[catalog.ServerType, ImageRecord, catalog.Location]:
         problems: dict[str, list[str]] = {}
         name_problem = server_name_problem(body.get("name"))
         if name_problem:
@@ -116,11 +122,11 @@ class ServersResource(ActionsResource):
             st = catalog.find_server_type(body["server_type"])
             if st is None:
                 problems["server_type"] = [f"server type {body['server_type']} not found"]
-        images: list[catalog.Image] = []
+        images: list[ImageRecord] = []
         if not is_ref(body.get("image")):
             problems["image"] = ["is required"]
         else:
-            images = catalog.find_images(body["image"])
+            images = self.find_image(project, body["image"])
             if not images:
                 problems["image"] = [f"image {body['image']} not found"]
         location: catalog.Location | None = None
@@ -167,19 +173,32 @@ class ServersResource(ActionsResource):
                 "resource_unavailable",
                 f"server type {st.name} is currently not available in location {location.name}",
             )
+        return st, self._image_for(images, st, st.disk), location
+
+    @staticmethod
+    def _image_for(images: list[ImageRecord], st: catalog.ServerType, disk: float) -> ImageRecord:
         matching = [img for img in images if img.architecture == st.architecture]
         if not matching:
             raise invalid_input(
                 {"image": [f"image architecture does not match server type architecture {st.architecture}"]}
             )
-        return st, matching[0], location
+        if _disk_of(matching[0]) > disk:
+            raise invalid_input(
+                {
+                    "image": [
+                        f"image disk ({_disk_of(matching[0]):g} GB) is bigger than "
+                        f"the server's disk ({disk} GB)"
+                    ]
+                }
+            )
+        return matching[0]
 
     def create_server(self, project: str, body: Any, outcome: str | None = None) -> JSON:
         """``outcome`` carries injected faults: ``action_error`` or ``left_off``."""
         body = require_object(body)
         with self.lock:
             self.advance()
-            st, image, location = self._resolve_create(body)
+            st, image, location = self._resolve_create(project, body)
             keys: list[SshKey] = []
             missing: list[str] = []
             for ref in body.get("ssh_keys") or []:
@@ -230,6 +249,7 @@ class ServersResource(ActionsResource):
             if server.ipv6_net is not None:
                 server.ipv6_id = self._ip_id()
             server.root_password = None if keys else _generate_password()
+            server.key_login = bool(keys)
             self.next_server_id += 1
             self.servers[server.id] = server
             create = self._new_action("create_server", server, self.config.create_duration)
@@ -283,6 +303,8 @@ class ServersResource(ActionsResource):
 
     def _remove(self, server: Server) -> None:
         del self.servers[server.id]
+        for image in [i for i in self.images.values() if i.bound_to == server.id]:
+            self._drop_image(image)  # backups go with their server; snapshots stay
         self.pool.release(server.ipv4)
         self.changed = True
         if self.nodes is not None:
@@ -462,14 +484,138 @@ class ServersResource(ActionsResource):
             self.advance()
             return {"action": action.to_json(time.monotonic())}
 
-    def not_simulated(self, project: str, server_id: int, what: str, rebuild: bool = False) -> JSON:
-        """A server action the simulator does not model: 404 for an unknown server, 423
-        ``protected`` for a rebuild of a rebuild-protected one, else 422 ``unsupported_error``."""
+    def rebuild(self, project: str, server_id: int, body: Any) -> JSON:
+        """Overwrite the server's disk with an image (system, snapshot or backup): the node is
+        powered off, its disk replaced, and it boots as a new instance (cloud-init runs again
+        with the given or the previous user data; new host keys unless the user data names
+        them). A server created without SSH keys gets a new root password."""
+        body = require_object(body)
         with self.lock:
             self.advance()
             server = self._server(project, server_id)
-            if rebuild and server.protect_rebuild:
+            problems: dict[str, list[str]] = {}
+            if not is_ref(body.get("image")):
+                problems["image"] = ["is required and must be an image ID or name"]
+            user_data = body.get("user_data")
+            if user_data is not None and not isinstance(user_data, str):
+                problems["user_data"] = ["must be a string"]
+            elif user_data is not None and len(user_data.encode()) > USER_DATA_LIMIT:
+                problems["user_data"] = ["is too long (limited to 32KiB)"]
+            raise_if(problems)
+            if server.protect_rebuild:
                 raise ApiError("protected", "server rebuild is protected")
+            self._require_unlocked(server)
+            images = self.find_image(project, body["image"])
+            if not images:
+                raise invalid_input({"image": [f"image {str(body['image'])[:64]} not found"]})
+            st = catalog.find_server_type(server.server_type)
+            assert st is not None
+            image = self._image_for(images, st, server.disk or st.disk)
+            if user_data is not None:
+                old = set(parse_user_data(server.user_data).authorized_keys)
+                kept = [k for k in server.authorized_keys if k not in old]
+                server.authorized_keys = kept + list(parse_user_data(user_data).authorized_keys)
+                server.user_data = user_data
+            server.image_id = image.id
+            server.rescue_enabled = False
+            server.root_password = None if server.key_login else _generate_password()
+            self.changed = True
+            action = self._new_action("rebuild_server", server, self.config.start_duration)
+            self.advance()
+            return {"action": action.to_json(time.monotonic()), "root_password": server.root_password}
+
+    def enable_rescue(self, project: str, server_id: int, body: Any) -> JSON:
+        """The rescue system boots at the server's next boot (a reboot is the caller's), with
+        the password returned here and the given keys; the boot into it uses it up."""
+        body = require_object(body)
+        with self.lock:
+            self.advance()
+            server = self._server(project, server_id)
+            problems: dict[str, list[str]] = {}
+            if body.get("type") not in (None, "linux64"):  # hcloud-python sends null
+                problems["type"] = ["must be linux64"]
+            refs = body.get("ssh_keys") or []
+            if not isinstance(refs, list) or not all(
+                isinstance(r, int) and not isinstance(r, bool) for r in refs
+            ):
+                problems["ssh_keys"] = ["must be a list of SSH key IDs"]
+            raise_if(problems)
+            keys = [self._key_by_ref(project, ref) for ref in refs]
+            missing = [f"SSH key {ref} not found" for ref, key in zip(refs, keys, strict=True) if key is None]
+            if missing:
+                raise invalid_input({"ssh_keys": missing})
+            self._require_unlocked(server)
+            password = _generate_password()
+
+            def change(target: Server) -> float | None:
+                target.rescue_enabled = True
+                target.rescue_keys = [k.public_key for k in keys if k is not None]
+                target.rescue_password = password
+                return None
+
+            result = self._quick_action(project, server_id, "enable_rescue", change)
+            return {**result, "root_password": password}
+
+    def disable_rescue(self, project: str, server_id: int) -> JSON:
+        def change(server: Server) -> float | None:
+            server.rescue_enabled = False
+            server.rescue_keys, server.rescue_password = [], None
+            return None
+
+        return self._quick_action(project, server_id, "disable_rescue", change)
+
+    def create_image(self, project: str, server_id: int, body: Any) -> JSON:
+        """Copy the server's disk into a new image: a snapshot (independent of the server) or a
+        backup (bound to it, deleted with it; only with backups enabled). The image is
+        ``creating`` until the copy is done."""
+        body = require_object(body)
+        with self.lock:
+            self.advance()
+            server = self._server(project, server_id)
+            problems: dict[str, list[str]] = {}
+            kind = body.get("type") or "snapshot"  # absent or null: the default
+            if kind not in ("snapshot", "backup"):
+                problems["type"] = ["must be snapshot or backup"]
+            if body.get("description") is not None and not isinstance(body["description"], str):
+                problems["description"] = ["must be a string"]
+            check_labels(body, problems)
+            raise_if(problems)
+            if kind == "backup" and server.backup_window is None:
+                raise invalid_input({"type": ["backups are not enabled for this server (enable_backup)"]})
+            self._require_unlocked(server)
+            st = catalog.find_server_type(server.server_type)
+            source = self._image_json(server.image_id) or {}
+            assert st is not None
+            created = time.time()
+            image = ProjectImage(
+                id=self.next_image_id,
+                project=project,
+                type=kind,
+                status="creating",
+                description=body.get("description")
+                or f"{server.name}-{time.strftime('%Y%m%d%H%M%S', time.gmtime(created))}",
+                created=created,
+                created_from={"id": server.id, "name": server.name},
+                bound_to=server.id if kind == "backup" else None,
+                os_flavor=str(source.get("os_flavor") or "unknown"),
+                os_version=source.get("os_version"),
+                architecture=st.architecture,
+                disk_size=server.disk or st.disk,
+                labels=dict(body.get("labels") or {}),
+            )
+            self.next_image_id += 1
+            self.images[image.id] = image
+            action = self._new_action("create_image", server, self.config.action_duration)
+            action.resources = [{"id": server.id, "type": "server"}, {"id": image.id, "type": "image"}]
+            self.advance()
+            return {"image": image.to_json(), "action": action.to_json(time.monotonic())}
+
+    def not_simulated(self, project: str, server_id: int, what: str) -> JSON:
+        """A server action the simulator does not model: 404 for an unknown server, else 422
+        ``unsupported_error``."""
+        with self.lock:
+            self.advance()
+            self._server(project, server_id)
         raise ApiError("unsupported_error", f"{what} is not simulated")
 
     # -- control ------------------------------------------------------------------------------
