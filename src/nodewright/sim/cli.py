@@ -50,6 +50,13 @@ def sim_command(
         str, typer.Option(help="Range for server IPv4s without SSH nodes (nodes take a /23 of their own).")
     ] = "198.18.0.0/15",
     ssh_port: Annotated[int, typer.Option(help="Port every simulated node's sshd listens on.")] = 22,
+    legacy_datacenter: Annotated[
+        bool,
+        typer.Option(
+            help="Add the removed `datacenter` back to servers, for clients older than its removal "
+            "(e.g. the hetzner.hcloud Ansible collection 5.4)."
+        ),
+    ] = False,
 ) -> None:
     """Run a local Hetzner Cloud API simulator whose servers are real SSH hosts."""
     try:
@@ -66,6 +73,7 @@ def sim_command(
             ssh_address_range=ssh_range,
             ssh_port=ssh_port,
             ssh_nodes=ssh_nodes,
+            legacy_datacenter=legacy_datacenter,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

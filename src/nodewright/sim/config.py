@@ -31,6 +31,9 @@ class SimConfig:
     # Directories of a control plane that uses this simulator (its data directory): SSH nodes are
     # refused if root in a node could read them.
     protected_paths: tuple[str, ...] = ()
+    # Add the removed ``datacenter`` back to Server objects, for clients older than its removal
+    # (see :mod:`nodewright.sim.legacy`); off: servers look as Hetzner's do today.
+    legacy_datacenter: bool = False
 
     def __post_init__(self) -> None:
         net = ipaddress.ip_network(self.ssh_address_range, strict=False)

@@ -160,6 +160,10 @@ def control_routes(rt: SimRuntime) -> list[Route]:
                 if not isinstance(value, int | float) or value < 0:
                     return _bad(f"{name} must be a non-negative number")
                 setattr(rt.config, name, float(value))
+        if "legacy_datacenter" in body:
+            if not isinstance(body["legacy_datacenter"], bool):
+                return _bad("legacy_datacenter must be a boolean")
+            rt.config.legacy_datacenter = body["legacy_datacenter"]
         capacity_value = body.get("rate_limit_capacity")
         refill = body.get("rate_limit_refill_per_second")
         if capacity_value is not None or refill is not None:

@@ -119,6 +119,7 @@ class SimRuntime:
                     "stop_duration": self.config.stop_duration,
                     "delete_duration": self.config.delete_duration,
                     "action_duration": self.config.action_duration,
+                    "legacy_datacenter": self.config.legacy_datacenter,
                     "rate_limit_capacity": self.limiter.capacity,
                     "rate_limit_refill_per_second": self.limiter.refill_per_second,
                 },

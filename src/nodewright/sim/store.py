@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol
 
-from nodewright.sim import catalog
+from nodewright.sim import catalog, legacy
 from nodewright.sim.actions import Action
 from nodewright.sim.addresses import AddressPool
 from nodewright.sim.config import SimConfig
@@ -90,7 +90,10 @@ class Store:
         return server
 
     def _server_json(self, server: Server) -> JSON:
-        return server.to_json(self.locked(server.id), self._image_json(server.image_id))
+        rendered = server.to_json(self.locked(server.id), self._image_json(server.image_id))
+        if self.config.legacy_datacenter:
+            rendered["datacenter"] = legacy.datacenter(server.location)
+        return rendered
 
     def _image_json(self, image_id: int) -> JSON | None:
         own = self.images.get(image_id)
