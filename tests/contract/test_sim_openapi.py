@@ -313,6 +313,12 @@ def test_rebuild_rescue_snapshots_and_backups(api: Api) -> None:
     api.error("POST", f"{base}/rebuild", 422, "invalid_input", json={"image": "no-such-image"})
     api.error("POST", f"{base}/rebuild", 422, "invalid_input",
               json={"image": "debian-12", "user_data": "x" * (32 * 1024 + 1)})  # fmt: skip
+    # Digits that are no id, and text that is no UTF-8: clear 422s, never a 500.
+    for bad in ({"image": "²"}, {"image": "1" * 5000}, {"image": "٣٣٠٠٠٠٠٠١"},
+                {"image": "debian-12", "user_data": "\ud800"}):  # fmt: skip
+        api.error("POST", f"{base}/rebuild", 422, "invalid_input", json=bad)
+    not_utf8 = {"name": "x", "server_type": "cx22", "image": "ubuntu-24.04", "user_data": "\udfff"}
+    api.error("POST", "/servers", 422, "invalid_input", json=not_utf8)
 
     # Rescue: enabled with a key, the password returned; disabled again.
     response = api.call(
@@ -340,6 +346,10 @@ def test_rebuild_rescue_snapshots_and_backups(api: Api) -> None:
     ).json()
     assert [i["id"] for i in listing["images"]] == [image["id"]]
     assert api.call("GET", "/images", 200, params={"type": "backup"}).json()["images"] == []
+    for name, value in (("status", "gone"), ("architecture", "riscv"), ("type", "iso")):
+        api.error("GET", "/images", 422, "invalid_input", params={name: value})
+    for kind in ([], {}, ""):
+        api.error("POST", f"{base}/create_image", 422, "invalid_input", json={"type": kind})
     clone = _create(api, name="web-2", image=image["id"])["server"]
     assert clone["image"]["id"] == image["id"]
     _wait_unlocked(api, clone["id"])
@@ -351,7 +361,9 @@ def test_rebuild_rescue_snapshots_and_backups(api: Api) -> None:
     assert protect.json()["action"]["resources"] == [{"id": image["id"], "type": "image"}]
     api.call("GET", f"/images/{image['id']}/actions", 200)
     api.call("GET", f"/images/{image['id']}/actions/{protect.json()['action']['id']}", 200)
-    api.call("GET", "/images/actions", 200)
+    everything = api.call("GET", "/images/actions", 200).json()["actions"]
+    picked = api.call("GET", "/images/actions", 200, params={"id": protect.json()["action"]["id"]}).json()
+    assert len(everything) >= 1 and [a["id"] for a in picked["actions"]] == [protect.json()["action"]["id"]]
     api.error("DELETE", f"/images/{image['id']}", 423, "protected")
     system = api.call("GET", "/images", 200, params={"name": "debian-12"}).json()["images"][0]
     api.error("DELETE", f"/images/{system['id']}", 403, "forbidden")

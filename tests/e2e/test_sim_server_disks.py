@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import hcloud
+import httpx
 from hcloud.images import Image
 from hcloud.server_types import ServerType
 from hcloud.ssh_keys import SSHKey
@@ -129,3 +130,23 @@ def test_snapshot_carries_the_disk_into_a_new_server(
     assert nodes.image_path(image.id).is_dir()
     client.images.delete(image)
     assert not nodes.image_path(image.id).exists()
+
+
+def test_a_snapshot_dropped_while_it_copies_leaves_no_copy(
+    client: hcloud.Client, node_sim: SimServer, ssh_keypair: tuple[Path, str], tmp_path: Path
+) -> None:
+    key, public = ssh_keypair
+    server = create_node(client, "big", public)
+    _run(key, tmp_path, server.public_net.ipv4.ip, "head -c 300000000 /dev/zero > /root/big")
+    image = client.servers.create_image(server).image
+    # Deleted with its server mid-copy (the control API's force delete, as a crashed host's).
+    httpx.delete(f"{node_sim.base_url}/_sim/servers/{server.id}").raise_for_status()
+    nodes = node_sim.runtime.nodes
+    assert nodes is not None
+    target = nodes.image_path(image.id)
+    for _ in range(600):  # the copy thread ends by itself and removes what it made
+        if not any(t.name.startswith(target.name) for t in target.parent.glob("*")):
+            break
+        time.sleep(0.05)
+    assert not [t.name for t in target.parent.glob(f"{target.name}*")]
+    assert client.images.get_all(type=["snapshot"]) == []

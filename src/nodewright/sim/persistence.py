@@ -70,6 +70,9 @@ def load_state(state: SimState, path: Path) -> None:
             server.status = "running"
         elif server.status == "stopping":
             server.status = "off"
+        # Its password is never saved: a restart ends rescue mode (as Hetzner's 60 minutes would),
+        # rather than booting a rescue system nobody can log in to.
+        server.rescue_enabled, server.rescue_keys = False, []
         state.servers[server.id] = server
         if server.ipv4:
             state.pool.used.add(server.ipv4)

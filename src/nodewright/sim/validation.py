@@ -27,6 +27,26 @@ KEY_TYPES = {
 }
 
 
+def user_data_problem(value: object) -> str | None:
+    """What is wrong with a ``user_data`` value (None: nothing, or it is absent)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return "must be a string"
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        return "must be valid UTF-8 text"
+    return "is too long (limited to 32KiB)" if size > USER_DATA_LIMIT else None
+
+
+def decimal_id(ref: str) -> int | None:
+    """A reference's id when it is one (ASCII digits that fit the API's ids), else None."""
+    if ref.isascii() and ref.isdigit() and len(ref) <= 16:
+        return int(ref)
+    return None
+
+
 def well_formed_token(token: str) -> bool:
     return bool(_TOKEN.match(token))
 

@@ -10,13 +10,12 @@ whiteouts) and extended attributes (opaque directories) as they are.
 
 from __future__ import annotations
 
-import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
 
 from nodewright.sim.nodes.entry import ID_COUNT
+from nodewright.sim.nodes.layers import chown, remove_tree, walk
 
 DISK_LAYERS = ("upper", "upper-usr")
 WORK_LAYERS = ("work", "work-usr")
@@ -33,7 +32,7 @@ class DiskError(RuntimeError):
 def wipe(directory: Path) -> None:
     """Remove a node's disk (its layers and their work directories); the node must be down."""
     for name in (*DISK_LAYERS, *WORK_LAYERS):
-        shutil.rmtree(directory / name, ignore_errors=True)
+        remove_tree(directory / name)
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -43,38 +42,29 @@ def _copy(source: Path, target: Path) -> None:
         text=True,
         check=False,
     )
-    # A running node may remove a file between cp's listing and its copy: cp then reports the
-    # file and goes on; the copy is as consistent as the API's warning about running servers says.
-    if result.returncode != 0 and not target.is_dir():
+    # The node is down or frozen (see freeze.py): any error means a disk cut short, never kept.
+    if result.returncode != 0:
         raise DiskError(result.stderr.strip()[-300:] or f"cp exited with {result.returncode}")
 
 
 def _unshift(tree: Path, base: int) -> None:
-    for directory, subdirs, files in os.walk(tree):
-        for name in (".", *subdirs, *files):
-            path = os.path.join(directory, name)
-            info = os.lstat(path)
-            uid = info.st_uid - base if base <= info.st_uid < base + ID_COUNT else info.st_uid
-            gid = info.st_gid - base if base <= info.st_gid < base + ID_COUNT else info.st_gid
-            if (uid, gid) != (info.st_uid, info.st_gid):
-                os.chown(path, uid, gid, follow_symlinks=False)
+    for path, info in walk(tree):
+        uid = info.st_uid - base if base <= info.st_uid < base + ID_COUNT else info.st_uid
+        gid = info.st_gid - base if base <= info.st_gid < base + ID_COUNT else info.st_gid
+        if (uid, gid) != (info.st_uid, info.st_gid):
+            chown(path, info, uid, gid)
 
 
 def tree_bytes(tree: Path) -> int:
-    total = 0
-    for directory, _subdirs, files in os.walk(tree):
-        for name in files:
-            info = os.lstat(os.path.join(directory, name))
-            if stat.S_ISREG(info.st_mode):
-                total += info.st_blocks * 512
-    return total
+    return sum(info.st_blocks * 512 for _path, info in walk(tree) if stat.S_ISREG(info.st_mode))
 
 
 def capture(directory: Path, target: Path, id_base: int | None) -> int:
     """Copy the disk of the node in ``directory`` into the image directory ``target`` (made
-    here; it must not exist). Returns the image's size in bytes."""
+    here; it must not exist). The node must be down or frozen. Returns the image's size in
+    bytes."""
     staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_tree(staging)
     staging.mkdir(parents=True, mode=0o700)
     try:
         for layer in DISK_LAYERS:
@@ -86,7 +76,7 @@ def capture(directory: Path, target: Path, id_base: int | None) -> int:
         size = tree_bytes(staging)
         staging.rename(target)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging)
         raise
     return size
 

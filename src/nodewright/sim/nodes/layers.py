@@ -17,7 +17,9 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from nodewright.sim.nodes.entry import ID_COUNT
@@ -203,7 +205,7 @@ def reap_stale_roots(bases: list[Path] | None = None) -> list[Path]:
             for stale in _node_launchers(entry):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(stale, signal.SIGKILL)
-            shutil.rmtree(entry, ignore_errors=True)
+            remove_tree(entry)
             log.warning("removed the leftovers of a killed simulator: %s", entry)
             removed.append(entry)
     return removed
@@ -220,7 +222,9 @@ def _node_launchers(root: Path) -> list[int]:
         except OSError:
             continue
         script = Path(argv[-2]) if len(argv) > 1 and argv[-1] == "" else None
-        if script is not None and script.name == "start.json" and script.parent.parent == root:
+        # ROOT/node-N/start.json, or ROOT/node-N/rescue/start.json for a node in its rescue system
+        parents = (script.parent.parent, script.parent.parent.parent) if script is not None else ()
+        if script is not None and script.name == "start.json" and root in parents:
             found.append(int(entry.name))
     return found
 
@@ -317,18 +321,51 @@ def host_is_merged_usr() -> bool:
     return all(Path("/", name).is_symlink() for name in ("bin", "sbin", "lib"))
 
 
+def walk(tree: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Every path under ``tree`` (``tree`` first) with its ``lstat``, never following a link, and
+    without recursion: a node may nest directories deeper than Python's recursion limit."""
+    try:
+        yield str(tree), os.lstat(tree)
+    except FileNotFoundError:
+        return
+    pending = [str(tree)]
+    while pending:
+        try:
+            entries = os.scandir(pending.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                info = entry.stat(follow_symlinks=False)
+                yield entry.path, info
+                if stat.S_ISDIR(info.st_mode):
+                    pending.append(entry.path)
+
+
+def chown(path: str, info: os.stat_result, uid: int, gid: int) -> None:
+    """``lchown`` that keeps setuid and setgid bits (the kernel clears them on a chown, even
+    root's): sudo or passwd in a node's layer must still work after its ids moved."""
+    os.chown(path, uid, gid, follow_symlinks=False)
+    if not stat.S_ISLNK(info.st_mode) and info.st_mode & (stat.S_ISUID | stat.S_ISGID):
+        os.chmod(path, stat.S_IMODE(info.st_mode))
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory tree a node may have written: ``rm`` never follows links, stays on one
+    file system and, unlike ``shutil.rmtree`` here, has no depth limit."""
+    if os.path.lexists(path):
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], capture_output=True, check=False)
+
+
 def shift_ids(tree: Path, base: int) -> None:
     """Give what the simulator wrote into a node's layer to the node's root: host ids below
     :data:`ID_COUNT` move into the node's range (what the node made is there already). Runs while
     the node is down, never following links."""
-    for directory, subdirs, files in os.walk(tree):
-        for name in (".", *subdirs, *files):
-            path = os.path.join(directory, name)
-            info = os.lstat(path)
-            uid = info.st_uid + base if info.st_uid < ID_COUNT else info.st_uid
-            gid = info.st_gid + base if info.st_gid < ID_COUNT else info.st_gid
-            if (uid, gid) != (info.st_uid, info.st_gid):
-                os.chown(path, uid, gid, follow_symlinks=False)
+    for path, info in walk(tree):
+        uid = info.st_uid + base if info.st_uid < ID_COUNT else info.st_uid
+        gid = info.st_gid + base if info.st_gid < ID_COUNT else info.st_gid
+        if (uid, gid) != (info.st_uid, info.st_gid):
+            chown(path, info, uid, gid)
 
 
 LAYER_DIRS = ("upper", "work", "upper-usr", "work-usr", "lower", "lower-usr", "merged")

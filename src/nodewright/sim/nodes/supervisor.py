@@ -22,6 +22,7 @@ from nodewright.sim.nodes.cloudinit import CloudConfig, seed
 from nodewright.sim.nodes.console import CONSOLE_NAME, Consoles, tail
 from nodewright.sim.nodes.disks import DiskError, capture, restore, wipe
 from nodewright.sim.nodes.entry import ENVIRONMENT
+from nodewright.sim.nodes.freeze import frozen
 from nodewright.sim.nodes.idranges import IdRanges, RangesExhausted
 from nodewright.sim.nodes.init import POWEROFF_STATUS, REBOOT_STATUS, install_init
 from nodewright.sim.nodes.isolation import launcher, node_config
@@ -32,6 +33,7 @@ from nodewright.sim.nodes.layers import (
     default_root,
     prepare_upper,
     reap_stale_roots,
+    remove_tree,
     shift_ids,
 )
 from nodewright.sim.nodes.network import NetworkError, NodeAddresses, SimNetwork
@@ -219,26 +221,30 @@ class NodeSupervisor:
         with self._lock:
             self._snapshots[image_id] = "copying"
             node = self._nodes.get(server_id)
-            directory = node.directory if node is not None else None
-            id_base = node.id_base if node is not None else None
 
         def copy() -> None:
             target = self.image_path(image_id)
+            state: SnapshotState = "failed"
+            size = 0
             try:
-                if directory is None or not (directory / "upper").is_dir():
+                with self._lock:  # the node's current instance: it is held still while copied
+                    launcher = node.process.pid if node is not None and node.process is not None else None
+                    id_base = node.id_base if node is not None else None
+                if node is None or not (node.directory / "upper").is_dir():
                     target.mkdir(parents=True, exist_ok=True)
-                    size = 0
                 else:
-                    size = capture(directory, target, id_base)
-            except (OSError, DiskError) as exc:
-                log.warning("snapshot %s of simulated node %s failed: %s", image_id, server_id, exc)
-                state: SnapshotState = "failed"
-                size = 0
-            else:
+                    with frozen(launcher):
+                        size = capture(node.directory, target, id_base)
                 state = "done"
+            except Exception as exc:  # never leaves the action waiting for a copy that ended
+                log.warning("snapshot %s of simulated node %s failed: %s", image_id, server_id, exc)
             with self._lock:
-                self._snapshots[image_id] = state
-                self._snapshot_sizes[image_id] = size
+                wanted = image_id in self._snapshots
+                if wanted:
+                    self._snapshots[image_id] = state
+                    self._snapshot_sizes[image_id] = size
+            if not wanted or state == "failed":  # deleted while it was copied, or cut short
+                remove_tree(target)
 
         threading.Thread(target=copy, name=f"sim-snapshot-{image_id}", daemon=True).start()
 
@@ -254,7 +260,7 @@ class NodeSupervisor:
         with self._lock:
             self._snapshots.pop(image_id, None)
             self._snapshot_sizes.pop(image_id, None)
-        shutil.rmtree(self.image_path(image_id), ignore_errors=True)
+        remove_tree(self.image_path(image_id))  # a copy still running removes its own at its end
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -423,7 +429,7 @@ class NodeSupervisor:
         """The directory of the layers this boot uses: the server's disk, or a rescue system's
         new throwaway root (the disk is left as it is)."""
         rescue = node.directory / "rescue"
-        shutil.rmtree(rescue, ignore_errors=True)
+        remove_tree(rescue)
         if not node.spec.rescue:
             return node.directory
         rescue.mkdir(parents=True)
@@ -457,7 +463,7 @@ class NodeSupervisor:
         if self.network is not None:
             self.network.detach(node.spec.server_id)
         if final == "gone":
-            shutil.rmtree(node.directory, ignore_errors=True)
+            remove_tree(node.directory)
             if node.id_base is not None:
                 self.id_ranges.release(node.id_base)
                 node.id_base = None
@@ -511,4 +517,4 @@ class NodeSupervisor:
             self.network.close()
         self.consoles.close()
         self.id_ranges.close()
-        shutil.rmtree(self.root, ignore_errors=True)
+        remove_tree(self.root)

@@ -13,7 +13,7 @@ from nodewright.sim.listing import bool_param, paginate, sort_items
 from nodewright.sim.models import ProjectImage
 from nodewright.sim.resources.actions import ActionsResource
 from nodewright.sim.store import JSON, Query
-from nodewright.sim.validation import check_labels, raise_if, require_object
+from nodewright.sim.validation import check_labels, decimal_id, raise_if, require_object
 
 ImageRecord = catalog.Image | ProjectImage
 IMAGE_TYPES = ("system", "app", "snapshot", "backup")
@@ -40,7 +40,10 @@ class ImagesResource(ActionsResource):
         or one of the project's available snapshots or backups by id (they have no name)."""
         if isinstance(ref, bool) or not isinstance(ref, str | int):
             return []
-        own = self.images.get(int(ref)) if isinstance(ref, int) or ref.isdigit() else None
+        if isinstance(ref, str) and ref.isdigit() and decimal_id(ref) is None:
+            return []  # digits that are no id (other scripts, too long): no image has that name
+        ref_id = ref if isinstance(ref, int) else decimal_id(ref)
+        own = self.images.get(ref_id) if ref_id is not None else None
         if own is not None and own.project == project and own.status == "available":
             return [own]
         return list(catalog.find_images(ref))
@@ -55,6 +58,12 @@ class ImagesResource(ActionsResource):
                 raise invalid_input({"type": [f"must be one of {', '.join(IMAGE_TYPES)}"]})
             architectures = set(query.get("architecture", []))
             statuses = set(query.get("status", []))
+            for name, values, allowed in (
+                ("architecture", architectures, {"x86", "arm"}),
+                ("status", statuses, {"available", "creating", "unavailable"}),
+            ):
+                if values - allowed:
+                    raise invalid_input({name: [f"must be one of {', '.join(sorted(allowed))}"]})
             bound = set(query.get("bound_to", []))
             include_deprecated = bool_param(query.get("include_deprecated", []), "include_deprecated", False)
             matches = self._selector(query)
@@ -177,10 +186,15 @@ class ImagesResource(ActionsResource):
             self.advance()
             if image_id is not None:
                 self._own_image(project, image_id)
+            try:
+                ids = {int(v) for v in query.get("id", [])}
+            except ValueError:
+                raise invalid_input({"id": ["must be integers"]}) from None
             items = [
                 a
                 for a in self.actions.values()
                 if a.project == project
+                and (not ids or a.id in ids)
                 and any(
                     r["type"] == "image" and (image_id is None or r["id"] == image_id) for r in a.resources
                 )

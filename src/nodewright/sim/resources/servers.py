@@ -20,12 +20,12 @@ from nodewright.sim.nodes.network import SLOT_PREFIX, TEST_NET, slot_ipv6_prefix
 from nodewright.sim.resources.images import ImageRecord, ImagesResource
 from nodewright.sim.store import JSON, Query
 from nodewright.sim.validation import (
-    USER_DATA_LIMIT,
     check_labels,
     is_ref,
     raise_if,
     require_object,
     server_name_problem,
+    user_data_problem,
 )
 
 
@@ -138,12 +138,9 @@ class ServersResource(ImagesResource):
                 if location is None:
                     problems["location"] = [f"location {body['location']} not found"]
         check_labels(body, problems)
-        user_data = body.get("user_data")
-        if user_data is not None:
-            if not isinstance(user_data, str):
-                problems["user_data"] = ["must be a string"]
-            elif len(user_data.encode()) > USER_DATA_LIMIT:
-                problems["user_data"] = ["is too long (limited to 32KiB)"]
+        user_data = user_data_problem(body.get("user_data"))
+        if user_data:
+            problems["user_data"] = [user_data]
         keys = body.get("ssh_keys")
         if keys is not None and (not isinstance(keys, list) or not all(is_ref(k) for k in keys)):
             problems["ssh_keys"] = ["must be a list of SSH key IDs or names"]
@@ -497,10 +494,9 @@ class ServersResource(ImagesResource):
             if not is_ref(body.get("image")):
                 problems["image"] = ["is required and must be an image ID or name"]
             user_data = body.get("user_data")
-            if user_data is not None and not isinstance(user_data, str):
-                problems["user_data"] = ["must be a string"]
-            elif user_data is not None and len(user_data.encode()) > USER_DATA_LIMIT:
-                problems["user_data"] = ["is too long (limited to 32KiB)"]
+            problem = user_data_problem(user_data)
+            if problem:
+                problems["user_data"] = [problem]
             raise_if(problems)
             if server.protect_rebuild:
                 raise ApiError("protected", "server rebuild is protected")
@@ -573,7 +569,8 @@ class ServersResource(ImagesResource):
             self.advance()
             server = self._server(project, server_id)
             problems: dict[str, list[str]] = {}
-            kind = body.get("type") or "snapshot"  # absent or null: the default
+            kind = body.get("type", "snapshot")
+            kind = "snapshot" if kind is None else kind  # null (hcloud-python's default): the default
             if kind not in ("snapshot", "backup"):
                 problems["type"] = ["must be snapshot or backup"]
             if body.get("description") is not None and not isinstance(body["description"], str):
