@@ -129,6 +129,22 @@ def _node_path(suffix: str = "", status: str = "ready") -> Callable[[AppContext]
     return lambda ctx: (f"/api/nodes/{_node_id(ctx, status)}{suffix}", None)
 
 
+def _node_with_server(suffix: str) -> Callable[[AppContext], Prepared]:
+    """A ready node that has a server (a snapshot needs one); the job itself never runs here."""
+
+    def prepare(ctx: AppContext) -> Prepared:
+        from nodewright.db.models import Node
+
+        node_id = _node_id(ctx)
+        with ctx.database.session(write=True) as session:
+            node = session.get(Node, node_id)
+            assert node is not None
+            node.server_id = 4_200_000 + node_id
+        return f"/api/nodes/{node_id}{suffix}", None
+
+    return prepare
+
+
 def _orphan_path(suffix: str) -> Callable[[AppContext], Prepared]:
     def prepare(ctx: AppContext) -> Prepared:
         from nodewright.db.models import OrphanServer
@@ -234,6 +250,7 @@ CASES = [
     Case("GET", "/api/nodes/{node_id}", Role.viewer, _node_path()),
     Case("DELETE", "/api/nodes/{node_id}", Role.operator, _node_path()),
     Case("POST", "/api/nodes/{node_id}/retry", Role.operator, _node_path("/retry", "failed")),
+    Case("POST", "/api/nodes/{node_id}/snapshot", Role.operator, _node_with_server("/snapshot")),
     Case("GET", "/api/nodes/{node_id}/evidence", Role.viewer, _node_path("/evidence")),
     Case("GET", "/api/nodes/{node_id}/health", Role.viewer, _node_path("/health")),
     Case("GET", "/api/maintenance", Role.viewer, _static("/api/maintenance")),

@@ -21,12 +21,15 @@ from fastapi.testclient import TestClient
 from nodewright.cli import smoke_report
 from nodewright.cli.smoke_report import SmokeRun
 from nodewright.context import AppContext
+from nodewright.db.models import ProviderConnection
 from nodewright.providers.acquisition import (
     NodeServerSpec,
     acquire_server,
     generate_host_key,
     load_client_private_key,
 )
+from nodewright.providers.connections import connection_info, forget_catalog
+from nodewright.providers.registry import make_adapter
 from nodewright.security.redaction import RedactingFilter, install_logging_filter
 from nodewright.security.roles import Role
 from nodewright.sim.control_client import SimControl
@@ -198,6 +201,24 @@ def test_provider_token_canary_never_leaks(
         )
         outputs.append(json.dumps(result.evidence.to_dict()))
         outputs.append(json.dumps(result.target.to_dict()))
+        # A snapshot of that server (the nodes.snapshot job's provider part) and the catalog that
+        # then lists it: the steps' recorded calls and the image go into job results and pages.
+        steps = StepLog()
+        assert result.evidence.server_id is not None
+        with app_context.database.session() as session:
+            row = session.get(ProviderConnection, pid)
+            assert row is not None
+            info = connection_info(app_context.box, session, row)
+        adapter = make_adapter(info, database=app_context.database)
+        try:
+            snapshot = adapter.snapshot(result.evidence.server_id, "canary snapshot", steps)
+        finally:
+            adapter.close()
+        outputs.append(json.dumps({**snapshot.to_dict(), "steps": steps.completed_steps}, default=str))
+        forget_catalog(app_context.database, pid)
+        listed = client.get(f"/api/providers/{pid}/catalog", headers=admin).text
+        assert str(snapshot.id) in listed
+        outputs.append(listed)
         # `nodewright smoke`'s reports, from the same answers: the connection, the acquisition's
         # evidence (its provider calls) and a refusal the provider's error text went into.
         run = SmokeRun(

@@ -92,16 +92,19 @@ def _deep(base: Path, depth: int) -> Path:
 
 def test_deep_trees_are_walked_copied_shifted_and_removed(tmp_path: Path) -> None:
     require_root()
-    node = tmp_path / "node-1"
-    (node / "upper").mkdir(parents=True)
-    _deep(node / "upper", 1500)
-    assert sum(1 for _ in walk(node / "upper")) == 1502
-    shift_ids(node / "upper", BASE)  # a boot of such a node
-    image = tmp_path / "image"
-    assert capture(node, image, BASE) > 0
-    assert max(len(p) for p, _ in walk(image)) > 1500 * 2
-    remove_tree(node)
-    assert not node.exists()
+    node, image = tmp_path / "node-1", tmp_path / "image"
+    try:
+        (node / "upper").mkdir(parents=True)
+        _deep(node / "upper", 1500)
+        assert sum(1 for _ in walk(node / "upper")) == 1502
+        shift_ids(node / "upper", BASE)  # a boot of such a node
+        assert capture(node, image, BASE) > 0
+        assert max(len(p) for p, _ in walk(image)) > 1500 * 2
+        remove_tree(node)
+        assert not node.exists()
+    finally:  # pytest's own clean-up of old temporary directories would recurse into them
+        remove_tree(node)
+        remove_tree(image)
 
 
 def test_ids_move_without_losing_setuid_and_setgid(tmp_path: Path) -> None:

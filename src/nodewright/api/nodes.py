@@ -20,7 +20,7 @@ from nodewright.api.problems import PROBLEM_RESPONSES, FieldError, ProblemError,
 from nodewright.api.routing import OneHopRoute
 from nodewright.api.watching import NodeHealthOut, health_out
 from nodewright.db.models import Job, Node
-from nodewright.nodes import service
+from nodewright.nodes import service, snapshots
 from nodewright.nodes.idempotency import CallerKey
 from nodewright.nodes.names import ADMIN_USER, NAME_PATTERN
 from nodewright.nodes.states import CONTRACT_PROVIDER_V1, CONTRACTS, NodeStatus
@@ -431,6 +431,33 @@ def delete_node(
 ) -> NodeJobOut:
     try:
         node, job = service.release_node(ctx, node_id, actor=caller.actor, keep_server=keep_server)
+    except service.NodeNotFound:
+        raise not_found("Node", node_id) from None
+    except service.NodeStateConflict as exc:
+        raise _conflict(exc) from None
+    return _accepted(response, node, job)
+
+
+class SnapshotIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str | None = Field(
+        default=None, min_length=1, max_length=snapshots.DESCRIPTION_LIMIT, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
+
+
+@router.post(
+    "/nodes/{node_id}/snapshot",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Make an image (a provider snapshot) of a ready node's server; answers 202 with the job",
+    responses={409: problem_doc("The node is not ready, or is being released")},
+)
+def snapshot_node(
+    caller: Operator, ctx: ContextDep, response: Response, node_id: NodeId, body: SnapshotIn | None = None
+) -> NodeJobOut:
+    try:
+        node, job = snapshots.snapshot_node(
+            ctx, node_id, actor=caller.actor, description=body.description if body else None
+        )
     except service.NodeNotFound:
         raise not_found("Node", node_id) from None
     except service.NodeStateConflict as exc:

@@ -36,7 +36,7 @@ from nodewright.nodes.states import NodeStatus
 from nodewright.security.text import clean_line, for_terminal
 
 nodes_app = typer.Typer(
-    help="Nodes: create from a provider, list, show, release, retry, ssh.", no_args_is_help=True
+    help="Nodes: create from a provider, list, show, release, retry, snapshot, ssh.", no_args_is_help=True
 )
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # the API's rule
 GONE = {"released", "lost"}  # no server behind the node: its old address is not shown as live
@@ -434,6 +434,41 @@ def nodes_retry(
         die(exc)
     except KeyboardInterrupt:
         raise detached(f"nodewright nodes show {node}") from None
+
+
+@nodes_app.command("snapshot")
+def nodes_snapshot(
+    node: NodeArg,
+    description: Annotated[
+        str | None, typer.Option(help="The image's description [default: the node's name and id].")
+    ] = None,
+    wait: WaitOption = False,
+    url: UrlOption = None,
+    token_file: TokenFile = None,
+) -> None:
+    """Make an image of a ready node's server (a provider snapshot); create nodes from it with
+    --image IMAGE_ID."""
+    if description is not None and (not description.strip() or len(description) > 200):
+        fail("--description must be 1 to 200 characters")
+    job_id: int | None = None
+    try:
+        with client(url, token_file) as api:
+            node_id = resolve(api, node)
+            body = {"description": description} if description is not None else None
+            answer = api.post(f"/api/nodes/{node_id}/snapshot", json=body)
+            job_id = int(answer["job"]["id"])
+            say(f"node {node_id} snapshot; job {job_id}")
+            if wait:
+                unless_succeeded(job_id, print_events(api, job_id, follow=True))
+                result = api.get(f"/api/jobs/{job_id}").get("result") or {}
+                say(f"image {clean_line(str(result.get('image_id')))}: create nodes from it with "
+                    f"--image {clean_line(str(result.get('image_id')))}")  # fmt: skip
+    except ApiError as exc:
+        die(exc)
+    except KeyboardInterrupt:
+        raise detached(
+            f"nodewright jobs logs {job_id} --follow" if job_id else "nodewright jobs list"
+        ) from None
 
 
 @nodes_app.command("evidence")

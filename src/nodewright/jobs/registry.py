@@ -135,6 +135,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "nodewright.nodes.handlers",
     "nodewright.nodes.reconcile",
     "nodewright.nodes.idempotency",
+    "nodewright.nodes.snapshots",
     "nodewright.watching.sweep",
     "nodewright.watching.remediate",
     "nodewright.alerts.delivery_job",

@@ -162,6 +162,9 @@ def create_node(
     except ProfileError as exc:
         raise NodeRequestError("profile", str(exc)) from None
     view = get_catalog(database, app.box, request.provider_id)
+    if request.image.isdigit() and not any(i.name == request.image for i in view.catalog.images):
+        # A snapshot's id, perhaps made since the catalog was read (a snapshot job runs elsewhere).
+        view = get_catalog(database, app.box, request.provider_id, max_age=10.0)
     try:
         preflight(view.catalog, request.location, request.server_type, request.image)
     except ProviderError as error:

@@ -231,11 +231,30 @@ class CatalogServerType:
 
 @dataclass(frozen=True)
 class CatalogImage:
-    name: str
+    name: str  # a system image's name; a snapshot's id (snapshots have no name)
     description: str
     architecture: str
     os_flavor: str
     deprecated: bool
+    kind: str = "system"  # system | snapshot
+
+
+@dataclass(frozen=True)
+class SnapshotImage:
+    """An image made from a server's disk (``ProviderAdapter.snapshot``)."""
+
+    id: int
+    description: str
+    size_gb: float | None
+    disk_gb: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image_id": self.id,
+            "description": self.description,
+            "size_gb": self.size_gb,
+            "disk_gb": self.disk_gb,
+        }
 
 
 @dataclass(frozen=True)
@@ -295,6 +314,10 @@ class ProviderAdapter(Protocol):
 
     def reboot(self, server_id: int, checkpoints: Checkpoints) -> None:
         """Reboot the server (the provider's reboot action) and wait for the action to finish."""
+        ...
+
+    def snapshot(self, server_id: int, description: str, checkpoints: Checkpoints) -> SnapshotImage:
+        """Make an image of the server's disk and wait until it is available."""
         ...
 
     def list_owned(self, installation_id: str) -> list[ServerInfo]:
