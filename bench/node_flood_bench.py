@@ -59,7 +59,7 @@ def make_node(api_url: str) -> tuple[SshTarget, Secret]:
     key = client.ssh_keys.create(name="bench", public_key=client_public)
     created = client.servers.create(
         "flood-1",
-        server_type=ServerType(name="cx22"),
+        server_type=ServerType(name="cx23"),
         image=Image(name="ubuntu-24.04"),
         ssh_keys=[key],
         user_data=user_data,

@@ -93,7 +93,7 @@ def bare_playbook(sim: SimServer, workdir: Path, *, stock: bool) -> float:
     )
     created = client.servers.create(
         f"bare-{time.monotonic_ns()}"[:60],
-        server_type=ServerType(name="cx22"),
+        server_type=ServerType(name="cx23"),
         image=Image(name="ubuntu-24.04"),
         ssh_keys=[ssh_key],
         user_data=user_data,
@@ -140,7 +140,7 @@ def run_batch(
 ) -> list[dict[str, Any]]:
     ids = []
     for i in range(count):
-        body = {"provider_id": provider_id, "name": f"{tag}-{i}", "location": "fsn1", "server_type": "cx22",
+        body = {"provider_id": provider_id, "name": f"{tag}-{i}", "location": "fsn1", "server_type": "cx23",
                 "image": "ubuntu-24.04"}  # fmt: skip
         answer = client.post("/api/nodes", json=body, headers=headers)
         assert answer.status_code == 202, answer.text

@@ -151,7 +151,7 @@ def run_cli(sim: SimServer, tok: str, names: list[str], workdir: Path) -> None:
         "HCLOUD_ENDPOINT": sim.base_url + "/v1",
         "HCLOUD_CONFIG": str(workdir / "cli.toml"),
     }
-    cmd = ["--type", "cx22", "--image", "ubuntu-24.04", "--location", "fsn1", "--ssh-key", "bench-cli"]
+    cmd = ["--type", "cx23", "--image", "ubuntu-24.04", "--location", "fsn1", "--ssh-key", "bench-cli"]
     procs = [
         subprocess.Popen(
             [hcloud_bin, "server", "create", "--name", name, *cmd],
@@ -172,7 +172,7 @@ def run_sdk(sim: SimServer, tok: str, names: list[str]) -> None:
         client = hcloud.Client(token=tok, api_endpoint=sim.base_url + "/v1")  # SDK defaults: 1 s polls
         result = client.servers.create(
             name=name,
-            server_type=ServerType(name="cx22"),
+            server_type=ServerType(name="cx23"),
             image=Image(name="ubuntu-24.04"),
             location=Location(name="fsn1"),
             ssh_keys=[SSHKey(name="bench-sdk")],
@@ -198,7 +198,7 @@ def run_nodewright(ctx: AppContext, connection_id: int, names: list[str], first_
                 MemorySteps(),
                 ctx.database,
                 ctx.box,
-                NodeServerSpec(connection_id, first_node + index, name, "fsn1", "cx22", "ubuntu-24.04"),
+                NodeServerSpec(connection_id, first_node + index, name, "fsn1", "cx23", "ubuntu-24.04"),
                 generate_host_key(),
             )
         except BaseException as exc:

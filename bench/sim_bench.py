@@ -77,7 +77,7 @@ def bench_gets(api_url: str, total: int, threads: int) -> dict[str, Any]:
     url = urlsplit(api_url)
     session = requests.Session()
     session.headers.update(HEADERS)
-    body = {"name": "probe-1", "server_type": "cx22", "image": "ubuntu-24.04"}
+    body = {"name": "probe-1", "server_type": "cx23", "image": "ubuntu-24.04"}
     server_id = session.post(api_url + "/servers", json=body).json()["server"]["id"]
     results: dict[str, Any] = {}
     for label, path in (
@@ -128,7 +128,7 @@ def bench_cycles(sim: SimServer, cycles: int, threads: int) -> dict[str, Any]:
         done = 0
         for n in range(cycles // threads):
             result = client.servers.create(
-                f"cycle-{index}-{n}", server_type=ServerType(name="cx22"), image=Image(name="ubuntu-24.04")
+                f"cycle-{index}-{n}", server_type=ServerType(name="cx23"), image=Image(name="ubuntu-24.04")
             )
             result.action.wait_until_finished()
             for action in result.next_actions:
@@ -160,7 +160,7 @@ def bench_nodes(count: int, threads: int) -> dict[str, Any]:
 
         def make(index: int) -> int:
             result = client.servers.create(
-                f"node-{index}", server_type=ServerType(name="cx22"), image=Image(name="ubuntu-24.04"),
+                f"node-{index}", server_type=ServerType(name="cx23"), image=Image(name="ubuntu-24.04"),
                 ssh_keys=[SSHKey(id=ssh_key.id)],
             )  # fmt: skip
             result.action.wait_until_finished()

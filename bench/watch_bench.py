@@ -170,7 +170,7 @@ def servers_without_ssh(ctx: AppContext, api_url: str, provider_id: int, count: 
                 contract="provider/v1",
                 provider_id=provider_id,
                 location="fsn1",
-                server_type="cx22",
+                server_type="cx23",
                 image="ubuntu-24.04",
                 labels={},
                 profile="baseline",
@@ -187,7 +187,7 @@ def servers_without_ssh(ctx: AppContext, api_url: str, provider_id: int, count: 
         ids = [n.id for n in nodes]
     for node_id in ids:
         created = cloud.servers.create(
-            f"b{node_id}", server_type=ServerType(name="cx22"), image=Image(name="ubuntu-24.04"),
+            f"b{node_id}", server_type=ServerType(name="cx23"), image=Image(name="ubuntu-24.04"),
             labels={LABEL_INSTALLATION: owner, LABEL_NODE: str(node_id)},
         )  # fmt: skip
         with ctx.database.session(write=True) as session:
@@ -200,7 +200,7 @@ def provisioned_nodes(ctx: AppContext, provider_id: int, count: int, threads: in
     ids = []
     for i in range(count):
         request = NodeCreate(provider_id=provider_id, name=f"watched-{i}", location="fsn1",
-                             server_type="cx22", image="ubuntu-24.04")  # fmt: skip
+                             server_type="cx23", image="ubuntu-24.04")  # fmt: skip
         ids.append(create_node(ctx, request, actor="bench").node.id)
     workers = [threading.Thread(target=drain, args=(ctx, [PROVISION_KIND])) for _ in range(threads)]
     for worker in workers:

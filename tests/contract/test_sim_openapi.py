@@ -100,11 +100,11 @@ def api(sim: SimServer, openapi: OpenAPI) -> Iterator[Api]:
 
 
 def _body(name: str = "a", **extra: Any) -> dict[str, Any]:
-    return {"name": name, "server_type": "cx22", "image": "ubuntu-24.04", **extra}
+    return {"name": name, "server_type": "cx23", "image": "ubuntu-24.04", **extra}
 
 
 def _create(api: Api, name: str = "web-1", **extra: Any) -> dict[str, Any]:
-    body = {"name": name, "server_type": "cx22", "image": "ubuntu-24.04", "location": "fsn1", **extra}
+    body = {"name": name, "server_type": "cx23", "image": "ubuntu-24.04", "location": "fsn1", **extra}
     result: dict[str, Any] = api.call("POST", "/servers", 201, json=body).json()
     return result
 
@@ -167,7 +167,7 @@ def test_server_error_responses(api: Api) -> None:
         "invalid_input",
         json={
             "name": "a",
-            "server_type": "cx22",
+            "server_type": "cx23",
             "image": "ubuntu-24.04",
             "user_data": "x" * (32 * 1024 + 1),
         },
@@ -191,7 +191,7 @@ def test_server_error_responses(api: Api) -> None:
         "/servers",
         409,
         "uniqueness_error",
-        json={"name": "web-1", "server_type": "cx22", "image": "ubuntu-24.04"},
+        json={"name": "web-1", "server_type": "cx23", "image": "ubuntu-24.04"},
     )
     api.control("/config", json={"create_duration": 60})
     locked = _create(api, "web-2")["server"]["id"]
@@ -212,7 +212,7 @@ def test_server_error_responses(api: Api) -> None:
         "/servers",
         403,
         "resource_limit_exceeded",
-        json={"name": "web-3", "server_type": "cx22", "image": "ubuntu-24.04"},
+        json={"name": "web-3", "server_type": "cx23", "image": "ubuntu-24.04"},
     )
     assert error["details"]["limits"]
     api.control("/limits", json={"max_servers": None})
@@ -317,7 +317,7 @@ def test_rebuild_rescue_snapshots_and_backups(api: Api) -> None:
     for bad in ({"image": "²"}, {"image": "1" * 5000}, {"image": "٣٣٠٠٠٠٠٠١"},
                 {"image": "debian-12", "user_data": "\ud800"}):  # fmt: skip
         api.error("POST", f"{base}/rebuild", 422, "invalid_input", json=bad)
-    not_utf8 = {"name": "x", "server_type": "cx22", "image": "ubuntu-24.04", "user_data": "\udfff"}
+    not_utf8 = {"name": "x", "server_type": "cx23", "image": "ubuntu-24.04", "user_data": "\udfff"}
     api.error("POST", "/servers", 422, "invalid_input", json=not_utf8)
 
     # Rescue: enabled with a key, the password returned; disabled again.
@@ -390,7 +390,7 @@ def test_rebuild_rescue_snapshots_and_backups(api: Api) -> None:
     api.call("DELETE", f"/images/{image['id']}", 204)
     assert api.call("GET", f"/servers/{clone['id']}", 200).json()["server"]["image"] is None
     api.error("POST", "/servers", 422, "invalid_input",
-              json={"name": "web-3", "server_type": "cx22", "image": image["id"]})  # fmt: skip
+              json={"name": "web-3", "server_type": "cx23", "image": image["id"]})  # fmt: skip
 
 
 def test_change_type_resizes_a_stopped_server_then_starts_it(api: Api) -> None:
@@ -399,9 +399,9 @@ def test_change_type_resizes_a_stopped_server_then_starts_it(api: Api) -> None:
     server_id = _create(api)["server"]["id"]
     _wait_unlocked(api, server_id)
     base = f"/servers/{server_id}/actions"
-    bigger = {"server_type": "cx32", "upgrade_disk": False}
+    bigger = {"server_type": "cx33", "upgrade_disk": False}
     api.error("POST", f"{base}/change_type", 422, "server_not_stopped", json=bigger)
-    api.error("POST", f"{base}/change_type", 422, "invalid_input", json={"server_type": "cx32"})
+    api.error("POST", f"{base}/change_type", 422, "invalid_input", json={"server_type": "cx33"})
     _action_finishes(api, api.call("POST", f"{base}/poweroff", 201), "stop_server")
     for wrong in ("no-such-type", "cax11", "cx11"):  # unknown, another architecture, deprecated
         api.error("POST", f"{base}/change_type", 422, "invalid_server_type",
@@ -412,27 +412,27 @@ def test_change_type_resizes_a_stopped_server_then_starts_it(api: Api) -> None:
     _action_finishes(api, response, "change_server_type")
     _wait_unlocked(api, server_id)
     server = api.call("GET", f"/servers/{server_id}", 200).json()["server"]
-    assert (server["server_type"]["name"], server["primary_disk_size"]) == ("cx32", 40)
+    assert (server["server_type"]["name"], server["primary_disk_size"]) == ("cx33", 40)
     assert server["status"] == "running"  # "copies the content of its disk, and starts it again"
     _action_finishes(api, api.call("POST", f"{base}/poweroff", 201), "stop_server")
-    back = api.call("POST", f"{base}/change_type", 201, json={"server_type": "cx22", "upgrade_disk": True})
+    back = api.call("POST", f"{base}/change_type", 201, json={"server_type": "cx23", "upgrade_disk": True})
     _action_finishes(api, back, "change_server_type")
     _wait_unlocked(api, server_id)
     _action_finishes(api, api.call("POST", f"{base}/poweroff", 201), "stop_server")
 
     # Up with the disk (by id): then the smaller type no longer fits.
-    up = api.call("POST", f"{base}/change_type", 201, json={"server_type": "105", "upgrade_disk": True})
+    up = api.call("POST", f"{base}/change_type", 201, json={"server_type": "115", "upgrade_disk": True})
     _action_finishes(api, up, "change_server_type")
     _wait_unlocked(api, server_id)
     assert api.call("GET", f"/servers/{server_id}", 200).json()["server"]["primary_disk_size"] == 80
     _action_finishes(api, api.call("POST", f"{base}/poweroff", 201), "stop_server")
     api.error("POST", f"{base}/change_type", 422, "invalid_server_type",
-              json={"server_type": "cx22", "upgrade_disk": False})  # fmt: skip
+              json={"server_type": "cx23", "upgrade_disk": False})  # fmt: skip
 
 
 def test_catalog_responses(api: Api) -> None:
     types = api.call("GET", "/server_types", 200).json()["server_types"]
-    api.call("GET", "/server_types", 200, params={"name": "cx22"})
+    api.call("GET", "/server_types", 200, params={"name": "cx23"})
     api.call("GET", f"/server_types/{types[0]['id']}", 200)
     api.error("GET", "/server_types/999999", 404, "not_found")
     api.call("GET", "/locations", 200, params={"sort": "name:desc"})
@@ -446,6 +446,41 @@ def test_catalog_responses(api: Api) -> None:
     api.error("GET", "/images/1", 404, "not_found")
     api.call("GET", "/pricing", 200)
     api.error("GET", "/datacenters", 410, "deprecated_api_endpoint")
+
+
+def test_current_families_and_per_location_deprecation(api: Api) -> None:
+    """The families sold today, by the document's schema; cpx11 deprecated in fsn1 but sold in ash;
+    cx22 deprecated everywhere, past its date: gone from the list, still there by id."""
+    listed = {st["name"]: st for st in api.call("GET", "/server_types", 200).json()["server_types"]}
+    current = ["cx23", "cx33", "cx43", "cx53", "cpx12", "cpx22", "cpx32", "cpx42", "cpx52", "cpx62"]
+    current += ["cax11", "cax21", "cax31", "cax41", "ccx13", "ccx23", "ccx33", "ccx43", "ccx53", "ccx63"]
+    assert set(current) <= set(listed)
+    assert "cx22" not in listed and "cx11" not in listed
+    ids = [st["id"] for st in listed.values()]
+    assert ids == sorted(ids)
+    cpx22 = api.call("GET", "/server_types/109", 200).json()["server_type"]
+    assert (cpx22["name"], cpx22["cores"], cpx22["memory"], cpx22["disk"]) == ("cpx22", 2, 4, 80)
+    assert cpx22["category"] == "regular_purpose" and cpx22["deprecation"] is None
+    cpx11 = {loc["name"]: loc for loc in listed["cpx11"]["locations"]}
+    assert listed["cpx11"]["deprecation"] is None and listed["cpx11"]["deprecated"] is False
+    assert cpx11["fsn1"]["deprecation"] == {
+        "announced": "2025-10-16T06:00:00Z",
+        "unavailable_after": "2025-12-31T23:59:59Z",
+    }
+    assert cpx11["fsn1"]["available"] is False and cpx11["ash"]["available"] is True
+    assert cpx11["ash"]["deprecation"] is None
+    cx22 = api.call("GET", "/server_types/104", 200).json()["server_type"]
+    assert cx22["deprecated"] is True and cx22["deprecation"]["unavailable_after"] == "2025-12-31T23:59:59Z"
+    assert not any(loc["available"] for loc in cx22["locations"])
+    assert api.call("GET", "/server_types", 200, params={"name": "cx22"}).json()["server_types"] == []
+    pricing = api.call("GET", "/pricing", 200).json()["pricing"]
+    assert {"cx23", "cpx22"} <= {st["name"] for st in pricing["server_types"]}
+    # Ordering where the type is deprecated: refused; where it is still sold: created.
+    api.error("POST", "/servers", 412, "resource_unavailable",
+              json=_body("old-eu", server_type="cpx11", location="fsn1"))  # fmt: skip
+    api.call("POST", "/servers", 201, json=_body("old-us", server_type="cpx11", location="ash"))
+    api.error("POST", "/servers", 422, "invalid_input", json=_body("gone", server_type="cx22"))
+    api.error("GET", "/datacenters/1", 410, "deprecated_api_endpoint")
 
 
 def test_ssh_key_responses(api: Api) -> None:

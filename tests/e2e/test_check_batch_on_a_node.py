@@ -46,7 +46,7 @@ def ssh(ssh_sim_server: SimServer, tmp_path: Path) -> Iterator[PinnedSsh]:
     )
     key = client.ssh_keys.create(name="nodewright", public_key=client_public)
     created = client.servers.create(
-        "batch-1", server_type=ServerType(name="cx22"), image=Image(name="ubuntu-24.04"), ssh_keys=[key],
+        "batch-1", server_type=ServerType(name="cx23"), image=Image(name="ubuntu-24.04"), ssh_keys=[key],
         user_data=user_data,
     )  # fmt: skip
     created.action.wait_until_finished()

@@ -57,7 +57,7 @@ def test_create_watch_inspect_delete_in_the_browser(
         page.select_option("#nw-type", "cax11")
         expect(page.locator("#nw-image option")).not_to_have_count(0)
         assert all("(arm)" in t for t in page.locator("#nw-image option").all_inner_texts())
-        page.select_option("#nw-type", "cx22")
+        page.select_option("#nw-type", "cx23")
         page.select_option("#nw-image", "ubuntu-24.04")
         expect(page.get_by_test_id("cost-line")).to_contain_text("EUR per month")
         page.get_by_label("Name").fill("web-ui")

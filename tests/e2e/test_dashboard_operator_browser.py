@@ -2,7 +2,7 @@
 """In Chromium, cheaply: one server, one database and one browser for the module, nodes seeded in the
 database (nothing is provisioned). Every page at 1366x800 and at 390x844 (no horizontal overflow on
 a phone), dark mode, keyboard reach; the node list adding a node created through the API live; the
-node page's status following its job live; the create form (sorted types, cx22 first, a name pattern
+node page's status following its job live; the create form (sorted types, cx23 first, a name pattern
 the browser really checks, errors beside the field, a gate that visibly disables it); the node page's
 controls; and a viewer's pages without mutation controls. Screenshots go to pytest's tmp path, or to
 ``$NODEWRIGHT_TEST_ARTIFACTS/dashboard`` when set (``test-artifacts/`` is git-ignored for that)."""
@@ -187,7 +187,7 @@ def test_node_list_adds_a_node_created_through_the_api_live(dash: Dash) -> None:
     counted = fleet.inner_text()
     page.wait_for_timeout(500)  # the live stream connects
     body = {"provider_id": dash.provider, "name": "from-the-api", "location": "fsn1",
-            "server_type": "cx22", "image": "ubuntu-24.04"}  # fmt: skip
+            "server_type": "cx23", "image": "ubuntu-24.04"}  # fmt: skip
     created = dash.client.post("/api/nodes", json=body, headers=dash.users[Role.operator].headers)
     assert created.status_code == 202, created.text
     row = page.locator(f'tr[data-node-id="{created.json()["node"]["id"]}"]')
@@ -232,7 +232,7 @@ def test_create_form_in_chromium(dash: Dash) -> None:
     expect(page.locator("#nw-location option[value=fsn1]")).to_have_count(1)
     page.select_option("#nw-location", "fsn1")
     expect(page.locator("#nw-type option")).not_to_have_count(0)
-    assert page.locator("#nw-type").input_value() == "cx22"  # the README's type comes first
+    assert page.locator("#nw-type").input_value() == "cx23"  # the README's type comes first
     prices = _type_prices(page)
     assert len(prices) > 2 and prices == sorted(prices)
 

@@ -81,7 +81,7 @@ def test_providers_page_in_chromium(
 
         row.get_by_role("link", name="Catalog").click()
         catalog = page.get_by_test_id("catalog")
-        assert "cx22" in catalog.inner_text() and "EUR / month" in catalog.inner_text()
+        assert "cx23" in catalog.inner_text() and "EUR / month" in catalog.inner_text()
         page.screenshot(path=str(tmp_path / f"providers-{db_kind}.png"))
         page.get_by_role("button", name="Sign out").click()
 

@@ -70,7 +70,7 @@ def test_smoke_runs_the_whole_path_and_keeps_the_evidence(
     env = env_for(url, users[Role.operator])
     junit = tmp_path / "reports" / "smoke.xml"
     run = nodewright(["smoke", "--evidence-dir", str(tmp_path / "ev"), "--junit", str(junit),
-                      "--profile", "baseline", "--location", "fsn1", "--type", "cx22"], env)  # fmt: skip
+                      "--profile", "baseline", "--location", "fsn1", "--type", "cx23"], env)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     assert "smoke passed" in run.stdout and "summary.md" in run.stdout
     (folder,) = (tmp_path / "ev").iterdir()
@@ -93,7 +93,7 @@ def test_smoke_runs_the_whole_path_and_keeps_the_evidence(
     assert text.startswith("# nodewright smoke: PASSED\n")
     made, acquisition = json.loads((folder / "node.json").read_text()), evidence["acquisition"]
     for shown in (
-        made["name"], f"id {made['id']}", f"id {provider}, hetzner", "fsn1", "cx22", "ubuntu-24.04",
+        made["name"], f"id {made['id']}", f"id {provider}, hetzner", "fsn1", "cx23", "ubuntu-24.04",
         "baseline", str(acquisition["server_id"]), acquisition["addresses"]["ipv4"],
         evidence["host_key"]["fingerprint"], f"provision {summary['provision_job']}",
         f"release {summary['release_job']}",
@@ -128,7 +128,7 @@ def test_smoke_runs_the_whole_path_and_keeps_the_evidence(
 def test_cli_refusals_are_clear(served: tuple[str, dict[Role, RoleUser], int], tmp_path: Path) -> None:
     url, users, provider = served
     create = ["nodes", "create", "--provider", str(provider), "--name", "cli-1", "--location", "fsn1",
-              "--type", "cx22", "--image", "ubuntu-24.04"]  # fmt: skip
+              "--type", "cx23", "--image", "ubuntu-24.04"]  # fmt: skip
     no_token = nodewright(create, env_for(url, None))
     assert no_token.returncode == 2 and "NODEWRIGHT_TOKEN" in no_token.stderr
     viewer = nodewright(create, env_for(url, users[Role.viewer]))
@@ -166,7 +166,7 @@ def test_nodes_ssh_logs_in_with_the_pinned_key_and_names_take_the_place_of_ids(
         [require_binary("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
     )
     create = ["nodes", "create", "--provider", str(provider), "--name", "ssh-1", "--location", "fsn1",
-              "--type", "cx22", "--image", "ubuntu-24.04", "--ssh-key", f"{key}.pub",
+              "--type", "cx23", "--image", "ubuntu-24.04", "--ssh-key", f"{key}.pub",
               "--wait", "-o", "json"]  # fmt: skip
     created = nodewright(create, env)
     assert created.returncode == 0, created.stdout + created.stderr

@@ -59,7 +59,7 @@ def test_create_provision_verify_release(
         "provider_id": provider_id,
         "name": "web-1",
         "location": "fsn1",
-        "server_type": "cx22",
+        "server_type": "cx23",
         "image": "ubuntu-24.04",
         "labels": {"role": "web"},
         "ssh_authorized_keys": [operator_key],
@@ -148,7 +148,7 @@ def test_node_secrets_never_leak(
             headers=admin.headers,
         )  # fmt: skip
         provider_id = response.json()["id"]
-        body = {"provider_id": provider_id, "name": "canary-1", "location": "fsn1", "server_type": "cx22",
+        body = {"provider_id": provider_id, "name": "canary-1", "location": "fsn1", "server_type": "cx23",
                 "image": "ubuntu-24.04", "labels": {token: "x"}}  # fmt: skip
         created = client.post("/api/nodes", json=body, headers=operator.headers)
         assert created.status_code == 422  # a 64-character label key: refused, and not echoed whole

@@ -53,7 +53,7 @@ class World:
         return connect_sim(self.client, self.headers(Role.admin), self.sim, **overrides)
 
     def create(self, provider_id: int, name: str, profile: str = "baseline") -> dict[str, Any]:
-        body = {"provider_id": provider_id, "name": name, "location": "fsn1", "server_type": "cx22",
+        body = {"provider_id": provider_id, "name": name, "location": "fsn1", "server_type": "cx23",
                 "image": "ubuntu-24.04", "profile": profile}  # fmt: skip
         response = self.client.post("/api/nodes", json=body, headers=self.headers(Role.operator))
         assert response.status_code == 202, response.text

@@ -75,7 +75,7 @@ def node(ssh_sim_server: SimServer) -> tuple[SshTarget, Secret]:
     key = client.ssh_keys.create(name="nodewright", public_key=client_public)
     result = client.servers.create(
         "prov-1",
-        server_type=ServerType(name="cx22"),
+        server_type=ServerType(name="cx23"),
         image=Image(name="ubuntu-24.04"),
         ssh_keys=[key],
         user_data=user_data,

@@ -108,7 +108,7 @@ def test_a_node_whose_sshd_stays_down_is_rebooted_reprovisioned_then_replaced(
     with webhook_receiver() as receiver:
         hook = client.post("/api/webhooks", json={"name": "ops", "url": receiver.url}, headers=admin)
         assert hook.status_code == 201, hook.text
-        body = {"provider_id": provider_id, "name": "healme", "location": "fsn1", "server_type": "cx22",
+        body = {"provider_id": provider_id, "name": "healme", "location": "fsn1", "server_type": "cx23",
                 "image": "ubuntu-24.04", "profile": "heal"}  # fmt: skip
         created = client.post("/api/nodes", json=body, headers=operator)
         assert created.status_code == 202, created.text
@@ -180,7 +180,7 @@ def test_the_brake_engages_when_half_the_fleet_fails_at_once_and_nothing_is_reme
     provider_id = connect_sim(client, admin, ssh_sim_server)
     ids = []
     for i in range(3):
-        body = {"provider_id": provider_id, "name": f"fleet-{i}", "location": "fsn1", "server_type": "cx22",
+        body = {"provider_id": provider_id, "name": f"fleet-{i}", "location": "fsn1", "server_type": "cx23",
                 "image": "ubuntu-24.04", "profile": "heal"}  # fmt: skip
         created = client.post("/api/nodes", json=body, headers=operator)
         assert created.status_code == 202, created.text

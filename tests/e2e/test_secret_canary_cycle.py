@@ -357,7 +357,7 @@ def run_cycles(
     assert connected.status_code == 201, connected.text
     provider_id: int = connected.json()["id"]
     assert api.post(f"/api/providers/{provider_id}/check").status_code == 200
-    base = {"provider_id": provider_id, "location": "fsn1", "server_type": "cx22", "image": "ubuntu-24.04"}
+    base = {"provider_id": provider_id, "location": "fsn1", "server_type": "cx23", "image": "ubuntu-24.04"}
     node_ids: list[int] = []
     job_ids: list[int] = []
 

@@ -159,13 +159,13 @@ def _drive(
         life = run_playbook(binary, collections, endpoint, sim_token, tmp_path, "--skip-tags", "cleanup")
     assert life.returncode == 0, life.stdout[-6000:] + life.stderr[-3000:]
 
-    # The playbook left a protected, running cpx21 rebuilt to debian-12, with labels, no backups,
+    # The playbook left a protected, running cpx22 rebuilt to debian-12, with labels, no backups,
     # an IPv4 pointer, its rescue used up by the boot into it.
     server = hcloud_client.servers.get_by_name(SERVER)
     assert server is not None
     assert server.status == "running"
-    assert server.server_type.name == "cpx21"
-    assert server.primary_disk_size == 80  # upgraded with cx32, kept by the cpx21 resize
+    assert server.server_type.name == "cpx22"
+    assert server.primary_disk_size == 80  # upgraded with cx33, kept by the cpx22 resize
     assert server.image is not None and server.image.name == "debian-12"
     assert server.rescue_enabled is False
     assert server.location.name == "fsn1"

@@ -51,7 +51,7 @@ def test_cli_server_lifecycle(hcloud_cli: Run, tmp_path: Path) -> None:
     assert re.fullmatch(r"SSH key \d+ created\n", out)
 
     out = hcloud_cli(
-        "server", "create", "--name", "web-1", "--type", "cx22", "--image", "ubuntu-24.04",
+        "server", "create", "--name", "web-1", "--type", "cx23", "--image", "ubuntu-24.04",
         "--ssh-key", "ops", "--label", "role=web",
     ).stdout  # fmt: skip
     match = re.search(r"^Server (\d+) created$", out, re.MULTILINE)
@@ -66,7 +66,7 @@ def test_cli_server_lifecycle(hcloud_cli: Run, tmp_path: Path) -> None:
     assert re.search(r"^Root password: \S+$", out, re.MULTILINE), out
 
     failed = hcloud_cli(
-        "server", "create", "--name", "web-1", "--type", "cx22", "--image", "ubuntu-24.04", ok=False
+        "server", "create", "--name", "web-1", "--type", "cx23", "--image", "ubuntu-24.04", ok=False
     )
     assert failed.returncode == 1
     assert failed.stderr.strip() == "hcloud: server name is already used (uniqueness_error)"
@@ -83,7 +83,7 @@ def test_cli_server_lifecycle(hcloud_cli: Run, tmp_path: Path) -> None:
     assert f"ID:\t\t{server_id}" in described
     assert "Name:\t\tweb-1" in described
     assert "Status:\t\trunning" in described
-    assert "Server Type:\tcx22 (ID: 104)" in described
+    assert "Server Type:\tcx23 (ID: 114)" in described
     assert "role: web" in described
     as_json = json.loads(hcloud_cli("server", "describe", "web-1", "-o", "json").stdout)
     assert as_json["id"] == int(server_id)
@@ -106,7 +106,7 @@ def test_cli_catalog(hcloud_cli: Run) -> None:
         "STORAGE",
         "TYPE",
     ]
-    assert re.search(r"^104\s+cx22\s+2\s+shared\s+4.0 GB\s+40 GB\s+local$", types, re.MULTILINE), types
+    assert re.search(r"^114\s+cx23\s+2\s+shared\s+4.0 GB\s+40 GB\s+local$", types, re.MULTILINE), types
     locations = hcloud_cli("location", "list").stdout
     assert re.search(r"^1\s+fsn1\s+Falkenstein DC Park 1\s+eu-central\s+DE\s+Falkenstein$", locations, re.M)
     assert {line.split()[1] for line in locations.splitlines()[1:]} == {
@@ -127,7 +127,7 @@ def test_cli_reports_api_errors(hcloud_cli: Run) -> None:
     assert result.returncode == 1
     assert "server not found" in result.stderr
     result = hcloud_cli(
-        "server", "create", "--name", "x", "--type", "cx22", "--image", "ubuntu-24.04", "--location", "ash",
+        "server", "create", "--name", "x", "--type", "cx23", "--image", "ubuntu-24.04", "--location", "ash",
         ok=False,
     )  # fmt: skip
     assert result.returncode == 1
@@ -141,7 +141,7 @@ def test_cli_protection_backup_rdns_iso_and_console(hcloud_cli: Run) -> None:
     def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         return hcloud_cli("--poll-interval", "50ms", "server", *args, ok=ok)
 
-    out = cli("create", "--name", "web-1", "--type", "cx22", "--image", "ubuntu-24.04").stdout
+    out = cli("create", "--name", "web-1", "--type", "cx23", "--image", "ubuntu-24.04").stdout
     server_id = re.search(r"^Server (\d+) created$", out, re.MULTILINE)
     assert server_id, out
     done = f"for server {server_id.group(1)}\n"
@@ -175,12 +175,12 @@ def test_cli_protection_backup_rdns_iso_and_console(hcloud_cli: Run) -> None:
     assert console.returncode == 1
     assert console.stderr == "hcloud: request_console (a VNC console) is not simulated (unsupported_error)\n"
 
-    refused = cli("change-type", "web-1", "cx32", "--keep-disk", ok=False)
+    refused = cli("change-type", "web-1", "cx33", "--keep-disk", ok=False)
     assert refused.returncode == 1 and "(server_not_stopped)" in refused.stderr, refused.stderr
     cli("poweroff", "web-1")
-    cli("change-type", "web-1", "cx32", "--keep-disk")
+    cli("change-type", "web-1", "cx33", "--keep-disk")
     resized = describe()
-    assert (resized["server_type"]["name"], resized["primary_disk_size"]) == ("cx32", 40)
+    assert (resized["server_type"]["name"], resized["primary_disk_size"]) == ("cx33", 40)
 
     assert cli("disable-protection", "web-1", "delete").stdout == "Resource protection disabled " + done
     assert describe()["protection"]["delete"] is False
@@ -194,7 +194,7 @@ def test_cli_rebuild_rescue_and_snapshots(hcloud_cli: Run) -> None:
     def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         return hcloud_cli("--poll-interval", "50ms", *args, ok=ok)
 
-    cli("server", "create", "--name", "web-1", "--type", "cx22", "--image", "ubuntu-24.04")
+    cli("server", "create", "--name", "web-1", "--type", "cx23", "--image", "ubuntu-24.04")
     out = cli("server", "rebuild", "web-1", "--image", "debian-12").stdout
     assert re.fullmatch(r"Server \d+ rebuilt with image debian-12\n", out), out
     server = json.loads(cli("server", "describe", "web-1", "-o", "json").stdout)
@@ -217,7 +217,7 @@ def test_cli_rebuild_rescue_and_snapshots(hcloud_cli: Run) -> None:
     cli("image", "update", image_id, "--description", "golden v2")
     assert json.loads(cli("image", "describe", image_id, "-o", "json").stdout)["description"] == "golden v2"
 
-    out = cli("server", "create", "--name", "web-2", "--type", "cx22", "--image", image_id).stdout
+    out = cli("server", "create", "--name", "web-2", "--type", "cx23", "--image", image_id).stdout
     assert re.search(r"^Server \d+ created$", out, re.MULTILINE), out
     cli("image", "enable-protection", image_id, "delete")
     refused = cli("image", "delete", image_id, ok=False)

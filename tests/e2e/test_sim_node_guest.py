@@ -171,7 +171,7 @@ def test_ansible_playbook_provisions_a_node_as_a_real_server(
     playbook_bin = require_binary("ansible-playbook", str(Path(sys.executable).parent / "ansible-playbook"))
     key_path, public_key = ssh_keypair
     created = client.servers.create(
-        "prov-1", server_type=ServerType(name="cx22"), image=Image(name="ubuntu-24.04"),
+        "prov-1", server_type=ServerType(name="cx23"), image=Image(name="ubuntu-24.04"),
         user_data="#cloud-config\nssh_authorized_keys:\n  - " + public_key + "\n",
     )  # fmt: skip
     for action in [created.action, *created.next_actions]:

@@ -96,7 +96,7 @@ def create_node(client: hcloud.Client, name: str, public_key: str) -> tuple[int,
     )
     result = client.servers.create(
         name,
-        server_type=ServerType(name="cx22"),
+        server_type=ServerType(name="cx23"),
         image=Image(name="ubuntu-24.04"),
         ssh_keys=[SSHKey(id=key.id)],
     )

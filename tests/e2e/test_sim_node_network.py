@@ -231,7 +231,7 @@ def test_a_node_whose_address_is_taken_fails_its_start(
     _key_path, public_key = ssh_keypair
     key = client.ssh_keys.create(name="k", public_key=public_key)
     created = client.servers.create(
-        "squatted", server_type=ServerType(name="cx22"), image=Image(name="ubuntu-24.04"),
+        "squatted", server_type=ServerType(name="cx23"), image=Image(name="ubuntu-24.04"),
         ssh_keys=[SSHKey(id=key.id)], start_after_create=False,
     )  # fmt: skip
     created.action.wait_until_finished()

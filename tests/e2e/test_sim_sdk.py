@@ -44,7 +44,7 @@ def fast_retries(client: hcloud.Client) -> hcloud.Client:
 def create(client: hcloud.Client, name: str, **kwargs: Any) -> Any:
     return client.servers.create(
         name,
-        server_type=ServerType(name="cx22"),
+        server_type=ServerType(name="cx23"),
         image=Image(name="ubuntu-24.04"),
         **kwargs,
     )
@@ -77,7 +77,7 @@ def test_full_scenario(hcloud_client: hcloud.Client) -> None:
     assert server.status == "running"
     assert ipaddress.ip_address(server.public_net.ipv4.ip) in ipaddress.ip_network("198.18.0.0/15")
     assert server.location.name == "nbg1"
-    assert server.server_type.name == "cx22"
+    assert server.server_type.name == "cx23"
     assert server.image.name == "ubuntu-24.04"
     assert [s.name for s in hcloud_client.servers.get_all(label_selector="role==web")] == ["web-1"]
     selected = hcloud_client.servers.get_all(label_selector="managed-by=nodewright,role in (db, web)")
@@ -114,9 +114,13 @@ def test_full_scenario(hcloud_client: hcloud.Client) -> None:
 
 def test_catalog(hcloud_client: hcloud.Client) -> None:
     types = {t.name: t for t in hcloud_client.server_types.get_all()}
-    assert {"cx22", "cpx11", "cax11", "ccx13"} <= set(types)
+    assert {"cx23", "cpx11", "cax11", "ccx13"} <= set(types)
     assert types["cax11"].architecture == "arm"
-    assert all(loc.deprecation is not None for loc in types["cx11"].locations)
+    assert "cx11" not in types and "cx22" not in types  # past their deprecation: no longer listed
+    assert all(loc.deprecation is not None for loc in hcloud_client.server_types.get_by_id(104).locations)
+    cpx11 = {loc.location.name: loc for loc in types["cpx11"].locations}
+    assert cpx11["fsn1"].deprecation is not None and cpx11["fsn1"].available is False
+    assert cpx11["ash"].deprecation is None and cpx11["ash"].available is True
     cpx11_sin = next(loc for loc in types["cpx11"].locations if loc.location.name == "sin")
     assert cpx11_sin.available is False
     assert {loc.name for loc in hcloud_client.locations.get_all()} == {
@@ -189,7 +193,7 @@ def test_protection_backup_rdns_iso_and_console(hcloud_client: hcloud.Client) ->
     assert (error.code, "not simulated" in error.message) == ("unsupported_error", True)
 
     # Resize: refused while running; off -> change_type -> running again on the new type.
-    bigger = hcloud_client.server_types.get_by_name("cx32")
+    bigger = hcloud_client.server_types.get_by_name("cx33")
     assert bigger is not None
     error = _api_error(lambda: hcloud_client.servers.change_type(server, bigger, upgrade_disk=False))
     assert error.code == "server_not_stopped"
@@ -200,7 +204,7 @@ def test_protection_backup_rdns_iso_and_console(hcloud_client: hcloud.Client) ->
         if server.status == "running" and not server.locked:
             break
         time.sleep(0.01)
-    assert (server.server_type.name, server.primary_disk_size, server.status) == ("cx32", 40, "running")
+    assert (server.server_type.name, server.primary_disk_size, server.status) == ("cx33", 40, "running")
 
     hcloud_client.servers.change_protection(server, delete=False, rebuild=False).wait_until_finished()
     hcloud_client.servers.delete(server).wait_until_finished()
@@ -235,7 +239,7 @@ def test_create_fields_the_simulator_does_not_model_are_refused_by_name(
     raw = httpx.post(
         sim.api_url + "/servers",
         headers={"Authorization": f"Bearer {sim_token}"},
-        json={"name": "plain", "server_type": "cx22", "image": "ubuntu-24.04", "networks": [], "volumes": []},
+        json={"name": "plain", "server_type": "cx23", "image": "ubuntu-24.04", "networks": [], "volumes": []},
     )
     assert raw.status_code == 201, raw.text  # empty lists ask for nothing
 
@@ -248,7 +252,7 @@ def test_client_errors(hcloud_client: hcloud.Client, sim: SimServer, sim_control
     error = _api_error(lambda: create(hcloud_client, "not a hostname", labels={"bad key!": "x"}))
     assert error.code == "invalid_input"
     assert {f["name"] for f in error.details["fields"]} == {"name", "labels"}
-    error = _api_error(lambda: hcloud_client.servers.create("x", server_type=ServerType(name="cx22"),
+    error = _api_error(lambda: hcloud_client.servers.create("x", server_type=ServerType(name="cx23"),
                                                              image=Image(name="ubuntu-24.04"),
                                                              user_data="#" * 40000))  # fmt: skip
     assert error.code == "invalid_input"
@@ -263,7 +267,7 @@ def test_client_errors(hcloud_client: hcloud.Client, sim: SimServer, sim_control
     assert error.code == "resource_limit_exceeded"
     assert error.details["limits"]
     sim_control.post("/limits", json={"max_servers": None})
-    sim_control.post("/capacity", json={"server_type": "cx22", "location": "fsn1"})
+    sim_control.post("/capacity", json={"server_type": "cx23", "location": "fsn1"})
     error = _api_error(lambda: create(hcloud_client, "web-3", location=Location(name="fsn1")))
     assert error.code == "resource_unavailable"
     assert create(hcloud_client, "web-3", location=Location(name="hel1")).server.location.name == "hel1"

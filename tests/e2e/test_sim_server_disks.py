@@ -107,7 +107,7 @@ def test_snapshot_carries_the_disk_into_a_new_server(
 
     result = client.servers.create(
         "clone",
-        server_type=ServerType(name="cx22"),
+        server_type=ServerType(name="cx23"),
         image=Image(id=image.id),
         ssh_keys=[SSHKey(name="key-golden")],
     )

@@ -159,7 +159,7 @@ def create_node(client: hcloud.Client, name: str, public_key: str, user_data: st
     key = client.ssh_keys.create(name=f"key-{name}", public_key=public_key)
     result = client.servers.create(
         name,
-        server_type=ServerType(name="cx22"),
+        server_type=ServerType(name="cx23"),
         image=Image(name="ubuntu-24.04"),
         ssh_keys=[SSHKey(id=key.id)],
         user_data=user_data,

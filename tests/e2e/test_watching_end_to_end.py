@@ -81,7 +81,7 @@ def test_sshd_stopped_degrades_and_started_recovers(
     )
     assert hook.status_code == 201, hook.text
     secret = hook.json()["secret"]
-    body = {"provider_id": provider_id, "name": "watched-1", "location": "fsn1", "server_type": "cx22",
+    body = {"provider_id": provider_id, "name": "watched-1", "location": "fsn1", "server_type": "cx23",
             "image": "ubuntu-24.04"}  # fmt: skip
     created = client.post("/api/nodes", json=body, headers=operator)
     assert created.status_code == 202, created.text

@@ -104,7 +104,7 @@ def _new_node_body(ctx: AppContext) -> Prepared:
         "provider_id": _provider_id(ctx),
         "name": f"n{next(_names)}",
         "location": "fsn1",
-        "server_type": "cx22",
+        "server_type": "cx23",
         "image": "ubuntu-24.04",
     }
     return "/api/nodes", body
@@ -117,7 +117,7 @@ def _node_id(ctx: AppContext, status: str = "ready") -> int:
     with ctx.database.session(write=True) as session:
         node = Node(
             name=f"n{next(_names)}", contract="provider/v1", provider_id=provider_id, location="fsn1",
-            server_type="cx22", image="ubuntu-24.04", labels={}, profile="baseline", ssh_authorized_keys=[],
+            server_type="cx23", image="ubuntu-24.04", labels={}, profile="baseline", ssh_authorized_keys=[],
             status=status, evidence={}, created_by="test",
         )  # fmt: skip
         session.add(node)

@@ -155,7 +155,7 @@ def test_jobs_orphans_audit_and_nodes_list(cli: Cli, tmp_path: Path) -> None:
         "--location",
         "fsn1",
         "--type",
-        "cx22",
+        "cx23",
         "--image",
         "ubuntu-24.04",
     ]

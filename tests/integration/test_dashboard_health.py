@@ -51,7 +51,7 @@ def add_node(ctx: AppContext, provider_id: int, name: str, status: str, labels: 
     ready_at = utcnow() - dt.timedelta(days=1) if status == "ready" else None
     with ctx.database.session(write=True) as session:
         node = Node(
-            name=name, contract="provider/v1", provider_id=provider_id, location="fsn1", server_type="cx22",
+            name=name, contract="provider/v1", provider_id=provider_id, location="fsn1", server_type="cx23",
             image="ubuntu-24.04", labels=labels, profile="baseline", ssh_authorized_keys=[], status=status,
             evidence={}, created_by="test", ready_at=ready_at,
         )  # fmt: skip

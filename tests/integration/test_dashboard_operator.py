@@ -198,7 +198,7 @@ def test_create_form_errors_are_sentences_beside_their_field(
         "provider_id": str(provider),
         "name": "Bad_Name",
         "location": "fsn1",
-        "server_type": "cx22",
+        "server_type": "cx23",
         "image": "ubuntu-24.04",
     }
     bad = client.post("/nodes", data=form)

@@ -32,7 +32,7 @@ def add_connection(ctx: AppContext) -> int:
 def add_node(ctx: AppContext, provider_id: int, name: str, status: str) -> int:
     with ctx.database.session(write=True) as session:
         node = Node(name=name, contract="provider/v1", provider_id=provider_id, location="fsn1",
-                    server_type="cx22", image="ubuntu-24.04", labels={}, profile="baseline",
+                    server_type="cx23", image="ubuntu-24.04", labels={}, profile="baseline",
                     ssh_authorized_keys=[], status=status, evidence={}, created_by="system:demo")  # fmt: skip
         session.add(node)
         session.flush()

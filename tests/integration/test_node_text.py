@@ -87,7 +87,7 @@ def test_a_provider_message_with_terminal_escapes_is_stored_and_shown_escaped(
     operator = role_users[Role.operator].headers
     created = client.post(
         "/api/nodes",
-        json={"provider_id": provider_id, "name": "forged", "location": "fsn1", "server_type": "cx22",
+        json={"provider_id": provider_id, "name": "forged", "location": "fsn1", "server_type": "cx23",
               "image": "ubuntu-24.04"},
         headers=operator,
     )  # fmt: skip
@@ -139,7 +139,7 @@ def test_multi_line_node_output_is_indented_under_a_margin_in_the_cli(
     with app_context.database.session(write=True) as session:
         node = Node(
             name="chatty", contract="provider/v1", provider_id=provider_id, location="fsn1",
-            server_type="cx22", image="ubuntu-24.04", labels={}, profile="baseline", ssh_authorized_keys=[],
+            server_type="cx23", image="ubuntu-24.04", labels={}, profile="baseline", ssh_authorized_keys=[],
             status="provisioning", evidence={}, created_by="test",
         )  # fmt: skip
         session.add(node)
@@ -168,7 +168,7 @@ def test_the_cli_writes_no_control_character_even_from_a_row_stored_raw(
     provider_id = _connect(client, role_users[Role.admin].headers, sim)
     with app_context.database.session(write=True) as session:
         node = Node(
-            name="old", contract="provider/v1", provider_id=provider_id, location="fsn1", server_type="cx22",
+            name="old", contract="provider/v1", provider_id=provider_id, location="fsn1", server_type="cx23",
             image="ubuntu-24.04", labels={}, profile="baseline", ssh_authorized_keys=[], status="failed",
             stage="provision", error_code="provisioning_failed", error_message=f"boom{FORGED}",
             error_hint=FORGED, error_retryable=False, evidence={}, created_by="test",

@@ -38,7 +38,7 @@ def body(provider: int, **overrides: Any) -> dict[str, Any]:
         "provider_id": provider,
         "name": "web-1",
         "location": "fsn1",
-        "server_type": "cx22",
+        "server_type": "cx23",
         "image": "ubuntu-24.04",
     }
     values.update(overrides)
@@ -64,7 +64,7 @@ def test_intent_first_node_and_job_commit_together(
         assert row is not None and queued is not None
         assert row.job_id == queued.id and queued.state == "queued"
         assert queued.args == {"node_id": row.id} and queued.resource_key == f"node:{row.id}"
-    assert node["price"]["monthly_gross"].startswith("4.")  # cx22 in fsn1, gross
+    assert node["price"]["monthly_gross"].startswith("4.")  # cx23 in fsn1, gross
     listed = client.get(
         "/api/nodes?status=pending&label=role", headers=role_users[Role.viewer].headers
     ).json()
@@ -77,7 +77,7 @@ def test_intent_first_node_and_job_commit_together(
     ("overrides", "field", "code"),
     [
         ({"location": "nowhere"}, "location", "invalid_combination"),
-        ({"location": "ash"}, "server_type", "invalid_combination"),  # cx22 is sold in the EU only
+        ({"location": "ash"}, "server_type", "invalid_combination"),  # cx23 is sold in the EU only
         ({"server_type": "cx11"}, "server_type", "invalid_combination"),  # deprecated
         ({"image": "ubuntu-20.04"}, "image", "invalid_combination"),  # deprecated
         ({"image": "windows-11"}, "image", "invalid_combination"),

@@ -48,7 +48,7 @@ def test_a_stage_failure_reaches_the_node_redacted(
     with app_context.database.session(write=True) as session:
         node = Node(
             name="leaky", contract="provider/v1", provider_id=connection.json()["id"], location="fsn1",
-            server_type="cx22", image="ubuntu-24.04", labels={}, profile="baseline", ssh_authorized_keys=[],
+            server_type="cx23", image="ubuntu-24.04", labels={}, profile="baseline", ssh_authorized_keys=[],
             status="verifying", evidence={}, created_by="test",
         )  # fmt: skip
         session.add(node)

@@ -44,7 +44,7 @@ def add_node(
 ) -> int:
     with ctx.database.session(write=True) as session:
         node = Node(
-            name=name, contract="provider/v1", provider_id=provider_id, location="fsn1", server_type="cx22",
+            name=name, contract="provider/v1", provider_id=provider_id, location="fsn1", server_type="cx23",
             image="ubuntu-24.04", labels={}, profile="baseline", ssh_authorized_keys=[], status=status,
             server_id=server_id, evidence={}, created_by="test", **extra,
         )  # fmt: skip
@@ -69,7 +69,7 @@ def setup(
 
 def make_server(cloud: hcloud.Client, name: str, labels: dict[str, str]) -> int:
     created = cloud.servers.create(
-        name, server_type=ServerType(name="cx22"), image=Image(name="ubuntu-24.04"), labels=labels
+        name, server_type=ServerType(name="cx23"), image=Image(name="ubuntu-24.04"), labels=labels
     )
     created.action.wait_until_finished()
     assert created.server.id is not None

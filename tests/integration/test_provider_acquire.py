@@ -108,7 +108,7 @@ def test_foreign_server_with_the_same_name_is_a_name_conflict(
     hcloud_client: hcloud.Client,  # noqa: F811
 ) -> None:
     hcloud_client.servers.create(
-        name="taken-1", server_type=ServerType(name="cx22"), image=Image(name="ubuntu-24.04")
+        name="taken-1", server_type=ServerType(name="cx23"), image=Image(name="ubuntu-24.04")
     )
     adapter = _adapter(sim, sim_token)
     with pytest.raises(ProviderError) as caught:
@@ -196,7 +196,7 @@ def test_fifty_concurrent_acquisitions_stay_under_the_rate_limit(
                 StepLog(),
                 app_context.database,
                 app_context.box,
-                NodeServerSpec(row.id, node_id, f"burst-{node_id}", "fsn1", "cx22", "ubuntu-24.04"),
+                NodeServerSpec(row.id, node_id, f"burst-{node_id}", "fsn1", "cx23", "ubuntu-24.04"),
                 generate_host_key(),
             )
         except BaseException as exc:
@@ -220,12 +220,20 @@ def test_fifty_concurrent_acquisitions_stay_under_the_rate_limit(
     ("location", "server_type", "image", "code", "field"),
     [
         ("fsn1", "cx11", "ubuntu-24.04", ErrorCode.invalid_combination, "server_type"),  # deprecated
-        ("ash", "cx22", "ubuntu-24.04", ErrorCode.invalid_combination, "server_type"),  # not sold there
-        ("fsn1", "cx22", "ubuntu-20.04", ErrorCode.invalid_combination, "image"),  # deprecated image
-        ("fsn1", "cx22", "windows-95", ErrorCode.invalid_combination, "image"),
-        ("mars1", "cx22", "ubuntu-24.04", ErrorCode.invalid_combination, "location"),
+        ("ash", "cx23", "ubuntu-24.04", ErrorCode.invalid_combination, "server_type"),  # not sold there
+        ("fsn1", "cx23", "ubuntu-20.04", ErrorCode.invalid_combination, "image"),  # deprecated image
+        ("fsn1", "cx23", "windows-95", ErrorCode.invalid_combination, "image"),
+        ("mars1", "cx23", "ubuntu-24.04", ErrorCode.invalid_combination, "location"),
         ("fsn1", "cx99", "ubuntu-24.04", ErrorCode.invalid_combination, "server_type"),
         ("sin", "cpx11", "ubuntu-24.04", ErrorCode.capacity_unavailable, "location"),  # out of stock
+        ("fsn1", "cpx11", "ubuntu-24.04", ErrorCode.invalid_combination, "server_type"),  # deprecated here
+        (
+            "fsn1",
+            "cx22",
+            "ubuntu-24.04",
+            ErrorCode.invalid_combination,
+            "server_type",
+        ),  # deprecated everywhere
     ],
 )
 def test_preflight_refuses_a_bad_combination_before_any_create(
@@ -258,6 +266,23 @@ def test_preflight_refuses_a_bad_combination_before_any_create(
     assert (caught.value.code, caught.value.field, caught.value.retryable) == (code, field, False)
     log = SimControl(sim.base_url).requests(limit=500)
     assert not [r for r in log if r["method"] == "POST" and r["path"] == "/v1/servers"]
+
+
+def test_a_type_deprecated_in_one_location_is_still_ordered_where_it_is_sold(
+    sim: SimServer,  # noqa: F811
+    sim_token: str,  # noqa: F811
+) -> None:
+    """cpx11 is deprecated in fsn1 (past its date) but sold in ash: the catalog says so per location
+    and preflight lets the ash order through."""
+    from nodewright.providers.acquisition import preflight
+
+    catalog = _adapter(sim, sim_token).catalog()
+    cpx11 = next(st for st in catalog.server_types if st.name == "cpx11")
+    assert not cpx11.deprecated
+    assert set(cpx11.deprecated_in) == {"fsn1", "nbg1", "hel1"} and "ash" in cpx11.available_in
+    preflight(catalog, "ash", "cpx11", "ubuntu-24.04")
+    cx22 = next((st for st in catalog.server_types if st.name == "cx22"), None)
+    assert cx22 is None  # unlisted once its type-wide deprecation has passed
 
 
 def test_preflight_refuses_an_image_without_a_build_for_the_architecture() -> None:
@@ -305,7 +330,7 @@ def test_a_small_bucket_makes_acquisitions_wait_instead_of_hitting_429(
                 StepLog(),
                 app_context.database,
                 app_context.box,
-                NodeServerSpec(row.id, node_id, f"small-{node_id}", "fsn1", "cx22", "ubuntu-24.04"),
+                NodeServerSpec(row.id, node_id, f"small-{node_id}", "fsn1", "cx23", "ubuntu-24.04"),
                 generate_host_key(),
             )
         except BaseException as exc:

@@ -76,7 +76,7 @@ def test_a_provider_error_fails_the_job_with_its_taxonomy_code(
     sim_token: str,  # noqa: F811
 ) -> None:
     pid = _connection(app_context, sim, sim_token)
-    SimControl(sim.base_url).add_capacity_rule(location="fsn1", server_type="cx22")
+    SimControl(sim.base_url).add_capacity_rule(location="fsn1", server_type="cx23")
     job_id = _enqueue(app_context, connection_id=pid, node_id=12, name="job-node-12")
     assert run_next(app_context.database, registry=REGISTRY) == "failed"
     error = job_row(app_context.database, job_id).error

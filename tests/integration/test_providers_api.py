@@ -174,8 +174,8 @@ def test_catalog_is_cached_and_served_stale_while_the_provider_is_down(
     data = catalog.json()
     assert data["stale"] is False
     assert {loc["name"] for loc in data["locations"]} >= {"fsn1", "nbg1"}
-    cx22 = next(t for t in data["server_types"] if t["name"] == "cx22")
-    assert "fsn1" in cx22["available_in"] and cx22["prices"][0]["monthly_gross"]
+    cx23 = next(t for t in data["server_types"] if t["name"] == "cx23")
+    assert "fsn1" in cx23["available_in"] and cx23["prices"][0]["monthly_gross"]
     assert {i["architecture"] for i in data["images"]} == {"x86", "arm"}
 
     connections.forget_catalog(app_context.database, pid)  # the TTL passed

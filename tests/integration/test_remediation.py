@@ -524,7 +524,7 @@ def test_a_replacement_whose_job_died_is_listed_as_an_orphan(
         step_id = row.id
     labels = {LABEL_INSTALLATION: installation_id(app_context.database), LABEL_NODE: str(node_id),
               LABEL_REPLACEMENT: str(step_id)}  # fmt: skip
-    made = cloud.servers.create("w0-r1", server_type=ServerType(name="cx22"),
+    made = cloud.servers.create("w0-r1", server_type=ServerType(name="cx23"),
                                 image=Image(name="ubuntu-24.04"), labels=labels)  # fmt: skip
     made.action.wait_until_finished()
     with app_context.database.session(write=True) as session:

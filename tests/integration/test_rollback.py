@@ -29,7 +29,7 @@ def test_the_three_rollback_steps(db_url: str, tmp_path: Path, sim: SimServer) -
             json={"kind": "hetzner", "name": "sim", "token": random_token(), "api_endpoint": sim.api_url},
             headers=admin,
         ).json()["id"]
-        request = {"provider_id": provider, "name": "web-1", "location": "fsn1", "server_type": "cx22",
+        request = {"provider_id": provider, "name": "web-1", "location": "fsn1", "server_type": "cx23",
                    "image": "ubuntu-24.04"}  # fmt: skip
         assert client.post("/api/nodes", json=request, headers=operator).status_code == 202
 

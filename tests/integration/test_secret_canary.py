@@ -196,7 +196,7 @@ def test_provider_token_canary_never_leaks(
             StepLog(),
             app_context.database,
             app_context.box,
-            NodeServerSpec(pid, 1, "canary-node", "fsn1", "cx22", "ubuntu-24.04"),
+            NodeServerSpec(pid, 1, "canary-node", "fsn1", "cx23", "ubuntu-24.04"),
             host_key,
         )
         outputs.append(json.dumps(result.evidence.to_dict()))
@@ -223,7 +223,7 @@ def test_provider_token_canary_never_leaks(
         # evidence (its provider calls) and a refusal the provider's error text went into.
         run = SmokeRun(
             name="canary-node",
-            request={"provider_id": pid, "location": "fsn1", "server_type": "cx22", "image": "ubuntu-24.04"},
+            request={"provider_id": pid, "location": "fsn1", "server_type": "cx23", "image": "ubuntu-24.04"},
             provider=client.get(f"/api/providers/{pid}", headers=admin).json(),
             evidence={"acquisition": result.evidence.to_dict()},
             error=refusal,

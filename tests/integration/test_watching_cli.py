@@ -286,7 +286,7 @@ def test_output_formats_json_yaml_columns_and_ids(served: Served, setup: tuple[i
     for bad in ("xml", "columns=", "columns=id;rm"):
         refused(served.run(["nodes", "list", "-o", bad], None), 2, "-o")
     create = ["nodes", "create", "--provider", str(provider_id), "--name", "n", "--location", "fsn1",
-              "--type", "cx22", "--image", "ubuntu-24.04", "-o", "xml"]  # fmt: skip
+              "--type", "cx23", "--image", "ubuntu-24.04", "-o", "xml"]  # fmt: skip
     refused(served.run(create, Role.operator), 2, "format")
     assert (
         json.loads(ok(served.run(["nodes", "list", "--json"], Role.viewer)))["total"] == 2

@@ -67,7 +67,7 @@ def watched(db_url: str, tmp_path: Path, sim: SimServer) -> Iterator[tuple[AppCo
             with ctx.database.session(write=True) as session:
                 node = Node(
                     name=f"w{i}", contract="provider/v1", provider_id=provider_id, location="fsn1",
-                    server_type="cx22", image="ubuntu-24.04", labels={}, profile="baseline",
+                    server_type="cx23", image="ubuntu-24.04", labels={}, profile="baseline",
                     ssh_authorized_keys=[], status="ready", evidence={}, created_by="test",
                     ready_at=utcnow() - dt.timedelta(days=1),
                 )  # fmt: skip
@@ -75,7 +75,7 @@ def watched(db_url: str, tmp_path: Path, sim: SimServer) -> Iterator[tuple[AppCo
                 session.flush()
                 node_id = node.id
             created = cloud.servers.create(
-                f"w{i}", server_type=ServerType(name="cx22"), image=Image(name="ubuntu-24.04"),
+                f"w{i}", server_type=ServerType(name="cx23"), image=Image(name="ubuntu-24.04"),
                 labels={LABEL_INSTALLATION: owner, LABEL_NODE: str(node_id)},
             )  # fmt: skip
             with ctx.database.session(write=True) as session:

@@ -33,7 +33,7 @@ def seed_node(
     *,
     labels: dict[str, str] | None = None,
     location: str = "fsn1",
-    server_type: str = "cx22",
+    server_type: str = "cx23",
     price: str | None = PRICE_MONTHLY,
     address: str | None = "203.0.113.7",
     evidence: dict[str, Any] | None = None,

@@ -64,7 +64,7 @@ def add_ready_nodes(
         with ctx.database.session(write=True) as session:
             node = Node(
                 name=f"{prefix}{i}", contract="provider/v1", provider_id=provider_id, location="fsn1",
-                server_type="cx22", image="ubuntu-24.04", labels={"role": "web" if i % 2 else "db"},
+                server_type="cx23", image="ubuntu-24.04", labels={"role": "web" if i % 2 else "db"},
                 profile=profile, ssh_authorized_keys=[], status="ready", evidence={}, created_by="test",
                 ready_at=utcnow() - dt.timedelta(days=1),
             )  # fmt: skip
@@ -72,7 +72,7 @@ def add_ready_nodes(
             session.flush()
             node_id = node.id
         created = cloud.servers.create(
-            f"{prefix}{i}", server_type=ServerType(name="cx22"), image=Image(name="ubuntu-24.04"),
+            f"{prefix}{i}", server_type=ServerType(name="cx23"), image=Image(name="ubuntu-24.04"),
             labels={LABEL_INSTALLATION: owner, LABEL_NODE: str(node_id)},
         )  # fmt: skip
         created.action.wait_until_finished()

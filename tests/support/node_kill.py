@@ -142,7 +142,7 @@ def run_kill_trials(
         batch = []
         for i in range(nodes_per_round):
             body = {"provider_id": provider_id, "name": f"k{round_}-{i}-{rng.randrange(10**6)}",
-                    "location": "fsn1", "server_type": "cx22", "image": "ubuntu-24.04"}  # fmt: skip
+                    "location": "fsn1", "server_type": "cx23", "image": "ubuntu-24.04"}  # fmt: skip
             answer = client.post("/api/nodes", json=body, headers=headers["operator"])
             assert answer.status_code == 202, answer.text
             batch.append(answer.json()["node"]["id"])

@@ -37,7 +37,7 @@ def provider_acquire(ctx: JobContext) -> dict[str, Any]:
         node_id=int(args["node_id"]),
         server_name=str(args["name"]),
         location="fsn1",
-        server_type="cx22",
+        server_type="cx23",
         image="ubuntu-24.04",
     )
     try:

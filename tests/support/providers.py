@@ -13,7 +13,7 @@ def acquire_request(
     name: str,
     installation_id: str = "testinstall",
     location: str = "fsn1",
-    server_type: str = "cx22",
+    server_type: str = "cx23",
     image: str = "ubuntu-24.04",
 ) -> AcquireRequest:
     client = generate_host_key()

@@ -81,7 +81,7 @@ def cli(server: Scripted, answer: Answer, *args: str, env: dict[str, str] | None
 
 def node(i: int, status: str, **extra: Any) -> dict[str, Any]:
     return {"id": i, "name": f"n-{i}", "status": status, "stage": None, "health": None, "ssh": None,
-            "location": "fsn1", "server_type": "cx22",
+            "location": "fsn1", "server_type": "cx23",
             "price": {"monthly_gross": "4.5101", "currency": "EUR"},
             "created_at": "2026-12-07T10:00:00Z", "provider_id": 1, "image": "ubuntu-24.04",
             "profile": "baseline", "job_id": 1, "server": {"id": None, "name": None, "status": None},

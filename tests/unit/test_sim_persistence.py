@@ -18,7 +18,7 @@ def _state() -> SimState:
 def test_images_and_rescue_round_trip(tmp_path: Path) -> None:
     state = _state()
     project = "p-test"
-    server = state.create_server(project, {"name": "web-1", "server_type": "cx22", "image": "debian-12"})
+    server = state.create_server(project, {"name": "web-1", "server_type": "cx23", "image": "debian-12"})
     server_id = server["server"]["id"]
     state.advance()
     image = state.create_image(project, server_id, {"labels": {"role": "web"}})["image"]
@@ -43,7 +43,7 @@ def test_images_and_rescue_round_trip(tmp_path: Path) -> None:
 
 def test_an_older_state_file_loads(tmp_path: Path) -> None:
     state = _state()
-    state.create_server("p-test", {"name": "web-1", "server_type": "cx22", "image": "debian-12"})
+    state.create_server("p-test", {"name": "web-1", "server_type": "cx23", "image": "debian-12"})
     path = tmp_path / "state.json"
     save_state(state, path)
     data = json.loads(path.read_text())

@@ -136,11 +136,11 @@ def test_several_connections_need_provider_and_nothing_is_made(server: Scripted,
 def test_provider_by_name_what_to_test_and_keep(server: Scripted, tmp_path: Path) -> None:
     provider = Provider(server, [{"id": 1, "name": "lab"}, {"id": 2, "name": "prod"}])
     done = smoke(server, provider, tmp_path, "--provider", "prod", "--keep", "--profile", "web",
-                 "--location", "nbg1", "--type", "cx32", "--image", "debian-12")  # fmt: skip
+                 "--location", "nbg1", "--type", "cx33", "--image", "debian-12")  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     body = created(server)
     assert {k: body[k] for k in ("provider_id", "profile", "location", "server_type", "image")} == {
-        "provider_id": 2, "profile": "web", "location": "nbg1", "server_type": "cx32", "image": "debian-12"
+        "provider_id": 2, "profile": "web", "location": "nbg1", "server_type": "cx33", "image": "debian-12"
     }  # fmt: skip
     assert "DELETE" not in [m for m, _, _ in server.requests]  # --keep: the node is left
     folder = folder_of(tmp_path)

@@ -45,7 +45,7 @@ SETTLED = {"ready", "degraded", "failed", "released", "lost"}
 JOB_FINISHED = {"succeeded", "failed", "canceled"}
 MAX_KEY_FILE = 16384
 MAX_NODE_JOBS = 10_000  # --all stops there: a server whose total never ends is not paged forever
-DEFAULT_LOCATION, DEFAULT_SERVER_TYPE, DEFAULT_IMAGE = "fsn1", "cx22", "ubuntu-24.04"
+DEFAULT_LOCATION, DEFAULT_SERVER_TYPE, DEFAULT_IMAGE = "fsn1", "cx23", "ubuntu-24.04"
 DEFAULT_PROFILE = "baseline"
 # What a node is made of, as `nodes create` and `smoke` both take it.
 ProviderRef = Annotated[

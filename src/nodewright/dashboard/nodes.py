@@ -56,7 +56,7 @@ KEEPALIVE_SECONDS = 15.0
 # The node page's one delete action: the server deleted at the provider, or detached and kept.
 DELETE_MODES = ("delete", "detach")
 # The create form's first choice when the catalog sells it (the README's examples use it).
-DEFAULT_SERVER_TYPE = "cx22"
+DEFAULT_SERVER_TYPE = "cx23"
 
 
 def _ctx(request: Request) -> AppContext:

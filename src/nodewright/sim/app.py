@@ -208,8 +208,14 @@ def _routes() -> list[ApiRoute]:
         return 200, rt.state.list_server_types(c.query)
 
     @r("GET", "/server_types/{id}", "get_server_type")
-    def server_type(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
-        return 200, _one(rt.state.list_server_types({"per_page": ["50"]}), "server_types", c.params["id"])
+    def server_type(_rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
+        # By id also a type no longer listed (past its deprecation): servers still name it.
+        from nodewright.sim import catalog
+
+        found = next((st for st in catalog.SERVER_TYPES if st.id == c.params["id"]), None)
+        if found is None:
+            raise ApiError("not_found", "server type not found")
+        return 200, {"server_type": found.to_json()}
 
     @r("GET", "/locations", "list_locations")
     def locations(rt: SimRuntime, c: Call) -> tuple[int, dict[str, Any] | None]:
@@ -263,10 +269,15 @@ def _routes() -> list[ApiRoute]:
         return 200, {"pricing": catalog_pricing()}
 
     def gone(_rt: SimRuntime, _c: Call) -> tuple[int, dict[str, Any] | None]:
+        # Deprecated 2026-06-02 and "removed after 1 Oct. 2026. After this date, requests to these
+        # endpoints will return HTTP 410 Gone" (changelog 2026-06-02-datacenters-deprecated, quoted
+        # by hcloud-go v2.44.0, hcloud-python v2.22.0, hcloud CLI v1.66.0). 410 is
+        # `deprecated_api_endpoint` in the document's error table; the message is ours (no answer
+        # captured after the removal was found).
         raise ApiError(
             "deprecated_api_endpoint",
             "datacenters have been removed; use locations",
-            {"announcement": "https://docs.hetzner.cloud/changelog#2025-12-16-phasing-out-datacenters"},
+            {"announcement": "https://docs.hetzner.cloud/changelog#2026-06-02-datacenters-deprecated"},
         )
 
     r("GET", "/datacenters", "list_datacenters")(gone)

@@ -57,6 +57,14 @@ def sim_command(
             "(e.g. the hetzner.hcloud Ansible collection 5.4)."
         ),
     ] = False,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="NODEWRIGHT_SIM_CATALOG",
+            help="Serve this catalog instead of the built-in one: a JSON object with the real API's "
+            '"server_types" and "locations" lists (and optionally "images").',
+        ),
+    ] = None,
 ) -> None:
     """Run a local Hetzner Cloud API simulator whose servers are real SSH hosts."""
     try:
@@ -78,6 +86,14 @@ def sim_command(
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
+    if catalog is not None:
+        from nodewright.sim import catalog as sim_catalog
+
+        try:
+            sim_catalog.load_snapshot(catalog)
+        except sim_catalog.CatalogError as exc:
+            print(f"error: catalog {exc}", file=sys.stderr)
+            raise typer.Exit(2) from None
     from nodewright.sim.server import SimServer
 
     server = SimServer(host=host, port=port, ssh_nodes=ssh_nodes, state_file=state_file, config=config)

@@ -1,6 +1,6 @@
 // The create form's selectors come from the provider's catalog: a location, then the server types
 // available there (with their monthly price, cheapest first, then fewest cores), then the images built for
-// that type's architecture. The first choice of type is the README's cx22 when the location sells it.
+// that type's architecture. The first choice of type is the README's cx23 when the location sells it.
 (function () {
   "use strict";
   var form = document.getElementById("create-node");

@@ -2,7 +2,7 @@
 
 ``GET /actions?id=1&id=2...`` answers for up to 50 actions at once, so fifty servers being created
 together cost one poll per tick instead of fifty. The schedule learns: it keeps, per kind of wait
-(e.g. "create:cx22:fsn1", create and start actions together), an average of how long such waits
+(e.g. "create:cx23:fsn1", create and start actions together), an average of how long such waits
 took, sends the first poll when the wait is expected to be over, then polls at a short, slowly
 growing interval until it is. A kind never seen starts at one second with the same backoff. What
 is learned is written to the connection row, so other processes (and restarts) start from it.

@@ -11,7 +11,7 @@ class CatalogResource(Store):
     @staticmethod
     def list_server_types(query: Query) -> JSON:
         names = query.get("name", [])
-        items = [st for st in catalog.SERVER_TYPES if not names or st.name == names[-1]]
+        items = [st for st in catalog.SERVER_TYPES if st.listed() and (not names or st.name == names[-1])]
         page, meta = paginate(items, query)
         return {"server_types": [st.to_json() for st in page], "meta": meta}
 
