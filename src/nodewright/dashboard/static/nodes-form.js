@@ -37,7 +37,12 @@
     var st = catalog.server_types.filter(function (t) { return t.name === type.value; })[0];
     var arch = st ? st.architecture : null;
     fill(image, catalog.images.filter(function (i) { return i.architecture === arch && !i.deprecated; })
-      .map(function (i) { return { value: i.name, label: i.name + " (" + i.architecture + ")" }; }));
+      .map(function (i) {
+        // A snapshot is named by its id: say what it is (its description) beside the id.
+        var label = i.kind === "snapshot" ? i.description + " (image " + i.name + ", " + i.architecture + ")"
+          : i.name + " (" + i.architecture + ")";
+        return { value: i.name, label: label };
+      }));
     var monthly = st ? price(st, location.value) : null;
     cost.textContent = monthly === null ? "" :
       "Costs about " + monthly.toFixed(2) + " EUR per month (gross), billed hourly until deleted.";
