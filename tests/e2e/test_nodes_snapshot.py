@@ -57,6 +57,7 @@ def test_snapshot_a_node_then_create_a_node_from_it(
         assert run.returncode == 0, run.stdout + run.stderr
         last = run.stdout.strip().splitlines()[-1]
         assert last.startswith("image ") and "--image " in last, run.stdout
+        assert "is being made from server" in run.stdout  # named before the wait ends
         image_id = last.split()[1].rstrip(":")
         golden = next(n for n in client.get("/api/nodes", headers=users[Role.viewer].headers).json()["items"])
         assert golden["status"] == "ready"  # the snapshot is not the node's job: nothing changed

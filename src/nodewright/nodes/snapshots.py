@@ -72,7 +72,7 @@ def node_snapshot(ctx: JobContext) -> dict[str, Any]:
             raise JobError("not_found", f"node {node_id} does not exist")
         session.expunge(node)
     if node.server_id is None or NodeStatus(node.status) not in SNAPSHOT_FROM:
-        raise JobError("conflict", f"node {node_id} is {node.status} and has no server to snapshot")
+        raise JobError("conflict", f"node {node_id} is {node.status}; it is not snapshotted")
     adapter = adapter_for(ctx, node.provider_id)
     try:
         image = adapter.snapshot(node.server_id, str(ctx.args["description"]), ctx)

@@ -543,6 +543,8 @@ class HetznerAdapter:
             }
 
         started = checkpoints.step("provider.snapshot.start", start)
+        # Named at once: if the job ends before the image is done, the log still says which it is.
+        checkpoints.log(f"image {int(started['image_id'])} is being made from server {server_id}")
         checkpoints.step(
             "provider.snapshot.wait",
             lambda: {
